@@ -1,0 +1,191 @@
+"""Stage 3, evaluate: retrieval quality of one model, with encoding and top-k spread over ranks.
+
+One process:
+    python -m tier1.evaluate --config '<json>' --model results/train/gpus1/model \
+        --data results/data/test --out results/eval/gpus1/ws1
+N processes (each encodes its share of the corpus and ranks it; rank 0 merges):
+    torchrun --standalone --nproc_per_node N -m tier1.evaluate ...
+The metrics are the same at any world size; only the time changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from tier1 import atomic, distributed, model, provenance
+from tier1.cli_common import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.config import config_hash
+from tier1.data.sources import read_beir
+from tier1.evaluation import metrics as ir_metrics
+from tier1.evaluation import sharding, topk
+from tier1.resources import device_name, peak_memory, reset_peak
+from tier1.trainer import median, resolve_dtype
+
+log = logging.getLogger("tier1.evaluate")
+TOP_K = 100
+
+
+def tokenize_all(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]
+
+
+def encode_share(encoder, token_ids, batches, share, pad_id, device, dtype, bar) -> tuple[list[int], torch.Tensor]:
+    """Encode this rank's batches; returns (item indices, embeddings) in that order."""
+    items, outs = [], []
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for b in share:
+            batch = sharding.collate(token_ids, batches[b], pad_id)
+            outs.append(encoder(**{k: v.to(device) for k, v in batch.items()}).float())
+            items.extend(batches[b])
+            bar.update(len(batches[b]))
+    dim = encoder.transformer.config.hidden_size
+    return items, torch.cat(outs) if outs else torch.empty(0, dim, device=device)
+
+
+def encode_sharded(encoder, token_ids, batch_size, pad_id, ctx, dtype, desc) -> tuple[list[int], torch.Tensor, dict]:
+    lengths = [len(t) for t in token_ids]
+    batches = sharding.plan_batches(lengths, batch_size)
+    share = sharding.deal(batches, lengths, ctx.world_size)[ctx.rank]
+    n_mine = sum(len(batches[b]) for b in share)
+    bar = progress(n_mine, f"{desc} (rank {ctx.rank})", enabled=ctx.is_main)
+    t0 = time.perf_counter()
+    items, emb = encode_share(encoder, token_ids, batches, share, pad_id, ctx.device, dtype, bar)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    bar.close()
+    stats = {"items": len(items), "batches": len(share), "tokens": sum(lengths[i] for i in items),
+             "seconds": time.perf_counter() - t0}
+    return items, emb, stats
+
+
+def gather_rows(items: list[int], emb: torch.Tensor, total: int) -> torch.Tensor:
+    """Every rank's (indices, rows) assembled into one matrix in index order, on every rank."""
+    out = torch.empty(total, emb.shape[1], device=emb.device)
+    for idx, rows in distributed.all_gather_objects((items, emb.cpu())):
+        if idx:
+            out[torch.tensor(idx, device=emb.device)] = rows.to(emb.device)
+    return out
+
+
+def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype):
+    pad = tokenizer.pad_token_id
+    distributed.barrier()
+    t0 = time.perf_counter()
+    q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg["eval_batch_size"], pad, ctx, dtype, "queries")
+    queries = gather_rows(q_items, q_emb, len(query_tokens))
+    d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg["eval_batch_size"], pad, ctx, dtype, "corpus")
+    t1 = time.perf_counter()
+    best = topk.search(queries, d_emb, torch.tensor(d_items, dtype=torch.long), TOP_K,
+                       cfg["corpus_chunk_size"], exclude.to(ctx.device))
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    t2 = time.perf_counter()
+    shards = distributed.all_gather_objects((best[0].cpu(), best[1].cpu()))
+    merged = topk.empty(len(query_tokens), TOP_K, torch.device("cpu"))
+    for shard in shards:
+        merged = topk.merge(merged, shard, TOP_K)
+    t3 = time.perf_counter()
+    distributed.barrier()
+    wall = time.perf_counter() - t0
+    rank_stats = {"rank": ctx.rank, "queries": q_stats, "corpus": d_stats, "encode_s": t1 - t0,
+                  "search_s": t2 - t1, "merge_s": t3 - t2}
+    return merged, wall, rank_stats
+
+
+def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path) -> dict | None:
+    started_at = provenance.utc_now()
+    t_load = time.perf_counter()
+    beir = read_beir(data, "test")
+    encoder, tokenizer = model.load(model_spec)
+    encoder = encoder.to(ctx.device).eval()
+    dtype = resolve_dtype(cfg["precision"], ctx.device)
+    doc_ids = sorted(beir.corpus)  # index order = id order, so index ties break by document id
+    query_ids = sorted(beir.queries)
+    doc_pos = {d: i for i, d in enumerate(doc_ids)}
+    texts = [f"{beir.corpus[d]['title']} {beir.corpus[d]['text']}".strip() for d in doc_ids]
+    corpus_tokens = tokenize_all(tokenizer, texts, cfg["max_seq_length"])
+    query_tokens = tokenize_all(tokenizer, [beir.queries[q] for q in query_ids], cfg["max_seq_length"])
+    exclude = torch.tensor([doc_pos.get(q, -1) if cfg["ignore_identical_ids"] else -1 for q in query_ids])
+    load_s = time.perf_counter() - t_load
+
+    reset_peak(ctx.device)
+    walls, rank_stats, merged = [], None, None
+    for _ in range(cfg["repeats"]):
+        merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype)
+        walls.append(wall)
+    rank_stats["peak_memory"] = peak_memory(ctx.device)
+    rank_stats["device_name"] = device_name(ctx.device)
+    rank_stats["threads"] = ctx.threads
+    ranks = distributed.all_gather_objects(rank_stats)
+    if not ctx.is_main:
+        return None
+
+    scores, index = merged
+    ranking: dict[str, list[tuple[str, float]]] = {}
+    for qi, qid in enumerate(query_ids):
+        ranking[qid] = [(doc_ids[j], float(s)) for s, j in zip(scores[qi].tolist(), index[qi].tolist())
+                        if j != topk.NO_DOC]
+    per_q = ir_metrics.per_query({q: [d for d, _ in r] for q, r in ranking.items()}, beir.qrels)
+    wall = median(walls)
+    result = {
+        "stage": "evaluate",
+        "model": model_spec,
+        "world_size": ctx.world_size,
+        "started_at": started_at,
+        "finished_at": None,
+        "metrics": ir_metrics.mean(per_q),
+        "queries": len(query_ids),
+        "queries_judged": len(per_q),
+        "documents": len(doc_ids),
+        "wall_time_s": wall,
+        "wall_times_s": walls,
+        "documents_per_s": len(doc_ids) / wall if wall else None,
+        "timings_s": {
+            "load": load_s,
+            "encode_per_rank": [r["encode_s"] for r in ranks],
+            "similarity_topk_per_rank": [r["search_s"] for r in ranks],
+            "merge": ranks[0]["merge_s"],
+        },
+        "precision": str(dtype or torch.float32).replace("torch.", ""),
+        "ranks": ranks,
+        "config": cfg,
+        **provenance.stamp(config_hash(cfg)),
+    }
+    run_lines = "".join(
+        f"{qid} Q0 {doc} {rank} {score:.6f} tier1\n"
+        for qid, docs in ranking.items() for rank, (doc, score) in enumerate(docs, start=1)
+    )
+    atomic.write_text(out / "run.trec", run_lines)
+    result["finished_at"] = provenance.utc_now()
+    atomic.write_json(out / "metrics.json", result)
+    log.info("%s on %d rank(s): nDCG@10 %.4f, %.1f s (%.0f documents/s)", model_spec, ctx.world_size,
+             result["metrics"]["ndcg@10"], wall, result["documents_per_s"] or 0)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON of the evaluate stage's config keys")
+    parser.add_argument("--model", default=None, help="model folder or spec; default: the config's model")
+    parser.add_argument("--data", type=Path, default=Path("results/data/test"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    quiet_transformers()
+    cfg = parse_stage_config(args.config, "evaluate")
+    ctx = distributed.setup()
+    try:
+        evaluate(args.model or cfg["model"], args.data, cfg, ctx, args.out)
+    finally:
+        distributed.teardown()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,1 @@
+"""Retrieval evaluation with the corpus sharded over ranks."""
