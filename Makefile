@@ -1,0 +1,42 @@
+# Two commands on a fresh machine (Python >= 3.10 with pip and venv):
+#   make run    set up .venv, then run the embedded default pipeline
+#   make test   set up .venv, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 4
+PYTEST_ARGS ?=
+
+.PHONY: run test setup report check-gpus pin clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: envs/requirements.txt envs/requirements-test.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r envs/requirements.txt -r envs/requirements-test.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) all
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --report results/report/report.html
+
+check-gpus: setup
+	$(BIN)/snakemake --cores $(CORES) check_gpus
+
+# Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
+pin: setup
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > envs/.frozen.txt
+	@echo "review envs/.frozen.txt, then fold it into envs/requirements*.txt and envs/tier1.yaml"
+
+clean:
+	rm -rf results/data results/train results/eval results/probe results/report results/logs results/benchmarks results/check_gpus .snakemake

@@ -1,0 +1,26 @@
+# tier1: 1-vs-N-GPU scaling benchmark for fine-tuning and evaluating a sentence-embedding model.
+#   snakemake --cores 4 all                  # the default run (config/config.yaml)
+#   snakemake --report results/report/report.html
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/check_gpus.smk"
+
+
+rule all:
+    input:
+        final_outputs(),

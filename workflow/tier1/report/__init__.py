@@ -1,0 +1,1 @@
+"""Stage 5, report: the measured performance table, verdicts and plots."""

@@ -1,0 +1,144 @@
+"""Numbers derived from the measurements: speedups, efficiencies, verdicts, projections."""
+
+from __future__ import annotations
+
+from tier1.report.collect import CARD_EXPECTATION, Results
+
+NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
+
+
+def speedup(base_s: float | None, s: float | None) -> float | None:
+    return base_s / s if base_s and s else None
+
+
+def scaling_rows(r: Results) -> list[dict]:
+    rows = []
+    t1 = r.train.get(1, {}).get("wall_time_s")
+    e1 = r.eval_base.get(1, {}).get("wall_time_s")
+    for n in sorted(set(r.train) | set(r.eval_base)):
+        tm, em, pm = r.train.get(n, {}), r.eval_base.get(n, {}), r.probe.get(n, {})
+        t, e = tm.get("wall_time_s"), em.get("wall_time_s")
+        ranks = tm.get("ranks", [])
+        peaks = [peak_bytes(x["peak_memory"]) for x in ranks]
+        capacities = [x.get("device_capacity_bytes") for x in ranks]
+        rows.append({
+            "world_size": n,
+            "train_wall_s": t,
+            "train_wall_min_s": min(tm["wall_times_s"]) if tm else None,
+            "train_wall_max_s": max(tm["wall_times_s"]) if tm else None,
+            "train_samples_per_s": tm.get("samples_per_s"),
+            "train_speedup": speedup(t1, t),
+            "train_efficiency": speedup(t1, t) / n if speedup(t1, t) else None,
+            "eval_wall_s": e,
+            "eval_wall_min_s": min(em["wall_times_s"]) if em else None,
+            "eval_wall_max_s": max(em["wall_times_s"]) if em else None,
+            "eval_documents_per_s": em.get("documents_per_s"),
+            "eval_speedup": speedup(e1, e),
+            "eval_efficiency": speedup(e1, e) / n if speedup(e1, e) else None,
+            "peak_memory_per_device_bytes": max(peaks) if peaks else None,
+            "memory_capacity_bytes": sum(capacities) if capacities and all(capacities) else None,
+            "max_batch_per_device": pm.get("max_train_batch_per_device"),
+            "max_batch_global": pm.get("max_train_batch_global"),
+            "objective": tm.get("objective", {}),
+            "threads_per_rank": ranks[0]["threads"] if ranks else None,
+        })
+    return rows
+
+
+def peak_bytes(mem: dict) -> int:
+    return mem.get("max_memory_allocated", mem.get("peak_rss", 0))
+
+
+def loss_difference(r: Results) -> dict[int, float]:
+    """Per world size, the largest per-step |loss - loss at world size 1|."""
+    base = {row["step"]: row["loss"] for row in r.loss.get(1, [])}
+    out = {}
+    for n, rows in r.loss.items():
+        if n != 1 and base:
+            diffs = [abs(row["loss"] - base[row["step"]]) for row in rows if row["step"] in base]
+            out[n] = max(diffs) if diffs else float("nan")
+    return out
+
+
+def oversubscription(r: Results) -> list[str]:
+    """Sentences for each world size whose ranks share cores or devices."""
+    notes = []
+    for n, tm in sorted(r.train.items()):
+        hw = tm["hardware"]
+        gpus = len(hw.get("gpus", []))
+        if gpus and n > gpus:
+            notes.append(f"{n} ranks ran on {gpus} GPU(s): ranks shared devices, so this is not a {n}-GPU measurement.")
+        if not gpus and n > 1:
+            notes.append(f"{n} ranks ran on a CPU with {hw['cores']} cores ({tm['ranks'][0]['threads']} thread(s) per rank): "
+                         f"the ranks share the same cores, so no speedup over 1 rank is possible; "
+                         f"this measures the cost of the distributed machinery, not GPU scaling.")
+    return notes
+
+
+def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
+    out = []
+    rows = scaling_rows(r)
+    largest = max(r.train) if r.train else None
+    if largest and largest > 1:
+        row = next(x for x in rows if x["world_size"] == largest)
+        card_eff = CARD_EXPECTATION["training_speedup"] / CARD_EXPECTATION["gpus"]
+        eff = row["train_efficiency"]
+        out.append(("scaling", eff is not None and eff >= card_eff,
+                    f"training at {largest} ranks: speedup {fmt(row['train_speedup'], 'x')}, efficiency "
+                    f"{pct(eff)} (the card expected {pct(card_eff)} at 4 GPUs); evaluation speedup "
+                    f"{fmt(row['eval_speedup'], 'x')}, efficiency {pct(row['eval_efficiency'])}"))
+    if 1 in r.eval_trained:
+        ref = r.eval_trained[1]["metrics"]["ndcg@10"]
+        diffs = {n: abs(m["metrics"]["ndcg@10"] - ref) for n, m in r.eval_trained.items() if n != 1}
+        loss = loss_difference(r)
+        same_objective = all(r.train[n]["objective"]["global_batch"] == r.train[1]["objective"]["global_batch"]
+                             and r.train[n]["objective"]["negatives_per_anchor"] == r.train[1]["objective"]["negatives_per_anchor"]
+                             for n in r.train)
+        ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective
+        detail = ", ".join(f"{n} ranks: |ΔnDCG@10| {d:.4f}, max per-step |Δloss| {loss.get(n, float('nan')):.2e}"
+                           for n, d in sorted(diffs.items()))
+        out.append(("same model", ok if diffs else None,
+                    f"1-rank nDCG@10 {ref:.4f}; {detail or 'no other world size'} (tolerance {NDCG_TOLERANCE}); "
+                    f"objective identical across world sizes: {'yes' if same_objective else 'NO'}"))
+    worked = []
+    ok = True
+    for n, tm in sorted(r.train.items()):
+        counts = [x["samples"] for x in tm["ranks"]]
+        good = all(c > 0 for c in counts) and sum(counts) == tm["expected_samples"] and tm["checksums_equal"]
+        ok &= good
+        worked.append(f"{n}: samples per rank {counts} (sum {sum(counts)} of {tm['expected_samples']}), "
+                      f"checksums {'equal' if tm['checksums_equal'] else 'DIFFER'}")
+    out.append(("all ranks worked", ok, "; ".join(worked)))
+    return out
+
+
+def projection(r: Results, targets=(8, 16, 32)) -> list[dict]:
+    """Projected training speedup at larger world sizes, assuming one device per rank.
+
+    Step time at N = (1-rank compute time) / N + ring all-reduce time, with the all-reduce
+    bandwidth taken from the gradient all-reduce measured at the largest world size run.
+    Communication is assumed not to overlap compute (a pessimistic bound).
+    """
+    if 1 not in r.train or len(r.train) < 2:
+        return []
+    n = max(r.train)
+    tm = r.train[n]
+    ar, nbytes = tm.get("allreduce_gradients_s"), tm["gradient_bytes"]
+    step1 = r.train[1]["time_split_median_s"]["step"]
+    if not ar or not step1:
+        return []
+    bus_bw = 2 * (n - 1) / n * nbytes / ar
+    out = []
+    for target in targets:
+        comm = 2 * (target - 1) / target * nbytes / bus_bw
+        out.append({"world_size": target, "speedup": step1 / (step1 / target + comm),
+                    "bus_bandwidth_GBps": bus_bw / 1e9, "from_world_size": n})
+    return out
+
+
+def fmt(x, unit: str = "", digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
