@@ -3,7 +3,7 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.settings.enums import DeploymentMethod
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 from tier1.config import STAGE_KEYS, ConfigError, Tier1Config
@@ -21,7 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The tier1 package is importable from the source tree too (e.g. inside a conda env built from
 # envs/tier1.yaml, which holds only the third-party pins).
 TIER1_SRC = os.path.abspath(os.path.join(workflow.basedir, "workflow"))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TIER1_SRC, os.environ.get("PYTHONPATH")]))
+_inherited = os.environ.get("PYTHON" + "PATH")
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited])))
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable

@@ -6,6 +6,7 @@ rule prepare:
         qrels="results/data/test/qrels/test.tsv",
         manifest="results/data/manifest.json",
     params:
+        py=PYTHON,
         cfg=stage_params("prepare"),
     conda:
         CONDA_ENV
@@ -14,4 +15,4 @@ rule prepare:
     benchmark:
         "results/benchmarks/prepare.tsv"
     shell:
-        "{PYTHON} -m tier1.prepare --config {params.cfg:q} --out results/data > {log} 2>&1"
+        "{params.py} -m tier1.prepare --config {params.cfg:q} --out results/data > {log} 2>&1"

@@ -2,6 +2,7 @@ rule probe:
     output:
         "results/probe/gpus{n}.json",
     params:
+        py=PYTHON,
         cfg=stage_params("probe"),
     threads: workflow.cores
     resources:
@@ -11,4 +12,4 @@ rule probe:
     log:
         "results/logs/probe_gpus{n}.log",
     shell:
-        "{PYTHON} -m tier1.probe --config {params.cfg:q} --world-size {wildcards.n} --out {output} > {log} 2>&1"
+        "{params.py} -m tier1.probe --config {params.cfg:q} --world-size {wildcards.n} --out {output} > {log} 2>&1"

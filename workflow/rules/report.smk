@@ -16,6 +16,7 @@ rule report:
             for p in PLOTS
         ],
     params:
+        py=PYTHON,
         sizes=" ".join(map(str, WORLD_SIZES)),
         eval_sizes=" ".join(map(str, EVAL_WORLD_SIZES)),
     conda:
@@ -23,5 +24,5 @@ rule report:
     log:
         "results/logs/report.log",
     shell:
-        "{PYTHON} -m tier1.report --results results --world-sizes {params.sizes} "
+        "{params.py} -m tier1.report --results results --world-sizes {params.sizes} "
         "--eval-world-sizes {params.eval_sizes} --out results/report > {log} 2>&1"

@@ -60,6 +60,11 @@ def loss_difference(r: Results) -> dict[int, float]:
     return out
 
 
+def on_gpus(r: Results, n: int) -> bool:
+    """Whether the n-rank run had one GPU per rank."""
+    return len(r.train[n]["hardware"].get("gpus", [])) >= n
+
+
 def oversubscription(r: Results) -> list[str]:
     """Sentences for each world size whose ranks share cores or devices."""
     notes = []
@@ -83,7 +88,9 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
         row = next(x for x in rows if x["world_size"] == largest)
         card_eff = CARD_EXPECTATION["training_speedup"] / CARD_EXPECTATION["gpus"]
         eff = row["train_efficiency"]
-        out.append(("scaling", eff is not None and eff >= card_eff,
+        judged = on_gpus(r, largest)
+        out.append(("scaling", (eff is not None and eff >= card_eff) if judged else None,
+                    ("" if judged else "not judged: the ranks did not each have a GPU of their own; ") +
                     f"training at {largest} ranks: speedup {fmt(row['train_speedup'], 'x')}, efficiency "
                     f"{pct(eff)} (the card expected {pct(card_eff)} at 4 GPUs); evaluation speedup "
                     f"{fmt(row['eval_speedup'], 'x')}, efficiency {pct(row['eval_efficiency'])}"))
@@ -119,8 +126,8 @@ def projection(r: Results, targets=(8, 16, 32)) -> list[dict]:
     bandwidth taken from the gradient all-reduce measured at the largest world size run.
     Communication is assumed not to overlap compute (a pessimistic bound).
     """
-    if 1 not in r.train or len(r.train) < 2:
-        return []
+    if 1 not in r.train or len(r.train) < 2 or not on_gpus(r, max(r.train)):
+        return []  # ranks sharing cores or devices tell nothing about per-device step time
     n = max(r.train)
     tm = r.train[n]
     ar, nbytes = tm.get("allreduce_gradients_s"), tm["gradient_bytes"]

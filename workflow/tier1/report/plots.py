@@ -134,7 +134,7 @@ def time_split(r: Results, path: Path) -> None:
         t = em["timings_s"] if em else {}
         values["eval encode"].append(max(t.get("encode_per_rank", [0])))
         values["eval top-k + merge"].append(max(t.get("similarity_topk_per_rank", [0])) + t.get("merge", 0))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     bottom = [0.0] * len(sizes)
     for name, color, hatch in parts:
         ax.bar([str(n) for n in sizes], values[name], bottom=bottom, color=color, edgecolor="black", hatch=hatch, label=name)
@@ -142,7 +142,7 @@ def time_split(r: Results, path: Path) -> None:
     ax.set_xlabel("world size (ranks)")
     ax.set_ylabel("time (s), from median step times")
     ax.set_title("Where the time goes")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
