@@ -1,0 +1,77 @@
+"""The max-batch search, the pinned environments, atomic writes and the CLI's error handling."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+from tier1.atomic import atomic_path, write_text
+from tier1.batch_search import largest_fitting
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 37, 64, 100, 1000, 4097])
+def test_largest_fitting_finds_non_powers_of_two(limit):
+    tried = []
+
+    def fits(n):
+        tried.append(n)
+        return n <= limit
+
+    assert largest_fitting(fits, limit=1 << 16) == limit
+    assert len(tried) <= 2 * limit.bit_length() + 2
+
+
+def test_largest_fitting_when_nothing_fits():
+    assert largest_fitting(lambda n: False) == 0
+
+
+def test_largest_fitting_stops_at_the_limit():
+    assert largest_fitting(lambda n: True, limit=50) == 50
+
+
+def test_failed_block_leaves_no_file(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    write_text(target, "whole")
+    assert target.read_text() == "whole"
+
+
+def pins(text: str) -> dict[str, str]:
+    found = re.findall(r"^\s*(?:-\s+)?([A-Za-z0-9_.\-]+)==([^\s#]+)", text, flags=re.M)
+    return {name.lower().replace("_", "-"): version for name, version in found}
+
+
+def test_conda_env_and_pip_pins_agree():
+    pip = pins((REPO / "envs" / "requirements.txt").read_text())
+    conda = pins((REPO / "envs" / "tier1.yaml").read_text())
+    assert pip == conda
+    assert pip["torch"] == "2.13.0"
+
+
+def test_cpu_probe_says_not_applicable(tmp_path):
+    import json
+
+    out = tmp_path / "probe.json"
+    cfg = '{"model": "x", "max_seq_length": 32, "precision": "auto", "gradient_checkpointing": false, "loss_scale": 20.0}'
+    subprocess.run([sys.executable, "-m", "tier1.probe", "--config", cfg, "--world-size", "2", "--out", str(out)],
+                   check=True, capture_output=True)
+    got = json.loads(out.read_text())
+    assert got["max_train_batch_per_device"] is None and "no GPU" in got["not_applicable"]
+    assert got["world_size"] == 2
+
+
+def test_config_error_is_one_clear_line(tmp_path):
+    bad = tmp_path / "missing.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tier1.prepare", "--config",
+                           f'{{"dataset": "{bad}", "train_samples": 1, "test_samples": 1, "seed": 0}}',
+                           "--out", str(tmp_path / "d")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "configuration error: dataset:" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,154 @@
+"""End to end: the Snakemake workflow on a tiny config, in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        (root / name).symlink_to(REPO / name)
+    cfg = {"model": str(tiny_model), "train_samples": 32, "test_samples": 24, "batch_size": 8,
+           "eval_batch_size": 8, "max_seq_length": 32, "gpu_counts": [1, 2], "learning_rate": 1e-3}
+    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    smk(root, "--cores", "4", "all", "--configfile", "tiny.yaml")
+    return root
+
+
+def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in the dry-run's job table."""
+    out, names, in_table = proc.stdout + proc.stderr, set(), False
+    for line in out.splitlines():
+        if line.startswith("job "):
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if parts[0][0] != "-":
+                names.add(parts[0])
+    return names
+
+
+def test_outputs_and_a_second_run_has_nothing_to_do(workdir):
+    for path in ("results/data/manifest.json", "results/train/gpus2/model/model.safetensors",
+                 "results/train/gpus2/loss.csv", "results/eval/base/ws2/run.trec",
+                 "results/report/performance.md", "results/report/plots/speedup.png",
+                 "results/report/plots/loss.png", "results/logs/train_gpus2.log",
+                 "results/benchmarks/train_gpus2.tsv"):
+        assert (workdir / path).exists(), path
+    again = smk(workdir, "-n", "all", "--configfile", "tiny.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_timed_jobs_never_overlap(workdir):
+    files = list((workdir / "results").glob("train/gpus*/train_metrics.json"))
+    files += list((workdir / "results").glob("eval/*/ws*/metrics.json"))
+    files += list((workdir / "results").glob("probe/gpus*.json"))
+    spans = sorted((datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["finished_at"]), str(f))
+                   for f in files for d in [json.loads(f.read_text())])
+    assert len(spans) == 2 + 4 + 2
+    for (s1, e1, f1), (s2, e2, f2) in zip(spans, spans[1:]):
+        assert e1 <= s2, f"{f1} overlaps {f2}"
+
+
+def test_ddp_run_is_synchronised_and_counted(workdir):
+    m = json.loads((workdir / "results/train/gpus2/train_metrics.json").read_text())
+    assert m["checksums_equal"] and len(m["ranks"]) == 2
+    assert sum(r["samples"] for r in m["ranks"]) == m["expected_samples"] == 32
+    assert m["ranks"][0]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_evaluation_is_the_same_at_every_world_size(workdir):
+    a = json.loads((workdir / "results/eval/base/ws1/metrics.json").read_text())
+    b = json.loads((workdir / "results/eval/base/ws2/metrics.json").read_text())
+    assert a["metrics"] == b["metrics"]
+    assert (workdir / "results/eval/base/ws1/run.trec").read_text() == (workdir / "results/eval/base/ws2/run.trec").read_text()
+
+
+FIELDS = {
+    "training_time": ("wall_time_s",), "training_throughput": ("samples_per_s",),
+    "evaluation_time": ("wall_time_s",), "evaluation_throughput": ("documents_per_s",),
+}
+
+
+def test_every_report_number_traces_to_a_stage_file(workdir):
+    rows = list(csv.DictReader((workdir / "results/report/performance.csv").open()))
+    assert rows
+    by = {(r["metric"], int(r["world_size"])): r for r in rows}
+    for r in rows:
+        src = json.loads((workdir / r["source"]).read_text())
+        metric, n = r["metric"], int(r["world_size"])
+        if metric in FIELDS:
+            assert float(r["value"]) == pytest.approx(src[FIELDS[metric][0]]), metric
+        elif metric.startswith(("trained_", "base_")):
+            assert float(r["value"]) == pytest.approx(src["metrics"][metric.split("_", 1)[1]]), metric
+        elif metric in ("training_speedup", "evaluation_speedup"):
+            kind = metric.split("_")[0]
+            t1 = float(by[(f"{kind}_time", 1)]["value"])
+            assert float(r["value"]) == pytest.approx(t1 / src["wall_time_s"]), metric
+    md = (workdir / "results/report/performance.md").read_text()
+    t2 = json.loads((workdir / "results/train/gpus2/train_metrics.json").read_text())["wall_time_s"]
+    assert f"{t2:.1f} s" in md
+    assert "Card expectation, 4x A40 (not measured here)" in md
+    assert "n/a (no GPU)" in md
+
+
+def test_changing_the_batch_reruns_training_but_not_preparation(workdir):
+    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--config", "batch_size=4"))
+    assert {"train", "evaluate", "report"} <= jobs and "prepare" not in jobs
+
+
+def test_a_stage_reruns_by_its_target(workdir):
+    jobs = jobs_planned(smk(workdir, "-n", "--configfile", "tiny.yaml", "-f", "results/eval/base/ws1/metrics.json"))
+    assert jobs == {"evaluate"}
+    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--forcerun", "report"))
+    assert jobs == {"report", "all"}
+
+
+@pytest.mark.parametrize("override, field", [("precision=fp16", "precision"), ("batch_size=7", "batch_size"),
+                                             ("gpu_counts=[0]", "gpu_counts"), ("bogus_key=1", "bogus_key")])
+def test_bad_config_stops_before_any_job(workdir, override, field):
+    proc = smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert field in proc.stdout + proc.stderr
+
+
+def test_html_report(workdir):
+    smk(workdir, "--report", "results/report/report.html", "--configfile", "tiny.yaml")
+    html = workdir / "results/report/report.html"
+    assert html.stat().st_size > 10_000
+
+
+def test_check_gpus_target(workdir):
+    smk(workdir, "--cores", "4", "check_gpus", "--configfile", "tiny.yaml")
+    summary = json.loads((workdir / "results/check_gpus/summary.json").read_text())
+    assert summary["verdict_ok"] and summary["world_size"] == 2
+    samples = [r["samples"] for r in summary["ranks"]]
+    assert len(samples) == 2 and samples[0] == samples[1] > 0
+    assert "all 2 ranks did work" in (workdir / "results/logs/check_gpus.log").read_text()

@@ -1,0 +1,67 @@
+"""Checkpoint and resume, atomic outputs, and the per-rank accounting of a training run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tier1 import distributed
+from tier1.config import Tier1Config
+from tier1.train import Interrupted, train
+
+
+@pytest.fixture()
+def data(tmp_path, pairs):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs[:48]))
+    return path
+
+
+def config(tiny_model, **kw):
+    return Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=2, max_seq_length=32,
+                       learning_rate=1e-3, checkpoint_every=2, gpu_counts=(1,), **kw)
+
+
+def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
+    ctx = distributed.setup()
+    full = train(config(tiny_model), ctx, data, tmp_path / "full")
+    with pytest.raises(Interrupted):
+        train(config(tiny_model), ctx, data, tmp_path / "cut", stop_after=5)
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt").exists()
+    assert not (tmp_path / "cut" / "train_metrics.json").exists()  # nothing looks finished
+    resumed = train(config(tiny_model), ctx, data, tmp_path / "cut")
+    assert resumed["resumed_from_step"] == 4
+    a = load_file(tmp_path / "full" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r.split(",")[3] for r in (tmp_path / "full" / "loss.csv").read_text().splitlines()] == \
+           [r.split(",")[3] for r in (tmp_path / "cut" / "loss.csv").read_text().splitlines()]
+    assert full["final_loss"] == resumed["final_loss"]
+    assert not (tmp_path / "cut" / "checkpoints" / "last.pt").exists()  # cleared once complete
+
+
+def test_checkpoint_of_another_config_is_ignored(tmp_path, tiny_model, data):
+    ctx = distributed.setup()
+    with pytest.raises(Interrupted):
+        train(config(tiny_model), ctx, data, tmp_path / "run", stop_after=3)
+    other = train(config(tiny_model, loss_scale=10.0), ctx, data, tmp_path / "run")
+    assert other["resumed_from_step"] == 0
+
+
+def test_metrics_record_what_the_loss_saw_and_each_rank(tmp_path, tiny_model, data):
+    ctx = distributed.setup()
+    m = train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r")
+    assert m["objective"]["global_batch"] == 8 and m["objective"]["negatives_per_anchor"] == 7
+    assert m["samples_total"] == m["expected_samples"] == 48 * 2
+    assert len(m["wall_times_s"]) == 2 and m["started_at"] < m["finished_at"]
+    assert m["ranks"][0]["samples"] == 96 and m["checksums_equal"]
+    assert m["ranks"][0]["peak_memory"]["peak_rss"] > 0
+    for key in ("config_hash", "git_revision", "hardware", "libraries"):
+        assert key in m
+    steps = (tmp_path / "r" / "loss.csv").read_text().splitlines()
+    assert steps[0] == "step,epoch,samples_seen,loss,lr" and len(steps) == 1 + 12
