@@ -13,7 +13,6 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: envs/requirements.txt envs/requirements-test.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -r envs/requirements.txt -r envs/requirements-test.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@

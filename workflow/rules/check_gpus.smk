@@ -12,5 +12,7 @@ rule check_gpus:
         CONDA_ENV
     log:
         "results/logs/check_gpus.log",
+    benchmark:
+        "results/benchmarks/check_gpus.tsv"
     shell:
         "{params.launch} tier1.check_gpus --model {params.model:q} --out {output} 2>&1 | tee {log}"

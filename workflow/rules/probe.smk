@@ -11,5 +11,7 @@ rule probe:
         CONDA_ENV
     log:
         "results/logs/probe_gpus{n}.log",
+    benchmark:
+        "results/benchmarks/probe_gpus{n}.tsv"
     shell:
         "{params.py} -m tier1.probe --config {params.cfg:q} --world-size {wildcards.n} --out {output} > {log} 2>&1"

@@ -23,6 +23,8 @@ rule report:
         CONDA_ENV
     log:
         "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
     shell:
         "{params.py} -m tier1.report --results results --world-sizes {params.sizes} "
         "--eval-world-sizes {params.eval_sizes} --out results/report > {log} 2>&1"

@@ -51,11 +51,17 @@ def probe(cfg: dict, ctx) -> dict:
         return {"input_ids": torch.full((b, seq), FILLER_TOKEN, device=ctx.device),
                 "attention_mask": torch.ones((b, seq), dtype=torch.long, device=ctx.device)}
 
+    # A trial runs no collective: a rank that runs out of memory mid-step would otherwise leave
+    # the others waiting in an all-gather. DDP's gradient buckets (one more copy of the
+    # gradients) are held as a plain buffer instead, and the gathered negatives' extra scores
+    # (b x N*b floats) are negligible beside the activations.
+    buckets = torch.empty(sum(p.numel() for p in encoder.parameters()), device=ctx.device)
+
     def train_step(b):
         def run():
             with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
                 a, p = encoder(**tokens(b)), encoder(**tokens(b))
-            in_batch_negatives_loss(a, p, cfg["loss_scale"], gather=True).backward()
+            in_batch_negatives_loss(a, p, cfg["loss_scale"], gather=False).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return _agreed_fit(run, ctx.device)
@@ -68,6 +74,7 @@ def probe(cfg: dict, ctx) -> dict:
 
     train_batch = largest_fitting(train_step)
     encode_batch = largest_fitting(encode, limit=1 << 20)
+    del buckets
     return {"max_train_batch_per_device": train_batch, "max_train_batch_global": train_batch * ctx.world_size,
             "max_encode_batch_per_device": encode_batch,
             "device_capacity_bytes": torch.cuda.get_device_properties(ctx.device).total_memory}

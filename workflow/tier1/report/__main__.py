@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from tier1 import atomic
+from tier1 import atomic, provenance
 from tier1.cli_common import run_main, setup_logging
 from tier1.report import plots, table
 from tier1.report.collect import collect
@@ -21,9 +21,15 @@ def build(results: Path, world_sizes: list[int], eval_world_sizes: list[int], ou
     r = collect(results, world_sizes, eval_world_sizes)
     for name, draw in plots.ALL.items():
         draw(r, out / "plots" / f"{name}.png")
-    atomic.write_text(out / "performance.csv", table.to_csv(r))
-    atomic.write_text(out / "performance.md", table.to_markdown(r))
-    log.info("wrote %s", out / "performance.md")
+    csv_text, md_text = table.to_csv(r), table.to_markdown(r)
+    atomic.write_text(out / "performance.csv", csv_text)
+    atomic.write_text(out / "performance.md", md_text)
+    # A rerun with another config replaces results/report; the history keeps every report made.
+    first = next(iter(r.train.values()))
+    keep = results / "history" / f"{provenance.utc_now()[:19].replace(':', '')}_{first['config_hash']}"
+    atomic.write_text(keep / "performance.csv", csv_text)
+    atomic.write_text(keep / "performance.md", md_text)
+    log.info("wrote %s (copy in %s)", out / "performance.md", keep)
 
 
 def main(argv: list[str] | None = None) -> None:
