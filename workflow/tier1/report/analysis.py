@@ -11,30 +11,33 @@ def speedup(base_s: float | None, s: float | None) -> float | None:
     return base_s / s if base_s and s else None
 
 
+def _timing(prefix: str, m: dict, base_s: float | None, n: int, rate_key: str, rate_name: str) -> dict:
+    """Median, spread, throughput, speedup and efficiency of one timed stage at world size n."""
+    t = m.get("wall_time_s")
+    s = speedup(base_s, t)
+    return {
+        f"{prefix}_wall_s": t,
+        f"{prefix}_wall_min_s": min(m["wall_times_s"]) if m else None,
+        f"{prefix}_wall_max_s": max(m["wall_times_s"]) if m else None,
+        rate_name: m.get(rate_key),
+        f"{prefix}_speedup": s,
+        f"{prefix}_efficiency": s / n if s else None,
+    }
+
+
 def scaling_rows(r: Results) -> list[dict]:
     rows = []
     t1 = r.train.get(1, {}).get("wall_time_s")
     e1 = r.eval_base.get(1, {}).get("wall_time_s")
     for n in sorted(set(r.train) | set(r.eval_base)):
         tm, em, pm = r.train.get(n, {}), r.eval_base.get(n, {}), r.probe.get(n, {})
-        t, e = tm.get("wall_time_s"), em.get("wall_time_s")
         ranks = tm.get("ranks", [])
         peaks = [peak_bytes(x["peak_memory"]) for x in ranks]
         capacities = [x.get("device_capacity_bytes") for x in ranks]
         rows.append({
             "world_size": n,
-            "train_wall_s": t,
-            "train_wall_min_s": min(tm["wall_times_s"]) if tm else None,
-            "train_wall_max_s": max(tm["wall_times_s"]) if tm else None,
-            "train_samples_per_s": tm.get("samples_per_s"),
-            "train_speedup": speedup(t1, t),
-            "train_efficiency": speedup(t1, t) / n if speedup(t1, t) else None,
-            "eval_wall_s": e,
-            "eval_wall_min_s": min(em["wall_times_s"]) if em else None,
-            "eval_wall_max_s": max(em["wall_times_s"]) if em else None,
-            "eval_documents_per_s": em.get("documents_per_s"),
-            "eval_speedup": speedup(e1, e),
-            "eval_efficiency": speedup(e1, e) / n if speedup(e1, e) else None,
+            **_timing("train", tm, t1, n, "samples_per_s", "train_samples_per_s"),
+            **_timing("eval", em, e1, n, "documents_per_s", "eval_documents_per_s"),
             "peak_memory_per_device_bytes": max(peaks) if peaks else None,
             "memory_capacity_bytes": sum(capacities) if capacities and all(capacities) else None,
             "max_batch_per_device": pm.get("max_train_batch_per_device"),

@@ -35,20 +35,19 @@ def csv_rows(r: Results) -> list[dict]:
 
     for row in analysis.scaling_rows(r):
         n = row["world_size"]
+        for kind, prefix, stage, rate_unit in (("train", "train", "training", "samples/s"),
+                                               ("eval_base", "eval", "evaluation", "documents/s")):
+            if n in getattr(r, kind):
+                src = r.source(kind, n)
+                rate = "train_samples_per_s" if prefix == "train" else "eval_documents_per_s"
+                add(f"{stage}_time", n, row[f"{prefix}_wall_s"], "s", src)
+                add(f"{stage}_throughput", n, row[rate], rate_unit, src)
+                add(f"{stage}_speedup", n, row[f"{prefix}_speedup"], "x", src)
+                add(f"{stage}_efficiency", n, row[f"{prefix}_efficiency"], "fraction", src)
         if n in r.train:
             src = r.source("train", n)
-            add("training_time", n, row["train_wall_s"], "s", src)
-            add("training_throughput", n, row["train_samples_per_s"], "samples/s", src)
-            add("training_speedup", n, row["train_speedup"], "x", src)
-            add("training_efficiency", n, row["train_efficiency"], "fraction", src)
             add("peak_memory_per_device", n, row["peak_memory_per_device_bytes"], "bytes", src)
             add("memory_capacity", n, row["memory_capacity_bytes"], "bytes", src)
-        if n in r.eval_base:
-            src = r.source("eval_base", n)
-            add("evaluation_time", n, row["eval_wall_s"], "s", src)
-            add("evaluation_throughput", n, row["eval_documents_per_s"], "documents/s", src)
-            add("evaluation_speedup", n, row["eval_speedup"], "x", src)
-            add("evaluation_efficiency", n, row["eval_efficiency"], "fraction", src)
         if n in r.probe:
             add("max_batch_size_per_device", n, row["max_batch_per_device"], "pairs", r.source("probe", n))
     for n, m in sorted(r.eval_trained.items()):
