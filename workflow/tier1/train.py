@@ -149,6 +149,8 @@ def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None =
         "time_split_median_s": {
             "data": median(t.data), "forward_backward_with_comm": median(t.compute),
             "optimizer": median(t.optimizer), "step": median(t.step),
+            # first bucket launched -> last bucket reduced, host-timed; overlaps the backward pass
+            "gradient_allreduce_span": median(t.allreduce_span),
         },
         "allreduce_gradients_s": comm_s,
         "gradient_bytes": 4 * sum(p.numel() for p in trainer.encoder.parameters()),

@@ -11,6 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from tier1 import distributed
+from tier1.comm_timing import AllreduceSpan, timed_allreduce
 from tier1.config import Tier1Config
 from tier1.distributed import Context
 from tier1.loss import in_batch_negatives_loss
@@ -67,6 +68,7 @@ class StepTimes:
     compute: list[float] = field(default_factory=list)
     optimizer: list[float] = field(default_factory=list)
     step: list[float] = field(default_factory=list)
+    allreduce_span: list[float] = field(default_factory=list)
 
 
 class Trainer:
@@ -87,6 +89,9 @@ class Trainer:
             DDP(pair_model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
             if ctx.distributed else pair_model
         )
+        self.allreduce = AllreduceSpan()
+        if ctx.distributed:
+            self.model.register_comm_hook(self.allreduce, timed_allreduce)
         self.autocast_dtype = resolve_dtype(cfg.precision, ctx.device)
         self.optimizer = self._make_optimizer()
         warmup = int(cfg.warmup_ratio * self.total_steps)
@@ -146,6 +151,9 @@ class Trainer:
         t2 = time.perf_counter()
         self.times.data.append(t1 - t0)
         self.times.compute.append(t2 - t1)
+        span = self.allreduce.take()
+        if span is not None:
+            self.times.allreduce_span.append(span)
         self.samples_seen += len(local)
         return self._global_mean(loss.detach())
 

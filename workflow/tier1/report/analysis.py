@@ -44,6 +44,7 @@ def scaling_rows(r: Results) -> list[dict]:
             "max_batch_global": pm.get("max_train_batch_global"),
             "objective": tm.get("objective", {}),
             "threads_per_rank": ranks[0]["threads"] if ranks else None,
+            "allreduce_span_s": tm.get("time_split_median_s", {}).get("gradient_allreduce_span"),
         })
     return rows
 

@@ -107,20 +107,24 @@ def to_markdown(r: Results) -> str:
 
     lines += ["", "## Scaling detail", "",
               "| World size | Train time (median, min-max) | Samples/s | Train speedup | Train efficiency "
-              "| Eval time (median, min-max) | Documents/s | Eval speedup | Eval efficiency | Peak memory per device "
-              "| Global batch | Per-device batch | Negatives per anchor | Gathered | LR | Accum |",
-              "|---" * 16 + "|"]
+              "| Gradient all-reduce per step | Eval time (median, min-max) | Documents/s | Eval speedup | Eval efficiency "
+              "| Peak memory per device | Global batch | Per-device batch | Negatives per anchor | Gathered | LR | Accum |",
+              "|---" * 17 + "|"]
     for n in sizes:
         x, o = rows[n], rows[n]["objective"]
         lines.append(
             f"| {n} | {fmt(x['train_wall_s'], ' s', 1)} ({fmt(x['train_wall_min_s'], '', 1)}-{fmt(x['train_wall_max_s'], '', 1)}) "
             f"| {fmt(x['train_samples_per_s'], '', 1)} | {fmt(x['train_speedup'], 'x')} | {pct(x['train_efficiency'])} "
+            f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
             f"| {fmt(x['eval_wall_s'], ' s', 1)} ({fmt(x['eval_wall_min_s'], '', 1)}-{fmt(x['eval_wall_max_s'], '', 1)}) "
             f"| {fmt(x['eval_documents_per_s'], '', 0)} | {fmt(x['eval_speedup'], 'x')} | {pct(x['eval_efficiency'])} "
             f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{'' if on_gpu else ' (RSS)'} "
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
             f"| {o.get('gathered_embeddings', 'n/a')} | {o.get('learning_rate', 'n/a')} | {o.get('grad_accum_steps', 'n/a')} |")
 
+    lines += ["", "The all-reduce column is the median per step of the time from the first gradient bucket's "
+              "launch to the last one's completion; it overlaps the backward pass, so it bounds the "
+              "communication a step can expose rather than adding to the step time."]
     proj = analysis.projection(r)
     if proj:
         lines += ["", "## Projection (not measured)", "",
