@@ -46,3 +46,12 @@ def test_round_trip_and_stage_subsets():
 def test_config_hash_ignores_key_order():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_a_training_job_checks_only_its_own_world_size():
+    from tier1.train import run_config
+
+    stage = Tier1Config(batch_size=6, gpu_counts=(1, 3)).subset(STAGE_KEYS["train"])
+    assert run_config(stage, 3).per_device_batch(3) == 2
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_config(stage, 4)

@@ -34,6 +34,12 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def run_config(stage_cfg: dict, world_size: int) -> Tier1Config:
+    """The typed config of this run: batch divisibility is checked against its own world size,
+    not against world sizes this job does not train."""
+    return Tier1Config.from_dict({**stage_cfg, "gpu_counts": [world_size]})
+
+
 def objective(cfg: Tier1Config, world: int) -> dict:
     """What the loss saw: the facts that decide whether two runs optimised the same thing."""
     per_device = cfg.per_device_batch(world)
@@ -179,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     quiet_transformers()
-    cfg = Tier1Config.from_dict(parse_stage_config(args.config, "train"))
+    stage_cfg = parse_stage_config(args.config, "train")
     ctx = distributed.setup()
+    cfg = run_config(stage_cfg, ctx.world_size)
     try:
         train(cfg, ctx, args.data, args.out, args.stop_after_steps)
     except Interrupted as stop:
