@@ -65,3 +65,17 @@ def test_metrics_record_what_the_loss_saw_and_each_rank(tmp_path, tiny_model, da
         assert key in m
     steps = (tmp_path / "r" / "loss.csv").read_text().splitlines()
     assert steps[0] == "step,epoch,samples_seen,loss,lr" and len(steps) == 1 + 12
+
+
+def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_model, data):
+    ctx = distributed.setup()
+    with pytest.raises(Interrupted):
+        # 12 steps per repeat: stop in the second repeat, after its checkpoint at step 4
+        train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r", stop_after=12 + 5)
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["repeat"] == 1 and state["step"] == 4 and len(state["walls"]) == 1
+    m = train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r")
+    assert len(m["wall_times_s"]) == 2 and m["wall_times_s"][0] == state["walls"][0]
+    assert m["resumed_from_step"] == 4
+    full = train(config(tiny_model), ctx, data, tmp_path / "once")
+    assert m["final_loss"] == full["final_loss"]

@@ -57,15 +57,15 @@ def objective(cfg: Tier1Config, world: int) -> dict:
     }
 
 
-def run_once(cfg: Tier1Config, ctx, pairs, ckpt_dir: Path, fingerprint: str, repeat: int,
-             stop_after: int | None) -> tuple[Trainer, list[dict], float, int]:
-    """Train from scratch (or from a matching checkpoint); returns trainer, loss rows, wall, start step."""
+def run_once(cfg: Tier1Config, ctx, pairs, ckpt_dir: Path, fingerprint: str, repeat: int, walls: list[float],
+             state: dict | None, stop_after: int | None) -> tuple[Trainer, list[dict], float, int]:
+    """Train from scratch, or from `state` (a checkpoint of this repeat); returns trainer, loss
+    rows, wall time and the step it started from. `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
     encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing)
     trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs)
     rows: list[dict] = []
-    state = checkpoint.load(ckpt_dir, fingerprint, ctx.device)
-    if state is not None and state.get("repeat") == repeat:
+    if state is not None:
         trainer.load_state_dict(state)
         rows = state["loss_rows"]
         log.info("resuming repeat %d from step %d of %d", repeat, trainer.step, trainer.total_steps)
@@ -85,9 +85,10 @@ def run_once(cfg: Tier1Config, ctx, pairs, ckpt_dir: Path, fingerprint: str, rep
         done = trainer.step == trainer.total_steps
         if not done and cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0:
             if ctx.is_main:
-                checkpoint.save(ckpt_dir, {**trainer.state_dict(), "repeat": repeat, "loss_rows": rows}, fingerprint)
+                checkpoint.save(ckpt_dir, {**trainer.state_dict(), "repeat": repeat, "walls": walls,
+                                           "loss_rows": rows}, fingerprint)
             distributed.barrier()
-        if stop_after is not None and trainer.step >= stop_after and not done:
+        if stop_after is not None and repeat * trainer.total_steps + trainer.step >= stop_after and not done:
             bar.close()
             raise Interrupted(trainer.step)
     distributed.barrier()
@@ -106,9 +107,12 @@ def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None =
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": cfg.to_dict(), "world": ctx.world_size, "data": data_hash})
     ckpt_dir = out / "checkpoints"
-    walls: list[float] = []
-    for repeat in range(cfg.repeats):
-        trainer, rows, wall, start_step = run_once(cfg, ctx, pairs, ckpt_dir, fingerprint, repeat, stop_after)
+    state = checkpoint.load(ckpt_dir, fingerprint, ctx.device)
+    first = state["repeat"] if state else 0  # repeats finished before an interruption are kept
+    walls: list[float] = list(state["walls"]) if state else []
+    for repeat in range(first, cfg.repeats):
+        trainer, rows, wall, start_step = run_once(cfg, ctx, pairs, ckpt_dir, fingerprint, repeat, walls,
+                                                   state if repeat == first else None, stop_after)
         walls.append(wall)
         if repeat + 1 < cfg.repeats and ctx.is_main:
             checkpoint.clear(ckpt_dir)
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("results/data/train.jsonl"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stop-after-steps", type=int, default=None,
-                        help="stop (as if killed) after this many steps, leaving the checkpoint; for resume tests")
+                        help="stop (as if killed) after this many steps, counted over all repeats, "
+                             "leaving the checkpoint; for resume tests")
     args = parser.parse_args(argv)
     setup_logging()
     quiet_transformers()
