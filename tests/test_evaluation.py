@@ -92,3 +92,26 @@ def test_saved_model_loads_in_sentence_transformers(tiny_model):
         ours = encoder.eval()(batch["input_ids"], batch["attention_mask"])
     ref = torch.tensor(st.encode(text, normalize_embeddings=True))
     assert torch.nn.functional.cosine_similarity(ours, ref).item() >= 0.9999
+
+
+def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path):
+    """The pipeline reads ids from the tokenize stage; they must give what tokenising in place gives."""
+    import json as _json
+
+    from tier1 import distributed, model
+    from tier1 import tokenize as token_cache
+    from tier1.evaluate import evaluate
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test").symlink_to(beir)
+    (tmp_path / "data" / "train.jsonl").write_text("".join(_json.dumps(p) + "\n" for p in pairs[100:120]))
+    _, tokenizer = model.load(str(tiny_model))
+    cache = token_cache.build(tokenizer, tmp_path / "data", CFG["max_seq_length"])
+    torch.save(cache, tmp_path / "tokens.pt")
+    ctx = distributed.setup()
+    plain = evaluate(str(tiny_model), beir, CFG, ctx, tmp_path / "plain")
+    cached = evaluate(str(tiny_model), beir, CFG, ctx, tmp_path / "cached", tmp_path / "tokens.pt")
+    assert cached["metrics"] == plain["metrics"]
+    assert (tmp_path / "plain" / "run.trec").read_text() == (tmp_path / "cached" / "run.trec").read_text()
+    with pytest.raises(ValueError, match="rerun the tokenize stage"):
+        evaluate(str(tiny_model), beir, {**CFG, "max_seq_length": 16}, ctx, tmp_path / "x", tmp_path / "tokens.pt")

@@ -79,3 +79,23 @@ def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_m
     assert m["resumed_from_step"] == 4
     full = train(config(tiny_model), ctx, data, tmp_path / "once")
     assert m["final_loss"] == full["final_loss"]
+
+
+def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
+    from tier1 import model
+    from tier1 import tokenize as token_cache
+
+    ids = token_cache.token_ids
+    _, tokenizer = model.load(str(tiny_model))
+    cache = {"train_ids": [p["id"] for p in pairs[:48]],
+             "anchor": ids(tokenizer, [p["anchor"] for p in pairs[:48]], 32),
+             "positive": ids(tokenizer, [p["positive"] for p in pairs[:48]], 32), "max_seq_length": 32}
+    torch.save(cache, tmp_path / "tokens.pt")
+    ctx = distributed.setup()
+    plain = train(config(tiny_model), ctx, data, tmp_path / "plain")
+    cached = train(config(tiny_model), ctx, data, tmp_path / "cached", tokens=tmp_path / "tokens.pt")
+    assert cached["final_loss"] == plain["final_loss"]
+    cache["train_ids"] = cache["train_ids"][::-1]
+    torch.save(cache, tmp_path / "tokens.pt")
+    with pytest.raises(ValueError, match="other training pairs"):
+        train(config(tiny_model), ctx, data, tmp_path / "bad", tokens=tmp_path / "tokens.pt")

@@ -4,6 +4,7 @@ rule evaluate:
         corpus="results/data/test/corpus.jsonl",
         queries="results/data/test/queries.jsonl",
         qrels="results/data/test/qrels/test.tsv",
+        tokens="results/data/tokens.pt",
     output:
         metrics="results/eval/{model}/ws{w}/metrics.json",
         run="results/eval/{model}/ws{w}/run.trec",
@@ -22,4 +23,4 @@ rule evaluate:
         "results/benchmarks/eval_{model}_ws{w}.tsv"
     shell:
         "{params.launch} tier1.evaluate --config {params.cfg:q} --model {params.model:q} "
-        "--data results/data/test --out results/eval/{wildcards.model}/ws{wildcards.w} > {log} 2>&1"
+        "--data results/data/test --tokens {input.tokens} --out results/eval/{wildcards.model}/ws{wildcards.w} > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule train:
     input:
-        "results/data/train.jsonl",
+        data="results/data/train.jsonl",
+        tokens="results/data/tokens.pt",
     output:
         model=directory("results/train/gpus{n}/model"),
         metrics="results/train/gpus{n}/train_metrics.json",
@@ -18,5 +19,5 @@ rule train:
     benchmark:
         "results/benchmarks/train_gpus{n}.tsv"
     shell:
-        "{params.launch} tier1.train --config {params.cfg:q} --data {input} "
+        "{params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--out results/train/gpus{wildcards.n} > {log} 2>&1"

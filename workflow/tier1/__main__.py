@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"prepare": "tier1.prepare", "train": "tier1.train", "evaluate": "tier1.evaluate",
+COMMANDS = {"prepare": "tier1.prepare", "tokenize": "tier1.tokenize", "train": "tier1.train", "evaluate": "tier1.evaluate",
             "probe": "tier1.probe", "report": "tier1.report.__main__", "check-gpus": "tier1.check_gpus"}
 
 

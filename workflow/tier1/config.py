@@ -102,6 +102,7 @@ class Tier1Config:
 # batch_size reruns training but not data preparation.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "prepare": ("dataset", "train_samples", "test_samples", "seed"),
+    "tokenize": ("model", "max_seq_length"),
     "train": (
         "model", "num_epochs", "batch_size", "scaling", "grad_accum_steps", "learning_rate",
         "warmup_ratio", "weight_decay", "loss_scale", "gather_embeddings", "max_seq_length",

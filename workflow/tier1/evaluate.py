@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from tier1 import atomic, distributed, model, provenance
+from tier1 import tokenize as token_cache
 from tier1.cli_common import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import config_hash
 from tier1.data.sources import read_beir
@@ -29,10 +30,6 @@ from tier1.trainer import median, resolve_dtype
 
 log = logging.getLogger("tier1.evaluate")
 TOP_K = 100
-
-
-def tokenize_all(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
-    return tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]
 
 
 def encode_share(encoder, token_ids, batches, share, pad_id, device, dtype, bar) -> tuple[list[int], torch.Tensor]:
@@ -99,7 +96,7 @@ def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg,
     return merged, wall, rank_stats
 
 
-def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path) -> dict | None:
+def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path, tokens: Path | None = None) -> dict | None:
     started_at = provenance.utc_now()
     t_load = time.perf_counter()
     beir = read_beir(data, "test")
@@ -109,9 +106,15 @@ def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path) -> dict | N
     doc_ids = sorted(beir.corpus)  # index order = id order, so index ties break by document id
     query_ids = sorted(beir.queries)
     doc_pos = {d: i for i, d in enumerate(doc_ids)}
-    texts = [f"{beir.corpus[d]['title']} {beir.corpus[d]['text']}".strip() for d in doc_ids]
-    corpus_tokens = tokenize_all(tokenizer, texts, cfg["max_seq_length"])
-    query_tokens = tokenize_all(tokenizer, [beir.queries[q] for q in query_ids], cfg["max_seq_length"])
+    if tokens is not None:
+        cache = token_cache.load(tokens, cfg["max_seq_length"])
+        if cache["doc_ids"] != doc_ids or cache["query_ids"] != query_ids:
+            raise ValueError(f"{tokens} was built from another evaluation set: rerun the tokenize stage")
+        corpus_tokens, query_tokens = cache["corpus"], cache["queries"]
+    else:
+        n = cfg["max_seq_length"]
+        corpus_tokens = token_cache.token_ids(tokenizer, [token_cache.doc_text(beir.corpus[d]) for d in doc_ids], n)
+        query_tokens = token_cache.token_ids(tokenizer, [beir.queries[q] for q in query_ids], n)
     exclude = torch.tensor([doc_pos.get(q, -1) if cfg["ignore_identical_ids"] else -1 for q in query_ids])
     load_s = time.perf_counter() - t_load
 
@@ -176,13 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="model folder or spec; default: the config's model")
     parser.add_argument("--data", type=Path, default=Path("results/data/test"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
     args = parser.parse_args(argv)
     setup_logging()
     quiet_transformers()
     cfg = parse_stage_config(args.config, "evaluate")
     ctx = distributed.setup()
     try:
-        evaluate(args.model or cfg["model"], args.data, cfg, ctx, args.out)
+        evaluate(args.model or cfg["model"], args.data, cfg, ctx, args.out, args.tokens)
     finally:
         distributed.teardown()
 

@@ -85,6 +85,3 @@ def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int)
          "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False}, indent=2))
     (folder / "2_Normalize").mkdir(exist_ok=True)
 
-
-def tokenize(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, torch.Tensor]:
-    return tokenizer(texts, padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")

@@ -25,6 +25,7 @@ from tier1.cli_common import parse_stage_config, progress, quiet_transformers, r
 from tier1.config import Tier1Config, config_hash
 from tier1.loss import negatives_per_anchor
 from tier1.resources import device_capacity, device_name, peak_memory, reset_peak
+from tier1.tokenize import load as token_cache_load
 from tier1.trainer import Trainer, allreduce_seconds, median, parameter_checksum
 
 log = logging.getLogger("tier1.train")
@@ -57,13 +58,13 @@ def objective(cfg: Tier1Config, world: int) -> dict:
     }
 
 
-def run_once(cfg: Tier1Config, ctx, pairs, ckpt_dir: Path, fingerprint: str, repeat: int, walls: list[float],
+def run_once(cfg: Tier1Config, ctx, pairs, tokens: dict | None, ckpt_dir: Path, fingerprint: str, repeat: int, walls: list[float],
              state: dict | None, stop_after: int | None) -> tuple[Trainer, list[dict], float, int]:
     """Train from scratch, or from `state` (a checkpoint of this repeat); returns trainer, loss
     rows, wall time and the step it started from. `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
     encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing)
-    trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs)
+    trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs, tokens)
     rows: list[dict] = []
     if state is not None:
         trainer.load_state_dict(state)
@@ -101,9 +102,11 @@ class Interrupted(Exception):
     """Raised by --stop-after-steps, which stands in for a crash in resume tests."""
 
 
-def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None = None) -> dict | None:
+def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None = None,
+          tokens: Path | None = None) -> dict | None:
     started_at = provenance.utc_now()
     pairs = read_pairs(data)
+    token_cache = token_cache_load(tokens, cfg.max_seq_length) if tokens else None
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": cfg.to_dict(), "world": ctx.world_size, "data": data_hash})
     ckpt_dir = out / "checkpoints"
@@ -111,7 +114,7 @@ def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None =
     first = state["repeat"] if state else 0  # repeats finished before an interruption are kept
     walls: list[float] = list(state["walls"]) if state else []
     for repeat in range(first, cfg.repeats):
-        trainer, rows, wall, start_step = run_once(cfg, ctx, pairs, ckpt_dir, fingerprint, repeat, walls,
+        trainer, rows, wall, start_step = run_once(cfg, ctx, pairs, token_cache, ckpt_dir, fingerprint, repeat, walls,
                                                    state if repeat == first else None, stop_after)
         walls.append(wall)
         if repeat + 1 < cfg.repeats and ctx.is_main:
@@ -184,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="JSON of the train stage's config keys")
     parser.add_argument("--data", type=Path, default=Path("results/data/train.jsonl"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="stop (as if killed) after this many steps, counted over all repeats, "
                              "leaving the checkpoint; for resume tests")
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = distributed.setup()
     cfg = run_config(stage_cfg, ctx.world_size)
     try:
-        train(cfg, ctx, args.data, args.out, args.stop_after_steps)
+        train(cfg, ctx, args.data, args.out, args.stop_after_steps, args.tokens)
     except Interrupted as stop:
         log.warning("stopped after step %d as asked; rerun to resume", stop.args[0])
         sys.exit(3)

@@ -15,7 +15,9 @@ from tier1.comm_timing import AllreduceSpan, timed_allreduce
 from tier1.config import Tier1Config
 from tier1.distributed import Context
 from tier1.loss import in_batch_negatives_loss
-from tier1.model import SentenceEncoder, tokenize
+from tier1.evaluation.sharding import collate
+from tier1.model import SentenceEncoder
+from tier1.tokenize import token_ids
 
 
 class PairEncoder(torch.nn.Module):
@@ -73,8 +75,16 @@ class StepTimes:
 
 class Trainer:
     def __init__(self, cfg: Tier1Config, ctx: Context, encoder: SentenceEncoder, tokenizer,
-                 pairs: list[dict[str, str]]):
+                 pairs: list[dict[str, str]], token_cache: dict | None = None):
+        """`token_cache` holds the pairs' ids from the tokenize stage; without it they are
+        tokenised here, once."""
         self.cfg, self.ctx, self.tokenizer, self.pairs = cfg, ctx, tokenizer, pairs
+        if token_cache is None:
+            token_cache = {"anchor": token_ids(tokenizer, [p["anchor"] for p in pairs], cfg.max_seq_length),
+                           "positive": token_ids(tokenizer, [p["positive"] for p in pairs], cfg.max_seq_length)}
+        elif token_cache.get("train_ids") != [p["id"] for p in pairs]:
+            raise ValueError("the token cache was built from other training pairs: rerun the tokenize stage")
+        self.anchor_ids, self.positive_ids = token_cache["anchor"], token_cache["positive"]
         self.world = ctx.world_size
         self.global_batch = cfg.global_batch(self.world)
         self.per_device = cfg.per_device_batch(self.world)
@@ -113,11 +123,12 @@ class Trainer:
         return global_indices[r * self.per_device: (r + 1) * self.per_device]
 
     def _tokens(self, indices: list[int]) -> tuple[dict, dict]:
-        n = self.cfg.max_seq_length
-        a = tokenize(self.tokenizer, [self.pairs[i]["anchor"] for i in indices], n)
-        p = tokenize(self.tokenizer, [self.pairs[i]["positive"] for i in indices], n)
-        to = lambda t: {k: v.to(self.ctx.device, non_blocking=True) for k, v in t.items() if k in ("input_ids", "attention_mask")}  # noqa: E731
-        return to(a), to(p)
+        pad = self.tokenizer.pad_token_id
+
+        def batch(ids):
+            return {k: v.to(self.ctx.device, non_blocking=True) for k, v in collate(ids, indices, pad).items()}
+
+        return batch(self.anchor_ids), batch(self.positive_ids)
 
     def _autocast(self):
         if self.autocast_dtype is None:
