@@ -104,6 +104,7 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
     for r in rows:
         src = json.loads((workdir / r["source"]).read_text())
         metric, n = r["metric"], int(r["world_size"])
+        assert src["world_size"] == n, (metric, r["source"])
         if metric in FIELDS:
             assert float(r["value"]) == pytest.approx(src[FIELDS[metric][0]]), metric
         elif metric.startswith(("trained_", "base_")):

@@ -9,13 +9,13 @@ parameter checksums after training, never from memory in use.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from tier1 import atomic, distributed, model, provenance
 from tier1.cli_common import quiet_transformers, run_main, setup_logging
 from tier1.config import Tier1Config
+from tier1.data.sources import read_jsonl
 from tier1.gpu_activity import ActivitySampler
 from tier1.resources import device_name, peak_memory, reset_peak
 from tier1.trainer import Trainer, parameter_checksum
@@ -25,7 +25,7 @@ log = logging.getLogger("tier1.check_gpus")
 
 def load_pairs(data: Path, n: int) -> list[dict]:
     if data.exists():
-        pairs = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+        pairs = read_jsonl(data)
     else:
         from tier1.data import stdlib_pairs
 

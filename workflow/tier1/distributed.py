@@ -68,6 +68,10 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

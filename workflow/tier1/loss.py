@@ -21,16 +21,10 @@ def in_batch_negatives_loss(anchors: torch.Tensor, positives: torch.Tensor, scal
     only sees its own b-1 negatives: an easier task, and a different model.
     """
     candidates = distributed.all_gather_with_grad(positives) if gather else positives
-    offset = distributed_rank() * anchors.shape[0] if gather and distributed.active() else 0
+    offset = distributed.rank() * anchors.shape[0] if gather else 0
     scores = scale * anchors @ candidates.T  # embeddings are L2-normalised: cosine similarity
     labels = torch.arange(offset, offset + anchors.shape[0], device=anchors.device)
     return F.cross_entropy(scores, labels)
-
-
-def distributed_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if distributed.active() else 0
 
 
 def negatives_per_anchor(per_device_batch: int, world_size: int, gather: bool) -> int:

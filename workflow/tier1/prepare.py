@@ -34,11 +34,7 @@ def prepare(cfg: dict, out: Path) -> dict:
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
     if source.beir_test is not None:
         test_set = split.sample_queries(source.beir_test, cfg["test_samples"], cfg["seed"])
-        train = sorted(source.pairs, key=lambda p: p["id"])
-        import random
-
-        random.Random(cfg["seed"]).shuffle(train)
-        train = train[: cfg["train_samples"]]
+        train = split.shuffled(source.pairs, cfg["seed"], key=lambda p: p["id"])[: cfg["train_samples"]]
     else:
         train, test = split.split_pairs(source.pairs, cfg["train_samples"], cfg["test_samples"], cfg["seed"])
         test_set = split.beir_from_pairs(test)

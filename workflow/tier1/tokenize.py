@@ -10,7 +10,6 @@ Trained models keep the base model's tokenizer, so one cache serves all of them.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from tier1.atomic import atomic_path
 from tier1.cli_common import parse_stage_config, quiet_transformers, run_main, setup_logging
-from tier1.data.sources import read_beir
+from tier1.data.sources import read_beir, read_jsonl
 
 log = logging.getLogger("tier1.tokenize")
 
@@ -33,7 +32,7 @@ def doc_text(doc: dict[str, str]) -> str:
 
 
 def build(tokenizer, data: Path, max_seq_length: int) -> dict:
-    pairs = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines() if line.strip()]
+    pairs = read_jsonl(data / "train.jsonl")
     beir = read_beir(data / "test", "test")
     doc_ids, query_ids = sorted(beir.corpus), sorted(beir.queries)
     return {

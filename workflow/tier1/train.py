@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -23,16 +22,13 @@ import torch
 from tier1 import atomic, checkpoint, distributed, model, provenance
 from tier1.cli_common import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import Tier1Config, config_hash
+from tier1.data.sources import read_jsonl
 from tier1.loss import negatives_per_anchor
 from tier1.resources import device_capacity, device_name, peak_memory, reset_peak
 from tier1.tokenize import load as token_cache_load
 from tier1.trainer import Trainer, allreduce_seconds, median, parameter_checksum
 
 log = logging.getLogger("tier1.train")
-
-
-def read_pairs(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_config(stage_cfg: dict, world_size: int) -> Tier1Config:
@@ -105,7 +101,7 @@ class Interrupted(Exception):
 def train(cfg: Tier1Config, ctx, data: Path, out: Path, stop_after: int | None = None,
           tokens: Path | None = None) -> dict | None:
     started_at = provenance.utc_now()
-    pairs = read_pairs(data)
+    pairs = read_jsonl(data)
     token_cache = token_cache_load(tokens, cfg.max_seq_length) if tokens else None
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": cfg.to_dict(), "world": ctx.world_size, "data": data_hash})

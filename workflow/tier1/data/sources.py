@@ -54,7 +54,7 @@ def load(spec: str) -> Source:
 
 def _read_rows(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(path)
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         return data if isinstance(data, list) else data.get("data", [])
@@ -87,6 +87,10 @@ def _pairs_from_rows(rows: list[dict], where: str) -> list[dict[str, str]]:
         if anchor and positive:
             pairs.append({"id": str(row.get("id", i)), "anchor": anchor, "positive": positive})
     return pairs
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def read_beir(folder: Path, split: str = "test") -> BeirSet:

@@ -8,6 +8,13 @@ from tier1.config import ConfigError
 from tier1.data.sources import BeirSet
 
 
+def shuffled(items: list, seed: int, key=None) -> list:
+    """A seeded permutation that does not depend on the input order (sorted first by `key`)."""
+    order = sorted(items, key=key)
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def split_pairs(pairs: list[dict[str, str]], train_samples: int, test_samples: int, seed: int,
                 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Shuffle with `seed`, then take the test pairs first and the training pairs after them."""
@@ -15,8 +22,7 @@ def split_pairs(pairs: list[dict[str, str]], train_samples: int, test_samples: i
         raise ConfigError(
             f"test_samples: {test_samples} asked for, but the dataset has only {len(pairs)} pairs"
         )
-    order = sorted(pairs, key=lambda p: p["id"])  # input order must not matter
-    random.Random(seed).shuffle(order)
+    order = shuffled(pairs, seed, key=lambda p: p["id"])
     test = order[:test_samples]
     train = order[test_samples: test_samples + train_samples]
     return train, test
@@ -33,9 +39,9 @@ def beir_from_pairs(test: list[dict[str, str]]) -> BeirSet:
 
 def sample_queries(beir: BeirSet, test_samples: int, seed: int) -> BeirSet:
     """Cap a ready-made BEIR set to `test_samples` judged queries; the corpus stays whole."""
-    judged = sorted(q for q in beir.qrels if q in beir.queries)
+    judged = [q for q in beir.qrels if q in beir.queries]
     if not judged:
         raise ConfigError("dataset: the BEIR folder's qrels/test.tsv judges none of its queries")
-    random.Random(seed).shuffle(judged)
+    judged = shuffled(judged, seed)
     keep = sorted(judged[:test_samples])
     return BeirSet(beir.corpus, {q: beir.queries[q] for q in keep}, {q: beir.qrels[q] for q in keep})
