@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: run test setup report check-gpus pin clean
+.PHONY: run test lint setup report check-gpus pin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# What CI checks before the tests: Snakemake's own lint on the tiny test config, the rules'
+# formatting, and the package and tests with ruff.
+lint: setup
+	$(BIN)/snakemake --lint --configfile .test/config/config.yaml
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check workflow tests
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) all

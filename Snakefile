@@ -23,5 +23,6 @@ include: "workflow/rules/check_gpus.smk"
 
 
 rule all:
+    """The whole benchmark: data, training at every world size, evaluation, probes, report."""
     input:
         final_outputs(),

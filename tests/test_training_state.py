@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from tier1 import distributed
-from tier1.config import Tier1Config
-from tier1.train import Interrupted, train
+from tier1.config import Tier1Config, TrainConfig
+from tier1.train import Interrupted, Outputs, train
 
 
 @pytest.fixture()
@@ -20,19 +20,23 @@ def data(tmp_path, pairs):
     return path
 
 
-def config(tiny_model, **kw):
+def config(tiny_model, **kw) -> TrainConfig:
     return Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=2, max_seq_length=32,
-                       learning_rate=1e-3, checkpoint_every=2, gpu_counts=(1,), **kw)
+                       learning_rate=1e-3, checkpoint_every=2, gpu_counts=(1,), **kw).view(TrainConfig)
+
+
+def folder(path):
+    return Outputs.in_folder(path)
 
 
 def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
     ctx = distributed.setup()
-    full = train(config(tiny_model), ctx, data, tmp_path / "full")
+    full = train(config(tiny_model), ctx, data, folder(tmp_path / "full"))
     with pytest.raises(Interrupted):
-        train(config(tiny_model), ctx, data, tmp_path / "cut", stop_after=5)
+        train(config(tiny_model), ctx, data, folder(tmp_path / "cut"), stop_after=5)
     assert (tmp_path / "cut" / "checkpoints" / "last.pt").exists()
     assert not (tmp_path / "cut" / "train_metrics.json").exists()  # nothing looks finished
-    resumed = train(config(tiny_model), ctx, data, tmp_path / "cut")
+    resumed = train(config(tiny_model), ctx, data, folder(tmp_path / "cut"))
     assert resumed["resumed_from_step"] == 4
     a = load_file(tmp_path / "full" / "model" / "model.safetensors")
     b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
@@ -48,14 +52,14 @@ def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
 def test_checkpoint_of_another_config_is_ignored(tmp_path, tiny_model, data):
     ctx = distributed.setup()
     with pytest.raises(Interrupted):
-        train(config(tiny_model), ctx, data, tmp_path / "run", stop_after=3)
-    other = train(config(tiny_model, loss_scale=10.0), ctx, data, tmp_path / "run")
+        train(config(tiny_model), ctx, data, folder(tmp_path / "run"), stop_after=3)
+    other = train(config(tiny_model, loss_scale=10.0), ctx, data, folder(tmp_path / "run"))
     assert other["resumed_from_step"] == 0
 
 
 def test_metrics_record_what_the_loss_saw_and_each_rank(tmp_path, tiny_model, data):
     ctx = distributed.setup()
-    m = train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r")
+    m = train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"))
     assert m["objective"]["global_batch"] == 8 and m["objective"]["negatives_per_anchor"] == 7
     assert m["samples_total"] == m["expected_samples"] == 48 * 2
     assert len(m["wall_times_s"]) == 2 and m["started_at"] < m["finished_at"]
@@ -71,31 +75,40 @@ def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_m
     ctx = distributed.setup()
     with pytest.raises(Interrupted):
         # 12 steps per repeat: stop in the second repeat, after its checkpoint at step 4
-        train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r", stop_after=12 + 5)
+        train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"), stop_after=12 + 5)
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
     assert state["repeat"] == 1 and state["step"] == 4 and len(state["walls"]) == 1
-    m = train(config(tiny_model, repeats=2), ctx, data, tmp_path / "r")
+    m = train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"))
     assert len(m["wall_times_s"]) == 2 and m["wall_times_s"][0] == state["walls"][0]
     assert m["resumed_from_step"] == 4
-    full = train(config(tiny_model), ctx, data, tmp_path / "once")
+    full = train(config(tiny_model), ctx, data, folder(tmp_path / "once"))
     assert m["final_loss"] == full["final_loss"]
 
 
 def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
-    from tier1 import model
-    from tier1 import tokenize as token_cache
+    from tier1 import model, token_cache
 
     ids = token_cache.token_ids
     _, tokenizer = model.load(str(tiny_model))
     cache = {"train_ids": [p["id"] for p in pairs[:48]],
              "anchor": ids(tokenizer, [p["anchor"] for p in pairs[:48]], 32),
              "positive": ids(tokenizer, [p["positive"] for p in pairs[:48]], 32), "max_seq_length": 32}
-    torch.save(cache, tmp_path / "tokens.pt")
+    token_cache.save(cache, tmp_path / "tokens.pt")
     ctx = distributed.setup()
-    plain = train(config(tiny_model), ctx, data, tmp_path / "plain")
-    cached = train(config(tiny_model), ctx, data, tmp_path / "cached", tokens=tmp_path / "tokens.pt")
+    plain = train(config(tiny_model), ctx, data, folder(tmp_path / "plain"))
+    cached = train(config(tiny_model), ctx, data, folder(tmp_path / "cached"), tokens=tmp_path / "tokens.pt")
     assert cached["final_loss"] == plain["final_loss"]
     cache["train_ids"] = cache["train_ids"][::-1]
-    torch.save(cache, tmp_path / "tokens.pt")
+    token_cache.save(cache, tmp_path / "tokens.pt")
     with pytest.raises(ValueError, match="other training pairs"):
-        train(config(tiny_model), ctx, data, tmp_path / "bad", tokens=tmp_path / "tokens.pt")
+        train(config(tiny_model), ctx, data, folder(tmp_path / "bad"), tokens=tmp_path / "tokens.pt")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from tier1.training.lr_schedule import linear_warmup_decay
+
+    factors = [linear_warmup_decay(s, warmup=4, total=20) for s in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[12] == 0.5 and factors[20] == 0.0
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert linear_warmup_decay(0, warmup=0, total=10) == 1.0  # no warm-up: full rate at once

@@ -1,18 +1,18 @@
 rule check_gpus:
+    """A short DDP job on every rank, with a per-rank table: did every rank really work?"""
     output:
         "results/check_gpus/summary.json",
-    params:
-        n=max(CFG.gpu_counts),
-        launch=launcher(max(CFG.gpu_counts)),
-        model=CFG.model,
-    threads: workflow.cores
-    resources:
-        timed=1,
-    conda:
-        CONDA_ENV
     log:
         "results/logs/check_gpus.log",
     benchmark:
         "results/benchmarks/check_gpus.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+    params:
+        launch=launcher(max(CFG.gpu_counts)),
+        model=CFG.model,
     shell:
         "{params.launch} tier1.check_gpus --model {params.model:q} --out {output} 2>&1 | tee {log}"

@@ -1,4 +1,3 @@
-import json
 import os
 import sys
 
@@ -6,7 +5,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
-from tier1.config import STAGE_KEYS, ConfigError, Tier1Config
+from tier1.config import ConfigError, Tier1Config, stage_json
 
 validate(config, "../../config/schema.yaml")
 try:
@@ -38,7 +37,7 @@ wildcard_constraints:
 
 def stage_params(stage):
     """The JSON of the config keys a stage depends on; a change to any other key leaves it cached."""
-    return json.dumps(CFG.subset(STAGE_KEYS[stage]), sort_keys=True)
+    return stage_json(CFG, stage)
 
 
 def launcher(n):
@@ -49,20 +48,18 @@ def launcher(n):
     return f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {n} -m"
 
 
+def trained_model(model):
+    """The folder the train rule writes the model trained on `model` ("gpus{N}") into."""
+    return f"results/train/{model}/model"
+
+
 def model_path(model):
-    return CFG.model if model == "base" else f"results/train/{model}/model"
+    """What evaluate loads: the configured base model, or a model this workflow trained."""
+    return CFG.model if model == "base" else trained_model(model)
 
 
 def model_input(wildcards):
-    return [] if wildcards.model == "base" else [f"results/train/{wildcards.model}/model"]
-
-
-def eval_targets():
-    """The base model at every world size (evaluation scaling on one model), and each trained
-    model at its own world size."""
-    base = [f"results/eval/base/ws{w}/metrics.json" for w in EVAL_WORLD_SIZES]
-    trained = [f"results/eval/gpus{n}/ws{n}/metrics.json" for n in WORLD_SIZES]
-    return base + trained
+    return [] if wildcards.model == "base" else [trained_model(wildcards.model)]
 
 
 def final_outputs():

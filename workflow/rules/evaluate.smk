@@ -1,4 +1,5 @@
 rule evaluate:
+    """Retrieval metrics of one model, with the corpus encoded and ranked over N ranks (ws{w})."""
     input:
         model_input,
         corpus="results/data/test/corpus.jsonl",
@@ -8,19 +9,20 @@ rule evaluate:
     output:
         metrics="results/eval/{model}/ws{w}/metrics.json",
         run="results/eval/{model}/ws{w}/run.trec",
-    params:
-        cfg=stage_params("evaluate"),
-        launch=lambda w: launcher(w.w),
-        model=lambda w: model_path(w.model),
-    threads: workflow.cores
-    resources:
-        timed=1,
-    conda:
-        CONDA_ENV
     log:
         "results/logs/eval_{model}_ws{w}.log",
     benchmark:
         "results/benchmarks/eval_{model}_ws{w}.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+    params:
+        cfg=stage_params("evaluate"),
+        launch=lambda w: launcher(w.w),
+        model=lambda w: model_path(w.model),
     shell:
         "{params.launch} tier1.evaluate --config {params.cfg:q} --model {params.model:q} "
-        "--data results/data/test --tokens {input.tokens} --out results/eval/{wildcards.model}/ws{wildcards.w} > {log} 2>&1"
+        "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --tokens {input.tokens} "
+        "--metrics-out {output.metrics} --run-out {output.run} > {log} 2>&1"

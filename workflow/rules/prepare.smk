@@ -1,18 +1,21 @@
 rule prepare:
+    """Training pairs and the BEIR-form test set from the configured dataset."""
     output:
         train="results/data/train.jsonl",
         corpus="results/data/test/corpus.jsonl",
         queries="results/data/test/queries.jsonl",
         qrels="results/data/test/qrels/test.tsv",
         manifest="results/data/manifest.json",
-    params:
-        py=PYTHON,
-        cfg=stage_params("prepare"),
-    conda:
-        CONDA_ENV
     log:
         "results/logs/prepare.log",
     benchmark:
         "results/benchmarks/prepare.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PYTHON,
+        cfg=stage_params("prepare"),
     shell:
-        "{params.py} -m tier1.prepare --config {params.cfg:q} --out results/data > {log} 2>&1"
+        "{params.py} -m tier1.prepare --config {params.cfg:q} --train {output.train} "
+        "--corpus {output.corpus} --queries {output.queries} --qrels {output.qrels} "
+        "--manifest {output.manifest} > {log} 2>&1"

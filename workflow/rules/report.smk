@@ -2,29 +2,32 @@ PLOTS = ["speedup", "throughput", "memory", "loss", "quality", "time_split"]
 
 
 rule report:
+    """The performance table, verdicts and plots, from the files the stages wrote."""
     input:
-        "results/data/manifest.json",
-        expand("results/train/gpus{n}/train_metrics.json", n=WORLD_SIZES),
-        expand("results/train/gpus{n}/loss.csv", n=WORLD_SIZES),
-        expand("results/probe/gpus{n}.json", n=WORLD_SIZES),
-        eval_targets(),
+        manifest="results/data/manifest.json",
+        train=expand("results/train/gpus{n}/train_metrics.json", n=WORLD_SIZES),
+        loss=expand("results/train/gpus{n}/loss.csv", n=WORLD_SIZES),
+        probe=expand("results/probe/gpus{n}.json", n=WORLD_SIZES),
+        eval_base=expand("results/eval/base/ws{w}/metrics.json", w=EVAL_WORLD_SIZES),
+        eval_trained=[f"results/eval/gpus{n}/ws{n}/metrics.json" for n in WORLD_SIZES],
     output:
-        md=report("results/report/performance.md", caption="../report/performance.rst", category="Table"),
+        md=report(
+            "results/report/performance.md",
+            caption="../report/performance.rst",
+            category="Table",
+        ),
         csv="results/report/performance.csv",
-        plots=[
-            report(f"results/report/plots/{p}.png", caption=f"../report/{p}.rst", category="Plots")
-            for p in PLOTS
-        ],
-    params:
-        py=PYTHON,
-        sizes=" ".join(map(str, WORLD_SIZES)),
-        eval_sizes=" ".join(map(str, EVAL_WORLD_SIZES)),
-    conda:
-        CONDA_ENV
+        plots=[report(f"results/report/plots/{p}.png", caption=f"../report/{p}.rst", category="Plots") for p in PLOTS],
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PYTHON,
+        history="results/history",
     shell:
-        "{params.py} -m tier1.report --results results --world-sizes {params.sizes} "
-        "--eval-world-sizes {params.eval_sizes} --out results/report > {log} 2>&1"
+        "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
+        "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
+        "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} > {log} 2>&1"

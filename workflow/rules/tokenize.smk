@@ -1,18 +1,21 @@
 rule tokenize:
+    """Token ids of every training pair, document and query, made once for all later stages."""
     input:
         train="results/data/train.jsonl",
         corpus="results/data/test/corpus.jsonl",
         queries="results/data/test/queries.jsonl",
+        qrels="results/data/test/qrels/test.tsv",
     output:
         "results/data/tokens.pt",
-    params:
-        py=PYTHON,
-        cfg=stage_params("tokenize"),
-    conda:
-        CONDA_ENV
     log:
         "results/logs/tokenize.log",
     benchmark:
         "results/benchmarks/tokenize.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PYTHON,
+        cfg=stage_params("tokenize"),
     shell:
-        "{params.py} -m tier1.tokenize --config {params.cfg:q} --data results/data --out {output} > {log} 2>&1"
+        "{params.py} -m tier1.token_cache --config {params.cfg:q} --train {input.train} "
+        "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --out {output} > {log} 2>&1"

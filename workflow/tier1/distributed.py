@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
+from tier1 import device as devices
 from tier1.provenance import available_cores
 
 log = logging.getLogger("tier1.distributed")
@@ -116,6 +119,15 @@ def all_gather_objects(obj):
     return out
 
 
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of `tensor` over ranks (a new tensor); `tensor` itself without a group."""
+    if not active():
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
+
+
 def all_reduce_max(value: float, device: torch.device) -> float:
     if not active():
         return value
@@ -130,3 +142,19 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def time_allreduce(numel: int, device: torch.device, repeats: int = 5) -> float | None:
+    """Median seconds to all-reduce `numel` fp32 values (the gradient exchange of one step),
+    after one untimed call; None without a group."""
+    if not active():
+        return None
+    buf = torch.ones(numel, dtype=torch.float32, device=device)
+    times = []
+    for _ in range(repeats + 1):
+        barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        devices.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])

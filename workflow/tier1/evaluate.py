@@ -2,7 +2,9 @@
 
 One process:
     python -m tier1.evaluate --config '<json>' --model results/train/gpus1/model \
-        --data results/data/test --out results/eval/gpus1/ws1
+        --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \
+        --qrels results/data/test/qrels/test.tsv --tokens results/data/tokens.pt \
+        --metrics-out results/eval/gpus1/ws1/metrics.json --run-out results/eval/gpus1/ws1/run.trec
 N processes (each encodes its share of the corpus and ranks it; rank 0 merges):
     torchrun --standalone --nproc_per_node N -m tier1.evaluate ...
 The metrics are the same at any world size; only the time changes.
@@ -11,22 +13,23 @@ The metrics are the same at any world size; only the time changes.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import logging
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tier1 import atomic, distributed, model, provenance
-from tier1 import tokenize as token_cache
-from tier1.cli_common import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
-from tier1.config import config_hash
-from tier1.data.sources import read_beir
+from tier1 import atomic, distributed, model, provenance, token_cache
+from tier1 import device as devices
+from tier1.cli import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.config import EvalConfig, config_hash
+from tier1.data.sources import BeirSet, read_beir_files
+from tier1.distributed import Context
 from tier1.evaluation import metrics as ir_metrics
 from tier1.evaluation import sharding, topk
-from tier1.resources import device_name, peak_memory, reset_peak
-from tier1.trainer import median, resolve_dtype
 
 log = logging.getLogger("tier1.evaluate")
 TOP_K = 100
@@ -35,10 +38,9 @@ TOP_K = 100
 def encode_share(encoder, token_ids, batches, share, pad_id, device, dtype, bar) -> tuple[list[int], torch.Tensor]:
     """Encode this rank's batches; returns (item indices, embeddings) in that order."""
     items, outs = [], []
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), devices.autocast(device, dtype):
         for b in share:
-            batch = sharding.collate(token_ids, batches[b], pad_id)
+            batch = token_cache.collate(token_ids, batches[b], pad_id)
             outs.append(encoder(**{k: v.to(device) for k, v in batch.items()}).float())
             items.extend(batches[b])
             bar.update(len(batches[b]))
@@ -46,7 +48,7 @@ def encode_share(encoder, token_ids, batches, share, pad_id, device, dtype, bar)
     return items, torch.cat(outs) if outs else torch.empty(0, dim, device=device)
 
 
-def encode_sharded(encoder, token_ids, batch_size, pad_id, ctx, dtype, desc) -> tuple[list[int], torch.Tensor, dict]:
+def encode_sharded(encoder, token_ids, batch_size, pad_id, ctx: Context, dtype, desc) -> tuple[list[int], torch.Tensor, dict]:
     lengths = [len(t) for t in token_ids]
     batches = sharding.plan_batches(lengths, batch_size)
     share = sharding.deal(batches, lengths, ctx.world_size)[ctx.rank]
@@ -54,8 +56,7 @@ def encode_sharded(encoder, token_ids, batch_size, pad_id, ctx, dtype, desc) -> 
     bar = progress(n_mine, f"{desc} (rank {ctx.rank})", enabled=ctx.is_main)
     t0 = time.perf_counter()
     items, emb = encode_share(encoder, token_ids, batches, share, pad_id, ctx.device, dtype, bar)
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
+    devices.synchronize(ctx.device)
     bar.close()
     stats = {"items": len(items), "batches": len(share), "tokens": sum(lengths[i] for i in items),
              "seconds": time.perf_counter() - t0}
@@ -71,18 +72,17 @@ def gather_rows(items: list[int], emb: torch.Tensor, total: int) -> torch.Tensor
     return out
 
 
-def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype):
+def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg: EvalConfig, ctx: Context, dtype):
     pad = tokenizer.pad_token_id
     distributed.barrier()
     t0 = time.perf_counter()
-    q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg["eval_batch_size"], pad, ctx, dtype, "queries")
+    q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg.eval_batch_size, pad, ctx, dtype, "queries")
     queries = gather_rows(q_items, q_emb, len(query_tokens))
-    d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg["eval_batch_size"], pad, ctx, dtype, "corpus")
+    d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg.eval_batch_size, pad, ctx, dtype, "corpus")
     t1 = time.perf_counter()
     best = topk.search(queries, d_emb, torch.tensor(d_items, dtype=torch.long), TOP_K,
-                       cfg["corpus_chunk_size"], exclude.to(ctx.device))
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
+                       cfg.corpus_chunk_size, exclude.to(ctx.device))
+    devices.synchronize(ctx.device)
     t2 = time.perf_counter()
     shards = distributed.all_gather_objects((best[0].cpu(), best[1].cpu()))
     merged = topk.empty(len(query_tokens), TOP_K, torch.device("cpu"))
@@ -96,35 +96,47 @@ def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg,
     return merged, wall, rank_stats
 
 
-def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path, tokens: Path | None = None) -> dict | None:
+@dataclass(frozen=True)
+class Outputs:
+    """Where an evaluation job writes: the metrics record and the TREC run file."""
+
+    metrics: Path
+    run: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Outputs:
+        return cls(folder / "metrics.json", folder / "run.trec")
+
+
+def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out: Outputs,
+             tokens: Path | None = None) -> dict | None:
     started_at = provenance.utc_now()
     t_load = time.perf_counter()
-    beir = read_beir(data, "test")
     encoder, tokenizer = model.load(model_spec)
     encoder = encoder.to(ctx.device).eval()
-    dtype = resolve_dtype(cfg["precision"], ctx.device)
+    dtype = devices.autocast_dtype(cfg.precision, ctx.device)
     doc_ids = sorted(beir.corpus)  # index order = id order, so index ties break by document id
     query_ids = sorted(beir.queries)
     doc_pos = {d: i for i, d in enumerate(doc_ids)}
     if tokens is not None:
-        cache = token_cache.load(tokens, cfg["max_seq_length"])
+        cache = token_cache.load(tokens, cfg.max_seq_length)
         if cache["doc_ids"] != doc_ids or cache["query_ids"] != query_ids:
             raise ValueError(f"{tokens} was built from another evaluation set: rerun the tokenize stage")
         corpus_tokens, query_tokens = cache["corpus"], cache["queries"]
     else:
-        n = cfg["max_seq_length"]
+        n = cfg.max_seq_length
         corpus_tokens = token_cache.token_ids(tokenizer, [token_cache.doc_text(beir.corpus[d]) for d in doc_ids], n)
         query_tokens = token_cache.token_ids(tokenizer, [beir.queries[q] for q in query_ids], n)
-    exclude = torch.tensor([doc_pos.get(q, -1) if cfg["ignore_identical_ids"] else -1 for q in query_ids])
+    exclude = torch.tensor([doc_pos.get(q, -1) if cfg.ignore_identical_ids else -1 for q in query_ids])
     load_s = time.perf_counter() - t_load
 
-    reset_peak(ctx.device)
+    devices.reset_peak(ctx.device)
     walls, rank_stats, merged = [], None, None
-    for _ in range(cfg["repeats"]):
+    for _ in range(cfg.repeats):
         merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype)
         walls.append(wall)
-    rank_stats["peak_memory"] = peak_memory(ctx.device)
-    rank_stats["device_name"] = device_name(ctx.device)
+    rank_stats["peak_memory"] = devices.peak_memory(ctx.device)
+    rank_stats["device_name"] = devices.device_name(ctx.device)
     rank_stats["threads"] = ctx.threads
     ranks = distributed.all_gather_objects(rank_stats)
     if not ctx.is_main:
@@ -136,7 +148,8 @@ def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path, tokens: Pat
         ranking[qid] = [(doc_ids[j], float(s)) for s, j in zip(scores[qi].tolist(), index[qi].tolist())
                         if j != topk.NO_DOC]
     per_q = ir_metrics.per_query({q: [d for d, _ in r] for q, r in ranking.items()}, beir.qrels)
-    wall = median(walls)
+    wall = statistics.median(walls)
+    settings = dataclasses.asdict(cfg)
     result = {
         "stage": "evaluate",
         "model": model_spec,
@@ -156,18 +169,18 @@ def evaluate(model_spec: str, data: Path, cfg: dict, ctx, out: Path, tokens: Pat
             "similarity_topk_per_rank": [r["search_s"] for r in ranks],
             "merge": ranks[0]["merge_s"],
         },
-        "precision": str(dtype or torch.float32).replace("torch.", ""),
+        "precision": devices.dtype_name(dtype),
         "ranks": ranks,
-        "config": cfg,
-        **provenance.stamp(config_hash(cfg)),
+        "config": settings,
+        **provenance.stamp(config_hash(settings)),
     }
     run_lines = "".join(
         f"{qid} Q0 {doc} {rank} {score:.6f} tier1\n"
         for qid, docs in ranking.items() for rank, (doc, score) in enumerate(docs, start=1)
     )
-    atomic.write_text(out / "run.trec", run_lines)
+    atomic.write_text(out.run, run_lines)
     result["finished_at"] = provenance.utc_now()
-    atomic.write_json(out / "metrics.json", result)
+    atomic.write_json(out.metrics, result)
     log.info("%s on %d rank(s): nDCG@10 %.4f, %.1f s (%.0f documents/s)", model_spec, ctx.world_size,
              result["metrics"]["ndcg@10"], wall, result["documents_per_s"] or 0)
     return result
@@ -177,16 +190,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON of the evaluate stage's config keys")
     parser.add_argument("--model", default=None, help="model folder or spec; default: the config's model")
-    parser.add_argument("--data", type=Path, default=Path("results/data/test"))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl")
+    parser.add_argument("--queries", type=Path, required=True, help="BEIR queries.jsonl")
+    parser.add_argument("--qrels", type=Path, required=True, help="BEIR qrels (tsv)")
     parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    parser.add_argument("--metrics-out", type=Path, required=True, help="metrics.json")
+    parser.add_argument("--run-out", type=Path, required=True, help="TREC run file")
     args = parser.parse_args(argv)
     setup_logging()
     quiet_transformers()
-    cfg = parse_stage_config(args.config, "evaluate")
+    cfg: EvalConfig = parse_stage_config(args.config, "evaluate")
+    beir = read_beir_files(args.corpus, args.queries, args.qrels)
     ctx = distributed.setup()
     try:
-        evaluate(args.model or cfg["model"], args.data, cfg, ctx, args.out, args.tokens)
+        evaluate(args.model or cfg.model, beir, cfg, ctx, Outputs(args.metrics_out, args.run_out), args.tokens)
     finally:
         distributed.teardown()
 

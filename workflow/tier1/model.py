@@ -49,12 +49,18 @@ class SentenceEncoder(nn.Module):
         return F.normalize(pooled.float(), p=2, dim=-1)
 
 
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(spec))
+
+
 def load(spec: str, gradient_checkpointing: bool = False):
     """(encoder, tokenizer) for a model spec."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     path = resolve_model_path(spec)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     transformer = AutoModel.from_pretrained(path)
     # The pooler is never used by the loss; DDP would stop at the second step on a parameter
     # that gets no gradient, so it is removed rather than hiding it with find_unused_parameters.

@@ -1,64 +1,88 @@
 """Stage 1, prepare: training pairs and the BEIR-form evaluation set.
 
-    python -m tier1.prepare --config '{"dataset": "stdlib", ...}' --out results/data
+    python -m tier1.prepare --config '{"dataset": "stdlib", ...}' --train results/data/train.jsonl \\
+        --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \\
+        --qrels results/data/test/qrels/test.tsv --manifest results/data/manifest.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from tier1 import atomic, provenance
-from tier1.cli_common import parse_stage_config, run_main, setup_logging
-from tier1.config import ConfigError, config_hash
+from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.config import ConfigError, PrepareConfig, config_hash
 from tier1.data import sources, split
 
 log = logging.getLogger("tier1.prepare")
 
 
-def write_beir(beir: sources.BeirSet, folder: Path) -> None:
-    corpus = "".join(json.dumps({"_id": d, **doc}) + "\n" for d, doc in beir.corpus.items())
-    queries = "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in beir.queries.items())
-    qrels = "query-id\tcorpus-id\tscore\n" + "".join(
+@dataclass(frozen=True)
+class Outputs:
+    """Where preparation writes: the training pairs, the BEIR test set and the manifest (last)."""
+
+    train: Path
+    corpus: Path
+    queries: Path
+    qrels: Path
+    manifest: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Outputs:
+        """The standard layout: train.jsonl, test/ as a BEIR folder, manifest.json."""
+        test = folder / "test"
+        return cls(folder / "train.jsonl", test / "corpus.jsonl", test / "queries.jsonl",
+                   test / "qrels" / "test.tsv", folder / "manifest.json")
+
+
+def write_beir(beir: sources.BeirSet, corpus: Path, queries: Path, qrels: Path) -> None:
+    atomic.write_text(corpus, "".join(json.dumps({"_id": d, **doc}) + "\n" for d, doc in beir.corpus.items()))
+    atomic.write_text(queries, "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in beir.queries.items()))
+    atomic.write_text(qrels, "query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{s}\n" for q, docs in beir.qrels.items() for d, s in docs.items()
-    )
-    atomic.write_text(folder / "corpus.jsonl", corpus)
-    atomic.write_text(folder / "queries.jsonl", queries)
-    atomic.write_text(folder / "qrels" / "test.tsv", qrels)
+    ))
 
 
-def prepare(cfg: dict, out: Path) -> dict:
-    source = sources.load(cfg["dataset"])
+def write_beir_folder(beir: sources.BeirSet, folder: Path) -> None:
+    write_beir(beir, folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv")
+
+
+def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
+    source = sources.load(cfg.dataset)
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
     if source.beir_test is not None:
-        test_set = split.sample_queries(source.beir_test, cfg["test_samples"], cfg["seed"])
-        train = split.shuffled(source.pairs, cfg["seed"], key=lambda p: p["id"])[: cfg["train_samples"]]
+        test_set = split.sample_queries(source.beir_test, cfg.test_samples, cfg.seed)
+        train = split.shuffled(source.pairs, cfg.seed, key=lambda p: p["id"])[: cfg.train_samples]
     else:
-        train, test = split.split_pairs(source.pairs, cfg["train_samples"], cfg["test_samples"], cfg["seed"])
+        train, test = split.split_pairs(source.pairs, cfg.train_samples, cfg.test_samples, cfg.seed)
         test_set = split.beir_from_pairs(test)
     if not train:
-        raise ConfigError(f"dataset: {cfg['dataset']!r} gives no training pairs")
-    if len(train) < cfg["train_samples"]:
-        log.warning("train_samples: %d asked for, only %d available", cfg["train_samples"], len(train))
+        raise ConfigError(f"dataset: {cfg.dataset!r} gives no training pairs")
+    if len(train) < cfg.train_samples:
+        log.warning("train_samples: %d asked for, only %d available", cfg.train_samples, len(train))
 
-    write_beir(test_set, out / "test")
-    atomic.write_text(out / "train.jsonl", "".join(json.dumps(p) + "\n" for p in train))
+    write_beir(test_set, out.corpus, out.queries, out.qrels)
+    atomic.write_text(out.train, "".join(json.dumps(p) + "\n" for p in train))
+    settings = dataclasses.asdict(cfg)
     manifest = {
         "stage": "prepare",
         "dataset": source.description,
-        "seed": cfg["seed"],
+        "seed": cfg.seed,
         "counts": {
             "available_pairs": len(source.pairs),
             "train_pairs": len(train),
             "test_queries": len(test_set.queries),
             "corpus_documents": len(test_set.corpus),
         },
-        "config": cfg,
-        **provenance.stamp(config_hash(cfg)),
+        "config": settings,
+        **provenance.stamp(config_hash(settings)),
     }
-    atomic.write_json(out / "manifest.json", manifest)  # last: its presence means complete
+    atomic.write_json(out.manifest, manifest)  # last: its presence means complete
     log.info("wrote %s", manifest["counts"])
     return manifest
 
@@ -66,10 +90,14 @@ def prepare(cfg: dict, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON of the prepare stage's config keys")
-    parser.add_argument("--out", type=Path, default=Path("results/data"))
+    for name, what in (("train", "training pairs (jsonl)"), ("corpus", "BEIR corpus.jsonl"),
+                       ("queries", "BEIR queries.jsonl"), ("qrels", "BEIR qrels (tsv)"),
+                       ("manifest", "manifest.json, written last")):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=what)
     args = parser.parse_args(argv)
     setup_logging()
-    prepare(parse_stage_config(args.config, "prepare"), args.out)
+    cfg: PrepareConfig = parse_stage_config(args.config, "prepare")
+    prepare(cfg, Outputs(args.train, args.corpus, args.queries, args.qrels, args.manifest))
 
 
 if __name__ == "__main__":

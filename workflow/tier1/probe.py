@@ -9,6 +9,7 @@ rather than inventing a number.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -18,11 +19,12 @@ from pathlib import Path
 import torch
 
 from tier1 import atomic, distributed, model, provenance
+from tier1 import device as devices
 from tier1.batch_search import largest_fitting
-from tier1.cli_common import parse_stage_config, quiet_transformers, run_main, setup_logging
-from tier1.config import config_hash
-from tier1.loss import in_batch_negatives_loss
-from tier1.trainer import resolve_dtype
+from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.config import ProbeConfig, config_hash
+from tier1.distributed import Context
+from tier1.training.step import PairEncoder, forward_backward
 
 log = logging.getLogger("tier1.probe")
 FILLER_TOKEN = 1037  # any ordinary vocabulary id: every position is computed on, none is padding
@@ -36,16 +38,17 @@ def _agreed_fit(trial, device) -> bool:
     except torch.OutOfMemoryError:
         failed = 1.0
     gc.collect()
-    torch.cuda.empty_cache()
+    devices.free_cached(device)
     return distributed.all_reduce_max(failed, device) == 0.0
 
 
-def probe(cfg: dict, ctx) -> dict:
-    encoder, _ = model.load(cfg["model"], cfg["gradient_checkpointing"])
+def probe(cfg: ProbeConfig, ctx: Context) -> dict:
+    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing)
     encoder = encoder.to(ctx.device)
-    dtype = resolve_dtype(cfg["precision"], ctx.device)
+    pair_model = PairEncoder(encoder)
+    dtype = devices.autocast_dtype(cfg.precision, ctx.device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-9)
-    seq = cfg["max_seq_length"]
+    seq = cfg.max_seq_length
 
     def tokens(b):
         return {"input_ids": torch.full((b, seq), FILLER_TOKEN, device=ctx.device),
@@ -59,16 +62,14 @@ def probe(cfg: dict, ctx) -> dict:
 
     def train_step(b):
         def run():
-            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-                a, p = encoder(**tokens(b)), encoder(**tokens(b))
-            in_batch_negatives_loss(a, p, cfg["loss_scale"], gather=False).backward()
+            forward_backward(pair_model, tokens(b), tokens(b), dtype, cfg.loss_scale, gather=False)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return _agreed_fit(run, ctx.device)
 
     def encode(b):
         def run():
-            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            with torch.inference_mode(), devices.autocast(ctx.device, dtype):
                 encoder(**tokens(b))
         return _agreed_fit(run, ctx.device)
 
@@ -77,7 +78,7 @@ def probe(cfg: dict, ctx) -> dict:
     del buckets
     return {"max_train_batch_per_device": train_batch, "max_train_batch_global": train_batch * ctx.world_size,
             "max_encode_batch_per_device": encode_batch,
-            "device_capacity_bytes": torch.cuda.get_device_properties(ctx.device).total_memory}
+            "device_capacity_bytes": devices.capacity(ctx.device)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "--config", args.config, "--out", str(args.out)])
     setup_logging()
     quiet_transformers()
-    cfg = parse_stage_config(args.config, "probe")
+    cfg: ProbeConfig = parse_stage_config(args.config, "probe")
     ctx = distributed.setup()
     started_at = provenance.utc_now()
     try:
@@ -104,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
                       "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe"}
         if ctx.is_main:
             world = ctx.world_size if ctx.device.type == "cuda" else args.world_size
+            settings = dataclasses.asdict(cfg)
             atomic.write_json(args.out, {"stage": "probe", "world_size": world, "started_at": started_at,
-                                         **result, "config": cfg, **provenance.stamp(config_hash(cfg)),
+                                         **result, "config": settings, **provenance.stamp(config_hash(settings)),
                                          "finished_at": provenance.utc_now()})
             log.info("probe x%d: %s", ctx.world_size, result)
     finally:

@@ -25,7 +25,7 @@ class Source:
     pairs: list[dict[str, str]]
     description: dict[str, str]
     # A BEIR folder brings its own evaluation set; otherwise one is cut from the pairs.
-    beir_test: "BeirSet | None" = None
+    beir_test: BeirSet | None = None
 
 
 @dataclass
@@ -94,20 +94,19 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_beir(folder: Path, split: str = "test") -> BeirSet:
+    """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv."""
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / name).exists():
             raise ConfigError(f"dataset: BEIR folder {str(folder)!r} has no {name}")
+    return read_beir_files(folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv")
+
+
+def read_beir_files(corpus_path: Path, queries_path: Path, qrels_path: Path) -> BeirSet:
     corpus = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        if line.strip():
-            doc = json.loads(line)
-            corpus[str(doc["_id"])] = {"title": doc.get("title", ""), "text": doc.get("text", "")}
-    queries = {}
-    for line in (folder / "queries.jsonl").read_text().splitlines():
-        if line.strip():
-            q = json.loads(line)
-            queries[str(q["_id"])] = q["text"]
-    return BeirSet(corpus, queries, read_qrels(folder / "qrels" / f"{split}.tsv"))
+    for doc in read_jsonl(corpus_path):
+        corpus[str(doc["_id"])] = {"title": doc.get("title", ""), "text": doc.get("text", "")}
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(queries_path)}
+    return BeirSet(corpus, queries, read_qrels(qrels_path))
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

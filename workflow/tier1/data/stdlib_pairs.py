@@ -11,8 +11,8 @@ import sys
 import sysconfig
 import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # Test suites and vendored or legacy trees are left out: their docstrings are mostly
 # boilerplate ("Test that ...") that would make the retrieval task trivial or noisy.

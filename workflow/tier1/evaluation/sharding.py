@@ -7,8 +7,6 @@ sampler pads the last shard with repeated documents.
 
 from __future__ import annotations
 
-import torch
-
 
 def plan_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices sorted by (length, index), cut into consecutive batches: little padding."""
@@ -30,13 +28,3 @@ def deal(batches: list[list[int]], lengths: list[int], world_size: int) -> list[
         shares[r].append(b)
         load[r] += batch_cost(batches[b], lengths)
     return [sorted(s) for s in shares]
-
-
-def collate(token_ids: list[list[int]], batch: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(token_ids[i]) for i in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-        mask[row, : len(token_ids[i])] = 1
-    return {"input_ids": ids, "attention_mask": mask}

@@ -1,6 +1,11 @@
 """Stage 5, report: regenerate the performance table and plots from the stages' files.
 
-    python -m tier1.report --results results --world-sizes 1 2 4 --eval-world-sizes 1 2 4
+    python -m tier1.report --manifest results/data/manifest.json \\
+        --train results/train/gpus{1,2,4}/train_metrics.json --loss results/train/gpus{1,2,4}/loss.csv \\
+        --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
+        --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
+        --md results/report/performance.md --csv results/report/performance.csv \\
+        --plots results/report/plots/{speedup,throughput,...}.png --history results/history
 """
 
 from __future__ import annotations
@@ -10,37 +15,49 @@ import logging
 from pathlib import Path
 
 from tier1 import atomic, provenance
-from tier1.cli_common import run_main, setup_logging
+from tier1.cli import run_main, setup_logging
 from tier1.report import plots, table
-from tier1.report.collect import collect
+from tier1.report.collect import Inputs, collect
 
 log = logging.getLogger("tier1.report")
 
 
-def build(results: Path, world_sizes: list[int], eval_world_sizes: list[int], out: Path) -> None:
-    r = collect(results, world_sizes, eval_world_sizes)
-    for name, draw in plots.ALL.items():
-        draw(r, out / "plots" / f"{name}.png")
+def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: Path | None) -> None:
+    r = collect(inputs)
+    for path in plot_paths:
+        if path.stem not in plots.ALL:
+            raise ValueError(f"no plot named {path.stem!r}; known: {', '.join(plots.ALL)}")
+        plots.ALL[path.stem](r, path)
     csv_text, md_text = table.to_csv(r), table.to_markdown(r)
-    atomic.write_text(out / "performance.csv", csv_text)
-    atomic.write_text(out / "performance.md", md_text)
-    # A rerun with another config replaces results/report; the history keeps every report made.
-    first = next(iter(r.train.values()))
-    keep = results / "history" / f"{provenance.utc_now()[:19].replace(':', '')}_{first['config_hash']}"
-    atomic.write_text(keep / "performance.csv", csv_text)
-    atomic.write_text(keep / "performance.md", md_text)
-    log.info("wrote %s (copy in %s)", out / "performance.md", keep)
+    atomic.write_text(csv, csv_text)
+    atomic.write_text(md, md_text)
+    if history is not None:
+        # A rerun with another config replaces the report; the history keeps every report made.
+        first = next(iter(r.train.values()))
+        keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first['config_hash']}"
+        atomic.write_text(keep / csv.name, csv_text)
+        atomic.write_text(keep / md.name, md_text)
+        log.info("wrote %s (copy in %s)", md, keep)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--world-sizes", type=int, nargs="+", required=True)
-    parser.add_argument("--eval-world-sizes", type=int, nargs="+", required=True)
-    parser.add_argument("--out", type=Path, default=Path("results/report"))
+    parser.add_argument("--manifest", type=Path, required=True, help="the prepare stage's manifest.json")
+    parser.add_argument("--train", type=Path, nargs="+", required=True, help="train_metrics.json files")
+    parser.add_argument("--loss", type=Path, nargs="+", required=True, help="loss.csv files, in --train's order")
+    parser.add_argument("--eval-base", type=Path, nargs="+", required=True, help="the base model's metrics.json files")
+    parser.add_argument("--eval-trained", type=Path, nargs="+", required=True,
+                        help="each trained model's metrics.json")
+    parser.add_argument("--probe", type=Path, nargs="*", default=[], help="probe JSON files")
+    parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
+    parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
+    parser.add_argument("--plots", type=Path, nargs="*", default=[],
+                        help=f"PNG files to draw, named after the plot ({', '.join(plots.ALL)})")
+    parser.add_argument("--history", type=Path, default=None, help="folder that keeps a copy of every report")
     args = parser.parse_args(argv)
     setup_logging()
-    build(args.results, args.world_sizes, args.eval_world_sizes, args.out)
+    inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe)
+    build(inputs, args.md, args.csv, args.plots, args.history)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Read what the stages wrote into one structure the table and the plots share."""
+"""Read what the stages wrote into one structure the table and the plots share.
+
+The report reads exactly the files Snakemake hands it and keeps their paths, so every number
+in the table can name the file it came from. World sizes come from the files themselves.
+"""
 
 from __future__ import annotations
 
@@ -21,24 +25,31 @@ CARD_EXPECTATION = {
 }
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The stage files a report is made from (lists in any order; loss files in train's order)."""
+
+    manifest: Path
+    train: list[Path]
+    loss: list[Path]
+    eval_base: list[Path]
+    eval_trained: list[Path]
+    probe: list[Path] = field(default_factory=list)
+
+
 @dataclass
 class Results:
-    results: Path
     train: dict[int, dict] = field(default_factory=dict)          # world size -> train_metrics
     loss: dict[int, list[dict]] = field(default_factory=dict)     # world size -> loss rows
     eval_base: dict[int, dict] = field(default_factory=dict)      # world size -> metrics of base model
     eval_trained: dict[int, dict] = field(default_factory=dict)   # trained world size -> metrics
     probe: dict[int, dict] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    paths: dict[tuple[str, int], str] = field(default_factory=dict)  # (kind, world size) -> file read
 
     def source(self, kind: str, n: int) -> str:
-        paths = {
-            "train": f"train/gpus{n}/train_metrics.json",
-            "eval_base": f"eval/base/ws{n}/metrics.json",
-            "eval_trained": f"eval/gpus{n}/ws{n}/metrics.json",
-            "probe": f"probe/gpus{n}.json",
-        }
-        return str(Path("results") / paths[kind])
+        """The file a value of `kind` ("train", "eval_base", ...) at world size n was read from."""
+        return self.paths[(kind, n)]
 
 
 def read_loss(path: Path) -> list[dict]:
@@ -46,16 +57,17 @@ def read_loss(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def collect(results: Path, world_sizes: list[int], eval_world_sizes: list[int]) -> Results:
-    r = Results(results)
-    r.manifest = read_json(results / "data" / "manifest.json")
-    for n in world_sizes:
-        r.train[n] = read_json(results / "train" / f"gpus{n}" / "train_metrics.json")
-        r.loss[n] = read_loss(results / "train" / f"gpus{n}" / "loss.csv")
-        r.eval_trained[n] = read_json(results / "eval" / f"gpus{n}" / f"ws{n}" / "metrics.json")
-        probe = results / "probe" / f"gpus{n}.json"
-        if probe.exists():
-            r.probe[n] = read_json(probe)
-    for w in eval_world_sizes:
-        r.eval_base[w] = read_json(results / "eval" / "base" / f"ws{w}" / "metrics.json")
+def collect(inputs: Inputs) -> Results:
+    r = Results(manifest=read_json(inputs.manifest))
+    if len(inputs.loss) != len(inputs.train):
+        raise ValueError(f"{len(inputs.train)} training records but {len(inputs.loss)} loss files")
+    for kind, paths in (("train", inputs.train), ("eval_base", inputs.eval_base),
+                        ("eval_trained", inputs.eval_trained), ("probe", inputs.probe)):
+        for path in paths:
+            record = read_json(path)
+            n = record["world_size"]
+            getattr(r, kind)[n] = record
+            r.paths[(kind, n)] = str(path)
+    for train_path, loss_path in zip(inputs.train, inputs.loss):
+        r.loss[read_json(train_path)["world_size"]] = read_loss(loss_path)
     return r

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 
-from tier1.config import STAGE_KEYS, ConfigError
+from tier1.config import ConfigError, parse_stage_json
 
 
 def setup_logging() -> None:
@@ -47,15 +46,9 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def parse_stage_config(text: str, stage: str) -> dict:
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--config is not valid JSON: {err}") from err
-    missing = [k for k in STAGE_KEYS[stage] if k not in cfg]
-    if missing:
-        raise SystemExit(f"--config for stage {stage!r} lacks keys {missing}")
-    return cfg
+def parse_stage_config(text: str, stage: str):
+    """The stage's typed config view from the JSON its rule passes (see tier1.config)."""
+    return parse_stage_json(text, stage)
 
 
 def run_main(main) -> None:

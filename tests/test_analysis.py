@@ -1,0 +1,104 @@
+"""The report's derived numbers on hand-made inputs: verdicts, projection, loss differences."""
+
+from __future__ import annotations
+
+import pytest
+
+from tier1.report import analysis
+from tier1.report.collect import Results
+
+
+def train_record(n: int, wall: float, gpus: int, *, samples=None, checksums_equal=True, global_batch=32,
+                 negatives=31, step_s=None, allreduce_s=None, cores=16) -> dict:
+    per_rank = samples if samples is not None else [512 // n] * n
+    return {
+        "world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "samples_per_s": 512 / wall,
+        "steps": 16, "expected_samples": 512, "checksums_equal": checksums_equal,
+        "objective": {"global_batch": global_batch, "negatives_per_anchor": negatives},
+        "hardware": {"gpus": ["NVIDIA A40"] * gpus, "cores": cores},
+        "ranks": [{"rank": r, "samples": s, "threads": 4, "peak_memory": {"max_memory_allocated": 1e9},
+                   "device_capacity_bytes": 46e9 if gpus else None} for r, s in enumerate(per_rank)],
+        "time_split_median_s": {"step": step_s if step_s is not None else wall / 16},
+        "allreduce_gradients_s": allreduce_s, "gradient_bytes": 90_000_000,
+    }
+
+
+def eval_record(n: int, wall: float, ndcg: float) -> dict:
+    return {"world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "documents_per_s": 300 / wall,
+            "metrics": {"ndcg@10": ndcg, "mrr@10": ndcg}}
+
+
+def results(train_walls: dict[int, float], gpus: int, ndcg: dict[int, float] | None = None, **kw) -> Results:
+    r = Results()
+    for n, wall in train_walls.items():
+        r.train[n] = train_record(n, wall, gpus, **kw)
+        r.eval_base[n] = eval_record(n, 10.0 / n, 0.80)
+        r.eval_trained[n] = eval_record(n, 10.0 / n, (ndcg or {}).get(n, 0.83))
+        r.loss[n] = [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5 + (0.001 if n > 1 else 0.0)}]
+    return r
+
+
+def verdict(r: Results, name: str) -> tuple[bool | None, str]:
+    for v_name, ok, text in analysis.verdicts(r):
+        if v_name == name:
+            return ok, text
+    raise KeyError(name)
+
+
+def test_scaling_passes_at_the_card_efficiency_and_fails_below_it():
+    ok, text = verdict(results({1: 600.0, 4: 200.0}, gpus=4), "scaling")
+    assert ok is True and "3.00x" in text
+    ok, _ = verdict(results({1: 600.0, 4: 300.0}, gpus=4), "scaling")
+    assert ok is False  # 2x on 4 GPUs is 50%, below the card's 75%
+
+
+def test_scaling_is_not_judged_when_ranks_share_a_device_or_cores():
+    ok, text = verdict(results({1: 60.0, 4: 20.0}, gpus=0), "scaling")
+    assert ok is None and "not judged" in text
+    ok, _ = verdict(results({1: 60.0, 4: 20.0}, gpus=1), "scaling")
+    assert ok is None
+    notes = analysis.oversubscription(results({1: 60.0, 4: 20.0}, gpus=1))
+    assert any("4 ranks ran on 1 GPU(s)" in n for n in notes)
+
+
+def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
+    ok, text = verdict(results({1: 60.0, 2: 30.0}, gpus=2), "same model")
+    assert ok is True and "1.00e-03" in text
+    ok, _ = verdict(results({1: 60.0, 2: 30.0}, gpus=2, ndcg={2: 0.80}), "same model")
+    assert ok is False  # |ΔnDCG@10| 0.03 > 0.01
+    r = results({1: 60.0, 2: 30.0}, gpus=2)
+    r.train[2]["objective"]["negatives_per_anchor"] = 15  # no gathered negatives: another loss
+    ok, text = verdict(r, "same model")
+    assert ok is False and "NO" in text
+
+
+def test_all_ranks_worked_needs_every_rank_counted_and_equal_checksums():
+    assert verdict(results({1: 60.0, 2: 30.0}, gpus=2), "all ranks worked")[0] is True
+    idle = results({1: 60.0, 2: 30.0}, gpus=2, samples=None)
+    idle.train[2]["ranks"][1]["samples"] = 0
+    assert verdict(idle, "all ranks worked")[0] is False
+    diverged = results({1: 60.0, 2: 30.0}, gpus=2, checksums_equal=False)
+    assert verdict(diverged, "all ranks worked")[0] is False
+
+
+def test_projection_uses_the_measured_bus_bandwidth_and_needs_own_gpus():
+    # 1-rank step 1 s; 90 MB of gradients all-reduced in 0.1 s at 4 ranks: busbw = 1.5 * 0.9 GB/s.
+    r = results({1: 16.0, 4: 5.0}, gpus=4, step_s=1.0, allreduce_s=0.1)
+    proj = {p["world_size"]: p for p in analysis.projection(r)}
+    bus = 2 * 3 / 4 * 90e6 / 0.1
+    assert proj[8]["bus_bandwidth_GBps"] == pytest.approx(bus / 1e9)
+    comm8 = 2 * 7 / 8 * 90e6 / bus
+    assert proj[8]["speedup"] == pytest.approx(1.0 / (1.0 / 8 + comm8))
+    assert proj[8]["speedup"] < proj[16]["speedup"] < 32
+    assert analysis.projection(results({1: 16.0, 4: 5.0}, gpus=0, step_s=1.0, allreduce_s=0.1)) == []
+
+
+def test_loss_difference_is_the_largest_per_step_gap():
+    diff = analysis.loss_difference(results({1: 60.0, 2: 30.0, 4: 15.0}, gpus=4))
+    assert diff == {2: pytest.approx(0.001), 4: pytest.approx(0.001)}
+
+
+def test_speedup_and_efficiency_rows():
+    rows = {x["world_size"]: x for x in analysis.scaling_rows(results({1: 60.0, 2: 40.0}, gpus=2))}
+    assert rows[2]["train_speedup"] == pytest.approx(1.5) and rows[2]["train_efficiency"] == pytest.approx(0.75)
+    assert rows[2]["memory_capacity_bytes"] == 92e9

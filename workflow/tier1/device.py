@@ -1,0 +1,75 @@
+"""The device a rank computes on: its precision, autocast, synchronisation, memory and name.
+
+One code path for CPU and GPU: every CUDA-only call is made here, behind a device check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+
+import torch
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a `precision` setting, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in `dtype`, or nothing when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a host clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from tier1.provenance import cpu_model
+
+    return f"cpu ({cpu_model()})"
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, int]:
+    """Bytes: allocated and reserved on a GPU; the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return {
+            "max_memory_allocated": torch.cuda.max_memory_allocated(device),
+            "max_memory_reserved": torch.cuda.max_memory_reserved(device),
+        }
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def capacity(device: torch.device) -> int | None:
+    """Total device memory in bytes; None on CPU (no device memory limit)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def free_cached(device: torch.device) -> None:
+    """Return cached blocks to the device, so the next allocation sees what is really free."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

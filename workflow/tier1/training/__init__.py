@@ -1,0 +1,1 @@
+"""Training: the batch plan, the contrastive step, the Trainer that runs it, and its records."""

@@ -1,0 +1,47 @@
+"""Builds a Trainer from a training config: the plan, the (DDP-wrapped) model, the optimizer and
+the learning-rate schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from tier1 import device as devices
+from tier1.config import TrainConfig
+from tier1.distributed import Context
+from tier1.model import SentenceEncoder
+from tier1.token_cache import PairTokens
+from tier1.training.comm_hook import AllreduceSpan, timed_allreduce
+from tier1.training.lr_schedule import warmup_then_decay
+from tier1.training.plan import BatchPlan
+from tier1.training.step import PairEncoder
+from tier1.training.trainer import Trainer
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.learning_rate)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def wrap(encoder: SentenceEncoder, ctx: Context, allreduce: AllreduceSpan) -> torch.nn.Module:
+    """The pair encoder, under DDP (with the timed all-reduce hook) when there are several ranks."""
+    pair_model = PairEncoder(encoder)
+    if not ctx.distributed:
+        return pair_model
+    model = DDP(pair_model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    model.register_comm_hook(allreduce, timed_allreduce)
+    return model
+
+
+def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, tokens: PairTokens) -> Trainer:
+    plan = BatchPlan(n_pairs=len(tokens.anchor), global_batch=cfg.global_batch(ctx.world_size),
+                     world_size=ctx.world_size, grad_accum_steps=cfg.grad_accum_steps,
+                     num_epochs=cfg.num_epochs, seed=cfg.seed)
+    encoder = encoder.to(ctx.device)
+    allreduce = AllreduceSpan()
+    model = wrap(encoder, ctx, allreduce)
+    optimizer = make_optimizer(cfg, encoder.parameters())
+    scheduler = warmup_then_decay(optimizer, cfg.warmup_ratio, plan.total_steps)
+    return Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce,
+                   devices.autocast_dtype(cfg.precision, ctx.device))

@@ -1,0 +1,99 @@
+"""What a training run writes about itself: per-rank facts and the train_metrics.json record."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from typing import Any
+
+import torch
+
+from tier1 import device as devices
+from tier1 import provenance
+from tier1.config import TrainConfig, config_hash
+from tier1.distributed import Context
+from tier1.training.loss import negatives_per_anchor
+from tier1.training.trainer import Trainer
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def parameter_checksum(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def objective(cfg: TrainConfig, world: int) -> dict[str, Any]:
+    """What the loss saw: the facts that decide whether two runs optimised the same thing."""
+    per_device = cfg.per_device_batch(world)
+    return {
+        "scaling": cfg.scaling,
+        "global_batch": cfg.global_batch(world),
+        "per_device_batch": per_device,
+        "micro_batch": cfg.micro_batch(world),
+        "grad_accum_steps": cfg.grad_accum_steps,
+        "gathered_embeddings": cfg.gather_embeddings,
+        "negatives_per_anchor": negatives_per_anchor(per_device, world, cfg.gather_embeddings),
+        "learning_rate": cfg.learning_rate,
+        "loss_scale": cfg.loss_scale,
+        "max_seq_length": cfg.max_seq_length,
+    }
+
+
+def rank_record(trainer: Trainer, ctx: Context, start_step: int) -> dict[str, Any]:
+    """This rank's own account of the run: the work it did, its memory, its final parameters."""
+    return {
+        "rank": ctx.rank,
+        "device": str(ctx.device),
+        "device_name": devices.device_name(ctx.device),
+        "samples": trainer.samples_seen,
+        "steps": trainer.step - start_step,
+        "median_step_s": median(trainer.times.step),
+        "peak_memory": devices.peak_memory(ctx.device),
+        "device_capacity_bytes": devices.capacity(ctx.device),
+        "threads": ctx.threads,
+        "parameter_checksum": parameter_checksum(trainer.encoder),
+    }
+
+
+def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: list[float], start_step: int,
+                 allreduce_s: float | None, started_at: str) -> dict[str, Any]:
+    """train_metrics.json: times, throughput, per-rank accounting, objective and provenance."""
+    plan, t = trainer.plan, trainer.times
+    samples = sum(r["samples"] for r in ranks)
+    n_params = sum(p.numel() for p in trainer.encoder.parameters())
+    settings = dict(vars(cfg))
+    return {
+        "stage": "train",
+        "world_size": plan.world_size,
+        "started_at": started_at,
+        "finished_at": None,
+        "wall_time_s": statistics.median(walls),
+        "wall_times_s": walls,
+        "resumed_from_step": start_step,
+        "steps": plan.total_steps,
+        "samples_per_s": samples / walls[-1] if walls[-1] else None,
+        "samples_total": samples,
+        "expected_samples": plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,
+        "objective": objective(cfg, plan.world_size),
+        "precision": devices.dtype_name(trainer.autocast_dtype),
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "time_split_median_s": {
+            "data": median(t.data), "forward_backward_with_comm": median(t.compute),
+            "optimizer": median(t.optimizer), "step": median(t.step),
+            # first bucket launched -> last bucket reduced, host-timed; overlaps the backward pass
+            "gradient_allreduce_span": median(t.allreduce_span),
+        },
+        "allreduce_gradients_s": allreduce_s,
+        "gradient_bytes": 4 * n_params,
+        "checksums_equal": len({r["parameter_checksum"] for r in ranks}) == 1,
+        "ranks": ranks,
+        "final_loss": trainer.loss_rows[-1]["loss"] if trainer.loss_rows else None,
+        "config": settings,
+        **provenance.stamp(config_hash(settings)),
+    }

@@ -1,0 +1,31 @@
+"""The contrastive forward and backward that training and the max-batch probe share."""
+
+from __future__ import annotations
+
+import torch
+
+from tier1 import device as devices
+from tier1.model import SentenceEncoder
+from tier1.training.loss import in_batch_negatives_loss
+
+
+class PairEncoder(torch.nn.Module):
+    """Encodes anchors and positives in one forward, so DDP sees one forward per backward."""
+
+    def __init__(self, encoder: SentenceEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, anchors: dict, positives: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(**anchors), self.encoder(**positives)
+
+
+def forward_backward(model: torch.nn.Module, anchors: dict, positives: dict, dtype: torch.dtype | None,
+                     loss_scale: float, gather: bool) -> torch.Tensor:
+    """Embed a batch of pairs, score it with in-batch negatives, back-propagate; the loss."""
+    device = anchors["input_ids"].device
+    with devices.autocast(device, dtype):
+        a, p = model(anchors, positives)
+    loss = in_batch_negatives_loss(a, p, loss_scale, gather)
+    loss.backward()
+    return loss

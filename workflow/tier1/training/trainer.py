@@ -1,0 +1,164 @@
+"""The Trainer: handed its model, optimizer, scheduler, batch plan and token ids, it runs the steps.
+
+Gradient accumulation caches embeddings so the micro-batches' negatives still span the global
+batch. The Trainer is stateful (step, samples, loss rows), so a checkpoint of its state resumes
+the run where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from tier1 import device as devices
+from tier1 import distributed
+from tier1.config import TrainConfig
+from tier1.distributed import Context
+from tier1.token_cache import PairTokens, collate
+from tier1.training.comm_hook import AllreduceSpan
+from tier1.training.loss import in_batch_negatives_loss
+from tier1.training.plan import BatchPlan
+from tier1.training.step import forward_backward
+
+
+@dataclass
+class StepTimes:
+    data: list[float] = field(default_factory=list)
+    compute: list[float] = field(default_factory=list)
+    optimizer: list[float] = field(default_factory=list)
+    step: list[float] = field(default_factory=list)
+    allreduce_span: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: Context, encoder: torch.nn.Module, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler, plan: BatchPlan, tokens: PairTokens,
+                 allreduce: AllreduceSpan, dtype: torch.dtype | None):
+        """`encoder` is the bare model (checkpoints, checksums); `model` is what runs the step
+        (the pair encoder, wrapped in DDP when there are several ranks)."""
+        self.cfg, self.ctx, self.encoder, self.model = cfg, ctx, encoder, model
+        self.optimizer, self.scheduler, self.plan, self.tokens = optimizer, scheduler, plan, tokens
+        self.allreduce, self.autocast_dtype = allreduce, dtype
+        self.step = 0
+        self.samples_seen = 0  # by this rank
+        self.loss_rows: list[dict] = []
+        self.times = StepTimes()
+
+    # -- data -------------------------------------------------------------------------------
+    def _tokens(self, indices: list[int]) -> tuple[dict, dict]:
+        def batch(ids):
+            return {k: v.to(self.ctx.device, non_blocking=True)
+                    for k, v in collate(ids, indices, self.tokens.pad_id).items()}
+
+        return batch(self.tokens.anchor), batch(self.tokens.positive)
+
+    def _seed_dropout(self, micro: int) -> None:
+        # Dropout noise derives from (seed, step, micro-batch, rank): a resumed run draws the
+        # same masks as an uninterrupted one, and the cached re-forward repeats the first one.
+        accum = self.plan.grad_accum_steps
+        torch.manual_seed(self.cfg.seed + 7919 * (self.step * accum + micro) + 104729 * self.ctx.rank)
+
+    # -- one optimisation step --------------------------------------------------------------
+    def compute_gradients(self, global_indices: list[int]) -> float:
+        """Forward and backward for one global batch; returns the global-batch loss."""
+        t0 = time.perf_counter()
+        local = self.plan.local_slice(global_indices, self.ctx.rank)
+        tokens = [self._tokens(m) for m in self.plan.micro_batches(local)]
+        t1 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        if len(tokens) == 1:
+            self._seed_dropout(0)
+            loss = forward_backward(self.model, *tokens[0], self.autocast_dtype, self.cfg.loss_scale,
+                                    self.cfg.gather_embeddings)
+        else:
+            loss = self._cached_backward(tokens)
+        devices.synchronize(self.ctx.device)
+        t2 = time.perf_counter()
+        self.times.data.append(t1 - t0)
+        self.times.compute.append(t2 - t1)
+        span = self.allreduce.take()
+        if span is not None:
+            self.times.allreduce_span.append(span)
+        self.samples_seen += len(local)
+        return float(distributed.all_reduce_mean(loss.detach()).item())
+
+    def _cached_backward(self, tokens: list[tuple[dict, dict]]) -> torch.Tensor:
+        """Gradient accumulation that keeps the global batch's negatives.
+
+        Micro-batches are first embedded without a graph; the loss over all of them gives the
+        gradient of each embedding; each micro-batch is then embedded again with a graph and
+        back-propagates its cached embedding gradients. The result equals the one-pass
+        gradient, while activations are held for one micro-batch at a time.
+        """
+        anchors, positives = [], []
+        with torch.no_grad(), devices.autocast(self.ctx.device, self.autocast_dtype):
+            for i, (a_tok, p_tok) in enumerate(tokens):
+                self._seed_dropout(i)
+                a, p = self.model(a_tok, p_tok)
+                anchors.append(a)
+                positives.append(p)
+        a_all = torch.cat(anchors).requires_grad_()
+        p_all = torch.cat(positives).requires_grad_()
+        loss = in_batch_negatives_loss(a_all, p_all, self.cfg.loss_scale, self.cfg.gather_embeddings)
+        loss.backward()
+        a_grads, p_grads = a_all.grad.split([len(a) for a in anchors]), p_all.grad.split([len(p) for p in positives])
+        for i, (a_tok, p_tok) in enumerate(tokens):
+            last = i == len(tokens) - 1
+            sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.model.no_sync()
+            with sync:
+                self._seed_dropout(i)
+                with devices.autocast(self.ctx.device, self.autocast_dtype):
+                    a, p = self.model(a_tok, p_tok)
+                ((a * a_grads[i]).sum() + (p * p_grads[i]).sum()).backward()
+        return loss
+
+    def apply_gradients(self) -> None:
+        t0 = time.perf_counter()
+        self.optimizer.step()
+        self.scheduler.step()
+        devices.synchronize(self.ctx.device)
+        self.times.optimizer.append(time.perf_counter() - t0)
+        self.step += 1
+
+    def train_step(self, global_indices: list[int]) -> float:
+        t0 = time.perf_counter()
+        loss = self.compute_gradients(global_indices)
+        self.apply_gradients()
+        self.times.step.append(time.perf_counter() - t0)
+        return loss
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, after_step: Callable[[Trainer], None] | None = None) -> None:
+        """Run the plan's remaining steps; `after_step` (checkpoints, progress) follows each."""
+        for epoch, batch in self.plan.schedule()[self.step:]:
+            loss = self.train_step(batch)
+            self.loss_rows.append({"step": self.step, "epoch": epoch,
+                                   "samples_seen": self.step * self.plan.global_batch,
+                                   "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+            if after_step is not None:
+                after_step(self)
+
+    @property
+    def done(self) -> bool:
+        return self.step == self.plan.total_steps
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "loss_rows": self.loss_rows,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.loss_rows = list(state["loss_rows"])
