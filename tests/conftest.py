@@ -15,6 +15,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 import helpers  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """GPU tests run where a CUDA device is visible and are skipped, saying why, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return helpers.make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
