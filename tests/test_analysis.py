@@ -35,6 +35,8 @@ def results(train_walls: dict[int, float], gpus: int, ndcg: dict[int, float] | N
         r.eval_base[n] = eval_record(n, 10.0 / n, 0.80)
         r.eval_trained[n] = eval_record(n, 10.0 / n, (ndcg or {}).get(n, 0.83))
         r.loss[n] = [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.5 + (0.001 if n > 1 else 0.0)}]
+    # the 1-rank run with other dropout masks: as far from the 1-rank run as the others are
+    r.reference_loss = [{"step": 1.0, "loss": 2.0}, {"step": 2.0, "loss": 1.499}]
     return r
 
 
@@ -63,7 +65,7 @@ def test_scaling_is_not_judged_when_ranks_share_a_device_or_cores():
 
 def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
     ok, text = verdict(results({1: 60.0, 2: 30.0}, gpus=2), "same model")
-    assert ok is True and "1.00e-03" in text
+    assert ok is True and "7.07e-04" in text and "2.12e-03 = 3x" in text
     ok, _ = verdict(results({1: 60.0, 2: 30.0}, gpus=2, ndcg={2: 0.80}), "same model")
     assert ok is False  # |ΔnDCG@10| 0.03 > 0.01
     r = results({1: 60.0, 2: 30.0}, gpus=2)
@@ -93,9 +95,21 @@ def test_projection_uses_the_measured_bus_bandwidth_and_needs_own_gpus():
     assert analysis.projection(results({1: 16.0, 4: 5.0}, gpus=0, step_s=1.0, allreduce_s=0.1)) == []
 
 
-def test_loss_difference_is_the_largest_per_step_gap():
-    diff = analysis.loss_difference(results({1: 60.0, 2: 30.0, 4: 15.0}, gpus=4))
-    assert diff == {2: pytest.approx(0.001), 4: pytest.approx(0.001)}
+def test_loss_beyond_dropout_noise_is_flagged():
+    r = results({1: 60.0, 2: 30.0}, gpus=2)
+    r.loss[2][1]["loss"] = 1.55  # 0.05 off at step 2: far more than two dropout draws differ
+    ok, text = verdict(r, "same model")
+    assert ok is False
+    assert analysis.loss_agreement(r)["rms"][2] == pytest.approx(0.05 / 2 ** 0.5)
+
+
+def test_without_a_dropout_reference_only_float_noise_is_allowed():
+    r = results({1: 60.0, 2: 30.0}, gpus=2)
+    r.reference_loss = []
+    assert verdict(r, "same model")[0] is False  # 7e-4 is no float noise
+    r.loss[2] = [dict(row, loss=row["loss"] * (1 + 2e-7)) for row in r.loss[1]]
+    ok, text = verdict(r, "same model")
+    assert ok is True and "float noise" in text
 
 
 def test_speedup_and_efficiency_rows():

@@ -62,8 +62,10 @@ def test_indivisible_batch_is_a_named_config_error():
 
 
 def test_use_multi_gpu_off_trains_only_the_baseline():
-    assert Tier1Config(use_multi_gpu=False).world_sizes == (1,)
-    assert Tier1Config().world_sizes == (1, 2, 4)
+    assert Tier1Config(use_multi_gpu=False, gpu_counts=(1, 2)).world_sizes == (1,)
+    assert Tier1Config(gpu_counts=(1, 2)).world_sizes == (1, 2)
+    with pytest.raises(ValueError, match="resolve"):
+        Tier1Config().world_sizes  # "auto" means nothing until the machine is known
 
 
 def test_unknown_keys_are_refused():

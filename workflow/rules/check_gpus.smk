@@ -11,8 +11,9 @@ rule check_gpus:
     threads: workflow.cores
     resources:
         timed=1,
+        gpu=gpus_for(max(WORLD_SIZES)),
     params:
-        launch=launcher(max(CFG.gpu_counts)),
+        launch=launcher(max(WORLD_SIZES)),
         model=CFG.model,
     shell:
         "{params.launch} tier1.check_gpus --model {params.model:q} --out {output} 2>&1 | tee {log}"

@@ -5,11 +5,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
-from tier1.config import ConfigError, Tier1Config, stage_json
+from tier1.config import ConfigError, Tier1Config, from_command_line, stage_json
+from tier1.gpus import visible_gpus
 
-validate(config, "../../config/schema.yaml")
+# GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
+GPUS = visible_gpus()
+ON_GPUS = bool(GPUS)
 try:
-    CFG = Tier1Config.from_dict(config)
+    # --config gpu_counts=[1,2] arrives as strings, use_multi_gpu=false as a word: make the
+    # values what the schema describes first.
+    config.update(from_command_line(config))
+    validate(config, "../../config/schema.yaml")
+    CFG = Tier1Config.from_dict(config).resolve(GPUS)
 except ConfigError as err:
     raise WorkflowError(f"config: {err}")
 
@@ -25,8 +32,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-WORLD_SIZES = list(CFG.world_sizes)
-EVAL_WORLD_SIZES = list(CFG.gpu_counts)
+WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
 
 
 wildcard_constraints:
@@ -41,11 +47,14 @@ def stage_params(stage):
 
 
 def launcher(n):
-    """A plain process for one rank, torchrun (DDP) for several."""
-    n = int(n)
-    if n == 1:
-        return f"{PYTHON} -m"
-    return f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {n} -m"
+    """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
+    each job gets exactly n GPUs of its own (tier1.launch)."""
+    return f"{PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
+
+
+def gpus_for(n):
+    """The GPU resource of an n-rank job, so a cluster executor requests them."""
+    return int(n) if ON_GPUS else 0
 
 
 def trained_model(model):

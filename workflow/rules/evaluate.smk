@@ -18,6 +18,7 @@ rule evaluate:
     threads: workflow.cores
     resources:
         timed=1,
+        gpu=lambda w: gpus_for(w.w),
     params:
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),

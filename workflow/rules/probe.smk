@@ -11,6 +11,7 @@ rule probe:
     threads: workflow.cores
     resources:
         timed=1,
+        gpu=lambda w: gpus_for(w.n),
     params:
         py=PYTHON,
         cfg=stage_params("probe"),

@@ -8,8 +8,10 @@ rule report:
         train=expand("results/train/gpus{n}/train_metrics.json", n=WORLD_SIZES),
         loss=expand("results/train/gpus{n}/loss.csv", n=WORLD_SIZES),
         probe=expand("results/probe/gpus{n}.json", n=WORLD_SIZES),
-        eval_base=expand("results/eval/base/ws{w}/metrics.json", w=EVAL_WORLD_SIZES),
+        eval_base=expand("results/eval/base/ws{w}/metrics.json", w=WORLD_SIZES),
         eval_trained=[f"results/eval/gpus{n}/ws{n}/metrics.json" for n in WORLD_SIZES],
+        # Only needed to compare world sizes: the 1-rank run with other dropout masks.
+        reference_loss=["results/train/reference_gpus1/loss.csv"] if len(WORLD_SIZES) > 1 else [],
     output:
         md=report(
             "results/report/performance.md",
@@ -30,4 +32,5 @@ rule report:
     shell:
         "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
+        "--reference-loss {input.reference_loss} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} > {log} 2>&1"

@@ -16,9 +16,38 @@ rule train:
     threads: workflow.cores
     resources:
         timed=1,
+        gpu=lambda w: gpus_for(w.n),
     params:
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
         "{params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss} > {log} 2>&1"
+
+
+rule train_dropout_reference:
+    """The 1-rank training again with other dropout masks (same data and seed otherwise): how far
+    dropout alone moves the loss, the yardstick for the same-model verdict."""
+    input:
+        data="results/data/train.jsonl",
+        tokens="results/data/tokens.pt",
+    output:
+        model=directory("results/train/reference_gpus1/model"),
+        metrics="results/train/reference_gpus1/train_metrics.json",
+        loss="results/train/reference_gpus1/loss.csv",
+    log:
+        "results/logs/train_reference_gpus1.log",
+    benchmark:
+        "results/benchmarks/train_reference_gpus1.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+        gpu=gpus_for(1),
+    params:
+        cfg=stage_params("train"),
+        launch=launcher(1),
+    shell:
+        "{params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "--dropout-stream 1 --model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss} > {log} 2>&1"

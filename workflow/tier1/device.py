@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import time
 
 import torch
 
@@ -37,6 +38,41 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a host clock read after it covers that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Times the work queued inside a `with` block: CUDA events on a GPU (the kernels' own time,
+    not the host's launch time), the host clock on a CPU. `seconds` is read after the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: float | None = None
+
+    def __enter__(self) -> Stopwatch:
+        if self.device.type == "cuda":
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            self.seconds = self._start.elapsed_time(end) / 1000.0
+        else:
+            self.seconds = time.perf_counter() - self._start
+
+
+def used_memory(device: torch.device) -> int | None:
+    """Bytes in use on the whole device (CUDA context, NCCL buffers and other processes included,
+    which the caching allocator's counters leave out); None on CPU."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return total - free
 
 
 def device_name(device: torch.device) -> str:

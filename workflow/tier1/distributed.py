@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,9 +46,15 @@ def setup(timeout_s: float = 600) -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     if torch.cuda.is_available():
-        # More ranks than GPUs share devices round-robin; the report says so.
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        if local_world > torch.cuda.device_count():
+            # NCCL refuses two ranks on one GPU, and a shared GPU measures nothing per device.
+            raise RuntimeError(f"{local_world} ranks on this node but {torch.cuda.device_count()} GPU(s) visible: "
+                               f"ranks never share a GPU; run at most {torch.cuda.device_count()} ranks per node")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    elif os.environ.get("TIER1_REQUIRE_GPU") == "1":
+        raise RuntimeError("this job was planned for GPUs but CUDA sees none (check the driver and "
+                           "CUDA_VISIBLE_DEVICES); refusing to run it on the CPU")
     else:
         device = torch.device("cpu")
     # Ranks on one machine share its cores; more threads than cores makes every rank slower.
@@ -153,8 +158,7 @@ def time_allreduce(numel: int, device: torch.device, repeats: int = 5) -> float 
     times = []
     for _ in range(repeats + 1):
         barrier()
-        t0 = time.perf_counter()
-        dist.all_reduce(buf)
-        devices.synchronize(device)
-        times.append(time.perf_counter() - t0)
+        with devices.Stopwatch(device) as clock:
+            dist.all_reduce(buf)
+        times.append(clock.seconds)
     return statistics.median(times[1:])

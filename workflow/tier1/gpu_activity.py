@@ -13,18 +13,24 @@ class ActivitySampler:
     most that NVML offers on every NVIDIA GPU. Without NVML (or without a GPU) it records nothing.
     """
 
-    def __init__(self, device_index: int, interval: float = 0.1):
+    def __init__(self, device, interval: float = 0.1):
         self.samples: list[int] = []
         self.interval = interval
         self._stop = threading.Event()
         self._thread = None
+        self._nvml = None
+        if getattr(device, "type", None) != "cuda":
+            return
         try:
             import pynvml
+            import torch
 
             pynvml.nvmlInit()
+            # By UUID: NVML counts the machine's GPUs, CUDA only those CUDA_VISIBLE_DEVICES shows.
+            uuid = f"GPU-{torch.cuda.get_device_properties(device).uuid}"
+            self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
             self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-        except Exception:  # no NVML library or no NVIDIA device
+        except Exception:  # no NVML library or a device NVML does not know
             self._nvml = None
 
     @property

@@ -67,8 +67,20 @@ def load(spec: str, gradient_checkpointing: bool = False):
     if getattr(transformer, "pooler", None) is not None:
         transformer.pooler = None
     if gradient_checkpointing:
-        transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers renamed the switch; older releases (as on some GPU images) have only the old name
+        kwargs = {"use_reentrant": False}
+        if hasattr(transformer, "activation_checkpointing_enable"):
+            transformer.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return SentenceEncoder(transformer), tokenizer
+
+
+def dropout_probabilities(encoder: SentenceEncoder) -> dict[str, float]:
+    """The dropout the transformer trains with (0 where its config names none)."""
+    config = encoder.transformer.config
+    return {"hidden": float(getattr(config, "hidden_dropout_prob", 0.0) or 0.0),
+            "attention": float(getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0)}
 
 
 def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int) -> None:

@@ -15,6 +15,7 @@ metrics file; a rerun of the same configuration resumes from the last one.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import logging
 import sys
@@ -62,12 +63,13 @@ class Interrupted(Exception):
 
 
 def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path, fingerprint: str, repeat: int,
-             walls: list[float], state: dict | None, stop_after: int | None) -> tuple[Trainer, float, int]:
+             walls: list[float], state: dict | None, stop_after: int | None,
+             dropout_stream: int = 0) -> tuple[Trainer, float, int]:
     """Train from scratch, or from `state` (a checkpoint of this repeat); returns the trainer, the
     wall time and the step it started from. `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
     encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing)
-    trainer = build_trainer(cfg, ctx, encoder, tokens)
+    trainer = build_trainer(cfg, ctx, encoder, tokens, dropout_stream)
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming repeat %d from step %d of %d", repeat, trainer.step, trainer.plan.total_steps)
@@ -87,6 +89,7 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
             bar.close()
             raise Interrupted(t.step)
 
+    trainer.warm_up()
     distributed.barrier()
     t0 = time.perf_counter()
     trainer.fit(after_step)
@@ -103,7 +106,7 @@ def write_loss_csv(path: Path, rows: list[dict]) -> None:
 
 
 def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: int | None = None,
-          tokens: Path | None = None) -> dict | None:
+          tokens: Path | None = None, dropout_stream: int = 0) -> dict | None:
     cfg.check_world_size(ctx.world_size)
     started_at = provenance.utc_now()
     pairs = read_jsonl(data)
@@ -111,19 +114,27 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     tokenizer = model.load_tokenizer(cfg.model)
     ids = pair_tokens(tokenizer, pairs, cfg.max_seq_length, cache)
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
-    fingerprint = config_hash({"cfg": vars(cfg), "world": ctx.world_size, "data": data_hash})
+    fingerprint = config_hash({"cfg": vars(cfg), "world": ctx.world_size, "data": data_hash,
+                               "dropout_stream": dropout_stream})
     state = checkpoint.load(out.checkpoints, fingerprint, ctx.device)
     first = state["repeat"] if state else 0  # repeats finished before an interruption are kept
     walls: list[float] = list(state["walls"]) if state else []
+    trainer, peaks = None, []
     for repeat in range(first, cfg.repeats):
+        # The previous repeat's model, optimizer state and DDP buckets go before this one's
+        # memory peak is measured.
+        trainer = None
+        gc.collect()
+        devices.free_cached(ctx.device)
         trainer, wall, start_step = run_once(cfg, ctx, ids, out.checkpoints, fingerprint, repeat, walls,
-                                             state if repeat == first else None, stop_after)
+                                             state if repeat == first else None, stop_after, dropout_stream)
         walls.append(wall)
+        peaks.append(devices.peak_memory(ctx.device))
         if repeat + 1 < cfg.repeats and ctx.is_main:
             checkpoint.clear(out.checkpoints)
 
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
-    ranks = distributed.all_gather_objects(rank_record(trainer, ctx, start_step))
+    ranks = distributed.all_gather_objects(rank_record(trainer, ctx, start_step, peaks))
     if not ctx.is_main:
         return None
 
@@ -148,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-out", type=Path, required=True, help="folder for the trained model")
     parser.add_argument("--metrics-out", type=Path, required=True, help="train_metrics.json")
     parser.add_argument("--loss-out", type=Path, required=True, help="loss.csv (one row per step)")
+    parser.add_argument("--dropout-stream", type=int, default=0,
+                        help="another sequence of dropout masks, same data: the dropout-noise reference run")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="stop (as if killed) after this many steps, counted over all repeats, "
                              "leaving the checkpoint; for resume tests")
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = distributed.setup()
     try:
         train(cfg, ctx, args.data, Outputs(args.model_out, args.metrics_out, args.loss_out),
-              args.stop_after_steps, args.tokens)
+              args.stop_after_steps, args.tokens, args.dropout_stream)
     except Interrupted as stop:
         log.warning("stopped after step %d as asked; rerun to resume", stop.args[0])
         sys.exit(3)

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-trained", type=Path, nargs="+", required=True,
                         help="each trained model's metrics.json")
     parser.add_argument("--probe", type=Path, nargs="*", default=[], help="probe JSON files")
+    parser.add_argument("--reference-loss", type=Path, nargs="?", default=None,
+                        help="loss.csv of the 1-rank run with other dropout masks (the same-model yardstick)")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", type=Path, default=None, help="folder that keeps a copy of every report")
     args = parser.parse_args(argv)
     setup_logging()
-    inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe)
+    inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
+                    args.reference_loss)
     build(inputs, args.md, args.csv, args.plots, args.history)
 
 

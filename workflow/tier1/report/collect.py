@@ -35,6 +35,7 @@ class Inputs:
     eval_base: list[Path]
     eval_trained: list[Path]
     probe: list[Path] = field(default_factory=list)
+    reference_loss: Path | None = None  # the 1-rank run with other dropout masks
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Results:
     eval_trained: dict[int, dict] = field(default_factory=dict)   # trained world size -> metrics
     probe: dict[int, dict] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    reference_loss: list[dict] = field(default_factory=list)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)  # (kind, world size) -> file read
 
     def source(self, kind: str, n: int) -> str:
@@ -70,4 +72,6 @@ def collect(inputs: Inputs) -> Results:
             r.paths[(kind, n)] = str(path)
     for train_path, loss_path in zip(inputs.train, inputs.loss):
         r.loss[read_json(train_path)["world_size"]] = read_loss(loss_path)
+    if inputs.reference_loss is not None:
+        r.reference_loss = read_loss(inputs.reference_loss)
     return r

@@ -34,14 +34,19 @@ def wrap(encoder: SentenceEncoder, ctx: Context, allreduce: AllreduceSpan) -> to
     return model
 
 
-def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, tokens: PairTokens) -> Trainer:
+def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, tokens: PairTokens,
+                  dropout_stream: int = 0) -> Trainer:
+    """`dropout_stream` picks another sequence of dropout masks (same data, same seed otherwise):
+    a second 1-rank run with stream 1 measures how far dropout alone moves the loss."""
     plan = BatchPlan(n_pairs=len(tokens.anchor), global_batch=cfg.global_batch(ctx.world_size),
                      world_size=ctx.world_size, grad_accum_steps=cfg.grad_accum_steps,
                      num_epochs=cfg.num_epochs, seed=cfg.seed)
-    encoder = encoder.to(ctx.device)
+    # from_pretrained returns eval mode; training needs train mode for dropout and for gradient
+    # checkpointing, which transformers applies only while training.
+    encoder = encoder.to(ctx.device).train()
     allreduce = AllreduceSpan()
     model = wrap(encoder, ctx, allreduce)
     optimizer = make_optimizer(cfg, encoder.parameters())
     scheduler = warmup_then_decay(optimizer, cfg.warmup_ratio, plan.total_steps)
     return Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce,
-                   devices.autocast_dtype(cfg.precision, ctx.device))
+                   devices.autocast_dtype(cfg.precision, ctx.device), dropout_stream)

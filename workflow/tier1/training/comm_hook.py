@@ -11,31 +11,49 @@ import torch.distributed as dist
 
 class AllreduceSpan:
     """Per step, the time from the first gradient bucket's all-reduce launch to the last one's
-    completion, measured on the host. Buckets are reduced while backward still runs, so this
-    span overlaps compute: it bounds the communication a step can expose, it is not added to it.
+    completion. Buckets are reduced while backward still runs, so this span overlaps compute: it
+    bounds the communication a step can expose, it is not added to it.
+
+    On a GPU the ends are CUDA events: NCCL's future completes on the host as soon as the work is
+    queued, so a host clock would measure kernel launches. The completion event is recorded in
+    the future's callback, which CUDA orders after the all-reduce. With gloo the future completes
+    when the data has arrived, so the host clock is right.
     """
 
     def __init__(self) -> None:
-        self.first_launch: float | None = None
-        self.last_done: float | None = None
+        self.first_launch = None
+        self.last_done = None
 
-    def take(self) -> float | None:
-        """The span of the step just finished (None if no bucket was reduced), then reset."""
-        span = None if self.first_launch is None else self.last_done - self.first_launch
+    def mark(self, cuda: bool):
+        if cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def take(self):
+        """Seconds spanned by the step just finished (None if no bucket was reduced), then reset.
+        On a GPU, call it after the step's work is synchronised."""
+        start, end = self.first_launch, self.last_done
         self.first_launch = self.last_done = None
-        return span
+        if start is None or end is None:
+            return None
+        if isinstance(start, float):
+            return end - start
+        return start.elapsed_time(end) / 1000.0
 
 
 def timed_allreduce(state: AllreduceSpan, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """Average the bucket over ranks (what DDP does without a hook), noting when it ran."""
-    now = time.perf_counter()
+    buffer = bucket.buffer()
+    cuda = buffer.is_cuda
     if state.first_launch is None:
-        state.first_launch = now
-    buffer = bucket.buffer().div_(dist.get_world_size())
+        state.first_launch = state.mark(cuda)
+    buffer.div_(dist.get_world_size())
     future = dist.all_reduce(buffer, async_op=True).get_future()
 
     def done(fut: torch.futures.Future) -> torch.Tensor:
-        state.last_done = time.perf_counter()
+        state.last_done = state.mark(cuda)
         return fut.value()[0]
 
     return future.then(done)

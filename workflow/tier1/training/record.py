@@ -12,6 +12,7 @@ from tier1 import device as devices
 from tier1 import provenance
 from tier1.config import TrainConfig, config_hash
 from tier1.distributed import Context
+from tier1.model import dropout_probabilities
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer
 
@@ -45,16 +46,27 @@ def objective(cfg: TrainConfig, world: int) -> dict[str, Any]:
     }
 
 
-def rank_record(trainer: Trainer, ctx: Context, start_step: int) -> dict[str, Any]:
-    """This rank's own account of the run: the work it did, its memory, its final parameters."""
+def steady(values: list[float]) -> float | None:
+    """The median after the first tenth of the steps (at least one): the step time once caches,
+    allocator pools and clocks have settled, beside the time-to-train that includes them."""
+    return median(values[max(1, len(values) // 10):]) if len(values) > 1 else median(values)
+
+
+def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict]) -> dict[str, Any]:
+    """This rank's own account of the run: the work it did, its memory, its final parameters.
+    `peaks` holds each repeat's peak memory, measured with the previous repeat freed."""
     return {
         "rank": ctx.rank,
         "device": str(ctx.device),
         "device_name": devices.device_name(ctx.device),
         "samples": trainer.samples_seen,
+        "tokens": trainer.tokens_seen,
         "steps": trainer.step - start_step,
         "median_step_s": median(trainer.times.step),
-        "peak_memory": devices.peak_memory(ctx.device),
+        "steady_step_s": steady(trainer.times.step),
+        "peak_memory": peaks[-1] if peaks else devices.peak_memory(ctx.device),
+        "peak_memory_per_repeat": peaks,
+        "peak_device_used_bytes": trainer.peak_used_memory,
         "device_capacity_bytes": devices.capacity(ctx.device),
         "threads": ctx.threads,
         "parameter_checksum": parameter_checksum(trainer.encoder),
@@ -66,6 +78,8 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
     """train_metrics.json: times, throughput, per-rank accounting, objective and provenance."""
     plan, t = trainer.plan, trainer.times
     samples = sum(r["samples"] for r in ranks)
+    wall = statistics.median(walls)
+    tokens = {kind: sum(r["tokens"][kind] for r in ranks) for kind in ("real", "padded")}
     n_params = sum(p.numel() for p in trainer.encoder.parameters())
     settings = dict(vars(cfg))
     return {
@@ -73,16 +87,24 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         "world_size": plan.world_size,
         "started_at": started_at,
         "finished_at": None,
-        "wall_time_s": statistics.median(walls),
+        "wall_time_s": wall,
         "wall_times_s": walls,
         "resumed_from_step": start_step,
         "steps": plan.total_steps,
-        "samples_per_s": samples / walls[-1] if walls[-1] else None,
+        # the same median as wall_time_s (one repeat's samples over the median repeat's time)
+        "samples_per_s": samples / wall if wall else None,
+        "steady_step_s": steady(t.step),
+        "throughput": {
+            "tokens_per_s": tokens["real"] / wall if wall else None,
+            "padded_tokens_per_s": tokens["padded"] / wall if wall else None,
+            "tokens": tokens,
+        },
         "samples_total": samples,
         "expected_samples": plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,
         "objective": objective(cfg, plan.world_size),
         "precision": devices.dtype_name(trainer.autocast_dtype),
         "gradient_checkpointing": cfg.gradient_checkpointing,
+        "dropout": {**dropout_probabilities(trainer.encoder), "stream": trainer.dropout_stream},
         "time_split_median_s": {
             "data": median(t.data), "forward_backward_with_comm": median(t.compute),
             "optimizer": median(t.optimizer), "step": median(t.step),

@@ -37,30 +37,36 @@ class StepTimes:
 class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: Context, encoder: torch.nn.Module, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler, plan: BatchPlan, tokens: PairTokens,
-                 allreduce: AllreduceSpan, dtype: torch.dtype | None):
+                 allreduce: AllreduceSpan, dtype: torch.dtype | None, dropout_stream: int = 0):
         """`encoder` is the bare model (checkpoints, checksums); `model` is what runs the step
         (the pair encoder, wrapped in DDP when there are several ranks)."""
         self.cfg, self.ctx, self.encoder, self.model = cfg, ctx, encoder, model
         self.optimizer, self.scheduler, self.plan, self.tokens = optimizer, scheduler, plan, tokens
-        self.allreduce, self.autocast_dtype = allreduce, dtype
+        self.allreduce, self.autocast_dtype, self.dropout_stream = allreduce, dtype, dropout_stream
         self.step = 0
         self.samples_seen = 0  # by this rank
+        self.tokens_seen = {"real": 0, "padded": 0}  # by this rank: text tokens, and with padding
+        self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
         self.loss_rows: list[dict] = []
         self.times = StepTimes()
 
     # -- data -------------------------------------------------------------------------------
     def _tokens(self, indices: list[int]) -> tuple[dict, dict]:
         def batch(ids):
-            return {k: v.to(self.ctx.device, non_blocking=True)
-                    for k, v in collate(ids, indices, self.tokens.pad_id).items()}
+            cpu = collate(ids, indices, self.tokens.pad_id)
+            self.tokens_seen["real"] += int(cpu["attention_mask"].sum())
+            self.tokens_seen["padded"] += cpu["attention_mask"].numel()
+            return {k: v.to(self.ctx.device, non_blocking=True) for k, v in cpu.items()}
 
         return batch(self.tokens.anchor), batch(self.tokens.positive)
 
     def _seed_dropout(self, micro: int) -> None:
-        # Dropout noise derives from (seed, step, micro-batch, rank): a resumed run draws the
-        # same masks as an uninterrupted one, and the cached re-forward repeats the first one.
+        # Dropout noise derives from (seed, step, micro-batch, rank, stream): a resumed run draws
+        # the same masks as an uninterrupted one, the cached re-forward repeats the first one, and
+        # gradient checkpointing's recompute replays them (it restores the RNG state).
         accum = self.plan.grad_accum_steps
-        torch.manual_seed(self.cfg.seed + 7919 * (self.step * accum + micro) + 104729 * self.ctx.rank)
+        torch.manual_seed(self.cfg.seed + 7919 * (self.step * accum + micro) + 104729 * self.ctx.rank
+                          + 15485863 * self.dropout_stream)
 
     # -- one optimisation step --------------------------------------------------------------
     def compute_gradients(self, global_indices: list[int]) -> float:
@@ -129,7 +135,25 @@ class Trainer:
         loss = self.compute_gradients(global_indices)
         self.apply_gradients()
         self.times.step.append(time.perf_counter() - t0)
+        used = devices.used_memory(self.ctx.device)
+        if used is not None:
+            self.peak_used_memory = max(used, self.peak_used_memory or 0)
         return loss
+
+    def warm_up(self) -> None:
+        """One untimed forward and backward on the next step's batch, leaving no trace: the
+        first call's costs (CUDA context, cuBLAS handles, kernel selection, DDP's bucket set-up,
+        the first collectives) stay out of the timed window. No optimizer step, so the run's
+        parameters, optimizer state, counters and dropout masks are those of a run without it."""
+        schedule = self.plan.schedule()
+        if self.step >= len(schedule):
+            return
+        counters = (self.samples_seen, dict(self.tokens_seen))
+        self.compute_gradients(schedule[self.step][1])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.samples_seen, self.tokens_seen = counters
+        self.times = StepTimes()
+        distributed.barrier()
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, after_step: Callable[[Trainer], None] | None = None) -> None:

@@ -1,0 +1,64 @@
+"""What the workflow plans for a machine, by dry run: world sizes, refusals before any job."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        (root / name).symlink_to(REPO / name)
+    return root
+
+
+def plan(workdir, *args, gpus: int | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TIER1_GPUS"}
+    if gpus is not None:
+        env["TIER1_GPUS"] = str(gpus)  # a machine with this many GPUs, as far as planning goes
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", *args], cwd=workdir,
+                          capture_output=True, text=True, env=env)
+
+
+def trained(proc) -> list[int]:
+    return sorted({int(n) for n in re.findall(r"results/train/gpus(\d+)/train_metrics\.json", proc.stdout)})
+
+
+def evaluated(proc) -> list[int]:
+    return sorted({int(n) for n in re.findall(r"results/eval/base/ws(\d+)/metrics\.json", proc.stdout)})
+
+
+@pytest.mark.parametrize("gpus, sizes", [(None, [1, 2, 4]), (1, [1]), (2, [1, 2]), (4, [1, 2, 4]), (8, [1, 2, 4, 8])])
+def test_auto_plans_the_world_sizes_of_the_machine(workdir, gpus, sizes):
+    proc = plan(workdir, gpus=gpus)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained(proc) == sizes and evaluated(proc) == sizes
+
+
+def test_more_ranks_than_gpus_is_refused_before_any_job(workdir):
+    proc = plan(workdir, "--config", "gpu_counts=[1,2,4]", gpus=2)
+    assert proc.returncode != 0
+    assert "gpu_counts: world size 4 needs 4 GPUs, but jobs here see 2" in proc.stdout + proc.stderr
+    assert "Job stats" not in proc.stdout
+
+
+@pytest.mark.parametrize("given", ["gpu_counts=[1,2]", "gpu_counts=1,2"])
+def test_world_sizes_from_the_command_line(workdir, given):
+    proc = plan(workdir, "--config", given)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained(proc) == [1, 2] and evaluated(proc) == [1, 2]
+
+
+def test_use_multi_gpu_off_is_one_rank_everywhere(workdir):
+    proc = plan(workdir, "--config", "use_multi_gpu=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained(proc) == [1] and evaluated(proc) == [1]
+    assert "train_dropout_reference" not in proc.stdout  # nothing to compare with

@@ -1,0 +1,60 @@
+"""Starts a stage on N ranks with exactly N GPUs of its own (or N CPU ranks on a CPU machine).
+
+    python -m tier1.launch --ranks N [--gpus] tier1.train --config ... --data ...
+
+One rank runs as a plain process, several under torchrun. With --gpus the job takes the first
+N GPUs it is allowed to see (the machine's, or those a scheduler gave it), pins them by UUID in
+CUDA_VISIBLE_DEVICES in PCI bus order, and refuses to start with fewer, rather than letting
+ranks share a device or fall back to the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tier1.gpus import GPUS_ENV, visible_gpus
+
+REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
+
+
+def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, str]:
+    """The environment the ranks run in."""
+    out = dict(env)
+    if not gpus:
+        return out
+    seen = visible_gpus(env)
+    if len(seen) < ranks:
+        raise SystemExit(f"this job needs {ranks} GPU(s) but sees {len(seen)} ({', '.join(seen) or 'none'}); "
+                         f"lower gpu_counts or give the job more GPUs")
+    out.pop(GPUS_ENV, None)
+    out["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    if not seen[0].startswith("gpu"):  # real UUIDs; a declared count leaves the scheduler's mask alone
+        out["CUDA_VISIBLE_DEVICES"] = ",".join(seen[:ranks])
+    out[REQUIRE_GPU_ENV] = "1"
+    return out
+
+
+def command(ranks: int, module: str, args: list[str]) -> list[str]:
+    if ranks == 1:
+        return [sys.executable, "-m", module, *args]
+    # --max-restarts 0: a failed rank ends the job (a restart would mix two runs' timings).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+            "--max-restarts=0", "-m", module, *args]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("--gpus", action="store_true", help="one GPU per rank, required")
+    parser.add_argument("module", help="the stage module, e.g. tier1.train")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    env = job_environment(args.ranks, args.gpus, dict(os.environ))
+    cmd = command(args.ranks, args.module, args.args)
+    os.execvpe(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    main()
