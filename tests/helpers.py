@@ -57,6 +57,9 @@ def spawn(fn, world_size: int, *args) -> None:
 
 
 def _entry(rank: int, fn, world_size: int, port: int, args) -> None:
+    # These runs prove CPU/gloo equivalences; on a GPU machine they stay on the CPU too (CUDA is
+    # not initialised yet in a fresh process, so hiding the devices here is enough).
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      CUDA_VISIBLE_DEVICES="")
     fn(rank, world_size, *args)

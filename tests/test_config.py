@@ -65,7 +65,7 @@ def test_use_multi_gpu_off_trains_only_the_baseline():
     assert Tier1Config(use_multi_gpu=False, gpu_counts=(1, 2)).world_sizes == (1,)
     assert Tier1Config(gpu_counts=(1, 2)).world_sizes == (1, 2)
     with pytest.raises(ValueError, match="resolve"):
-        Tier1Config().world_sizes  # "auto" means nothing until the machine is known
+        _ = Tier1Config().world_sizes  # "auto" means nothing until the machine is known
 
 
 def test_unknown_keys_are_refused():

@@ -50,6 +50,9 @@ def scaling_rows(r: Results) -> list[dict]:
             "objective": tm.get("objective", {}),
             "threads_per_rank": ranks[0]["threads"] if ranks else None,
             "allreduce_span_s": tm.get("time_split_median_s", {}).get("gradient_allreduce_span"),
+            "steady_step_s": tm.get("steady_step_s"),
+            "tokens_per_s": tm.get("throughput", {}).get("tokens_per_s"),
+            "mfu": tm.get("throughput", {}).get("mfu"),
         })
     return rows
 
@@ -91,7 +94,8 @@ def oversubscription(r: Results) -> list[str]:
         if gpus and n > gpus:
             notes.append(f"{n} ranks ran on {gpus} GPU(s): ranks shared devices, so this is not a {n}-GPU measurement.")
         if not gpus and n > 1:
-            notes.append(f"{n} ranks ran on a CPU with {hw['cores']} cores ({tm['ranks'][0]['threads']} thread(s) per rank): "
+            threads = tm["ranks"][0]["threads"]
+            notes.append(f"CPU rehearsal: {n} ranks ran on a CPU with {hw['cores']} cores ({threads} thread(s) per rank): "
                          f"the ranks share the same cores, so no speedup over 1 rank is possible; "
                          f"this measures the cost of the distributed machinery, not GPU scaling.")
     return notes

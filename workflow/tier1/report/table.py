@@ -18,7 +18,7 @@ def machine_line(r: Results) -> str:
     if hw.get("gpus"):
         dev = f"{len(hw['gpus'])}x {hw['gpus'][0]} (driver {hw.get('driver') or 'unknown'}, CUDA {hw.get('cuda')})"
     else:
-        dev = f"no GPU; CPU {hw['cpu']}, {hw['cores']} cores"
+        dev = f"no GPU: a CPU rehearsal on {hw['cpu']}, {hw['cores']} cores (ranks are CPU processes)"
     lib = ", ".join(f"{k} {v}" for k, v in libs.items())
     return (f"- Machine: {dev}\n- Libraries: {lib}\n- Git revision: {any_train['git_revision']}; "
             f"config hash: {any_train['config_hash']}\n- Dataset: {r.manifest['dataset'].get('source')} "
@@ -106,15 +106,17 @@ def to_markdown(r: Results) -> str:
         fmt(mb[-1] / mb[0], "x") if mb[0] and mb[-1] else "n/a", "32 -> 128 (4.0x)")
 
     lines += ["", "## Scaling detail", "",
-              "| World size | Train time (median, min-max) | Samples/s | Train speedup | Train efficiency "
-              "| Gradient all-reduce per step | Eval time (median, min-max) | Documents/s | Eval speedup | Eval efficiency "
+              "| World size | Train time (median, min-max) | Samples/s | Tokens/s | Steady step | MFU "
+              "| Train speedup | Train efficiency | Gradient all-reduce per step "
+              "| Eval time (median, min-max) | Documents/s | Eval speedup | Eval efficiency "
               "| Peak memory per device | Global batch | Per-device batch | Negatives per anchor | Gathered | LR | Accum |",
-              "|---" * 17 + "|"]
+              "|---" * 20 + "|"]
     for n in sizes:
         x, o = rows[n], rows[n]["objective"]
         lines.append(
             f"| {n} | {fmt(x['train_wall_s'], ' s', 1)} ({fmt(x['train_wall_min_s'], '', 1)}-{fmt(x['train_wall_max_s'], '', 1)}) "
-            f"| {fmt(x['train_samples_per_s'], '', 1)} | {fmt(x['train_speedup'], 'x')} | {pct(x['train_efficiency'])} "
+            f"| {fmt(x['train_samples_per_s'], '', 1)} | {fmt(x['tokens_per_s'], '', 0)} | {fmt(x['steady_step_s'], ' s', 3)} "
+            f"| {pct(x['mfu'])} | {fmt(x['train_speedup'], 'x')} | {pct(x['train_efficiency'])} "
             f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
             f"| {fmt(x['eval_wall_s'], ' s', 1)} ({fmt(x['eval_wall_min_s'], '', 1)}-{fmt(x['eval_wall_max_s'], '', 1)}) "
             f"| {fmt(x['eval_documents_per_s'], '', 0)} | {fmt(x['eval_speedup'], 'x')} | {pct(x['eval_efficiency'])} "
@@ -122,7 +124,10 @@ def to_markdown(r: Results) -> str:
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
             f"| {o.get('gathered_embeddings', 'n/a')} | {o.get('learning_rate', 'n/a')} | {o.get('grad_accum_steps', 'n/a')} |")
 
-    lines += ["", "The all-reduce column is the median per step of the time from the first gradient bucket's "
+    lines += ["", "Tokens/s counts text tokens (padding left out); the steady step is the median step time after "
+              "the first tenth of the steps; MFU is model FLOPs (6 x non-embedding parameters per padded token plus "
+              "the attention term) per second over the device's dense peak for the training precision.", "",
+              "The all-reduce column is the median per step of the time from the first gradient bucket's "
               "launch to the last one's completion; it overlaps the backward pass, so it bounds the "
               "communication a step can expose rather than adding to the step time."]
     proj = analysis.projection(r)
