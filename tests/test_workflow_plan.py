@@ -62,3 +62,13 @@ def test_use_multi_gpu_off_is_one_rank_everywhere(workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert trained(proc) == [1] and evaluated(proc) == [1]
     assert "train_dropout_reference" not in proc.stdout  # nothing to compare with
+
+
+def test_the_slurm_profile_asks_each_job_for_its_gpus(workdir):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = plan(workdir, "--profile", "profiles/slurm", gpus=4)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trained(proc) == [1, 2, 4]
+    jobs = proc.stdout.split("\n\n")
+    train4 = next(j for j in jobs if "results/train/gpus4/train_metrics.json" in j and "rule train:" in j)
+    assert "gpu=4" in train4 and "runtime=240" in train4

@@ -49,7 +49,8 @@ def stage_params(stage):
 def launcher(n):
     """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
     each job gets exactly n GPUs of its own (tier1.launch)."""
-    return f"{PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
+    timeout = f"TIER1_COLLECTIVE_TIMEOUT_S={CFG.collective_timeout_s:g}"
+    return f"{timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
 
 
 def gpus_for(n):

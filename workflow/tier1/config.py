@@ -95,6 +95,7 @@ class Tier1Config:
     corpus_chunk_size: int = 4096
     ignore_identical_ids: bool = True
     repeats: int = 1
+    collective_timeout_s: float = 45.0
 
     def __post_init__(self) -> None:
         counts = normalise_gpu_counts(self.gpu_counts)

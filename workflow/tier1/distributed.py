@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import statistics
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from tier1 import device as devices
+from tier1.lifeline import die_with_parent
 from tier1.provenance import available_cores
 
 log = logging.getLogger("tier1.distributed")
@@ -39,8 +41,15 @@ class Context:
         return self.world_size > 1
 
 
-def setup(timeout_s: float = 600) -> Context:
-    """Pick the device from LOCAL_RANK, cap threads per rank, join the process group if any."""
+COLLECTIVE_TIMEOUT_ENV = "TIER1_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 45.0
+
+
+def setup(timeout_s: float | None = None) -> Context:
+    """Pick the device from LOCAL_RANK, cap threads per rank, join the process group if any.
+
+    `timeout_s` bounds every collective: a peer that hangs or is stopped ends the job after it
+    instead of after PyTorch's default of 10 minutes (TIER1_COLLECTIVE_TIMEOUT_S overrides)."""
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -61,6 +70,10 @@ def setup(timeout_s: float = 600) -> Context:
     threads = max(1, available_cores() // local_world)
     torch.set_num_threads(threads)
     if world_size > 1 and not dist.is_initialized():
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            die_with_parent(signal.SIGKILL)  # a rank never outlives its torchrun
+        if timeout_s is None:
+            timeout_s = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S))
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device.type == "cuda" else None)

@@ -15,6 +15,7 @@ import os
 import sys
 
 from tier1.gpus import GPUS_ENV, visible_gpus
+from tier1.lifeline import die_with_parent
 
 REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
 
@@ -39,9 +40,10 @@ def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, st
 def command(ranks: int, module: str, args: list[str]) -> list[str]:
     if ranks == 1:
         return [sys.executable, "-m", module, *args]
-    # --max-restarts 0: a failed rank ends the job (a restart would mix two runs' timings).
+    # --max-restarts 0: a failed rank ends the job (a restart would mix two runs' timings);
+    # --monitor-interval 1: a rank's death is noticed within a second, not five.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-            "--max-restarts=0", "-m", module, *args]
+            "--max-restarts=0", "--monitor-interval=1", "-m", module, *args]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     env = job_environment(args.ranks, args.gpus, dict(os.environ))
     cmd = command(args.ranks, args.module, args.args)
+    # The job (torchrun, or the one rank) ends when whoever started it (Snakemake, a shell) dies;
+    # torchrun then stops its ranks, and each rank also watches torchrun (distributed.setup).
+    die_with_parent()
     os.execvpe(cmd[0], cmd, env)
 
 

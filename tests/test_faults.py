@@ -1,0 +1,122 @@
+"""Faults end a job quickly and cleanly, and the rerun resumes: a killed launcher, a killed rank,
+a stopped (hung) rank. Real torchrun jobs on CPU ranks with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+LIMIT_S = 60
+
+
+def start(tiny_model, data: Path, out: Path, timeout_s: int = 45) -> subprocess.Popen:
+    from tier1.config import Tier1Config, stage_json
+
+    cfg = Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=40, max_seq_length=32,
+                      learning_rate=1e-3, checkpoint_every=2, gpu_counts=(2,))
+    env = {**os.environ, "TIER1_COLLECTIVE_TIMEOUT_S": str(timeout_s), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "tier1.launch", "--ranks", "2", "tier1.train", "--config", stage_json(cfg, "train"),
+           "--data", str(data), "--model-out", str(out / "model"), "--metrics-out", str(out / "train_metrics.json"),
+           "--loss-out", str(out / "loss.csv")]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(out.parent / f"{out.name}.log", "w"),
+                            start_new_session=True)
+
+
+def ranks_of(marker: Path) -> list[psutil.Process]:
+    """Every process whose command line names this run's output folder (the launcher and ranks)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(marker) in part for part in p.info["cmdline"] or []):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "last.pt").exists():
+        assert proc.poll() is None, (out.parent / f"{out.name}.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
+        time.sleep(0.5)
+    time.sleep(1.0)
+
+
+def seconds_until_gone(out: Path) -> float:
+    t0 = time.monotonic()
+    while ranks_of(out):
+        if time.monotonic() - t0 > LIMIT_S + 30:
+            for p in ranks_of(out):
+                p.kill()
+            break
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+@pytest.fixture()
+def data(tmp_path, pairs):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs[:48]))
+    return path
+
+
+def resumes(tiny_model, data, out) -> dict:
+    proc = start(tiny_model, data, out)
+    assert proc.wait(timeout=600) == 0, (out.parent / f"{out.name}.log").read_text()[-3000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["resumed_from_step"] > 0
+    return metrics
+
+
+def rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
+    return [c for c in psutil.Process(launcher.pid).children(recursive=True) if "tier1.train" in " ".join(c.cmdline())]
+
+
+def test_killing_the_launcher_ends_every_rank(tiny_model, data, tmp_path):
+    out = tmp_path / "run"
+    proc = start(tiny_model, data, out)
+    wait_for_checkpoint(out, proc)
+    assert len(rank_processes(proc)) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert seconds_until_gone(out) < LIMIT_S
+    resumes(tiny_model, data, out)
+
+
+def test_killing_a_rank_ends_the_job(tiny_model, data, tmp_path):
+    out = tmp_path / "run"
+    proc = start(tiny_model, data, out)
+    wait_for_checkpoint(out, proc)
+    rank_processes(proc)[-1].send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=LIMIT_S) != 0
+    assert seconds_until_gone(out) < LIMIT_S
+    resumes(tiny_model, data, out)
+
+
+def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(tiny_model, data, tmp_path):
+    out = tmp_path / "run"
+    proc = start(tiny_model, data, out, timeout_s=10)
+    wait_for_checkpoint(out, proc)
+    stopped = rank_processes(proc)[-1]
+    t0 = time.monotonic()
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        assert proc.wait(timeout=LIMIT_S) != 0
+        assert time.monotonic() - t0 < LIMIT_S
+    finally:
+        for p in ranks_of(out):
+            p.send_signal(signal.SIGCONT)
+    assert seconds_until_gone(out) < LIMIT_S
+    log = (out.parent / f"{out.name}.log").read_text()
+    assert "timed out" in log.lower() or "timeout" in log.lower(), log[-3000:]
+    resumes(tiny_model, data, out)
