@@ -2,6 +2,10 @@
 
     python -m tier1.launch --ranks N [--gpus] tier1.train --config ... --data ...
 
+Several machines: start the same command on each, with --nnodes M --rdzv-endpoint HOST:PORT
+(N ranks per node; torchrun's c10d rendezvous, hosted by the first node to arrive at HOST:PORT,
+joins them into one job of M x N ranks).
+
 One rank runs as a plain process, several under torchrun. With --gpus the job takes the first
 N GPUs it is allowed to see (the machine's, or those a scheduler gave it), pins them by UUID in
 CUDA_VISIBLE_DEVICES in PCI bus order, and refuses to start with fewer, rather than letting
@@ -37,24 +41,35 @@ def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, st
     return out
 
 
-def command(ranks: int, module: str, args: list[str]) -> list[str]:
-    if ranks == 1:
+def command(ranks: int, module: str, args: list[str], nnodes: int = 1, rdzv_endpoint: str | None = None,
+            rdzv_id: str = "tier1") -> list[str]:
+    """The command line of the job: `ranks` ranks on this node, of `nnodes` nodes in all."""
+    if ranks == 1 and nnodes == 1:
         return [sys.executable, "-m", module, *args]
+    if nnodes == 1:
+        where = ["--standalone"]
+    else:
+        if not rdzv_endpoint:
+            raise SystemExit("--nnodes > 1 needs --rdzv-endpoint HOST:PORT, reachable from every node")
+        where = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
     # --max-restarts 0: a failed rank ends the job (a restart would mix two runs' timings);
     # --monitor-interval 1: a rank's death is noticed within a second, not five.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={ranks}",
             "--max-restarts=0", "--monitor-interval=1", "-m", module, *args]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("--ranks", type=int, required=True, help="ranks on this node")
     parser.add_argument("--gpus", action="store_true", help="one GPU per rank, required")
+    parser.add_argument("--nnodes", type=int, default=1, help="machines in the job (the same command runs on each)")
+    parser.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT where the nodes meet (c10d rendezvous)")
+    parser.add_argument("--rdzv-id", default="tier1", help="a job id the nodes share")
     parser.add_argument("module", help="the stage module, e.g. tier1.train")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     env = job_environment(args.ranks, args.gpus, dict(os.environ))
-    cmd = command(args.ranks, args.module, args.args)
+    cmd = command(args.ranks, args.module, args.args, args.nnodes, args.rdzv_endpoint, args.rdzv_id)
     # The job (torchrun, or the one rank) ends when whoever started it (Snakemake, a shell) dies;
     # torchrun then stops its ranks, and each rank also watches torchrun (distributed.setup).
     die_with_parent()

@@ -44,6 +44,8 @@ def scaling_rows(r: Results) -> list[dict]:
             **_timing("train", tm, t1, n, "samples_per_s", "train_samples_per_s"),
             **_timing("eval", em, e1, n, "documents_per_s", "eval_documents_per_s"),
             "peak_memory_per_device_bytes": max(peaks) if peaks else None,
+            # whole-device use (CUDA context, NCCL buffers included); GPU only
+            "peak_device_used_bytes": max((x.get("peak_device_used_bytes") or 0 for x in ranks), default=0) or None,
             "memory_capacity_bytes": sum(capacities) if capacities and all(capacities) else None,
             "max_batch_per_device": pm.get("max_train_batch_per_device"),
             "max_batch_global": pm.get("max_train_batch_global"),

@@ -72,6 +72,10 @@ def _gb(x) -> str:
     return "n/a (no GPU)" if x is None else f"{x / GB:.1f} GB"
 
 
+def _device_used(x) -> str:
+    return "" if x is None else f" (device {x / GB:.2f} GB)"
+
+
 def to_markdown(r: Results) -> str:
     rows = {row["world_size"]: row for row in analysis.scaling_rows(r)}
     sizes = sorted(rows)
@@ -120,7 +124,8 @@ def to_markdown(r: Results) -> str:
             f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
             f"| {fmt(x['eval_wall_s'], ' s', 1)} ({fmt(x['eval_wall_min_s'], '', 1)}-{fmt(x['eval_wall_max_s'], '', 1)}) "
             f"| {fmt(x['eval_documents_per_s'], '', 0)} | {fmt(x['eval_speedup'], 'x')} | {pct(x['eval_efficiency'])} "
-            f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{'' if on_gpu else ' (RSS)'} "
+            f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{'' if on_gpu else ' (RSS)'}"
+            f"{_device_used(x['peak_device_used_bytes'])} "
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
             f"| {o.get('gathered_embeddings', 'n/a')} | {o.get('learning_rate', 'n/a')} | {o.get('grad_accum_steps', 'n/a')} |")
 
