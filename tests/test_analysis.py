@@ -116,3 +116,23 @@ def test_speedup_and_efficiency_rows():
     rows = {x["world_size"]: x for x in analysis.scaling_rows(results({1: 60.0, 2: 40.0}, gpus=2))}
     assert rows[2]["train_speedup"] == pytest.approx(1.5) and rows[2]["train_efficiency"] == pytest.approx(0.75)
     assert rows[2]["memory_capacity_bytes"] == 92e9
+
+
+def test_a_marked_time_gets_no_speedup_and_no_verdict():
+    r = results({1: 600.0, 4: 150.0}, gpus=4)
+    r.train[4]["marks"] = ["resumed at step 6 of 16: the wall time covers only the steps after it"]
+    rows = {x["world_size"]: x for x in analysis.scaling_rows(r)}
+    assert rows[4]["train_speedup"] is None and rows[4]["train_marks"]
+    ok, text = verdict(r, "scaling")
+    assert ok is None and "resumed at step 6" in text
+
+
+def test_stalls_and_resumes_are_marked():
+    from tier1.training import record
+
+    steps = [1.0] * 30 + [40.0] + [1.0] * 9
+    found = record.stalls(steps)
+    assert [s["step_index"] for s in found] == [30]
+    marks = record.marks(start_step=6, total_steps=40, step_stalls=found)
+    assert any(m.startswith("resumed at step 6 of 40") for m in marks) and any("stalled: 1 step" in m for m in marks)
+    assert record.marks(0, 40, record.stalls([1.0] * 40)) == []

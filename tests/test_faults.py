@@ -75,6 +75,7 @@ def resumes(tiny_model, data, out) -> dict:
     assert proc.wait(timeout=600) == 0, (out.parent / f"{out.name}.log").read_text()[-3000:]
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["resumed_from_step"] > 0
+    assert any(m.startswith("resumed at step") for m in metrics["marks"])  # never shown as a clean time
     return metrics
 
 

@@ -17,10 +17,12 @@ def speedup(base_s: float | None, s: float | None) -> float | None:
 
 
 def _timing(prefix: str, m: dict, base_s: float | None, n: int, rate_key: str, rate_name: str) -> dict:
-    """Median, spread, throughput, speedup and efficiency of one timed stage at world size n."""
+    """Median, spread, throughput, speedup and efficiency of one timed stage at world size n.
+    A marked time (resumed, stalled, disturbed) gets no speedup: it is not a clean measurement."""
     t = m.get("wall_time_s")
-    s = speedup(base_s, t)
+    s = speedup(base_s, t) if not m.get("marks") else None
     return {
+        f"{prefix}_marks": list(m.get("marks", [])),
         f"{prefix}_wall_s": t,
         f"{prefix}_wall_min_s": min(m["wall_times_s"]) if m else None,
         f"{prefix}_wall_max_s": max(m["wall_times_s"]) if m else None,
@@ -32,8 +34,9 @@ def _timing(prefix: str, m: dict, base_s: float | None, n: int, rate_key: str, r
 
 def scaling_rows(r: Results) -> list[dict]:
     rows = []
-    t1 = r.train.get(1, {}).get("wall_time_s")
-    e1 = r.eval_base.get(1, {}).get("wall_time_s")
+    # a marked 1-rank time is no baseline either
+    t1 = None if r.train.get(1, {}).get("marks") else r.train.get(1, {}).get("wall_time_s")
+    e1 = None if r.eval_base.get(1, {}).get("marks") else r.eval_base.get(1, {}).get("wall_time_s")
     for n in sorted(set(r.train) | set(r.eval_base)):
         tm, em, pm = r.train.get(n, {}), r.eval_base.get(n, {}), r.probe.get(n, {})
         ranks = tm.get("ranks", [])
@@ -111,9 +114,11 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
         row = next(x for x in rows if x["world_size"] == largest)
         card_eff = CARD_EXPECTATION["training_speedup"] / CARD_EXPECTATION["gpus"]
         eff = row["train_efficiency"]
-        judged = on_gpus(r, largest)
-        out.append(("scaling", (eff is not None and eff >= card_eff) if judged else None,
-                    ("" if judged else "not judged: the ranks did not each have a GPU of their own; ") +
+        marked = row["train_marks"] + next(x for x in rows if x["world_size"] == 1)["train_marks"]
+        judged = on_gpus(r, largest) and not marked
+        why = ("not judged: the ranks did not each have a GPU of their own; " if not on_gpus(r, largest)
+               else f"not judged: a time is marked ({'; '.join(marked)}); " if marked else "")
+        out.append(("scaling", (eff is not None and eff >= card_eff) if judged else None, why +
                     f"training at {largest} ranks: speedup {fmt(row['train_speedup'], 'x')}, efficiency "
                     f"{pct(eff)} (the card expected {pct(card_eff)} at 4 GPUs); evaluation speedup "
                     f"{fmt(row['eval_speedup'], 'x')}, efficiency {pct(row['eval_efficiency'])}"))

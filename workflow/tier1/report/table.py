@@ -72,6 +72,10 @@ def _gb(x) -> str:
     return "n/a (no GPU)" if x is None else f"{x / GB:.1f} GB"
 
 
+def _marked(marks: list[str]) -> str:
+    return f" ⚠ {'; '.join(marks)}" if marks else ""
+
+
 def _device_used(x) -> str:
     return "" if x is None else f" (device {x / GB:.2f} GB)"
 
@@ -98,9 +102,9 @@ def to_markdown(r: Results) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {speed} | {card} |")
 
     c = CARD_EXPECTATION
-    row("Training", [fmt(rows[n]["train_wall_s"], " s", 1) for n in sizes],
+    row("Training", [fmt(rows[n]["train_wall_s"], " s", 1) + _marked(rows[n]["train_marks"]) for n in sizes],
         fmt(rows[largest]["train_speedup"], "x"), f"~{c['training_s'][1]:.0f} s -> ~{c['training_s'][4]:.0f} s (3.0x)")
-    row("Evaluation", [fmt(rows[n]["eval_wall_s"], " s", 1) for n in sizes],
+    row("Evaluation", [fmt(rows[n]["eval_wall_s"], " s", 1) + _marked(rows[n]["eval_marks"]) for n in sizes],
         fmt(rows[largest]["eval_speedup"], "x"), f"~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s (2.7x)")
     cap = [rows[n]["memory_capacity_bytes"] for n in sizes]
     row("Memory capacity", [_gb(x) for x in cap],

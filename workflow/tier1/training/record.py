@@ -52,6 +52,30 @@ def steady(values: list[float]) -> float | None:
     return median(values[max(1, len(values) // 10):]) if len(values) > 1 else median(values)
 
 
+STALL_FACTOR = 10.0  # a step this many times the steady step (and over STALL_MIN_S) is a stall
+STALL_MIN_S = 1.0
+
+
+def stalls(step_times: list[float]) -> list[dict[str, float]]:
+    """Steps that took far longer than the run's steady step: a stopped or starved peer, swapping."""
+    typical = steady(step_times)
+    if not typical:
+        return []
+    return [{"step_index": i, "seconds": t} for i, t in enumerate(step_times)
+            if t > STALL_FACTOR * typical and t > STALL_MIN_S]
+
+
+def marks(start_step: int, total_steps: int, step_stalls: list[dict]) -> list[str]:
+    """Why this run's times are not clean measurements (empty when they are)."""
+    out = []
+    if start_step:
+        out.append(f"resumed at step {start_step} of {total_steps}: the wall time covers only the steps after it")
+    if step_stalls:
+        worst = max(s["seconds"] for s in step_stalls)
+        out.append(f"stalled: {len(step_stalls)} step(s) over {STALL_FACTOR:g}x the steady step (worst {worst:.1f} s)")
+    return out
+
+
 def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict]) -> dict[str, Any]:
     """This rank's own account of the run: the work it did, its memory, its final parameters.
     `peaks` holds each repeat's peak memory, measured with the previous repeat freed."""
@@ -94,6 +118,8 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         # the same median as wall_time_s (one repeat's samples over the median repeat's time)
         "samples_per_s": samples / wall if wall else None,
         "steady_step_s": steady(t.step),
+        "stalls": stalls(t.step),
+        "marks": marks(start_step, plan.total_steps, stalls(t.step)),
         "throughput": {
             "tokens_per_s": tokens["real"] / wall if wall else None,
             "padded_tokens_per_s": tokens["padded"] / wall if wall else None,
