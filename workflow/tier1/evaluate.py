@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tier1 import atomic, distributed, model, provenance, token_cache
+from tier1 import atomic, distributed, disturbance, model, provenance, token_cache
 from tier1 import device as devices
 from tier1.cli import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import EvalConfig, config_hash
@@ -30,6 +30,7 @@ from tier1.data.sources import BeirSet, read_beir_files
 from tier1.distributed import Context
 from tier1.evaluation import metrics as ir_metrics
 from tier1.evaluation import sharding, topk
+from tier1.provenance import available_cores
 
 log = logging.getLogger("tier1.evaluate")
 TOP_K = 100
@@ -146,9 +147,13 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     warm_up(encoder, corpus_tokens, cfg.eval_batch_size, tokenizer.pad_token_id, ctx, dtype)
     devices.reset_peak(ctx.device)
     walls, rank_stats, merged = [], None, None
+    windows = []
     for _ in range(cfg.repeats):
-        merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype)
+        with disturbance.Watch(ctx.device) as watch:
+            merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype)
         walls.append(wall)
+        windows.append(watch.record)
+    rank_stats["window"] = disturbance.combine(windows)
     rank_stats["peak_memory"] = devices.peak_memory(ctx.device)
     rank_stats["device_name"] = devices.device_name(ctx.device)
     rank_stats["threads"] = ctx.threads
@@ -164,6 +169,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     per_q = ir_metrics.per_query({q: [d for d, _ in r] for q, r in ranking.items()}, beir.qrels)
     wall = statistics.median(walls)
     settings = dataclasses.asdict(cfg)
+    disturbed_by, marks = disturbance.judge([r["window"] for r in ranks], available_cores())
     result = {
         "stage": "evaluate",
         "model": model_spec,
@@ -184,6 +190,8 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
             "merge": ranks[0]["merge_s"],
         },
         "precision": devices.dtype_name(dtype),
+        "disturbance": disturbed_by,
+        "marks": marks,
         "ranks": ranks,
         "config": settings,
         **provenance.stamp(config_hash(settings)),

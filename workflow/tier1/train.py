@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from tier1 import atomic, distributed, model, provenance
+from tier1 import atomic, distributed, disturbance, model, provenance
 from tier1 import device as devices
 from tier1.cli import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import TrainConfig, config_hash
 from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
+from tier1.provenance import available_cores
 from tier1.token_cache import PairTokens, pair_tokens
 from tier1.token_cache import load as load_token_cache
 from tier1.training import checkpoint
@@ -64,9 +65,10 @@ class Interrupted(Exception):
 
 def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path, fingerprint: str, repeat: int,
              walls: list[float], state: dict | None, stop_after: int | None,
-             dropout_stream: int = 0) -> tuple[Trainer, float, int]:
+             dropout_stream: int = 0) -> tuple[Trainer, float, int, dict]:
     """Train from scratch, or from `state` (a checkpoint of this repeat); returns the trainer, the
-    wall time and the step it started from. `walls` (earlier repeats) go into checkpoints."""
+    wall time, the step it started from and what could have disturbed the timed window.
+    `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
     encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing)
     trainer = build_trainer(cfg, ctx, encoder, tokens, dropout_stream)
@@ -91,12 +93,13 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
 
     trainer.warm_up()
     distributed.barrier()
-    t0 = time.perf_counter()
-    trainer.fit(after_step)
-    distributed.barrier()
-    wall = time.perf_counter() - t0
+    with disturbance.Watch(ctx.device) as watch:
+        t0 = time.perf_counter()
+        trainer.fit(after_step)
+        distributed.barrier()
+        wall = time.perf_counter() - t0
     bar.close()
-    return trainer, wall, start_step
+    return trainer, wall, start_step, watch.record
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -119,22 +122,24 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     state = checkpoint.load(out.checkpoints, fingerprint, ctx.device)
     first = state["repeat"] if state else 0  # repeats finished before an interruption are kept
     walls: list[float] = list(state["walls"]) if state else []
-    trainer, peaks = None, []
+    trainer, peaks, windows = None, [], []
     for repeat in range(first, cfg.repeats):
         # The previous repeat's model, optimizer state and DDP buckets go before this one's
         # memory peak is measured.
         trainer = None
         gc.collect()
         devices.free_cached(ctx.device)
-        trainer, wall, start_step = run_once(cfg, ctx, ids, out.checkpoints, fingerprint, repeat, walls,
+        trainer, wall, start_step, window = run_once(cfg, ctx, ids, out.checkpoints, fingerprint, repeat, walls,
                                              state if repeat == first else None, stop_after, dropout_stream)
         walls.append(wall)
+        windows.append(window)
         peaks.append(devices.peak_memory(ctx.device))
         if repeat + 1 < cfg.repeats and ctx.is_main:
             checkpoint.clear(out.checkpoints)
 
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
-    ranks = distributed.all_gather_objects(rank_record(trainer, ctx, start_step, peaks))
+    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks),
+                                            "window": disturbance.combine(windows)})
     if not ctx.is_main:
         return None
 
@@ -142,6 +147,8 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
         model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length)
     write_loss_csv(out.loss, trainer.loss_rows)
     metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at)
+    metrics["disturbance"], disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
+    metrics["marks"] += disturbed
     metrics["finished_at"] = provenance.utc_now()
     atomic.write_json(out.metrics, metrics)
     checkpoint.clear(out.checkpoints)
