@@ -1,4 +1,4 @@
-"""The max-batch search, the pinned environments, atomic writes and the CLI's error handling."""
+"""The pinned environments, atomic writes and the CLI's error handling."""
 
 from __future__ import annotations
 
@@ -9,29 +9,8 @@ import sys
 import pytest
 
 from tier1.atomic import atomic_path, write_text
-from tier1.batch_search import largest_fitting
 
 from helpers import REPO
-
-
-@pytest.mark.parametrize("limit", [1, 2, 3, 37, 64, 100, 1000, 4097])
-def test_largest_fitting_finds_non_powers_of_two(limit):
-    tried = []
-
-    def fits(n):
-        tried.append(n)
-        return n <= limit
-
-    assert largest_fitting(fits, limit=1 << 16) == limit
-    assert len(tried) <= 2 * limit.bit_length() + 2
-
-
-def test_largest_fitting_when_nothing_fits():
-    assert largest_fitting(lambda n: False) == 0
-
-
-def test_largest_fitting_stops_at_the_limit():
-    assert largest_fitting(lambda n: True, limit=50) == 50
 
 
 def test_failed_block_leaves_no_file(tmp_path):
@@ -55,18 +34,6 @@ def test_conda_env_and_pip_pins_agree():
     conda = pins((REPO / "envs" / "tier1.yaml").read_text())
     assert pip == conda
     assert pip["torch"] == "2.13.0"
-
-
-def test_cpu_probe_says_not_applicable(tmp_path):
-    import json
-
-    out = tmp_path / "probe.json"
-    cfg = '{"model": "x", "max_seq_length": 32, "precision": "auto", "gradient_checkpointing": false, "loss_scale": 20.0}'
-    subprocess.run([sys.executable, "-m", "tier1.probe", "--config", cfg, "--world-size", "2", "--out", str(out)],
-                   check=True, capture_output=True)
-    got = json.loads(out.read_text())
-    assert got["max_train_batch_per_device"] is None and "no GPU" in got["not_applicable"]
-    assert got["world_size"] == 2
 
 
 def test_config_error_is_one_clear_line(tmp_path):

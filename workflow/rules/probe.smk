@@ -1,5 +1,7 @@
 rule probe:
     """Largest training and encoding batch per device on N GPUs (gpus{n}; not applicable on CPU)."""
+    input:
+        tokens="results/data/tokens.pt",
     output:
         "results/probe/gpus{n}.json",
     log:
@@ -16,4 +18,5 @@ rule probe:
         py=PYTHON,
         cfg=stage_params("probe"),
     shell:
-        "{params.py} -m tier1.probe --config {params.cfg:q} --world-size {wildcards.n} --out {output} > {log} 2>&1"
+        "{params.py} -m tier1.probe --config {params.cfg:q} --tokens {input.tokens} --world-size {wildcards.n} "
+        "--out {output} > {log} 2>&1"

@@ -1,9 +1,13 @@
 """Stage 4, probe: the largest training and encoding batch per device, found over out-of-memory.
 
-    torchrun --standalone --nproc_per_node N -m tier1.probe --config '<json>' --out results/probe/gpusN.json
+    torchrun --standalone --nproc_per_node N -m tier1.probe --config '<json>' \\
+        --tokens results/data/tokens.pt --out results/probe/gpusN.json
 
 GPU only. On a CPU there is no device memory limit to find, so the file says "not applicable"
 rather than inventing a number.
+
+Trial batches hold real token ids from the tokenize stage's cache, padded as the real batches
+are: a batch's memory depends on its padded width and its attention mask, not only on its size.
 """
 
 from __future__ import annotations
@@ -14,45 +18,103 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from tier1 import atomic, distributed, model, provenance
+from tier1 import atomic, distributed, model, provenance, token_cache
 from tier1 import device as devices
-from tier1.batch_search import largest_fitting
+from tier1.batch_search import SearchLog, attempt, largest_fitting, summarise
 from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import ProbeConfig, config_hash
 from tier1.distributed import Context
+from tier1.token_cache import collate
 from tier1.training.step import PairEncoder, forward_backward
 
 log = logging.getLogger("tier1.probe")
-FILLER_TOKEN = 1037  # any ordinary vocabulary id: every position is computed on, none is padding
+
+# Fused attention kernels put the batch in a CUDA grid dimension, which is capped at 65535: a
+# larger batch fails with a launch error, not an out-of-memory, so the search stops there.
+KERNEL_BATCH_LIMIT = 65535
+TRIAL_BATCHES = ("real token ids from the token cache, longest first, cycled: anchors and positives each padded "
+                 "to their longest (as training pads each slice); the longest documents (evaluation sorts by "
+                 "length, so its last batches are this worst case)")
 
 
-def _agreed_fit(trial, device) -> bool:
-    """Run `trial`; True only if it fitted on every rank (one all-reduced flag per decision)."""
-    try:
+@dataclasses.dataclass(frozen=True)
+class TrialTokens:
+    """Token ids the trial batches are cut from, each list longest first."""
+
+    anchor: list[list[int]]
+    positive: list[list[int]]
+    corpus: list[list[int]]
+    pad_id: int
+
+
+def trial_tokens(cache: dict, pad_id: int) -> TrialTokens:
+    """The cache's anchors, positives and documents, each sorted longest first (ties by index).
+
+    A batch's shapes are set by its longest text, so every trial batch is then as wide as the
+    widest real batch of its size can be. Anchors and positives are sorted separately: which
+    anchor meets which positive changes the loss, not the memory.
+    """
+    def longest_first(ids: list[list[int]]) -> list[list[int]]:
+        return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))]
+
+    return TrialTokens(longest_first(cache["anchor"]), longest_first(cache["positive"]),
+                       longest_first(cache["corpus"]), pad_id)
+
+
+def _cycled(n_rows: int, b: int) -> list[int]:
+    return [i % n_rows for i in range(b)]
+
+
+def train_batch(tokens: TrialTokens, b: int) -> tuple[dict, dict]:
+    """b pairs (cycling when b exceeds the pairs), anchors and positives each padded to their longest."""
+    rows = _cycled(len(tokens.anchor), b)
+    return collate(tokens.anchor, rows, tokens.pad_id), collate(tokens.positive, rows, tokens.pad_id)
+
+
+def encode_batch(tokens: TrialTokens, b: int) -> dict:
+    """The b longest documents (cycling when b exceeds the corpus), padded to the longest."""
+    return collate(tokens.corpus, _cycled(len(tokens.corpus), b), tokens.pad_id)
+
+
+def _width(ids: list[list[int]], b: int) -> int:
+    return max(len(ids[i]) for i in range(min(b, len(ids)))) if b else 0
+
+
+def agreed_fit(trial: Callable[[], object], b: int, search: SearchLog, device: torch.device,
+               cleanup: Callable[[], object] = lambda: None) -> bool:
+    """Run one trial of batch b; True only if it fitted on every rank (one all-reduced flag per decision).
+
+    Whatever happened, `cleanup` runs and cached memory goes back to the device before the next trial.
+    """
+    def synchronized():
         trial()
-        failed = 0.0
-    except torch.OutOfMemoryError:
-        failed = 1.0
+        devices.synchronize(device)  # an asynchronous kernel error surfaces here, inside the trial
+
+    failure = attempt(synchronized)
+    cleanup()
     gc.collect()
     devices.free_cached(device)
-    return distributed.all_reduce_max(failed, device) == 0.0
+    search.record(b, failure)
+    if failure is not None:
+        log.info("batch %d does not fit on rank %d: %s: %s", b, distributed.rank(), failure.kind, failure.message)
+    return distributed.all_reduce_max(float(failure is not None), device) == 0.0
 
 
-def probe(cfg: ProbeConfig, ctx: Context) -> dict:
-    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing)
+def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing)
     encoder = encoder.to(ctx.device)
+    tokens = trial_tokens(cache, tokenizer.pad_token_id)
     pair_model = PairEncoder(encoder)
     dtype = devices.autocast_dtype(cfg.precision, ctx.device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-9)
-    seq = cfg.max_seq_length
 
-    def tokens(b):
-        return {"input_ids": torch.full((b, seq), FILLER_TOKEN, device=ctx.device),
-                "attention_mask": torch.ones((b, seq), dtype=torch.long, device=ctx.device)}
+    def on_device(batch: dict) -> dict:
+        return {k: v.to(ctx.device) for k, v in batch.items()}
 
     # A trial runs no collective: a rank that runs out of memory mid-step would otherwise leave
     # the others waiting in an all-gather. DDP's gradient buckets (one more copy of the
@@ -60,30 +122,41 @@ def probe(cfg: ProbeConfig, ctx: Context) -> dict:
     # (b x N*b floats) are negligible beside the activations.
     buckets = torch.empty(sum(p.numel() for p in encoder.parameters()), device=ctx.device)
 
-    def train_step(b):
-        def run():
-            forward_backward(pair_model, tokens(b), tokens(b), dtype, cfg.loss_scale, gather=False)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return _agreed_fit(run, ctx.device)
+    train_log = SearchLog(KERNEL_BATCH_LIMIT)
+    # Evaluation never encodes more documents at once than the corpus holds.
+    encode_log = SearchLog(min(KERNEL_BATCH_LIMIT, len(tokens.corpus)))
 
-    def encode(b):
+    def train_step(b: int) -> bool:
+        def run():
+            anchors, positives = (on_device(t) for t in train_batch(tokens, b))
+            forward_backward(pair_model, anchors, positives, dtype, cfg.loss_scale, gather=False)
+            optimizer.step()
+        return agreed_fit(run, b, train_log, ctx.device, cleanup=lambda: optimizer.zero_grad(set_to_none=True))
+
+    def encode(b: int) -> bool:
         def run():
             with torch.inference_mode(), devices.autocast(ctx.device, dtype):
-                encoder(**tokens(b))
-        return _agreed_fit(run, ctx.device)
+                encoder(**on_device(encode_batch(tokens, b))).float()
+        return agreed_fit(run, b, encode_log, ctx.device)
 
-    train_batch = largest_fitting(train_step)
-    encode_batch = largest_fitting(encode, limit=1 << 20)
+    train_found = largest_fitting(train_step, train_log.limit)
+    encode_found = largest_fitting(encode, encode_log.limit)
     del buckets
-    return {"max_train_batch_per_device": train_batch, "max_train_batch_global": train_batch * ctx.world_size,
-            "max_encode_batch_per_device": encode_batch,
-            "device_capacity_bytes": devices.capacity(ctx.device)}
+    train_search = summarise(distributed.all_gather_objects(train_log), train_found)
+    train_search["padded_length"] = {"anchor": _width(tokens.anchor, train_found),
+                                     "positive": _width(tokens.positive, train_found)}
+    encode_search = summarise(distributed.all_gather_objects(encode_log), encode_found)
+    encode_search["padded_length"] = _width(tokens.corpus, encode_found)
+    return {"max_train_batch_per_device": train_found, "max_train_batch_global": train_found * ctx.world_size,
+            "max_encode_batch_per_device": encode_found,
+            "device_capacity_bytes": devices.capacity(ctx.device),
+            "train_search": train_search, "encode_search": encode_search, "trial_batches": TRIAL_BATCHES}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--tokens", type=Path, required=True, help="the tokenize stage's cache (trial batches)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--world-size", type=int, default=1,
                         help="ranks to probe with; on a GPU machine this relaunches itself under torchrun")
@@ -91,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.world_size > 1 and "RANK" not in os.environ and torch.cuda.is_available():
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc_per_node={args.world_size}", "-m", "tier1.probe",
-                                  "--config", args.config, "--out", str(args.out)])
+                                  "--config", args.config, "--tokens", str(args.tokens), "--out", str(args.out)])
     setup_logging()
     quiet_transformers()
     cfg: ProbeConfig = parse_stage_config(args.config, "probe")
@@ -99,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     started_at = provenance.utc_now()
     try:
         if ctx.device.type == "cuda":
-            result = probe(cfg, ctx)
+            result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
         else:
             result = {"max_train_batch_per_device": None, "max_train_batch_global": None,
                       "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe"}
