@@ -16,8 +16,6 @@ import argparse
 import dataclasses
 import gc
 import logging
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,12 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=Path, required=True, help="the tokenize stage's cache (trial batches)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--world-size", type=int, default=1,
-                        help="ranks to probe with; on a GPU machine this relaunches itself under torchrun")
+                        help="the world size this file stands for; on GPUs run N ranks (tier1.launch --ranks N), "
+                             "on a CPU one process records 'not applicable' for it")
     args = parser.parse_args(argv)
-    if args.world_size > 1 and "RANK" not in os.environ and torch.cuda.is_available():
-        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                  f"--nproc_per_node={args.world_size}", "-m", "tier1.probe",
-                                  "--config", args.config, "--tokens", str(args.tokens), "--out", str(args.out)])
     setup_logging()
     quiet_transformers()
     cfg: ProbeConfig = parse_stage_config(args.config, "probe")
