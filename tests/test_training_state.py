@@ -65,6 +65,8 @@ def test_metrics_record_what_the_loss_saw_and_each_rank(tmp_path, tiny_model, da
     assert len(m["wall_times_s"]) == 2 and m["started_at"] < m["finished_at"]
     assert m["ranks"][0]["samples"] == 96 and m["checksums_equal"]
     assert max(m["ranks"][0]["peak_memory"].values()) > 0
+    assert m["throughput"]["model_flops_per_step"] > 0 and m["throughput"]["tokens_per_s"] > 0
+    assert m["marks"] == [] or all(x.startswith("disturbed") for x in m["marks"])  # not resumed, not stalled
     for key in ("config_hash", "git_revision", "hardware", "libraries"):
         assert key in m
     steps = (tmp_path / "r" / "loss.csv").read_text().splitlines()
@@ -184,3 +186,18 @@ def test_another_dropout_stream_changes_only_the_masks(dropout_model, pairs):
     other.fit()
     assert [r["loss"] for r in first.loss_rows] != [r["loss"] for r in other.loss_rows]
     assert [r["samples_seen"] for r in first.loss_rows] == [r["samples_seen"] for r in other.loss_rows]
+
+
+def test_model_flops_count_each_padded_batch(dropout_model, pairs):
+    from tier1 import flops
+    from tier1.token_cache import collate
+
+    trainer = built(dropout_model, pairs)
+    batch = trainer.plan.schedule()[0][1]
+    trainer.train_step(batch)
+    n, (layers, hidden) = flops.non_embedding_parameters(trainer.encoder), flops.layers_and_hidden(trainer.encoder)
+    expected = 0
+    for ids in (trainer.tokens.anchor, trainer.tokens.positive):
+        rows, width = collate(ids, batch, trainer.tokens.pad_id)["attention_mask"].shape
+        expected += flops.train_flops(n, layers, hidden, width, rows)
+    assert trainer.flops == expected

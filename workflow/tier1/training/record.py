@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tier1 import device as devices
-from tier1 import provenance
+from tier1 import flops, provenance
 from tier1.config import TrainConfig, config_hash
 from tier1.distributed import Context
 from tier1.model import dropout_probabilities
@@ -85,6 +85,7 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "device_name": devices.device_name(ctx.device),
         "samples": trainer.samples_seen,
         "tokens": trainer.tokens_seen,
+        "model_flops": trainer.flops,
         "steps": trainer.step - start_step,
         "median_step_s": median(trainer.times.step),
         "steady_step_s": steady(trainer.times.step),
@@ -95,6 +96,23 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "threads": ctx.threads,
         "parameter_checksum": parameter_checksum(trainer.encoder),
     }
+
+
+def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> dict[str, Any]:
+    """Model FLOPs per step (all ranks' padded batches, forward and backward) and the share of
+    the devices' dense peak the steady step reaches. The peak is the datasheet's for the card and
+    precision; a GPU missing from the table is measured with a matmul, and labelled so."""
+    steps = ranks[0]["steps"]  # the steps this trainer ran (after a resume: only those)
+    per_step = sum(r["model_flops"] for r in ranks) / steps if steps else None
+    device = trainer.ctx.device
+    dtype = devices.dtype_name(trainer.autocast_dtype)
+    peak, source = (flops.peak_flops(devices.device_name(device), dtype) if device.type == "cuda" else (None, None))
+    if device.type == "cuda" and peak is None:
+        peak, source = flops.measured_matmul_peak(device, trainer.autocast_dtype or torch.float32), "measured matmul"
+    world = trainer.plan.world_size
+    value = flops.mfu(per_step, step_s, peak * world) if per_step and step_s and peak else None
+    return {"model_flops_per_step": per_step, "peak_flops_per_device": peak, "peak_source": source or
+            "n/a (no GPU: a CPU has no datasheet peak here)", "mfu": value}
 
 
 def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: list[float], start_step: int,
@@ -124,6 +142,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
             "tokens_per_s": tokens["real"] / wall if wall else None,
             "padded_tokens_per_s": tokens["padded"] / wall if wall else None,
             "tokens": tokens,
+            **utilisation(trainer, ranks, steady(t.step)),
         },
         "samples_total": samples,
         "expected_samples": plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tier1 import device as devices
-from tier1 import distributed
+from tier1 import distributed, flops
 from tier1.config import TrainConfig
 from tier1.distributed import Context
 from tier1.token_cache import PairTokens, collate
@@ -46,6 +46,9 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0  # by this rank
         self.tokens_seen = {"real": 0, "padded": 0}  # by this rank: text tokens, and with padding
+        self.flops = 0.0  # model FLOPs this rank's batches cost (forward and backward, padded)
+        self.shape = flops.layers_and_hidden(encoder)
+        self.non_embedding_params = flops.non_embedding_parameters(encoder)
         self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
         self.loss_rows: list[dict] = []
         self.times = StepTimes()
@@ -56,6 +59,8 @@ class Trainer:
             cpu = collate(ids, indices, self.tokens.pad_id)
             self.tokens_seen["real"] += int(cpu["attention_mask"].sum())
             self.tokens_seen["padded"] += cpu["attention_mask"].numel()
+            sequences, width = cpu["attention_mask"].shape
+            self.flops += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
             return {k: v.to(self.ctx.device, non_blocking=True) for k, v in cpu.items()}
 
         return batch(self.tokens.anchor), batch(self.tokens.positive)
@@ -148,10 +153,10 @@ class Trainer:
         schedule = self.plan.schedule()
         if self.step >= len(schedule):
             return
-        counters = (self.samples_seen, dict(self.tokens_seen))
+        counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
         self.compute_gradients(schedule[self.step][1])
         self.optimizer.zero_grad(set_to_none=True)
-        self.samples_seen, self.tokens_seen = counters
+        self.samples_seen, self.tokens_seen, self.flops = counters
         self.times = StepTimes()
         distributed.barrier()
 
