@@ -106,13 +106,14 @@ def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path
     test_set = read_beir(beir)
     _, tokenizer = model.load(str(tiny_model))
     cache = token_cache.build(tokenizer, pairs[100:120], test_set, CFG["max_seq_length"])
-    token_cache.save(cache, tmp_path / "tokens.pt")
+    token_cache.save(cache, tmp_path / "tokens.safetensors")
+    assert token_cache.load(tmp_path / "tokens.safetensors", CFG["max_seq_length"]) == cache  # exactly what was built
     ctx = distributed.setup()
     cfg = EvalConfig(**CFG)
     plain = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "plain"))
-    cached = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "cached"), tmp_path / "tokens.pt")
+    cached = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "cached"), tmp_path / "tokens.safetensors")
     assert cached["metrics"] == plain["metrics"]
     assert (tmp_path / "plain" / "run.trec").read_text() == (tmp_path / "cached" / "run.trec").read_text()
     with pytest.raises(ValueError, match="rerun the tokenize stage"):
         evaluate(str(tiny_model), test_set, EvalConfig(**{**CFG, "max_seq_length": 16}), ctx,
-                 Outputs.in_folder(tmp_path / "x"), tmp_path / "tokens.pt")
+                 Outputs.in_folder(tmp_path / "x"), tmp_path / "tokens.safetensors")

@@ -24,6 +24,40 @@ def test_failed_block_leaves_no_file(tmp_path):
     assert target.read_text() == "whole"
 
 
+def test_leftover_temporaries_of_a_target_go_with_its_next_write(tmp_path):
+    target = tmp_path / "out.json"
+    ours = [tmp_path / ".tier1-tmp.0123abcd.out.json", tmp_path / ".out.json.k2j_9x0q"]  # now / earlier versions
+    for folder in ours:
+        folder.mkdir()
+        (folder / "out.json").write_text("half, killed mid-write")
+    others = [tmp_path / ".tier1-tmp.0123abcd.other.json", tmp_path / ".out.json.notes123"]
+    for folder in others:
+        folder.mkdir()
+    (others[1] / "notes.txt").write_text("not a temporary: holds something else")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert sorted(tmp_path.iterdir()) == sorted(others)  # the failed write left nothing and cleaned up
+    write_text(target, "whole")
+    assert target.read_text() == "whole" and sorted(tmp_path.iterdir()) == sorted([*others, target])
+
+
+def test_written_file_and_its_rename_are_flushed_to_disk(tmp_path, monkeypatch):
+    import os
+
+    from tier1 import atomic
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or fsync(fd))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: events.append(("replace", str(b))) or replace(a, b))
+    write_text(tmp_path / "out.txt", "data")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].endswith("/out.txt") and events[0][1] != str(tmp_path.resolve() / "out.txt")  # the temporary
+    assert events[2][1] == str(tmp_path.resolve())  # the folder, which makes the rename durable
+
+
 def pins(text: str) -> dict[str, str]:
     found = re.findall(r"^\s*(?:-\s+)?([A-Za-z0-9_.\-]+)==([^\s#]+)", text, flags=re.M)
     return {name.lower().replace("_", "-"): version for name, version in found}

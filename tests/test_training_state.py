@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tier1 import distributed
 from tier1.config import Tier1Config, TrainConfig
 from tier1.train import Interrupted, Outputs, train
+from tier1.training import checkpoint
 
 
 @pytest.fixture()
@@ -34,7 +35,7 @@ def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
     full = train(config(tiny_model), ctx, data, folder(tmp_path / "full"))
     with pytest.raises(Interrupted):
         train(config(tiny_model), ctx, data, folder(tmp_path / "cut"), stop_after=5)
-    assert (tmp_path / "cut" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "last.json").exists()
     assert not (tmp_path / "cut" / "train_metrics.json").exists()  # nothing looks finished
     resumed = train(config(tiny_model), ctx, data, folder(tmp_path / "cut"))
     assert resumed["resumed_from_step"] == 4
@@ -46,7 +47,7 @@ def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
     assert [r.split(",")[3] for r in (tmp_path / "full" / "loss.csv").read_text().splitlines()] == \
            [r.split(",")[3] for r in (tmp_path / "cut" / "loss.csv").read_text().splitlines()]
     assert full["final_loss"] == resumed["final_loss"]
-    assert not (tmp_path / "cut" / "checkpoints" / "last.pt").exists()  # cleared once complete
+    assert list((tmp_path / "cut" / "checkpoints").iterdir()) == []  # cleared once complete
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path, tiny_model, data):
@@ -78,7 +79,9 @@ def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_m
     with pytest.raises(Interrupted):
         # 12 steps per repeat: stop in the second repeat, after its checkpoint at step 4
         train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"), stop_after=12 + 5)
-    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = tmp_path / "r" / "checkpoints"
+    fingerprint = json.loads((ckpt / "last.json").read_text())["fingerprint"]
+    state = checkpoint.load(ckpt, fingerprint, torch.device("cpu"))
     assert state["repeat"] == 1 and state["step"] == 4 and len(state["walls"]) == 1
     m = train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"))
     assert len(m["wall_times_s"]) == 2 and m["wall_times_s"][0] == state["walls"][0]
@@ -95,15 +98,15 @@ def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
     cache = {"train_ids": [p["id"] for p in pairs[:48]],
              "anchor": ids(tokenizer, [p["anchor"] for p in pairs[:48]], 32),
              "positive": ids(tokenizer, [p["positive"] for p in pairs[:48]], 32), "max_seq_length": 32}
-    token_cache.save(cache, tmp_path / "tokens.pt")
+    token_cache.save(cache, tmp_path / "tokens.safetensors")
     ctx = distributed.setup()
     plain = train(config(tiny_model), ctx, data, folder(tmp_path / "plain"))
-    cached = train(config(tiny_model), ctx, data, folder(tmp_path / "cached"), tokens=tmp_path / "tokens.pt")
+    cached = train(config(tiny_model), ctx, data, folder(tmp_path / "cached"), tokens=tmp_path / "tokens.safetensors")
     assert cached["final_loss"] == plain["final_loss"]
     cache["train_ids"] = cache["train_ids"][::-1]
-    token_cache.save(cache, tmp_path / "tokens.pt")
+    token_cache.save(cache, tmp_path / "tokens.safetensors")
     with pytest.raises(ValueError, match="other training pairs"):
-        train(config(tiny_model), ctx, data, folder(tmp_path / "bad"), tokens=tmp_path / "tokens.pt")
+        train(config(tiny_model), ctx, data, folder(tmp_path / "bad"), tokens=tmp_path / "tokens.safetensors")
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():

@@ -5,7 +5,7 @@ rule evaluate:
         corpus="results/data/test/corpus.jsonl",
         queries="results/data/test/queries.jsonl",
         qrels="results/data/test/qrels/test.tsv",
-        tokens="results/data/tokens.pt",
+        tokens="results/data/tokens.safetensors",
     output:
         metrics="results/eval/{model}/ws{w}/metrics.json",
         run="results/eval/{model}/ws{w}/run.trec",

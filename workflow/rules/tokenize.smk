@@ -6,7 +6,7 @@ rule tokenize:
         queries="results/data/test/queries.jsonl",
         qrels="results/data/test/qrels/test.tsv",
     output:
-        "results/data/tokens.pt",
+        "results/data/tokens.safetensors",
     log:
         "results/logs/tokenize.log",
     benchmark:

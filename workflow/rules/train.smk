@@ -2,7 +2,7 @@ rule train:
     """Fine-tune the model on N ranks (gpus{n}): one process for 1, torchrun DDP for more."""
     input:
         data="results/data/train.jsonl",
-        tokens="results/data/tokens.pt",
+        tokens="results/data/tokens.safetensors",
     output:
         model=directory("results/train/gpus{n}/model"),
         metrics="results/train/gpus{n}/train_metrics.json",
@@ -30,7 +30,7 @@ rule train_dropout_reference:
     dropout alone moves the loss, the yardstick for the same-model verdict."""
     input:
         data="results/data/train.jsonl",
-        tokens="results/data/tokens.pt",
+        tokens="results/data/tokens.safetensors",
     output:
         model=directory("results/train/reference_gpus1/model"),
         metrics="results/train/reference_gpus1/train_metrics.json",

@@ -3,21 +3,29 @@
     python -m tier1.token_cache --config '{"model": ..., "max_seq_length": 64}' \\
         --train results/data/train.jsonl --corpus results/data/test/corpus.jsonl \\
         --queries results/data/test/queries.jsonl --qrels results/data/test/qrels/test.tsv \\
-        --out results/data/tokens.pt
+        --out results/data/tokens.safetensors
 
 Training and evaluation read these ids instead of re-tokenising on every rank and every run.
 Trained models keep the base model's tokenizer, so one cache serves all of them. Batches are
 padded here too (`collate`), to their own longest text.
+
+The cache is a safetensors file, a format that holds only numbers and JSON, so reading it cannot
+run code (see `save`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from tier1.atomic import atomic_path
 from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
@@ -82,17 +90,120 @@ def build(tokenizer, pairs: list[dict[str, str]], beir: BeirSet, max_seq_length:
     }
 
 
+FORMAT = "tier1-token-cache"
+FORMAT_VERSION = "1"
+_KINDS = {"ids": torch.int32, "text": torch.uint8}  # what each list's values hold
+
+
+class TokenCacheError(ValueError):
+    """A token cache that cannot be used; the message names the file and how to remake it."""
+
+
 def save(cache: dict, path: Path) -> None:
+    """Write `cache` as safetensors.
+
+    A list of token-id lists becomes two tensors, `<key>.values` (every id, int32) and
+    `<key>.offsets` (int64, row i is values[offsets[i]:offsets[i+1]]); a list of strings becomes
+    the same pair over their UTF-8 bytes (uint8), so long id lists never swell the header. Other
+    values (ints) go as JSON into the metadata, beside the format, its version and a sha256 over
+    the JSON and every tensor's name, dtype, shape and bytes.
+    """
+    kinds, tensors, scalars = {}, {}, {}
+    for key, value in cache.items():
+        if _is_id_rows(value):
+            kinds[key] = "ids"
+            tensors.update(_pack(key, value, _KINDS["ids"]))
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            kinds[key] = "text"
+            tensors.update(_pack(key, [v.encode() for v in value], _KINDS["text"]))
+        else:
+            scalars[key] = value
+    kinds_json, scalars_json = json.dumps(kinds), json.dumps(scalars)
+    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "kinds": kinds_json, "scalars": scalars_json,
+                "sha256": _digest(tensors, kinds_json, scalars_json)}
     with atomic_path(path) as tmp:
-        torch.save(cache, tmp)
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def load(path: Path, max_seq_length: int) -> dict:
-    cache = torch.load(path, weights_only=False)
+    """The cache at `path`, after its format, checksum and layout were checked; anything else is
+    refused with a TokenCacheError (never unpickled: an old `.pt` cache is refused too)."""
+    cache = _read(path)
+    if not isinstance(cache.get("max_seq_length"), int):
+        raise _refused(path, "it records no max_seq_length")
     if cache["max_seq_length"] != max_seq_length:
-        raise ValueError(f"{path} holds ids cut at {cache['max_seq_length']} tokens, not {max_seq_length}: "
-                         f"rerun the tokenize stage")
+        raise _refused(path, f"it holds ids cut at {cache['max_seq_length']} tokens, not {max_seq_length}")
     return cache
+
+
+def _is_id_rows(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(row, list) and all(type(i) is int for i in row) for row in value)
+
+
+def _pack(key: str, rows: list[list[int]] | list[bytes], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor([len(r) for r in rows], dtype=torch.int64).cumsum(0)
+    # torch.tensor refuses ids that overflow the dtype rather than wrapping them
+    values = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=dtype)
+    return {f"{key}.values": values, f"{key}.offsets": offsets}
+
+
+def _digest(tensors: dict[str, torch.Tensor], *texts: str) -> str:
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(text.encode() + b"\0")
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())  # any dtype, as stored
+    return h.hexdigest()
+
+
+def _refused(path: Path, reason: str) -> TokenCacheError:
+    return TokenCacheError(f"{path} cannot be used as the token cache: {reason}; "
+                           f"rerun the tokenize stage: snakemake --cores 1 -f {path}")
+
+
+def _read(path: Path) -> dict:
+    """Check, in order: a safetensors file (its header parses and covers the file exactly), this
+    format and version, the checksum, then the layout; only then build the lists."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise _refused(path, f"not a readable safetensors file ({err})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise _refused(path, f"written in another format ({meta.get('format')} version {meta.get('version')})")
+    if meta.get("sha256") != _digest(tensors, meta.get("kinds", ""), meta.get("scalars", "")):
+        raise _refused(path, "its checksum does not match: the file is damaged")
+    try:
+        kinds, scalars = json.loads(meta["kinds"]), json.loads(meta["scalars"])
+        if not isinstance(kinds, dict) or not isinstance(scalars, dict):
+            raise ValueError("kinds and scalars must be JSON objects")
+        if set(tensors) != {f"{k}.{part}" for k in kinds for part in ("values", "offsets")}:
+            raise ValueError("its tensors do not match its list of fields")
+        cache = dict(scalars)
+        for key, kind in kinds.items():
+            if kind not in _KINDS:
+                raise ValueError(f"unknown kind {kind!r} of {key}")
+            values, offsets = tensors[f"{key}.values"], tensors[f"{key}.offsets"]
+            _check_layout(values, offsets, _KINDS[kind])
+            ends = offsets.tolist()
+            flat = values.tolist() if kind == "ids" else values.numpy().tobytes()
+            rows = [flat[a:b] for a, b in zip(ends, ends[1:])]
+            cache[key] = rows if kind == "ids" else [r.decode() for r in rows]
+    except (ValueError, KeyError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _refused(path, f"its layout is not a token cache's ({err})") from None
+    return cache
+
+
+def _check_layout(values: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtype) -> None:
+    if values.dtype != dtype or values.dim() != 1 or offsets.dtype != torch.int64 or offsets.dim() != 1:
+        raise ValueError("unexpected tensor dtype or shape")
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(values) or bool((offsets.diff() < 0).any()):
+        raise ValueError("offsets do not partition the values")
 
 
 def main(argv: list[str] | None = None) -> None:
