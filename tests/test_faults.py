@@ -45,7 +45,7 @@ def ranks_of(marker: Path) -> list[psutil.Process]:
 
 def wait_for_checkpoint(out: Path, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 240
-    while not (out / "checkpoints" / "last.pt").exists():
+    while not (out / "checkpoints" / "last.json").exists():
         assert proc.poll() is None, (out.parent / f"{out.name}.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
         time.sleep(0.5)

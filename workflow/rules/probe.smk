@@ -1,7 +1,7 @@
 rule probe:
     """Largest training and encoding batch per device on N GPUs (gpus{n}; not applicable on CPU)."""
     input:
-        tokens="results/data/tokens.pt",
+        tokens="results/data/tokens.safetensors",
     output:
         "results/probe/gpus{n}.json",
     log:

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from tier1.config import ConfigError, parse_stage_json
+from tier1.config import ConfigError, InputError, parse_stage_json
 
 
 def setup_logging() -> None:
@@ -52,9 +52,10 @@ def parse_stage_config(text: str, stage: str):
 
 
 def run_main(main) -> None:
-    """Run an entry point, turning a ConfigError into a one-line message and exit status 2."""
+    """Run an entry point, turning a bad input (setting or file) into a one-line message and exit 2."""
     try:
         main()
-    except ConfigError as err:
-        logging.getLogger("tier1").error("configuration error: %s", err)
+    except InputError as err:
+        prefix = "configuration error: " if isinstance(err, ConfigError) else ""
+        logging.getLogger("tier1").error("%s%s", prefix, err)
         sys.exit(2)

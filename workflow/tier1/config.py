@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """An input that cannot work (a setting, a file); the message names it and the fix."""
+
+
+class ConfigError(InputError):
     """A configuration value that cannot work; the message names the field and the fix."""
 
 

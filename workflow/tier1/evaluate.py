@@ -3,7 +3,7 @@
 One process:
     python -m tier1.evaluate --config '<json>' --model results/train/gpus1/model \
         --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \
-        --qrels results/data/test/qrels/test.tsv --tokens results/data/tokens.pt \
+        --qrels results/data/test/qrels/test.tsv --tokens results/data/tokens.safetensors \
         --metrics-out results/eval/gpus1/ws1/metrics.json --run-out results/eval/gpus1/ws1/run.trec
 N processes (each encodes its share of the corpus and ranks it; rank 0 merges):
     torchrun --standalone --nproc_per_node N -m tier1.evaluate ...

@@ -1,7 +1,7 @@
 """Stage 4, probe: the largest training and encoding batch per device, found over out-of-memory.
 
     torchrun --standalone --nproc_per_node N -m tier1.probe --config '<json>' \\
-        --tokens results/data/tokens.pt --out results/probe/gpusN.json
+        --tokens results/data/tokens.safetensors --out results/probe/gpusN.json
 
 GPU only. On a CPU there is no device memory limit to find, so the file says "not applicable"
 rather than inventing a number.

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from tier1.atomic import atomic_path
 from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
-from tier1.config import TokenizeConfig
+from tier1.config import InputError, TokenizeConfig
 from tier1.data.sources import BeirSet, read_beir_files, read_jsonl
 
 log = logging.getLogger("tier1.token_cache")
@@ -95,7 +95,7 @@ FORMAT_VERSION = "1"
 _KINDS = {"ids": torch.int32, "text": torch.uint8}  # what each list's values hold
 
 
-class TokenCacheError(ValueError):
+class TokenCacheError(InputError):
     """A token cache that cannot be used; the message names the file and how to remake it."""
 
 
