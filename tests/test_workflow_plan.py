@@ -72,3 +72,14 @@ def test_the_slurm_profile_asks_each_job_for_its_gpus(workdir):
     jobs = proc.stdout.split("\n\n")
     train4 = next(j for j in jobs if "results/train/gpus4/train_metrics.json" in j and "rule train:" in j)
     assert "gpu=4" in train4 and "runtime=240" in train4
+
+
+def test_a_damaged_token_cache_is_set_aside_before_planning(workdir):
+    tokens = workdir / "results" / "data" / "tokens.safetensors"
+    tokens.parent.mkdir(parents=True, exist_ok=True)
+    tokens.write_bytes(b"\x00" * 64)  # truncated or overwritten: not a safetensors file
+    proc = plan(workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tokens.safetensors: not a readable safetensors file" in proc.stderr
+    assert not tokens.exists() and tokens.with_name("tokens.safetensors.corrupt").exists()
+    assert "rule tokenize" in proc.stdout  # remade before anything reads it

@@ -6,6 +6,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 from tier1.config import ConfigError, Tier1Config, from_command_line, stage_json
+from tier1.checksum import token_cache_problem
 from tier1.gpus import visible_gpus
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
@@ -32,6 +33,15 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
+TOKENS = "results/data/tokens.safetensors"
+# A damaged token cache is set aside before planning, so the tokenize rule remakes it instead of
+# every job that reads it failing (and costing the outputs Snakemake removed before running it).
+if os.path.exists(TOKENS):
+    _damage = token_cache_problem(TOKENS)
+    if _damage:
+        os.replace(TOKENS, TOKENS + ".corrupt")
+        print(f"{TOKENS}: {_damage}; set aside as {TOKENS}.corrupt, it will be remade", file=sys.stderr)
+
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
 
 

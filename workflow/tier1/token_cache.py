@@ -16,7 +16,6 @@ run code (see `save`).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import logging
@@ -27,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from tier1 import checksum
 from tier1.atomic import atomic_path
 from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import InputError, TokenizeConfig
@@ -90,8 +90,7 @@ def build(tokenizer, pairs: list[dict[str, str]], beir: BeirSet, max_seq_length:
     }
 
 
-FORMAT = "tier1-token-cache"
-FORMAT_VERSION = "1"
+FORMAT, FORMAT_VERSION = checksum.TOKEN_CACHE_FORMAT, checksum.TOKEN_CACHE_VERSION
 _KINDS = {"ids": torch.int32, "text": torch.uint8}  # what each list's values hold
 
 
@@ -150,14 +149,7 @@ def _pack(key: str, rows: list[list[int]] | list[bytes], dtype: torch.dtype) -> 
 
 
 def _digest(tensors: dict[str, torch.Tensor], *texts: str) -> str:
-    h = hashlib.sha256()
-    for text in texts:
-        h.update(text.encode() + b"\0")
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())  # any dtype, as stored
-    return h.hexdigest()
+    return checksum.digest({name: t.numpy() for name, t in tensors.items()}, *texts)
 
 
 def _refused(path: Path, reason: str) -> TokenCacheError:
