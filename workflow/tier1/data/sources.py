@@ -2,6 +2,8 @@
 
 `dataset` in the config is one of:
   - "stdlib": code-search pairs from the Python standard library (offline default);
+  - "python-source": the same from the standard library plus the environment's site-packages
+    (offline, tens of thousands of pairs; which ones depends on the installed packages);
   - a local pair file (.jsonl, .json, .csv, .parquet) with an anchor and a positive column;
   - a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, optional qrels/train.tsv);
   - otherwise a Hugging Face dataset id, loaded through `datasets` (needs the network).
@@ -41,6 +43,10 @@ def load(spec: str) -> Source:
         from tier1.data import stdlib_pairs
 
         return Source(stdlib_pairs.extract(), stdlib_pairs.describe())
+    if spec == "python-source":
+        from tier1.data import stdlib_pairs
+
+        return Source(stdlib_pairs.extract_python_source(), stdlib_pairs.describe_python_source())
     if path.is_dir():
         return _beir_source(path)
     if path.suffix in (".jsonl", ".json", ".csv", ".parquet"):

@@ -1,0 +1,126 @@
+"""The one-GPU check's summary table (tier1.gpu_summary) on hand-made stage files, and the
+check script's plan (scripts/gpu_check.sh --dry-run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from tier1 import gpu_summary
+
+from helpers import REPO
+
+GIB = 2**30
+
+
+def train_metrics(precision: str, step_s: float, samples_per_s: float, new_keys: bool) -> dict:
+    record = {
+        "stage": "train", "world_size": 1, "steps": 400, "precision": precision, "wall_time_s": 61.5,
+        "samples_per_s": samples_per_s, "final_loss": 0.123456, "objective": {"global_batch": 128},
+        "time_split_median_s": {"step": step_s},
+        "ranks": [{"rank": 0, "device_name": "NVIDIA H100 80GB HBM3", "median_step_s": step_s,
+                   "peak_memory": {"max_memory_allocated": 3 * GIB, "max_memory_reserved": 4 * GIB}}],
+        "hardware": {"gpus": ["NVIDIA H100 80GB HBM3"]},
+        "libraries": {"torch": "2.11.0", "transformers": "5.17.0"},
+    }
+    if new_keys:
+        record["steady_step_s"] = step_s / 2
+        record["throughput"] = {"tokens_per_s": 1.5e6, "padded_tokens_per_s": 3.5e6, "mfu": 0.312}
+    return record
+
+
+def write(path, record) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+def stage_files(tmp_path, new_keys: bool) -> list[str]:
+    eval_base = {"stage": "evaluate", "metrics": {"ndcg@10": 0.41}, "documents_per_s": 25000.0, "wall_time_s": 0.04}
+    eval_trained = {"stage": "evaluate", "metrics": {"ndcg@10": 0.58}, "documents_per_s": 26000.0, "wall_time_s": 0.038,
+                    "ranks": [{"peak_memory": {"max_memory_allocated": GIB // 2}}]}
+    probe = {"stage": "probe", "max_train_batch_per_device": 1536, "max_encode_batch_per_device": 57344,
+             "device_capacity_bytes": 80 * GIB}
+    steps = tmp_path / "steps.tsv"
+    steps.write_text("gpu_tests\t12.5\t5\nprepare\t30.25\t0\ntrain_bf16\t40.0\t0\nprobe\t3.0\t1\n")
+    return ["table",
+            "--train", write(tmp_path / "train_bf16.json", train_metrics("bfloat16", 0.0124, 10300.0, new_keys)),
+            "--train-fp32", write(tmp_path / "train_fp32.json", train_metrics("float32", 0.101, 1270.0, new_keys)),
+            "--eval-base", write(tmp_path / "eval_base.json", eval_base),
+            "--eval-trained", write(tmp_path / "eval_trained.json", eval_trained),
+            "--probe", write(tmp_path / "probe.json", probe),
+            "--cosine", write(tmp_path / "cosine.json", {"min_cosine": 0.99871, "mean_cosine": 0.99993}),
+            "--steps", str(steps)]
+
+
+def test_table_reads_every_value_from_its_file(tmp_path, capsys):
+    args = stage_files(tmp_path, new_keys=True)
+    gpu_summary.main([*args, "--md", str(tmp_path / "out" / "s.md"), "--json", str(tmp_path / "out" / "s.json")])
+    table = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert table["Device"] == "NVIDIA H100 80GB HBM3"
+    assert table["torch / transformers"] == "2.11.0 / 5.17.0"
+    assert table["Training steps (global batch)"] == "400 (128)"
+    assert table["Train step time, median"] == "6.20 ms"  # steady_step_s wins over the older keys
+    assert table["Train samples/s"] == "10,300"
+    assert table["Train tokens/s"] == "1,500,000"
+    assert table["Train padded tokens/s"] == "3,500,000"
+    assert table["Train MFU"] == "31.2%"
+    assert table["Train peak memory allocated"] == "3.00 GiB"
+    assert table["Train wall time"] == "61.50 s"
+    assert table["Train samples/s (fp32 run)"] == "1,270"
+    assert gpu_summary.rate(1.4049) == "1.4" and gpu_summary.rate(None) == "n/a"
+    assert table["nDCG@10 before training"] == "0.4100" and table["nDCG@10 after training"] == "0.5800"
+    assert table["Encode documents/s (base model)"] == "25,000"
+    assert table["Max train batch per device (probe)"] == "1,536"
+    assert table["Max encode batch per device (probe)"] == "57,344"
+    assert table["Device memory (probe)"] == "80.00 GiB"
+    assert table["bf16 vs fp32 embedding cosine, min"] == "0.998710"
+    assert table["Time: gpu_tests"] == "12.5 s (no tests collected)"
+    assert table["Time: prepare"] == "30.2 s"
+    assert table["Time: probe"] == "3.0 s (FAILED, exit 1)"
+    assert table["Time: all steps"] == "85.8 s"
+    md = (tmp_path / "out" / "s.md").read_text()
+    assert md == capsys.readouterr().out
+    assert "| Train MFU" in md and md.count("\n|") == len(table) + 2  # header, rule, one row each
+
+
+def test_missing_keys_and_files_print_na(tmp_path):
+    args = stage_files(tmp_path, new_keys=False)
+    (tmp_path / "probe.json").unlink()
+    (tmp_path / "cosine.json").write_text("not json")
+    gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
+    table = json.loads((tmp_path / "s.json").read_text())
+    assert table["Train step time, median"] == "12.40 ms"  # the older key, when steady_step_s is absent
+    for label in ("Train tokens/s", "Train padded tokens/s", "Train MFU",
+                  "Max train batch per device (probe)", "Device memory (probe)", "bf16 vs fp32 embedding cosine, min"):
+        assert table[label] == "n/a", label
+
+
+def test_no_files_at_all_is_a_table_of_na(tmp_path):
+    gpu_summary.main(["table", "--train", str(tmp_path / "none.json"), "--json", str(tmp_path / "s.json")])
+    table = json.loads((tmp_path / "s.json").read_text())
+    assert table["Device"] == "n/a" and table["torch / transformers"] == "n/a / n/a"
+    assert not any(label.startswith("Time:") for label in table)
+
+
+def test_bf16_and_fp32_embeddings_agree_on_cpu(tiny_model, pairs):
+    texts = [p["anchor"] for p in pairs[:6]] + [p["positive"] for p in pairs[:6]]
+    result = gpu_summary.cosine_agreement(str(tiny_model), texts, 32, torch.device("cpu"), batch_size=4)
+    assert result["texts"] == 12
+    assert 0.98 < result["min_cosine"] <= result["mean_cosine"] <= 1.0 + 1e-6
+
+
+def test_gpu_check_dry_run_plans_every_stage():
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry-run"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    planned = [line.split(":", 1)[0].removeprefix("== ") for line in out.splitlines() if line.startswith("== ")]
+    for name in ("gpu_tests", "prepare", "tokenize", "train", "train_fp32", "eval_base", "eval_trained",
+                 "probe", "cosine", "report", "summary"):
+        assert name in planned, name
+    assert '"precision": "fp32"' in out and '"dataset": "python-source"' in out
+    assert not (REPO / "docs" / "gpu").exists() or not any((REPO / "docs" / "gpu").glob("*dry*"))
