@@ -140,7 +140,7 @@ summarize() {
     ((DRY)) && exit 0
     "$PY" -m tier1.gpu_summary "${args[@]}"
     if [[ -n ${OUT:-} ]]; then # the stages' JSON, logs and report (no weights, no token ids) in one file
-        tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.pt' \
+        tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.safetensors' \
             --exclude='checkpoints' logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained probe report cosine.json \
             2>/dev/null || true
     fi
@@ -161,10 +161,10 @@ if ! step prepare 150 "$PY" -m tier1.prepare --config "$(cfg prepare)" "${PREP[@
     step prepare_stdlib 120 "$PY" -m tier1.prepare --config "$(cfg prepare)" "${PREP[@]}" \
         --manifest "$D/manifest.json" || summarize
 fi
-step tokenize 120 "$PY" -m tier1.token_cache --config "$(cfg tokenize)" "${PREP[@]}" --out "$D/tokens.pt" || summarize
+step tokenize 120 "$PY" -m tier1.token_cache --config "$(cfg tokenize)" "${PREP[@]}" --out "$D/tokens.safetensors" || summarize
 
 train() { # train NAME LIMIT CONFIG_JSON
-    step "$1" "$2" "$PY" -m tier1.train --config "$3" --data "$D/train.jsonl" --tokens "$D/tokens.pt" \
+    step "$1" "$2" "$PY" -m tier1.train --config "$3" --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" \
         --model-out "$WORK/$1/model" --metrics-out "$WORK/$1/train_metrics.json" \
         --loss-out "$WORK/$1/loss.csv"
 }
@@ -175,12 +175,12 @@ fi
 
 evaluate() { # evaluate NAME MODEL
     step "$1" 120 "$PY" -m tier1.evaluate --config "$(cfg evaluate '{"repeats": 3}')" --model "$2" \
-        "${PREP[@]:2}" --tokens "$D/tokens.pt" --metrics-out "$WORK/$1/metrics.json" \
+        "${PREP[@]:2}" --tokens "$D/tokens.safetensors" --metrics-out "$WORK/$1/metrics.json" \
         --run-out "$WORK/$1/run.trec"
 }
 evaluate eval_base "$MODEL" || true
 evaluate eval_trained "$WORK/train/model" || true
-step probe 150 "$PY" -m tier1.probe --config "$(cfg probe)" --world-size 1 --out "$WORK/probe/gpus1.json" || true
+step probe 150 "$PY" -m tier1.probe --config "$(cfg probe)" --tokens "$D/tokens.safetensors" --world-size 1 --out "$WORK/probe/gpus1.json" || true
 COSINE_MODEL=$WORK/train/model
 if ((!DRY)) && [[ ! -d $COSINE_MODEL ]]; then COSINE_MODEL=$MODEL; fi
 step cosine 90 "$PY" -m tier1.gpu_summary cosine --model "$COSINE_MODEL" --corpus "$D/test/corpus.jsonl" \
