@@ -109,3 +109,20 @@ def free_cached(device: torch.device) -> None:
     """Return cached blocks to the device, so the next allocation sees what is really free."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def ieee_fp32_matmul():
+    """float32 matrix products in full float32 (not TF32 or bf16) inside the block, whatever the global setting.
+
+    Uses the `fp32_precision` flags only: PyTorch raises when these and the legacy `allow_tf32` are mixed.
+    """
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
