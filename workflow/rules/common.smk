@@ -33,6 +33,7 @@ CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
+COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ranks or more
 
 
 wildcard_constraints:
