@@ -45,4 +45,4 @@ pin: setup
 	@echo "review envs/.frozen.txt, then fold it into envs/requirements*.txt and envs/tier1.yaml"
 
 clean:
-	rm -rf results/data results/train results/eval results/probe results/report results/logs results/benchmarks results/check_gpus .snakemake
+	rm -rf results/data results/train results/eval results/probe results/comm results/preflight.json results/report results/logs results/benchmarks results/check_gpus .snakemake

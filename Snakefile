@@ -13,16 +13,19 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/preflight.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/commbench.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/check_gpus.smk"
 
 
 rule all:
-    """The whole benchmark: data, training at every world size, evaluation, probes, report."""
+    """The whole benchmark: machine preflight, data, training at every world size, evaluation, probes,
+    collective bandwidths, report."""
     input:
         final_outputs(),

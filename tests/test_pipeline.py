@@ -59,6 +59,8 @@ def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
 
 def test_outputs_and_a_second_run_has_nothing_to_do(workdir):
     for path in ("results/data/manifest.json", "results/train/gpus2/model/model.safetensors",
+                 "results/preflight.json", "results/comm/ws2.json", "results/logs/commbench_ws2.log",
+                 "results/benchmarks/commbench_ws2.tsv", "results/benchmarks/preflight.tsv",
                  "results/train/gpus2/loss.csv", "results/eval/base/ws2/run.trec",
                  "results/report/performance.md", "results/report/plots/speedup.png",
                  "results/report/plots/loss.png", "results/logs/train_gpus2.log",
@@ -77,6 +79,24 @@ def test_timed_jobs_never_overlap(workdir):
     assert len(spans) == 2 + 1 + 4 + 2  # training (and the dropout reference), evaluation, probes
     for (_, e1, f1), (s2, _, f2) in zip(spans, spans[1:]):
         assert e1 <= s2, f"{f1} overlaps {f2}"
+
+
+def test_preflight_and_commbench_ran_alone(workdir):
+    pre = json.loads((workdir / "results/preflight.json").read_text())
+    assert pre["world_sizes"] == [1, 2] and pre["cpu"]["threads_per_rank"]["2"] == max(1, len(os.sched_getaffinity(0)) // 2)
+    comm = json.loads((workdir / "results/comm/ws2.json").read_text())
+    assert comm["world_size"] == 2 and comm["backend"] == "gloo"
+    assert comm["summary"]["gradient_all_reduce"]["bytes"] == 4 * comm["model"]["trainable_parameters"]
+    assert comm["summary"]["loss_all_gather"]["bytes_per_rank"] == 4 * 4 * 32  # 4 embeddings of width 32 per rank
+    assert not (workdir / "results/comm/ws1.json").exists()
+    # both hold the timed slot: no timed job ran while either did
+    timed = list((workdir / "results").glob("train/*/train_metrics.json")) + list((workdir / "results").glob("eval/*/ws*/metrics.json"))
+    timed += list((workdir / "results").glob("probe/gpus*.json"))
+    for mine in (pre, comm):
+        start, end = datetime.fromisoformat(mine["started_at"]), datetime.fromisoformat(mine["finished_at"])
+        for f in timed:
+            other = json.loads(f.read_text())
+            assert end <= datetime.fromisoformat(other["started_at"]) or datetime.fromisoformat(other["finished_at"]) <= start, f
 
 
 def test_ddp_run_is_synchronised_and_counted(workdir):
@@ -113,8 +133,12 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
             assert float(r["value"]) == pytest.approx(src["metrics"][metric.split("_", 1)[1]]), metric
         elif metric in ("training_speedup", "evaluation_speedup"):
             kind = metric.split("_")[0]
-            t1 = float(by[(f"{kind}_time", 1)]["value"])
-            assert float(r["value"]) == pytest.approx(t1 / src["wall_time_s"]), metric
+            base = json.loads((workdir / by[(f"{kind}_time", 1)]["source"]).read_text())
+            if src.get("marks") or base.get("marks"):
+                assert r["value"] == "", (metric, src["marks"], base["marks"])  # no speedup from a marked time
+            else:
+                t1 = float(by[(f"{kind}_time", 1)]["value"])
+                assert float(r["value"]) == pytest.approx(t1 / src["wall_time_s"]), metric
     md = (workdir / "results/report/performance.md").read_text()
     t2 = json.loads((workdir / "results/train/gpus2/train_metrics.json").read_text())["wall_time_s"]
     assert f"{t2:.1f} s" in md

@@ -83,3 +83,38 @@ def test_a_damaged_token_cache_is_set_aside_before_planning(workdir):
     assert "tokens.safetensors: not a readable safetensors file" in proc.stderr
     assert not tokens.exists() and tokens.with_name("tokens.safetensors.corrupt").exists()
     assert "rule tokenize" in proc.stdout  # remade before anything reads it
+
+
+def rule_jobs(proc, rule: str) -> list[str]:
+    """The output paths of every job of `rule` in a dry run's plan."""
+    return sorted(re.findall(rf"rule {rule}:\n    output: (\S+)", proc.stdout))
+
+
+def report_command(proc) -> str:
+    return next(line for line in proc.stdout.splitlines() if "-m tier1.report " in line)
+
+
+@pytest.mark.parametrize("gpus, comm", [(None, [2, 4]), (2, [2]), (8, [2, 4, 8])])
+def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gpus, comm):
+    proc = plan(workdir, gpus=gpus)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert rule_jobs(proc, "preflight") == ["results/preflight.json"]
+    assert rule_jobs(proc, "commbench") == sorted(f"results/comm/ws{n}.json" for n in comm)
+    sizes = " ".join(str(n) for n in trained(proc))
+    assert f"-m tier1.preflight --world-sizes {sizes} --out results/preflight.json" in proc.stdout
+    paths = " ".join(f"results/comm/ws{n}.json" for n in comm)
+    assert f"--preflight results/preflight.json --comm {paths} --md" in report_command(proc)
+    # timed like training: one at a time, and on a cluster with the GPUs of its world size
+    jobs = proc.stdout.split("\n\n")
+    for n in comm:
+        job = next(j for j in jobs if f"output: results/comm/ws{n}.json" in j)
+        assert "timed=1" in job and f"gpu={n if gpus else 0}" in job
+        assert f"--ranks {n} " in job and "tier1.commbench" in job
+
+
+def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
+    proc = plan(workdir, "--config", "use_multi_gpu=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert rule_jobs(proc, "preflight") == ["results/preflight.json"]
+    assert rule_jobs(proc, "commbench") == []
+    assert re.search(r"--preflight results/preflight\.json --comm\s+--md", report_command(proc))

@@ -43,6 +43,7 @@ if os.path.exists(TOKENS):
         print(f"{TOKENS}: {_damage}; set aside as {TOKENS}.corrupt, it will be remade", file=sys.stderr)
 
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
+COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ranks or more
 
 
 wildcard_constraints:

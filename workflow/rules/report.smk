@@ -12,6 +12,8 @@ rule report:
         eval_trained=[f"results/eval/gpus{n}/ws{n}/metrics.json" for n in WORLD_SIZES],
         # Only needed to compare world sizes: the 1-rank run with other dropout masks.
         reference_loss=["results/train/reference_gpus1/loss.csv"] if len(WORLD_SIZES) > 1 else [],
+        preflight="results/preflight.json",
+        comm=expand("results/comm/ws{n}.json", n=COMM_WORLD_SIZES),
     output:
         md=report(
             "results/report/performance.md",
@@ -32,5 +34,5 @@ rule report:
     shell:
         "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
-        "--reference-loss {input.reference_loss} "
+        "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} > {log} 2>&1"

@@ -6,7 +6,8 @@ import importlib
 import sys
 
 COMMANDS = {"prepare": "tier1.prepare", "tokenize": "tier1.token_cache", "train": "tier1.train", "evaluate": "tier1.evaluate",
-            "probe": "tier1.probe", "report": "tier1.report.__main__", "check-gpus": "tier1.check_gpus"}
+            "probe": "tier1.probe", "report": "tier1.report.__main__", "check-gpus": "tier1.check_gpus",
+            "preflight": "tier1.preflight", "commbench": "tier1.commbench"}
 
 
 def main() -> None:

@@ -240,11 +240,26 @@ class ProbeConfig:
     loss_scale: float
 
 
-View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig)
+@dataclass(frozen=True)
+class CommbenchConfig:
+    """What the collectives benchmark sizes its messages from: the model (gradient size and
+    embedding width), the batch split (the per-rank block the loss gathers) and the precision
+    of the matmul probe."""
+
+    model: str
+    batch_size: int
+    scaling: str
+    precision: str
+
+    def per_device_batch(self, world_size: int) -> int:
+        return self.batch_size // world_size if self.scaling == "strong" else self.batch_size
+
+
+View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig, CommbenchConfig)
 
 STAGE_VIEWS: dict[str, type] = {
     "prepare": PrepareConfig, "tokenize": TokenizeConfig, "train": TrainConfig,
-    "evaluate": EvalConfig, "probe": ProbeConfig,
+    "evaluate": EvalConfig, "probe": ProbeConfig, "commbench": CommbenchConfig,
 }
 
 

@@ -4,6 +4,7 @@
         --train results/train/gpus{1,2,4}/train_metrics.json --loss results/train/gpus{1,2,4}/loss.csv \\
         --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
         --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
+        --preflight results/preflight.json --comm results/comm/ws{2,4}.json \\
         --md results/report/performance.md --csv results/report/performance.csv \\
         --plots results/report/plots/{speedup,throughput,...}.png --history results/history
 """
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", type=Path, nargs="*", default=[], help="probe JSON files")
     parser.add_argument("--reference-loss", type=Path, nargs="?", default=None,
                         help="loss.csv of the 1-rank run with other dropout masks (the same-model yardstick)")
+    parser.add_argument("--preflight", type=Path, default=None, help="the preflight stage's preflight.json")
+    parser.add_argument("--comm", type=Path, nargs="*", default=[],
+                        help="the commbench stage's files, one per world size above 1")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
-                    args.reference_loss)
+                    args.reference_loss, args.preflight, args.comm)
     build(inputs, args.md, args.csv, args.plots, args.history)
 
 

@@ -36,6 +36,8 @@ class Inputs:
     eval_trained: list[Path]
     probe: list[Path] = field(default_factory=list)
     reference_loss: Path | None = None  # the 1-rank run with other dropout masks
+    preflight: Path | None = None  # the machine as the run found it
+    comm: list[Path] = field(default_factory=list)  # collective bandwidths, one file per world size > 1
 
 
 @dataclass
@@ -47,7 +49,10 @@ class Results:
     probe: dict[int, dict] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     reference_loss: list[dict] = field(default_factory=list)
-    paths: dict[tuple[str, int], str] = field(default_factory=dict)  # (kind, world size) -> file read
+    preflight: dict = field(default_factory=dict)                 # the machine: CPU, GPUs, links, NCCL
+    comm: dict[int, dict] = field(default_factory=dict)           # world size -> commbench record
+    # (kind, world size) -> file read; the preflight, which is not per world size, is ("preflight", 0)
+    paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def source(self, kind: str, n: int) -> str:
         """The file a value of `kind` ("train", "eval_base", ...) at world size n was read from."""
@@ -64,7 +69,7 @@ def collect(inputs: Inputs) -> Results:
     if len(inputs.loss) != len(inputs.train):
         raise ValueError(f"{len(inputs.train)} training records but {len(inputs.loss)} loss files")
     for kind, paths in (("train", inputs.train), ("eval_base", inputs.eval_base),
-                        ("eval_trained", inputs.eval_trained), ("probe", inputs.probe)):
+                        ("eval_trained", inputs.eval_trained), ("probe", inputs.probe), ("comm", inputs.comm)):
         for path in paths:
             record = read_json(path)
             n = record["world_size"]
@@ -74,4 +79,7 @@ def collect(inputs: Inputs) -> Results:
         r.loss[read_json(train_path)["world_size"]] = read_loss(loss_path)
     if inputs.reference_loss is not None:
         r.reference_loss = read_loss(inputs.reference_loss)
+    if inputs.preflight is not None:
+        r.preflight = read_json(inputs.preflight)
+        r.paths[("preflight", 0)] = str(inputs.preflight)
     return r

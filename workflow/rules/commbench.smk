@@ -1,0 +1,19 @@
+rule commbench:
+    """All-reduce and all-gather bandwidth on N ranks (ws{n}), nccl-tests' definitions; a matmul probe."""
+    output:
+        "results/comm/ws{n}.json",
+    log:
+        "results/logs/commbench_ws{n}.log",
+    benchmark:
+        "results/benchmarks/commbench_ws{n}.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+        gpu=lambda w: gpus_for(w.n),
+    params:
+        cfg=stage_params("commbench"),
+        launch=lambda w: launcher(w.n),
+    shell:
+        "{params.launch} tier1.commbench --config {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,21 @@
+rule preflight:
+    """What the machine offers the ranks: CPU, NUMA, threads per rank; GPUs, links, topology, NCCL."""
+    output:
+        "results/preflight.json",
+    log:
+        "results/logs/preflight.log",
+    benchmark:
+        "results/benchmarks/preflight.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        # Measures no time, but it opens the GPUs (peer access, NCCL): holding the timed slot
+        # keeps it out of a timed job's window, where it would show up as another process.
+        timed=1,
+        # On a cluster it runs where the largest job's GPUs are.
+        gpu=gpus_for(max(WORLD_SIZES)),
+    params:
+        py=PYTHON,
+        world_sizes=" ".join(map(str, WORLD_SIZES)),
+    shell:
+        "{params.py} -m tier1.preflight --world-sizes {params.world_sizes} --out {output} > {log} 2>&1"
