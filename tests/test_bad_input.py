@@ -344,3 +344,19 @@ def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, set
     assert words in console
     assert "Job stats" not in console
     assert (workdir / "results" / "data" / "manifest.json").read_text() == '{"earlier": true}'
+
+
+def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model):
+    from tier1 import token_cache
+
+    rows = pair_rows(30) + [{"anchor": "long " * 100, "positive": "short answer"},
+                            {"anchor": "short question", "positive": "word " * 31}]
+    prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=32, test_samples=2, seed=3),
+            out := Outputs.in_folder(tmp_path / "data"))
+    token_cache.main(["--config", json.dumps({"model": str(tiny_model), "max_seq_length": 32}),
+                      "--train", str(out.train), "--corpus", str(out.corpus), "--queries", str(out.queries),
+                      "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors")])
+    truncated = token_cache.load(tmp_path / "tokens.safetensors", 32)["truncated"]
+    assert set(truncated) == {"anchor", "positive", "corpus", "queries"}
+    # "word " * 31 is 31 tokens plus [CLS] and [SEP]: cut; the long anchor is cut wherever it went
+    assert sum(truncated.values()) == 2
