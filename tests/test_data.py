@@ -76,6 +76,9 @@ def test_pair_file_without_the_columns_says_which(tmp_path):
 def test_beir_folder_with_train_qrels(tmp_path, pairs):
     folder = tmp_path / "beir"
     write_beir_folder(split.beir_from_pairs(pairs[:40]), folder)
+    # test judges the last 20 queries, train the first 20: a query in both would be dropped from training
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q:{p['id']}\t{p['id']}\t1\n" for p in pairs[20:40]))
     (folder / "qrels" / "train.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"q:{p['id']}\t{p['id']}\t1\n" for p in pairs[:20]))
     manifest = prepare(PrepareConfig(dataset=str(folder), train_samples=15, test_samples=10, seed=1),
@@ -97,8 +100,8 @@ def test_prepare_writes_manifest_and_beir_from_pairs(tmp_path, pairs):
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     manifest = prepare(PrepareConfig(dataset=str(path), train_samples=60, test_samples=30, seed=42),
                        Outputs.in_folder(tmp_path / "data"))
-    assert manifest["counts"] == {"available_pairs": len(pairs), "train_pairs": 60, "test_queries": 30,
-                                  "corpus_documents": 30}
+    assert manifest["counts"] == {"available_pairs": len(pairs), "dropped_empty": 0, "dropped_duplicates": 0,
+                                  "train_pairs": 60, "test_queries": 30, "corpus_documents": 30}
     for key in ("config_hash", "git_revision", "hardware", "libraries"):
         assert key in manifest
     beir = sources.read_beir(tmp_path / "data" / "test")

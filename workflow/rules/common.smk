@@ -1,10 +1,12 @@
 import os
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
+from tier1.checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, from_command_line, stage_json
 from tier1.checksum import token_cache_problem
 from tier1.gpus import visible_gpus
@@ -18,6 +20,10 @@ try:
     config.update(from_command_line(config))
     validate(config, "../../config/schema.yaml")
     CFG = Tier1Config.from_dict(config).resolve(GPUS)
+    # The model and dataset, before any job runs and before any output is removed (not for --lint,
+    # which reads the rules only).
+    for _warning in [] if "--lint" in sys.argv else check_inputs(CFG, Path.cwd()):
+        print(_warning, file=sys.stderr)
 except ConfigError as err:
     raise WorkflowError(f"config: {err}")
 

@@ -83,6 +83,7 @@ class Tier1Config:
     gradient_checkpointing: bool = False
     gpu_counts: tuple[int, ...] | str = AUTO  # "auto": resolved against the machine by resolve()
     model: str = DEFAULT_MODEL
+    trust_remote_code: bool = False  # a model folder whose config.json has auto_map runs its own code
     dataset: str = DEFAULT_DATASET
     seed: int = 42
     max_seq_length: int = 64

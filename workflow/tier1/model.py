@@ -49,19 +49,20 @@ class SentenceEncoder(nn.Module):
         return F.normalize(pooled.float(), p=2, dim=-1)
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(spec))
+    return AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
 
 
-def load(spec: str, gradient_checkpointing: bool = False):
-    """(encoder, tokenizer) for a model spec."""
+def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
+    """(encoder, tokenizer) for a model spec; `trust_remote_code` (the config key) lets a model
+    folder that ships its own code run it, as tier1.checks requires."""
     from transformers import AutoModel
 
     path = resolve_model_path(spec)
-    tokenizer = load_tokenizer(path)
-    transformer = AutoModel.from_pretrained(path)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    transformer = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
     # The pooler is never used by the loss; DDP would stop at the second step on a parameter
     # that gets no gradient, so it is removed rather than hiding it with find_unused_parameters.
     if getattr(transformer, "pooler", None) is not None:

@@ -55,6 +55,9 @@ def write_beir_folder(beir: sources.BeirSet, folder: Path) -> None:
 def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
     source = sources.load(cfg.dataset)
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
+    if any(source.dropped.values()):
+        log.warning("left out %d rows with an empty text and %d repeating an earlier id or text",
+                    source.dropped["dropped_empty"], source.dropped["dropped_duplicates"])
     if source.beir_test is not None:
         test_set = split.sample_queries(source.beir_test, cfg.test_samples, cfg.seed)
         train = split.shuffled(source.pairs, cfg.seed, key=lambda p: p["id"])[: cfg.train_samples]
@@ -75,6 +78,8 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
         "seed": cfg.seed,
         "counts": {
             "available_pairs": len(source.pairs),
+            "dropped_empty": source.dropped["dropped_empty"],
+            "dropped_duplicates": source.dropped["dropped_duplicates"],
             "train_pairs": len(train),
             "test_queries": len(test_set.queries),
             "corpus_documents": len(test_set.corpus),

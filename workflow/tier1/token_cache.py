@@ -214,7 +214,22 @@ def main(argv: list[str] | None = None) -> None:
 
     _, tokenizer = model.load(cfg.model)
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
-    cache = build(tokenizer, read_jsonl(args.train), beir, cfg.max_seq_length)
+    pairs = read_jsonl(args.train)
+    cache = build(tokenizer, pairs, beir, cfg.max_seq_length)
+    # Texts cut at max_seq_length, per field: only a row at the limit can have been cut, so only
+    # those are tokenised again in full.
+    texts = {"anchor": [p["anchor"] for p in pairs], "positive": [p["positive"] for p in pairs],
+             "corpus": [doc_text(beir.corpus[d]) for d in cache["doc_ids"]],
+             "queries": [beir.queries[q] for q in cache["query_ids"]]}
+    truncated = {}
+    for name, rows in texts.items():
+        full = [t for t, ids in zip(rows, cache[name]) if len(ids) >= cfg.max_seq_length]
+        lengths = [len(ids) for ids in tokenizer(full, truncation=False)["input_ids"]] if full else []
+        truncated[name] = sum(n > cfg.max_seq_length for n in lengths)
+        if truncated[name]:
+            log.info("%d of %d %s texts are longer than max_seq_length (%d tokens) and were cut", truncated[name],
+                     len(rows), name, cfg.max_seq_length)
+    cache["truncated"] = truncated
     save(cache, args.out)
     log.info("token ids of %d pairs, %d documents and %d queries -> %s", len(cache["anchor"]),
              len(cache["corpus"]), len(cache["queries"]), args.out)

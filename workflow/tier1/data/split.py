@@ -20,7 +20,8 @@ def split_pairs(pairs: list[dict[str, str]], train_samples: int, test_samples: i
     """Shuffle with `seed`, then take the test pairs first and the training pairs after them."""
     if len(pairs) < test_samples + 1:
         raise ConfigError(
-            f"test_samples: {test_samples} asked for, but the dataset has only {len(pairs)} pairs"
+            f"test_samples: {test_samples} asked for, but the dataset has only {len(pairs)} usable pairs "
+            f"(one or more must be left to train on); lower test_samples or give more pairs"
         )
     order = shuffled(pairs, seed, key=lambda p: p["id"])
     test = order[:test_samples]

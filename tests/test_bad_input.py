@@ -1,0 +1,362 @@
+"""Bad input is refused while Snakemake plans: each case builds one bad model, dataset or setting
+and checks that tier1.checks names the file or field and the fix (no torch, no Snakemake); a few
+go end to end through `snakemake -n` and must leave an earlier result untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from tier1.checks import check_inputs
+from tier1.config import ConfigError, PrepareConfig, Tier1Config
+from tier1.data import sources
+from tier1.prepare import Outputs, prepare
+
+from helpers import REPO
+
+BERT = {"model_type": "bert", "max_position_embeddings": 128, "hidden_size": 32}
+
+
+def model_folder(root: Path, config: dict | str | None = BERT, weights: str | None = "model.safetensors",
+                 tokenizer: bool = True) -> Path:
+    """A model folder as far as the checks look: config.json, weights and tokenizer files by name."""
+    folder = root / "model"
+    folder.mkdir(parents=True)
+    if config is not None:
+        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if weights:
+        (folder / weights).write_bytes(b"\0" * 8)
+    if tokenizer:
+        (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def pair_rows(n: int, start: int = 0) -> list[dict]:
+    return [{"anchor": f"question number {i}", "positive": f"answer text {i}"} for i in range(start, start + n)]
+
+
+def jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def beir(root: Path, docs: int = 40, qrels: str | None = None, corpus_extra: str = "", queries_extra: str = "",
+         skip: str = "") -> Path:
+    folder = root / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    if skip != "corpus.jsonl":
+        (folder / "corpus.jsonl").write_text(
+            "".join(json.dumps({"_id": f"d{i}", "text": f"document {i}"}) + "\n" for i in range(docs)) + corpus_extra)
+    if skip != "queries.jsonl":
+        (folder / "queries.jsonl").write_text(
+            "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(docs)) + queries_extra)
+    (folder / "qrels" / "test.tsv").write_text(
+        qrels if qrels is not None else "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(docs)))
+    return folder
+
+
+# Each case: (what to build in tmp_path -> config overrides, words the message must hold).
+def _hub_offline(tmp):
+    return {"model": "someone/some-model"}
+
+
+def _empty_model(tmp):
+    return {"model": str(model_folder(tmp, config=None, weights=None, tokenizer=False))}
+
+
+def _bad_model_json(tmp):
+    return {"model": str(model_folder(tmp, config="{not json"))}
+
+
+def _t5(tmp):
+    return {"model": str(model_folder(tmp, config={"model_type": "t5", "d_model": 32}))}
+
+
+def _gpt2(tmp):
+    return {"model": str(model_folder(tmp, config={"model_type": "gpt2", "n_positions": 1024}))}
+
+
+def _remote_code(tmp):
+    config = {**BERT, "auto_map": {"AutoModel": "modeling_x.XModel"}}
+    return {"model": str(model_folder(tmp, config=config))}
+
+
+def _pickle_weights(tmp):
+    return {"model": str(model_folder(tmp, weights="pytorch_model.bin"))}
+
+
+def _no_weights(tmp):
+    return {"model": str(model_folder(tmp, weights=None))}
+
+
+def _no_tokenizer(tmp):
+    return {"model": str(model_folder(tmp, tokenizer=False))}
+
+
+def _too_long(tmp):
+    return {"model": str(model_folder(tmp)), "max_seq_length": 512}
+
+
+def _model_in_results(tmp):
+    folder = model_folder(tmp / "results" / "train" / "gpus1")
+    return {"model": str(folder.relative_to(tmp))}
+
+
+def _model_is_a_file(tmp):
+    (tmp / "model.safetensors").write_bytes(b"\0")
+    return {"model": str(tmp / "model.safetensors")}
+
+
+def _bad_suffix(tmp):
+    (tmp / "pairs.txt").write_text("a\tb\n")
+    return {"dataset": str(tmp / "pairs.txt")}
+
+
+def _missing_file(tmp):
+    return {"dataset": str(tmp / "nowhere.jsonl")}
+
+
+def _not_utf8(tmp):
+    path = jsonl(tmp / "pairs.jsonl", pair_rows(3))
+    path.write_bytes(path.read_bytes() + "caf\u00e9".encode("latin-1"))
+    return {"dataset": str(path)}
+
+
+def _bad_json_line(tmp):
+    path = jsonl(tmp / "pairs.jsonl", pair_rows(2))
+    path.write_text(path.read_text() + '{"anchor": "x", "positive": \n')
+    return {"dataset": str(path)}
+
+
+def _no_anchor(tmp):
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", [{"title": "x", "positive": "y"}]))}
+
+
+def _no_positive(tmp):
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", [{"question": "x", "body": "y"}]))}
+
+
+def _parquet_ints(tmp):
+    table = pa.table({"anchor": [f"q{i}" for i in range(10)], "positive": list(range(10))})
+    pq.write_table(table, tmp / "pairs.parquet")
+    return {"dataset": str(tmp / "pairs.parquet")}
+
+
+def _json_number(tmp):
+    (tmp / "pairs.json").write_text(json.dumps([{"query": "q", "passage": 3.5}]))
+    return {"dataset": str(tmp / "pairs.json")}
+
+
+def _all_empty(tmp):
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", [{"anchor": " ", "positive": "x"}] * 40))}
+
+
+def _duplicate_ids(tmp):
+    rows = [{"id": f"p{i % 3}", **r} for i, r in enumerate(pair_rows(60))]
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", rows)), "test_samples": 50, "batch_size": 8}
+
+
+def _duplicate_texts(tmp):
+    rows = [{"anchor": "The SAME  question", "positive": f"answer {i}"} for i in range(60)]
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", rows)), "test_samples": 50, "batch_size": 8}
+
+
+def _too_few(tmp):
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", pair_rows(100)))}
+
+
+def _empty_file(tmp):
+    (tmp / "pairs.csv").write_text("")
+    return {"dataset": str(tmp / "pairs.csv")}
+
+
+def _json_not_rows(tmp):
+    (tmp / "pairs.json").write_text('"just a string"')
+    return {"dataset": str(tmp / "pairs.json")}
+
+
+def _beir_missing(tmp):
+    return {"dataset": str(beir(tmp, skip="queries.jsonl"))}
+
+
+def _corpus_without_id(tmp):
+    return {"dataset": str(beir(tmp, corpus_extra=json.dumps({"text": "no id"}) + "\n"))}
+
+
+def _queries_without_id(tmp):
+    return {"dataset": str(beir(tmp, queries_extra=json.dumps({"id": "q99", "text": "x"}) + "\n"))}
+
+
+def _qrels_fields(tmp):
+    return {"dataset": str(beir(tmp, qrels="query-id\tcorpus-id\tscore\nq1 d1 1\n"))}
+
+
+def _qrels_score(tmp):
+    return {"dataset": str(beir(tmp, qrels="q1\td1\t1\nq2\td2\thigh\n"))}
+
+
+def _qrels_unknown_doc(tmp):
+    return {"dataset": str(beir(tmp, qrels="q1\td1\t1\nq2\tghost\t1\n"))}
+
+
+def _qrels_unknown_query(tmp):
+    return {"dataset": str(beir(tmp, qrels="q1\td1\t1\nnobody\td2\t1\n"))}
+
+
+def _beir_batch(tmp):
+    folder = beir(tmp)
+    (folder / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(10, 20)))
+    return {"dataset": str(folder)}
+
+
+CASES = {
+    "hub id offline": (_hub_offline, ["model: 'someone/some-model'", "HF_HUB_OFFLINE=1", "local folder"]),
+    "empty model folder": (_empty_model, ["model:", "has no config.json", "save_pretrained"]),
+    "config.json not JSON": (_bad_model_json, ["config.json does not parse as JSON", "replace it"]),
+    "T5 is not an encoder": (_t5, ["is a t5 model, not an encoder", "use an encoder"]),
+    "GPT-2 is not an encoder": (_gpt2, ["is a gpt2 model, not an encoder"]),
+    "remote code": (_remote_code, ["auto_map", "trust_remote_code: true"]),
+    "pytorch_model.bin only": (_pickle_weights, ["only pytorch_model.bin", "convert it to safetensors"]),
+    "no weights": (_no_weights, ["has no model.safetensors", "safe_serialization=True"]),
+    "no tokenizer": (_no_tokenizer, ["has no tokenizer files", "tokenizer.save_pretrained"]),
+    "max_seq_length over positions": (_too_long, ["max_seq_length: 512 is more than the 128 positions",
+                                                  "at most 128"]),
+    "model inside results/": (_model_in_results, ["inside this run's results/", "copy it elsewhere"]),
+    "model is a file": (_model_is_a_file, ["is a file, not a model folder"]),
+    "unsupported suffix": (_bad_suffix, ["pairs.txt", "suffix '.txt'", ".jsonl/.json/.csv/.parquet"]),
+    "missing pair file": (_missing_file, ["nowhere.jsonl", "does not exist", "check the path"]),
+    "not UTF-8": (_not_utf8, ["pairs.jsonl is not UTF-8 (byte 1", "re-encode it as UTF-8"]),
+    "bad JSON line": (_bad_json_line, ["pairs.jsonl line 3: not valid JSON", "fix or remove the line"]),
+    "no anchor column": (_no_anchor, ["no anchor column", "anchor, query, question"]),
+    "no positive column": (_no_positive, ["no positive column", "positive, passage, document, text"]),
+    "parquet column of ints": (_parquet_ints, ["pairs.parquet column 'positive' holds int64, not strings",
+                                               "store the texts as strings"]),
+    "JSON number as text": (_json_number, ["pairs.json row 1 column 'passage' holds float, not a string"]),
+    "all texts empty": (_all_empty, ["no usable pairs", "40 have an empty 'anchor'", "give rows with both texts"]),
+    "duplicate ids": (_duplicate_ids, ["has 3 usable pairs", "57 repeating an earlier id or text",
+                                       "test_samples (50)"]),
+    "duplicate texts": (_duplicate_texts, ["has 1 usable pairs", "59 repeating an earlier id or text"]),
+    "fewer pairs than test + batch": (_too_few, ["100 usable pairs", "test_samples (300)",
+                                                 "global batch (32) = 332", "lower test_samples or batch_size"]),
+    "empty file": (_empty_file, ["pairs.csv holds no rows"]),
+    "JSON that is not rows": (_json_not_rows, ["pairs.json is not a list of objects"]),
+    "BEIR file missing": (_beir_missing, ["has no queries.jsonl", "corpus.jsonl, queries.jsonl and qrels/test.tsv"]),
+    "corpus line without _id": (_corpus_without_id, ["corpus.jsonl line 41 has no \"_id\""]),
+    "queries line without _id": (_queries_without_id, ["queries.jsonl line 41 has no \"_id\""]),
+    "qrels row of 1 field": (_qrels_fields, ["test.tsv line 2 has 1 tab-separated fields, not 3"]),
+    "qrels score not an integer": (_qrels_score, ["test.tsv line 2: score 'high' is not an integer"]),
+    "qrels name unknown documents": (_qrels_unknown_doc, ["names 1 of 2 documents", "e.g. 'ghost'",
+                                                          "remove those rows"]),
+    "qrels name unknown queries": (_qrels_unknown_query, ["names 1 of 2 queries", "e.g. 'nobody'"]),
+    "BEIR train pairs below one batch": (_beir_batch, ["batch_size: the global batch is 32",
+                                                       "only 3 training pairs"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_naming_it_and_the_fix(tmp_path, monkeypatch, case):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    build, words = CASES[case]
+    cfg = Tier1Config.from_dict({"gpu_counts": [1], **build(tmp_path)})
+    with pytest.raises(ConfigError) as err:
+        check_inputs(cfg, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_good_inputs_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert check_inputs(Tier1Config(), tmp_path) == []
+    rows = pair_rows(400) + [{"anchor": "", "positive": "x"}]
+    cfg = Tier1Config(model=str(model_folder(tmp_path)), dataset=str(jsonl(tmp_path / "p.jsonl", rows)))
+    assert check_inputs(cfg, tmp_path) == ["dataset: " + repr(cfg.dataset)
+                                           + ": 1 rows with an empty text and 0 repeating an earlier id or text left out"]
+    remote = Tier1Config(model=str(model_folder(tmp_path / "r", config={**BERT, "auto_map": {}})),
+                         trust_remote_code=True)
+    assert check_inputs(remote, tmp_path) == []
+
+
+def test_prepare_counts_what_it_left_out(tmp_path):
+    rows = pair_rows(50) + [{"anchor": "QUESTION number 3 ", "positive": "new"}, {"anchor": "x", "positive": " "}]
+    manifest = prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=20,
+                                     test_samples=10, seed=1), Outputs.in_folder(tmp_path / "out"))
+    assert manifest["counts"]["dropped_duplicates"] == 1 and manifest["counts"]["dropped_empty"] == 1
+    assert manifest["counts"]["available_pairs"] == 50
+
+
+def test_repeated_positive_is_dropped_case_and_space_insensitive():
+    rows = [{"query": "a", "passage": "Same  text"}, {"query": "b", "passage": "same text"}]
+    pairs, dropped = sources.clean_pairs(rows, "x")
+    assert [p["anchor"] for p in pairs] == ["a"] and dropped == {"dropped_empty": 0, "dropped_duplicates": 1}
+
+
+@pytest.mark.parametrize("key, value", [("num_epochs", 10**9), ("train_samples", 10**8), ("test_samples", 10**8),
+                                        ("batch_size", 2**21), ("eval_batch_size", 2**21), ("repeats", 101),
+                                        ("checkpoint_every", 10**8), ("corpus_chunk_size", 10**8)])
+def test_the_schema_bounds_sizes(key, value):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(dict(config), str(REPO / "config" / "schema.yaml"))
+    with pytest.raises(WorkflowError, match=key):
+        validate({**config, key: value}, str(REPO / "config" / "schema.yaml"))
+
+
+# End to end: refused while Snakemake plans, with the message on the console, nothing removed.
+@pytest.fixture
+def workdir(tmp_path):
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        (tmp_path / name).symlink_to(REPO / name)
+    earlier = tmp_path / "results" / "data" / "manifest.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"earlier": true}')
+    return tmp_path
+
+
+def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIER1_GPUS", "HF_HUB_OFFLINE")}
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--config", *config], cwd=workdir,
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("setting, words", [
+    (lambda w: f"model={model_folder(w / 'm', config={'model_type': 't5'}).relative_to(w)}",
+     "is a t5 model, not an encoder"),
+    (lambda w: "dataset=" + jsonl(w / "pairs.jsonl", [{"id": "same", **r} for r in pair_rows(60)]).name,
+     "has 1 usable pairs (0 rows with an empty text and 59 repeating"),
+    (lambda w: "num_epochs=1000000000", "num_epochs"),
+])
+def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, setting, words):
+    proc = plan(workdir, setting(workdir))
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert words in console
+    assert "Job stats" not in console
+    assert (workdir / "results" / "data" / "manifest.json").read_text() == '{"earlier": true}'
+
+
+def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model):
+    from tier1 import token_cache
+
+    rows = pair_rows(30) + [{"anchor": "long " * 100, "positive": "short answer"},
+                            {"anchor": "short question", "positive": "word " * 31}]
+    prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=32, test_samples=2, seed=3),
+            out := Outputs.in_folder(tmp_path / "data"))
+    token_cache.main(["--config", json.dumps({"model": str(tiny_model), "max_seq_length": 32}),
+                      "--train", str(out.train), "--corpus", str(out.corpus), "--queries", str(out.queries),
+                      "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors")])
+    truncated = token_cache.load(tmp_path / "tokens.safetensors", 32)["truncated"]
+    assert set(truncated) == {"anchor", "positive", "corpus", "queries"}
+    # "word " * 31 is 31 tokens plus [CLS] and [SEP]: cut; the long anchor is cut wherever it went
+    assert sum(truncated.values()) == 2
