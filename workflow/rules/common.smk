@@ -45,7 +45,7 @@ TOKENS = "results/data/tokens.safetensors"
 if os.path.exists(TOKENS):
     _damage = token_cache_problem(TOKENS)
     if _damage:
-        os.replace(TOKENS, TOKENS + ".corrupt")
+        os.replace(TOKENS, f"{TOKENS}.corrupt")
         print(f"{TOKENS}: {_damage}; set aside as {TOKENS}.corrupt, it will be remade", file=sys.stderr)
 
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included

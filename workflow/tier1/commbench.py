@@ -261,11 +261,11 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
     }
 
 
-def model_sizes(spec: str) -> tuple[int, int, int]:
+def model_sizes(spec: str, trust_remote_code: bool = False) -> tuple[int, int, int]:
     """(trainable parameters, gradient bytes, embedding width) of the model training uses."""
     from tier1 import model
 
-    encoder, _ = model.load(spec)
+    encoder, _ = model.load(spec, trust_remote_code=trust_remote_code)
     params = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
     return params, params * ELEMENT_BYTES, int(encoder.transformer.config.hidden_size)
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         if ctx.world_size < 2:
             raise SystemExit("commbench measures collectives between ranks: run it on 2 or more ranks")
         # one rank loads the model; all need its sizes
-        sizes = distributed.broadcast_object(model_sizes(cfg.model) if ctx.is_main else None)
+        sizes = distributed.broadcast_object(model_sizes(cfg.model, cfg.trust_remote_code) if ctx.is_main else None)
         params, gradient_bytes, hidden = sizes
         per_device = cfg.per_device_batch(ctx.world_size)
         dtype = devices.autocast_dtype(cfg.precision, ctx.device) or torch.float32

@@ -184,12 +184,14 @@ class PrepareConfig:
 @dataclass(frozen=True)
 class TokenizeConfig:
     model: str
+    trust_remote_code: bool
     max_seq_length: int
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: str
+    trust_remote_code: bool
     num_epochs: int
     batch_size: int
     scaling: str
@@ -224,6 +226,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     model: str
+    trust_remote_code: bool
     eval_batch_size: int
     max_seq_length: int
     precision: str
@@ -235,6 +238,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     model: str
+    trust_remote_code: bool
     max_seq_length: int
     precision: str
     gradient_checkpointing: bool
@@ -248,6 +252,7 @@ class CommbenchConfig:
     of the matmul probe."""
 
     model: str
+    trust_remote_code: bool
     batch_size: int
     scaling: str
     precision: str

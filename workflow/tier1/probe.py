@@ -104,7 +104,7 @@ def agreed_fit(trial: Callable[[], object], b: int, search: SearchLog, device: t
 
 
 def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
-    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing)
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
     encoder = encoder.to(ctx.device)
     tokens = trial_tokens(cache, tokenizer.pad_token_id)
     pair_model = PairEncoder(encoder)

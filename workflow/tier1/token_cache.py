@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg: TokenizeConfig = parse_stage_config(args.config, "tokenize")
     from tier1 import model
 
-    _, tokenizer = model.load(cfg.model)
+    _, tokenizer = model.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
     pairs = read_jsonl(args.train)
     cache = build(tokenizer, pairs, beir, cfg.max_seq_length)

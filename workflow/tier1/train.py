@@ -70,7 +70,7 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
     wall time, the step it started from and what could have disturbed the timed window.
     `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
-    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing)
+    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
     trainer = build_trainer(cfg, ctx, encoder, tokens, dropout_stream)
     if state is not None:
         trainer.load_state_dict(state)
@@ -117,7 +117,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     started_at = provenance.utc_now()
     pairs = read_jsonl(data)
     cache = load_token_cache(tokens, cfg.max_seq_length) if tokens else None
-    tokenizer = model.load_tokenizer(cfg.model)
+    tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
     ids = pair_tokens(tokenizer, pairs, cfg.max_seq_length, cache)
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": vars(cfg), "world": ctx.world_size, "data": data_hash,
