@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,15 +112,17 @@ def test_killing_a_rank_ends_the_job(tiny_model, data, tmp_path):
 
 
 def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(tiny_model, data, tmp_path):
+    from tier1.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
+
     out = tmp_path / "run"
-    proc = start(tiny_model, data, out, timeout_s=10)
+    proc = start(tiny_model, data, out, timeout_s=int(DEFAULT_COLLECTIVE_TIMEOUT_S))  # the default must do
     wait_for_checkpoint(out, proc)
     stopped = rank_processes(proc)[-1]
     t0 = time.monotonic()
     stopped.send_signal(signal.SIGSTOP)
     try:
         assert proc.wait(timeout=LIMIT_S) != 0
-        print(f"rank stopped (collective timeout 10 s): job ended after {time.monotonic() - t0:.1f} s")
+        print(f"rank stopped (default collective timeout): job ended after {time.monotonic() - t0:.1f} s")
         assert time.monotonic() - t0 < LIMIT_S
     finally:
         for p in ranks_of(out):
@@ -127,6 +130,7 @@ def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(tiny_model, da
     assert seconds_until_gone(out) < LIMIT_S
     log = (out.parent / f"{out.name}.log").read_text()
     assert "timed out" in log.lower() or "timeout" in log.lower(), log[-3000:]
+    assert re.search(r"rank \d was stopped", log), log[-3000:]  # the message names the hung rank
     resumes(tiny_model, data, out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import statistics
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,9 +76,37 @@ def setup(timeout_s: float | None = None) -> Context:
         if timeout_s is None:
             timeout_s = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
-                                device_id=device if device.type == "cuda" else None)
+        _init(backend, timeout_s, device)
     return Context(rank, world_size, local_rank, local_world, device, threads)
+
+
+_local_peers: dict[int, int] = {}  # rank -> pid of the other ranks on this machine
+
+
+def _init(backend: str, timeout_s: float, device: torch.device) -> None:
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
+                            device_id=device if device.type == "cuda" else None)
+    me = (socket.gethostname(), os.getpid())
+    _local_peers.clear()
+    for r, (host, pid) in enumerate(all_gather_objects(me)):
+        if host == me[0] and pid != me[1]:
+            _local_peers[r] = pid
+
+
+def end_local_peers() -> str:
+    """After this rank failed (a collective timed out, a peer died): kill the job's other ranks on
+    this machine, so a stopped or hung one cannot hold the job open while torchrun waits for it
+    to stop by itself. Returns which ranks were stopped (a stopped peer is the usual culprit)."""
+    stopped = []
+    for r, pid in _local_peers.items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    stopped.append(r)
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):
+            pass  # already gone, or not Linux
+    return ", ".join(f"rank {r} was stopped" for r in stopped) or "no peer on this machine was stopped"
 
 
 def teardown() -> None:

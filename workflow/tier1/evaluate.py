@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     ctx = distributed.setup()
     try:
         evaluate(args.model or cfg.model, beir, cfg, ctx, Outputs(args.metrics_out, args.run_out), args.tokens)
+    except Exception as err:
+        if ctx.distributed:
+            log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
+                      type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
+        raise
     finally:
         distributed.teardown()
 

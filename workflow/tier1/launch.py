@@ -27,6 +27,9 @@ REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
 def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, str]:
     """The environment the ranks run in."""
     out = dict(env)
+    # When a rank fails, torchrun asks the others to stop and waits this long before killing them;
+    # a stopped (hung) rank never answers, so its 30 s default would only delay the end.
+    out.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "5")
     if not gpus:
         return out
     seen = visible_gpus(env)

@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as stop:
         log.warning("stopped after step %d as asked; rerun to resume", stop.args[0])
         sys.exit(3)
+    except Exception as err:
+        if ctx.distributed:
+            log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
+                      type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
+        raise
     finally:
         distributed.teardown()
 
