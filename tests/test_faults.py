@@ -165,3 +165,28 @@ def test_two_nodes_of_two_ranks_train_what_one_node_of_four_does(tiny_model, dat
     b = load_file(tmp_path / "two" / "model" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+
+
+def test_killing_the_owner_past_the_job_shell_ends_every_rank(tiny_model, data, tmp_path):
+    """Snakemake runs a job as `bash -c '...'`, and that shell outlives a killed Snakemake: the
+    launcher's watchdog must see the owner go and end the job."""
+    from tier1.config import Tier1Config, stage_json
+
+    out = tmp_path / "run"
+    cfg = stage_json(Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=40, max_seq_length=32,
+                                 learning_rate=1e-3, checkpoint_every=2, gpu_counts=(2,)), "train")
+    job = (f"set -euo pipefail; CUDA_VISIBLE_DEVICES= {sys.executable} -m tier1.launch --ranks 2 tier1.train "
+           f"--config '{cfg}' --data {data} --model-out {out}/model --metrics-out {out}/train_metrics.json "
+           f"--loss-out {out}/loss.csv > {tmp_path}/run.log 2>&1")
+    owner = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen(['bash', '-c', {job!r}]); "
+                              "time.sleep(600)"])
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "last.json").exists():
+        assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-3000:]
+        time.sleep(0.5)
+    assert len([p for p in ranks_of(out) if "tier1.train" in " ".join(p.cmdline())]) >= 2
+    owner.kill()
+    owner.wait()
+    gone = seconds_until_gone(out)
+    print(f"owner (Snakemake's stand-in) killed: every rank gone after {gone:.1f} s")
+    assert gone < LIMIT_S

@@ -19,7 +19,7 @@ import os
 import sys
 
 from tier1.gpus import GPUS_ENV, visible_gpus
-from tier1.lifeline import die_with_parent
+from tier1.lifeline import die_with_parent, watch_owner
 
 REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     # The job (torchrun, or the one rank) ends when whoever started it (Snakemake, a shell) dies;
     # torchrun then stops its ranks, and each rank also watches torchrun (distributed.setup).
     die_with_parent()
+    watch_owner(os.getpid())  # and when Snakemake dies while the job's shell lives on
     os.execvpe(cmd[0], cmd, env)
 
 
