@@ -85,6 +85,10 @@ def loss(r: Results, path: Path) -> None:
         ax.plot([x["samples_seen"] for x in rows], [x["loss"] for x in rows], linestyle=STYLES[i % 4],
                 marker=MARKERS[i % 6], markersize=4, color=str(0.6 * i / max(1, len(r.loss) - 1)),
                 label=f"{n} rank{'s' if n > 1 else ''}")
+    if r.reference_loss:
+        # the yardstick of the same-model verdict: how far dropout masks alone move the curve
+        ax.plot([x["samples_seen"] for x in r.reference_loss], [x["loss"] for x in r.reference_loss],
+                color="0.75", linewidth=3, zorder=0, label="1 rank, other dropout masks")
     ax.set_xlabel("training pairs seen")
     ax.set_ylabel("contrastive loss (global batch)")
     ax.set_title("Loss per step, all world sizes overlaid")
