@@ -122,6 +122,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
     samples = sum(r["samples"] for r in ranks)
     wall = statistics.median(walls)
     tokens = {kind: sum(r["tokens"][kind] for r in ranks) for kind in ("real", "padded")}
+    step_s, step_stalls = steady(t.step), stalls(t.step)
     n_params = sum(p.numel() for p in trainer.encoder.parameters())
     settings = dict(vars(cfg))
     return {
@@ -135,14 +136,14 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         "steps": plan.total_steps,
         # the same median as wall_time_s (one repeat's samples over the median repeat's time)
         "samples_per_s": samples / wall if wall else None,
-        "steady_step_s": steady(t.step),
-        "stalls": stalls(t.step),
-        "marks": marks(start_step, plan.total_steps, stalls(t.step)),
+        "steady_step_s": step_s,
+        "stalls": step_stalls,
+        "marks": marks(start_step, plan.total_steps, step_stalls),
         "throughput": {
             "tokens_per_s": tokens["real"] / wall if wall else None,
             "padded_tokens_per_s": tokens["padded"] / wall if wall else None,
             "tokens": tokens,
-            **utilisation(trainer, ranks, steady(t.step)),
+            **utilisation(trainer, ranks, step_s),
         },
         "samples_total": samples,
         "expected_samples": plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,
