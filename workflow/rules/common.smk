@@ -48,6 +48,8 @@ if os.path.exists(TOKENS):
         os.replace(TOKENS, f"{TOKENS}.corrupt")
         print(f"{TOKENS}: {_damage}; set aside as {TOKENS}.corrupt, it will be remade", file=sys.stderr)
 
+# "auto" resolved, so what reads the config (the HTML report's text) names the real world sizes
+config["gpu_counts"] = list(CFG.gpu_counts)
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
 COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ranks or more
 
