@@ -22,6 +22,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/commbench.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/check_gpus.smk"
+include: "workflow/rules/bench.smk"
 
 
 rule all:

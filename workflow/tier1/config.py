@@ -101,6 +101,9 @@ class Tier1Config:
     ignore_identical_ids: bool = True
     repeats: int = 1
     collective_timeout_s: float = 45.0
+    bench_steps: int = 12
+    bench_texts: int = 300
+    bench_repeats: int = 3
 
     def __post_init__(self) -> None:
         counts = normalise_gpu_counts(self.gpu_counts)
@@ -261,11 +264,32 @@ class CommbenchConfig:
         return self.batch_size // world_size if self.scaling == "strong" else self.batch_size
 
 
-View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig, CommbenchConfig)
+@dataclass(frozen=True)
+class BenchConfig:
+    """tier1 against sentence-transformers (`snakemake bench`): the training and encoding
+    settings both sides share, and how much to measure."""
+
+    model: str
+    trust_remote_code: bool
+    batch_size: int
+    max_seq_length: int
+    precision: str
+    eval_batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    weight_decay: float
+    loss_scale: float
+    seed: int
+    bench_steps: int
+    bench_texts: int
+    bench_repeats: int
+
+
+View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig, CommbenchConfig, BenchConfig)
 
 STAGE_VIEWS: dict[str, type] = {
     "prepare": PrepareConfig, "tokenize": TokenizeConfig, "train": TrainConfig,
-    "evaluate": EvalConfig, "probe": ProbeConfig, "commbench": CommbenchConfig,
+    "evaluate": EvalConfig, "probe": ProbeConfig, "commbench": CommbenchConfig, "bench": BenchConfig,
 }
 
 

@@ -1,0 +1,30 @@
+rule bench_compare:
+    """tier1 against sentence-transformers on this device: training steps/s and encoding texts/s, same
+    inputs, one process per side, alternating (results/bench/compare.md)."""
+    input:
+        pairs="results/data/train.jsonl",
+        corpus="results/data/test/corpus.jsonl",
+    output:
+        md="results/bench/compare.md",
+        json="results/bench/compare.json",
+    log:
+        "results/logs/bench.log",
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+        gpu=1 if ON_GPUS else 0,
+    params:
+        py=PYTHON,
+        cfg=stage_params("bench"),
+    shell:
+        "{params.py} -m tier1.bench.compare --config {params.cfg:q} --pairs {input.pairs} --corpus {input.corpus} "
+        "--md {output.md} --json {output.json} > {log} 2>&1"
+
+
+rule bench:
+    """The benchmark against sentence-transformers (not part of `all`): snakemake --cores 4 bench."""
+    input:
+        rules.bench_compare.output,
+    localrule: True

@@ -1,0 +1,172 @@
+"""The benchmark: tier1 against sentence-transformers, alternating one process per side.
+
+    python -m tier1.bench.compare --config '<bench view JSON>' --pairs results/data/train.jsonl \
+        --corpus results/data/test/corpus.jsonl --md results/bench/compare.md --json results/bench/compare.json
+
+Each repeat runs both sides, one after the other in a fresh process each, the order flipping
+every repeat, so a slow spell on a shared machine falls on both. Medians, spreads and the ratios
+tier1 / sentence-transformers (`*_ratio`, above 1 means tier1 is faster) go to compare.json and
+compare.md, with both sides' recorded inputs and the lowest cosine between their embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tier1 import atomic, flops, provenance
+from tier1 import device as devices
+from tier1.bench.workload import RECIPES, Workload, short_precision
+from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.config import BenchConfig, config_hash
+from tier1.model import resolve_model_path
+
+log = logging.getLogger("tier1.bench")
+SIDES = ("tier1", "sentence-transformers")
+
+
+def run_side(side: str, workload: Path, out: Path, embeddings: Path | None) -> dict:
+    cmd = [sys.executable, "-m", "tier1.bench.side", "--side", side, "--workload", str(workload), "--out", str(out)]
+    if embeddings is not None:
+        cmd += ["--embeddings", str(embeddings)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{side} side failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = torch.nn.functional.normalize(a.double(), dim=1), torch.nn.functional.normalize(b.double(), dim=1)
+    return float((a * b).sum(1).min())
+
+
+def measure(w: Workload, repeats: int, folder: Path) -> dict:
+    """Both sides `repeats` times, alternating; the medians, spreads and ratios."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "workload.json"
+    spec.write_text(w.to_json())
+    runs: dict[str, list[dict]] = {s: [] for s in SIDES}
+    with tempfile.TemporaryDirectory() as tmp:
+        emb = {s: Path(tmp) / f"{s}.pt" for s in SIDES}
+        for r in range(repeats):
+            for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+                log.info("%s: repeat %d of %d, %s", w.recipe, r + 1, repeats, side)
+                runs[side].append(run_side(side, spec, folder / f"{side}_{r + 1}.json", emb[side] if r == 0 else None))
+        cosine = min_cosine(torch.load(emb["tier1"]), torch.load(emb["sentence-transformers"]))
+    sides = {}
+    for side, results in runs.items():
+        sides[side] = {
+            "train_steps_per_s": spread([x["train"]["steps_per_s"] for x in results]),
+            "encode_texts_per_s": spread([x["encode"]["texts_per_s"] for x in results]),
+            "inputs": results[0]["train"]["inputs"],
+            "encode_precision": results[0]["encode"]["precision"],
+            "marks": sorted({m for x in results for task in ("train", "encode") for m in x[task]["marks"]}),
+        }
+    t1, st = sides["tier1"], sides["sentence-transformers"]
+    return {
+        "recipe": w.recipe,
+        "train_steps_ratio": t1["train_steps_per_s"]["median"] / st["train_steps_per_s"]["median"],
+        "encode_texts_ratio": t1["encode_texts_per_s"]["median"] / st["encode_texts_per_s"]["median"],
+        "encode_min_cosine": cosine,
+        "inputs_differ": differences(t1["inputs"], st["inputs"]),
+        "train_flops_per_step": runs["tier1"][0]["train"]["model_flops_per_step"],
+        "sides": sides,
+    }
+
+
+def differences(a: dict, b: dict) -> dict:
+    """The recorded inputs in which two sides differ (the precision may, under "defaults")."""
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def add_mfu(result: dict, device: torch.device) -> None:
+    """Model FLOPs utilisation of each side's training, from tier1's FLOP count of the same pairs."""
+    for side in result["sides"].values():
+        precision = side["inputs"]["precision"]
+        peak, source = flops.peak_flops(devices.device_name(device), "bfloat16" if precision == "bf16" else "float32")
+        rate = side["train_steps_per_s"]["median"]
+        side["train_mfu"] = flops.mfu(result["train_flops_per_step"], 1 / rate, peak) if peak else None
+        side["peak_source"] = source
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# tier1 against sentence-transformers ({report['device']})", "",
+             f"Same model, pairs, texts, batch, sequence length and {report['threads']} thread(s) on both sides; "
+             f"one process per side and repeat ({report['repeats']} repeats, order alternating). Medians, "
+             "with the slowest and fastest repeat. A ratio above 1 means tier1 is faster.", ""]
+    for result in report["recipes"].values():
+        t1, st = result["sides"]["tier1"], result["sides"]["sentence-transformers"]
+        what = ("sentence-transformers runs tier1's recipe (same precision, no gradient clipping)"
+                if result["recipe"] == "matched" else "sentence-transformers with its defaults (fp32, gradient clipping)")
+        lines += [f"## {result['recipe']}: {what}", "",
+                  "| measure | tier1 | sentence-transformers | ratio |", "| --- | --- | --- | --- |"]
+        for key, label, ratio in (("train_steps_per_s", "training steps/s", "train_steps_ratio"),
+                                  ("encode_texts_per_s", "encoding texts/s", "encode_texts_ratio")):
+            a, b = t1[key], st[key]
+            lines.append(f"| {label} | {a['median']:.3g} ({a['min']:.3g}-{a['max']:.3g}) | "
+                         f"{b['median']:.3g} ({b['min']:.3g}-{b['max']:.3g}) | {result[ratio]:.2f}x |")
+        if t1.get("train_mfu") is not None:
+            lines.append(f"| training MFU ({t1['peak_source']}) | {t1['train_mfu']:.1%} | "
+                         f"{st['train_mfu']:.1%} | |")
+        lines += ["", f"- precision: tier1 {t1['inputs']['precision']} / {t1['encode_precision']} (train / encode), "
+                      f"sentence-transformers {st['inputs']['precision']} / {st['encode_precision']}",
+                  f"- embeddings: lowest cosine between the two sides over {t1['inputs']['n_texts']} texts: "
+                  f"{result['encode_min_cosine']:.6f}",
+                  "- inputs: " + ("identical" if not result["inputs_differ"] else "differ in " + ", ".join(
+                      f"{k} ({v[0]} / {v[1]})" for k, v in result["inputs_differ"].items()))]
+        marks = t1["marks"] + st["marks"]
+        if marks:
+            lines.append("- **disturbed**: " + "; ".join(sorted(set(marks))))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON of the bench stage's config keys")
+    parser.add_argument("--pairs", type=Path, required=True, help="training pairs (train.jsonl)")
+    parser.add_argument("--corpus", type=Path, required=True, help="texts to encode (corpus.jsonl)")
+    parser.add_argument("--md", type=Path, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=None,
+                        help="default: matched on CPU; matched and defaults on a GPU")
+    args = parser.parse_args(argv)
+    setup_logging()
+    cfg: BenchConfig = parse_stage_config(args.config, "bench")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    dtype = devices.autocast_dtype(cfg.precision, device)
+    recipes = args.recipes or (["matched", "defaults"] if device.type == "cuda" else ["matched"])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = provenance.available_cores()
+    report = {"device": devices.device_name(device), "threads": threads, "repeats": cfg.bench_repeats,
+              "config": vars(cfg), "recipes": {}, **provenance.stamp(config_hash(vars(cfg)))}
+    for recipe in recipes:
+        w = Workload(model=resolve_model_path(cfg.model), pairs=str(args.pairs), corpus=str(args.corpus),
+                     steps=cfg.bench_steps, batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length,
+                     precision=short_precision(dtype), texts=cfg.bench_texts, eval_batch_size=cfg.eval_batch_size,
+                     learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                     loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads, recipe=recipe)
+        result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe)
+        add_mfu(result, device)
+        report["recipes"][recipe] = result
+        log.info("%s: training %.2fx, encoding %.2fx (tier1 / sentence-transformers)", recipe,
+                 result["train_steps_ratio"], result["encode_texts_ratio"])
+    atomic.write_json(args.json, report)
+    atomic.write_text(args.md, markdown(report))
+
+
+if __name__ == "__main__":
+    run_main(main)

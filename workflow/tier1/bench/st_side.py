@@ -1,0 +1,95 @@
+"""sentence-transformers' side: SentenceTransformerTrainer with MultipleNegativesRankingLoss, and
+SentenceTransformer.encode. Imported only by the benchmark: tier1 itself never needs it."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+
+from tier1.bench.workload import Workload, encode_texts, fingerprint, training_pairs
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _model(w: Workload):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(w.model, device=_device())
+    st.max_seq_length = w.max_seq_length
+    return st
+
+
+def train(w: Workload) -> dict:
+    """Steps/s over steps 2..N, counted as tier1's side counts them (after each optimizer step,
+    the device synchronised); the data collator tokenises every batch inside that window."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from transformers import TrainerCallback
+
+    torch.set_num_threads(w.threads)
+    pairs = training_pairs(w)
+    anchors, positives = [p["anchor"] for p in pairs], [p["positive"] for p in pairs]
+    torch.manual_seed(w.seed)
+    st = _model(w)
+    bf16 = w.recipe == "matched" and w.precision == "bf16"
+    recipe = {"learning_rate": w.learning_rate, "weight_decay": w.weight_decay, "warmup_ratio": w.warmup_ratio,
+              "max_grad_norm": 0.0} if w.recipe == "matched" else {}
+    ends: list[float] = []
+    losses_seen: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            _synchronize()
+            ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses_seen.append(float(logs["loss"]))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=w.batch_size, max_steps=w.steps, bf16=bf16,
+            seed=w.seed, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+            dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(), **recipe)
+        loss = losses.MultipleNegativesRankingLoss(st, scale=w.loss_scale)
+        trainer = SentenceTransformerTrainer(model=st, args=args, loss=loss, callbacks=[StepClock()],
+                                             train_dataset=Dataset.from_dict({"anchor": anchors, "positive": positives}))
+        trainer.train()
+    timed = ends[-1] - ends[0]
+    return {
+        "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, "losses": losses_seen,
+        "inputs": fingerprint(w, anchors, positives, encode_texts(w), str(st.device), torch.get_num_threads(),
+                              "bf16" if bf16 else "fp32", learning_rate=args.learning_rate,
+                              weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, loss_scale=loss.scale,
+                              grad_clip=args.max_grad_norm or None),
+    }
+
+
+def encode(w: Workload) -> tuple[dict, torch.Tensor]:
+    """Texts/s of SentenceTransformer.encode (it tokenises each batch), normalised embeddings kept
+    on the device; under "matched" with bf16 it runs in the same autocast as tier1."""
+    torch.set_num_threads(w.threads)
+    texts = encode_texts(w)
+    st = _model(w).eval()
+    bf16 = w.recipe == "matched" and w.precision == "bf16"
+    autocast = torch.autocast(st.device.type, dtype=torch.bfloat16, enabled=bf16)
+    kwargs = {"batch_size": w.eval_batch_size, "convert_to_tensor": True, "normalize_embeddings": True,
+              "show_progress_bar": False}
+    with autocast:
+        st.encode(texts[: w.eval_batch_size], **kwargs)  # first-call costs, untimed
+        _synchronize()
+        t0 = time.perf_counter()
+        emb = st.encode(texts, **kwargs)
+        _synchronize()
+        seconds = time.perf_counter() - t0
+    return {"texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
+            "precision": "bf16" if bf16 else "fp32"}, emb.float().cpu()

@@ -1,0 +1,93 @@
+"""tier1's side: its Trainer and its evaluation encoder, as the pipeline runs them."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from tier1 import device as devices
+from tier1 import model
+from tier1.bench.workload import Workload, encode_texts, fingerprint, short_precision, training_pairs
+from tier1.config import TrainConfig
+from tier1.distributed import Context
+from tier1.evaluation import sharding
+from tier1.token_cache import collate, pair_tokens, token_ids
+from tier1.training.builder import build_trainer
+
+
+def _context(w: Workload) -> Context:
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    torch.set_num_threads(w.threads)
+    return Context(0, 1, 0, 1, device, w.threads)
+
+
+def train(w: Workload) -> dict:
+    """Steps/s over steps 2..N (step 1 takes the first-call costs on both sides)."""
+    ctx = _context(w)
+    pairs = training_pairs(w)
+    tokenizer = model.load_tokenizer(w.model)
+    # The pipeline tokenises once per run (the tokenize stage), not per step: so does this side.
+    t0 = time.perf_counter()
+    ids = pair_tokens(tokenizer, pairs, w.max_seq_length)
+    tokenize_s = time.perf_counter() - t0
+    cfg = TrainConfig(model=w.model, trust_remote_code=False, num_epochs=1, batch_size=w.batch_size, scaling="strong",
+                      grad_accum_steps=1, optimizer="adamw", learning_rate=w.learning_rate, warmup_ratio=w.warmup_ratio,
+                      weight_decay=w.weight_decay, loss_scale=w.loss_scale, gather_embeddings=True,
+                      max_seq_length=w.max_seq_length, precision=w.precision, gradient_checkpointing=False,
+                      seed=w.seed, checkpoint_every=0, repeats=1)
+    torch.manual_seed(w.seed)
+    encoder, _ = model.load(w.model)
+    trainer = build_trainer(cfg, ctx, encoder, ids)
+    ends: list[float] = []
+
+    def after_step(_):
+        devices.synchronize(ctx.device)
+        ends.append(time.perf_counter())
+
+    trainer.fit(after_step)
+    timed = ends[-1] - ends[0]
+    return {
+        "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed,
+        "tokenize_once_s": tokenize_s, "losses": [r["loss"] for r in trainer.loss_rows],
+        "model_flops_per_step": trainer.flops / len(ends),
+        "inputs": fingerprint(w, [p["anchor"] for p in pairs], [p["positive"] for p in pairs], encode_texts(w),
+                              str(ctx.device), torch.get_num_threads(), short_precision(trainer.autocast_dtype),
+                              learning_rate=w.learning_rate, weight_decay=w.weight_decay, warmup_ratio=w.warmup_ratio,
+                              loss_scale=w.loss_scale, grad_clip=None),
+    }
+
+
+def _encode(encoder, ids: list[list[int]], pad_id: int, w: Workload, device, dtype) -> torch.Tensor:
+    """Length-sorted batches (little padding), embeddings kept on the device until the end."""
+    lengths = [len(t) for t in ids]
+    order, outs = [], []
+    with torch.inference_mode(), devices.autocast(device, dtype):
+        for batch in sharding.plan_batches(lengths, w.eval_batch_size):
+            tensors = collate(ids, batch, pad_id)
+            outs.append(encoder(**{k: v.to(device, non_blocking=True) for k, v in tensors.items()}))
+            order.extend(batch)
+        emb = torch.empty(len(ids), outs[0].shape[1], device=device)
+        emb[torch.tensor(order, device=device)] = torch.cat(outs).float()
+    return emb
+
+
+def encode(w: Workload) -> tuple[dict, torch.Tensor]:
+    """Texts/s from text to normalised embedding, tokenisation included (as evaluation would
+    spend it, once, in the tokenize stage); the embeddings in text order."""
+    ctx = _context(w)
+    texts = encode_texts(w)
+    encoder, tokenizer = model.load(w.model)
+    encoder = encoder.to(ctx.device).eval()
+    dtype = devices.autocast_dtype(w.precision, ctx.device)
+    warm = token_ids(tokenizer, texts[: w.eval_batch_size], w.max_seq_length)
+    _encode(encoder, warm, tokenizer.pad_token_id, w, ctx.device, dtype)  # first-call costs, untimed
+    devices.synchronize(ctx.device)
+    t0 = time.perf_counter()
+    ids = token_ids(tokenizer, texts, w.max_seq_length)
+    t1 = time.perf_counter()
+    emb = _encode(encoder, ids, tokenizer.pad_token_id, w, ctx.device, dtype)
+    devices.synchronize(ctx.device)
+    t2 = time.perf_counter()
+    return {"texts": len(texts), "seconds": t2 - t0, "tokenize_s": t1 - t0, "encode_s": t2 - t1,
+            "texts_per_s": len(texts) / (t2 - t0), "precision": short_precision(dtype)}, emb.cpu()
