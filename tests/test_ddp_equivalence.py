@@ -18,6 +18,8 @@ VARIANTS = [
     ("adamw", {"optimizer": "adamw"}),
     ("adamw_accum2", {"optimizer": "adamw", "grad_accum_steps": 2}),
     ("naive", {"optimizer": "sgd", "gather_embeddings": False}),
+    # a global batch of 32 is encoded in 4 length buckets on one rank, 2 per rank on 2, 1 on 4
+    ("sgd_buckets", {"optimizer": "sgd", "batch_size": 32, "num_epochs": 5, "length_buckets": 4}),
 ]
 
 
@@ -37,7 +39,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("variant", ["sgd", "sgd_accum2", "adamw", "adamw_accum2"])
+@pytest.mark.parametrize("variant", ["sgd", "sgd_accum2", "adamw", "adamw_accum2", "sgd_buckets"])
 def test_same_loss_at_every_step(runs, world, variant):
     ref, got = runs[1][variant]["losses"], runs[world][variant]["losses"]
     assert len(got) == len(ref) == 5
@@ -46,14 +48,14 @@ def test_same_loss_at_every_step(runs, world, variant):
 
 
 @pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("variant", ["sgd", "sgd_accum2", "adamw"])
+@pytest.mark.parametrize("variant", ["sgd", "sgd_accum2", "adamw", "sgd_buckets"])
 def test_same_gradients_after_first_backward(runs, world, variant):
     assert rel(runs[world][variant]["grads"], runs[1][variant]["grads"]) <= 1e-5
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_same_parameters_after_five_sgd_steps(runs, world):
-    for variant in ("sgd", "sgd_accum2"):
+    for variant in ("sgd", "sgd_accum2", "sgd_buckets"):
         diff = (runs[world][variant]["params"] - runs[1][variant]["params"]).abs().max()
         assert diff <= 1e-5, variant
 

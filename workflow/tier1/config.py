@@ -90,6 +90,7 @@ class Tier1Config:
     learning_rate: float = 2e-5
     scaling: str = "strong"
     grad_accum_steps: int = 1
+    length_buckets: int = 4  # each side of a micro-batch encoded in up to this many length-sorted parts; 1: off
     precision: str = "auto"
     optimizer: str = "adamw"
     loss_scale: float = 20.0
@@ -199,6 +200,7 @@ class TrainConfig:
     batch_size: int
     scaling: str
     grad_accum_steps: int
+    length_buckets: int
     optimizer: str
     learning_rate: float
     warmup_ratio: float
@@ -272,6 +274,7 @@ class BenchConfig:
     model: str
     trust_remote_code: bool
     batch_size: int
+    length_buckets: int
     max_seq_length: int
     precision: str
     eval_batch_size: int

@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                      steps=cfg.bench_steps, batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length,
                      precision=short_precision(dtype), texts=cfg.bench_texts, eval_batch_size=cfg.eval_batch_size,
                      learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                     loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads, recipe=recipe)
+                     loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads,
+                     length_buckets=cfg.length_buckets, recipe=recipe)
         result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe)
         add_mfu(result, device)
         report["recipes"][recipe] = result

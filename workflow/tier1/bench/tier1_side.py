@@ -32,7 +32,7 @@ def train(w: Workload) -> dict:
     ids = pair_tokens(tokenizer, pairs, w.max_seq_length)
     tokenize_s = time.perf_counter() - t0
     cfg = TrainConfig(model=w.model, trust_remote_code=False, num_epochs=1, batch_size=w.batch_size, scaling="strong",
-                      grad_accum_steps=1, optimizer="adamw", learning_rate=w.learning_rate, warmup_ratio=w.warmup_ratio,
+                      grad_accum_steps=1, length_buckets=w.length_buckets, optimizer="adamw", learning_rate=w.learning_rate, warmup_ratio=w.warmup_ratio,
                       weight_decay=w.weight_decay, loss_scale=w.loss_scale, gather_embeddings=True,
                       max_seq_length=w.max_seq_length, precision=w.precision, gradient_checkpointing=False,
                       seed=w.seed, checkpoint_every=0, repeats=1)

@@ -6,6 +6,7 @@ import torch
 
 from tier1 import device as devices
 from tier1.model import SentenceEncoder
+from tier1.training.buckets import embed
 from tier1.training.loss import in_batch_negatives_loss
 
 
@@ -16,14 +17,15 @@ class PairEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, anchors: dict, positives: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(**anchors), self.encoder(**positives)
+    def forward(self, anchors, positives) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each side a padded batch (a dict of tensors) or length buckets."""
+        return embed(self.encoder, anchors), embed(self.encoder, positives)
 
 
-def forward_backward(model: torch.nn.Module, anchors: dict, positives: dict, dtype: torch.dtype | None,
+def forward_backward(model: torch.nn.Module, anchors, positives, dtype: torch.dtype | None,
                      loss_scale: float, gather: bool) -> torch.Tensor:
     """Embed a batch of pairs, score it with in-batch negatives, back-propagate; the loss."""
-    device = anchors["input_ids"].device
+    device = next(model.parameters()).device
     with devices.autocast(device, dtype):
         a, p = model(anchors, positives)
     loss = in_batch_negatives_loss(a, p, loss_scale, gather)

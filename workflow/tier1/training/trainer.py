@@ -18,7 +18,8 @@ from tier1 import device as devices
 from tier1 import distributed, flops
 from tier1.config import TrainConfig
 from tier1.distributed import Context
-from tier1.token_cache import PairTokens, collate
+from tier1.token_cache import PairTokens
+from tier1.training.buckets import LengthBuckets, bucket
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
 from tier1.training.plan import BatchPlan
@@ -54,14 +55,14 @@ class Trainer:
         self.times = StepTimes()
 
     # -- data -------------------------------------------------------------------------------
-    def _tokens(self, indices: list[int]) -> tuple[dict, dict]:
+    def _tokens(self, indices: list[int]) -> tuple[LengthBuckets, LengthBuckets]:
         def batch(ids):
-            cpu = collate(ids, indices, self.tokens.pad_id)
-            self.tokens_seen["real"] += int(cpu["attention_mask"].sum())
-            self.tokens_seen["padded"] += cpu["attention_mask"].numel()
-            sequences, width = cpu["attention_mask"].shape
-            self.flops += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
-            return {k: v.to(self.ctx.device, non_blocking=True) for k, v in cpu.items()}
+            cpu = bucket(ids, indices, self.tokens.pad_id, self.cfg.length_buckets)
+            self.tokens_seen["real"] += cpu.real_tokens
+            for sequences, width in cpu.shapes:
+                self.tokens_seen["padded"] += sequences * width
+                self.flops += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
+            return cpu.to(self.ctx.device)
 
         return batch(self.tokens.anchor), batch(self.tokens.positive)
 
@@ -97,7 +98,7 @@ class Trainer:
         self.samples_seen += len(local)
         return float(distributed.all_reduce_mean(loss.detach()).item())
 
-    def _cached_backward(self, tokens: list[tuple[dict, dict]]) -> torch.Tensor:
+    def _cached_backward(self, tokens: list[tuple[LengthBuckets, LengthBuckets]]) -> torch.Tensor:
         """Gradient accumulation that keeps the global batch's negatives.
 
         Micro-batches are first embedded without a graph; the loss over all of them gives the
