@@ -16,19 +16,23 @@ GB = 1e9
 
 def machine_line(r: Results) -> str:
     any_train = next(iter(r.train.values()))
-    hw, libs = any_train["hardware"], any_train["libraries"]
+    hw = any_train["hardware"]
     if hw.get("gpus"):
         dev = f"{len(hw['gpus'])}x {hw['gpus'][0]} (driver {hw.get('driver') or 'unknown'}, CUDA {hw.get('cuda')})"
     else:
         dev = f"no GPU: a CPU rehearsal on {hw['cpu']}, {hw['cores']} cores (ranks are CPU processes)"
-    lib = ", ".join(f"{k} {v}" for k, v in libs.items())
     counts = r.manifest["counts"]
     return (f"- Machine: {dev}\n- Model: {model_name(r)}\n"
             f"- Dataset: {dataset_name(r.manifest['dataset'])} ({counts['train_pairs']} training pairs, "
             f"{counts['test_queries']} queries, {counts['corpus_documents']} documents)\n"
-            f"- Training pairs: {pairs_line(r)}\n"
-            f"- Libraries: {lib}\n- Git revision: {any_train['git_revision']}; "
-            f"config hash: {any_train['config_hash']}\n- {card_line()}")
+            f"- Training pairs: {pairs_line(r)}\n- {card_line()}")
+
+
+def provenance_lines(r: Results) -> list[str]:
+    any_train = next(iter(r.train.values()))
+    lib = ", ".join(f"{k} {v}" for k, v in any_train["libraries"].items())
+    return ["## Provenance", "", f"- Libraries: {lib}",
+            f"- Git revision: {any_train['git_revision']}; config hash: {any_train['config_hash']}"]
 
 
 def model_spec(r: Results) -> str:
@@ -245,4 +249,5 @@ def to_markdown(r: Results) -> str:
         lines.append(f"| {name} | {m['world_size']} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
                      f"| {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['map@100']:.4f} |")
     lines += ["", "Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
+    lines += provenance_lines(r) + [""]
     return "\n".join(lines)
