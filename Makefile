@@ -21,6 +21,7 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
+	@echo "Report: results/report/index.html (one page: verdicts, table, every plot); table only: results/report/performance.md"
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,6 +36,7 @@ lint: setup
 report: setup
 	$(BIN)/snakemake --cores $(CORES) all
 	$(BIN)/snakemake --report results/report/report.html
+	@echo "Report: results/report/index.html (also first under 'Benchmark report' in results/report/report.html)"
 
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus

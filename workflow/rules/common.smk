@@ -92,4 +92,4 @@ def model_input(wildcards):
 
 
 def final_outputs():
-    return ["results/report/performance.md", "results/report/performance.csv"]
+    return ["results/report/index.html", "results/report/performance.md", "results/report/performance.csv"]

@@ -15,6 +15,12 @@ rule report:
         preflight="results/preflight.json",
         comm=expand("results/comm/ws{n}.json", n=COMM_WORLD_SIZES),
     output:
+        # the whole report on one page, listed first in snakemake --report ("Benchmark report")
+        html=report(
+            "results/report/index.html",
+            caption="../report/index.rst",
+            category="Benchmark report",
+        ),
         md=report(
             "results/report/performance.md",
             caption="../report/performance.rst",
@@ -31,8 +37,10 @@ rule report:
     params:
         py=PYTHON,
         history="results/history",
+        captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
     shell:
         "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
-        "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} > {log} 2>&1"
+        "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
+        "--html {output.html} --captions {params.captions} > {log} 2>&1"

@@ -6,7 +6,8 @@
         --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
         --preflight results/preflight.json --comm results/comm/ws{2,4}.json \\
         --md results/report/performance.md --csv results/report/performance.csv \\
-        --plots results/report/plots/{speedup,throughput,...}.png --history results/history
+        --plots results/report/plots/{speedup,throughput,...}.png --history results/history \\
+        --html results/report/index.html --captions workflow/report
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 from tier1 import atomic, provenance
 from tier1.cli import run_main, setup_logging
-from tier1.report import plots, table
+from tier1.report import html, plots, table
 from tier1.report.collect import Inputs, collect
 
 log = logging.getLogger("tier1.report")
 
 
-def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: Path | None) -> None:
+def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: Path | None,
+          html_path: Path | None = None, captions: Path | None = None) -> None:
     r = collect(inputs)
     for path in plot_paths:
         if path.stem not in plots.ALL:
@@ -32,12 +34,19 @@ def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: 
     csv_text, md_text = table.to_csv(r), table.to_markdown(r)
     atomic.write_text(csv, csv_text)
     atomic.write_text(md, md_text)
+    html_text = None
+    if html_path is not None:
+        html_text = html.to_html(md_text, [html.Plot(p, html.caption_for(p, captions)) for p in plot_paths])
+        atomic.write_text(html_path, html_text)
+        log.info("wrote %s", html_path)
     if history is not None:
         # A rerun with another config replaces the report; the history keeps every report made.
         first = next(iter(r.train.values()))
         keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first['config_hash']}"
         atomic.write_text(keep / csv.name, csv_text)
         atomic.write_text(keep / md.name, md_text)
+        if html_path is not None:
+            atomic.write_text(keep / html_path.name, html_text)
         log.info("wrote %s (copy in %s)", md, keep)
 
 
@@ -60,11 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
                         help=f"PNG files to draw, named after the plot ({', '.join(plots.ALL)})")
     parser.add_argument("--history", type=Path, default=None, help="folder that keeps a copy of every report")
+    parser.add_argument("--html", type=Path, default=None,
+                        help="index.html to write: the report as one self-contained page, plots embedded")
+    parser.add_argument("--captions", type=Path, default=None,
+                        help="folder of <plot>.rst captions for the HTML page (workflow/report)")
     args = parser.parse_args(argv)
     setup_logging()
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
                     args.reference_loss, args.preflight, args.comm)
-    build(inputs, args.md, args.csv, args.plots, args.history)
+    build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 
 if __name__ == "__main__":

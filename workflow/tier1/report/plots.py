@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,70 +18,115 @@ MARKERS = ["o", "s", "^", "D", "v", "P"]
 STYLES = ["-", "--", ":", "-."]
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+def hardware_text(r: Results) -> str:
+    """The run's hardware in a few words, for the figure itself."""
+    tm = r.train[max(r.train)]
+    hw = tm["hardware"]
+    if hw.get("gpus"):
+        return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.get('precision', '?')}"
+    return (f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks: "
+            "these times measure the code path, not GPU scaling")
+
+
+def mark_kinds(marks: list[str]) -> str:
+    """"disturbed", "resumed", "stalled": the first word of each mark, for a label in a plot."""
+    return ", ".join(dict.fromkeys(m.split(":")[0].split()[0] for m in marks if m.strip()))
+
+
+def _save(fig, path: Path, r: Results):
+    """Write the figure with its context in it: the run's hardware, and a CPU rehearsal mark."""
+    cpu = analysis.cpu_rehearsal(r)
+    width_in, height_in = fig.get_size_inches()
+    text = textwrap.fill(hardware_text(r), width=int(width_in * 14))
+    fig.text(0.01, 0.01, text, fontsize=7.5, ha="left", va="bottom", color="0.2",
+             fontweight="bold" if cpu else "normal",
+             bbox={"facecolor": "white", "edgecolor": "black", "boxstyle": "round,pad=0.3"} if cpu else None)
+    footer_in = 0.12 + 0.14 * (text.count("\n") + 1)
+    fig.tight_layout(rect=(0, footer_in / height_in, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    return fig
 
 
-def speedup(r: Results, path: Path) -> None:
+def _flag(ax, x, y, text: str) -> None:
+    """A mark on one bar or point (e.g. "disturbed"), so the number is not read as clean."""
+    ax.annotate(f"⚠ {text}", (x, y), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                fontsize=7.5, fontweight="bold")
+
+
+def speedup(r: Results, path: Path):
     rows = analysis.scaling_rows(r)
     ns = [x["world_size"] for x in rows]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    cpu = analysis.cpu_rehearsal(r)
+    fig, ax = plt.subplots(figsize=(6, 4.4))
     top = max(ns)
     proj = analysis.projection(r)
     if proj:
         top = max(top, max(p["world_size"] for p in proj))
-    ax.plot([1, top], [1, top], color="0.6", linestyle=":", label="ideal (linear)")
-    for key, label, m, ls in (("train_speedup", "training", "o", "-"), ("eval_speedup", "evaluation", "s", "--")):
-        pts = [(x["world_size"], x[key]) for x in rows if x[key] is not None]
+    if cpu:  # ranks share the cores: linear is no ideal here, equal to 1 rank is the yardstick
+        ax.axhline(1.0, color="0.6", linestyle=":", label="same time as 1 rank")
+    else:
+        ax.plot([1, top], [1, top], color="0.6", linestyle=":", label="ideal (linear)")
+    for key, label, m, ls in (("train", "training", "o", "-"), ("eval", "evaluation", "s", "--")):
+        pts = [(x["world_size"], x[f"{key}_speedup"]) for x in rows if x[f"{key}_speedup"] is not None]
         if pts:
             ax.plot(*zip(*pts), marker=m, linestyle=ls, color="black", label=f"{label} (measured)")
+        for x in rows:  # a marked time gives no speedup: say where one is missing and why
+            if x[f"{key}_marks"]:
+                ax.annotate(f"{label} x{x['world_size']}: {mark_kinds(x[f'{key}_marks'])}, not drawn",
+                            (x["world_size"], 0.02 if key == "train" else 0.09), xycoords=("data", "axes fraction"),
+                            ha="center", fontsize=7.5, fontweight="bold")
     if proj:
         ax.plot([p["world_size"] for p in proj], [p["speedup"] for p in proj], marker="x", linestyle="-.",
                 color="0.35", label="training (projection)")
     ax.set_xlabel("world size (ranks)")
-    ax.set_ylabel("speedup vs 1 rank (x)")
-    ax.set_title("Speedup")
+    ax.set_ylabel("1-rank time / N-rank time" if cpu else "speedup vs 1 rank (x)")
+    ax.set_title("Time ratio vs 1 rank (CPU rehearsal: not a speedup)" if cpu else "Speedup")
     ax.set_xticks(sorted(set(ns + ([p["world_size"] for p in proj] if proj else []))))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
-def throughput(r: Results, path: Path) -> None:
+def throughput(r: Results, path: Path):
     rows = analysis.scaling_rows(r)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, key, label in ((a, "train_samples_per_s", "training (pairs/s)"), (b, "eval_documents_per_s", "evaluation (documents/s)")):
-        pts = [(x["world_size"], x[key]) for x in rows if x[key] is not None]
-        if pts:
-            ax.bar([str(n) for n, _ in pts], [v for _, v in pts], color="0.4", edgecolor="black")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key, prefix, label in ((a, "train_samples_per_s", "train", "training (pairs/s)"),
+                                   (b, "eval_documents_per_s", "eval", "evaluation (documents/s)")):
+        pts = [x for x in rows if x[key] is not None]
+        bars = ax.bar([str(x["world_size"]) for x in pts], [x[key] for x in pts], color="0.4", edgecolor="black")
+        for bar, x in zip(bars, pts):
+            if x[f"{prefix}_marks"]:
+                bar.set_hatch("xx")
+                bar.set_facecolor("0.85")
+                _flag(ax, bar.get_x() + bar.get_width() / 2, bar.get_height(), mark_kinds(x[f"{prefix}_marks"]))
         ax.set_xlabel("world size (ranks)")
         ax.set_ylabel(label)
+        ax.margins(y=0.12)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Throughput")
-    _save(fig, path)
+    fig.suptitle("Throughput" + (" (CPU rehearsal)" if analysis.cpu_rehearsal(r) else ""))
+    return _save(fig, path, r)
 
 
-def memory(r: Results, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+def memory(r: Results, path: Path):
+    fig, ax = plt.subplots(figsize=(6, 4))
     labels, values = [], []
     for n, tm in sorted(r.train.items()):
         for x in tm["ranks"]:
             labels.append(f"{n}:{x['rank']}")
             values.append(analysis.peak_bytes(x["peak_memory"]) / 1e9)
-    ax.bar(labels, values, color="0.5", edgecolor="black", hatch="//")
+    ax.bar(labels, values, color="0.5", edgecolor="black")
     ax.set_xlabel("world size : rank")
     on_gpu = bool(next(iter(r.train.values()))["hardware"].get("gpus"))
     ax.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
     ax.set_title("Peak memory per device during training")
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
-def loss(r: Results, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+def loss(r: Results, path: Path):
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (n, rows) in enumerate(sorted(r.loss.items())):
         ax.plot([x["samples_seen"] for x in rows], [x["loss"] for x in rows], linestyle=STYLES[i % 4],
                 marker=MARKERS[i % 6], markersize=4, color=str(0.6 * i / max(1, len(r.loss) - 1)),
@@ -94,61 +140,100 @@ def loss(r: Results, path: Path) -> None:
     ax.set_title("Loss per step, all world sizes overlaid")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
-def quality(r: Results, path: Path) -> None:
+def quality(r: Results, path: Path):
     names, ndcg, mrr = [], [], []
     if r.eval_base:
         m = r.eval_base[min(r.eval_base)]["metrics"]
-        names.append("base")
+        names.append("base\n(before training)")
         ndcg.append(m["ndcg@10"])
         mrr.append(m["mrr@10"])
     for n, e in sorted(r.eval_trained.items()):
-        names.append(f"trained x{n}")
+        names.append(f"trained on\n{n} rank{'s' if n > 1 else ''}")
         ndcg.append(e["metrics"]["ndcg@10"])
         mrr.append(e["metrics"]["mrr@10"])
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], ndcg, width=0.4, color="0.3", edgecolor="black", label="nDCG@10")
-    ax.bar([x + 0.2 for x in xs], mrr, width=0.4, color="0.8", edgecolor="black", hatch="..", label="MRR@10")
+    for offset, values, color, label in ((-0.2, ndcg, "0.3", "nDCG@10"), (0.2, mrr, "0.8", "MRR@10")):
+        bars = ax.bar([x + offset for x in xs], values, width=0.4, color=color, edgecolor="black", label=label)
+        # the axis starts at zero, so small differences are read from the values, not the bar heights
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     ax.set_xticks(list(xs), names)
-    lo = min(ndcg + mrr)
-    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.set_ylim(0.0, 1.15)
     ax.set_ylabel("score (0-1)")
     ax.set_title("Retrieval quality before and after training")
-    ax.legend()
+    ax.legend(loc="upper left", ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
-def time_split(r: Results, path: Path) -> None:
-    """Where a run's time goes, per world size: training split by phase, then evaluation."""
-    parts = [("data", "white", ""), ("forward+backward+comm", "0.35", ""), ("optimizer", "0.7", "xx"),
-             ("eval encode", "0.5", "//"), ("eval top-k + merge", "0.9", "..")]
-    sizes = sorted(set(r.train) | set(r.eval_base))
-    values = {p[0]: [] for p in parts}
-    for n in sizes:
-        tm, em = r.train.get(n), r.eval_base.get(n)
-        steps = tm["steps"] if tm else 0
-        split = tm["time_split_median_s"] if tm else {}
-        values["data"].append((split.get("data") or 0) * steps)
-        values["forward+backward+comm"].append((split.get("forward_backward_with_comm") or 0) * steps)
-        values["optimizer"].append((split.get("optimizer") or 0) * steps)
-        t = em["timings_s"] if em else {}
-        values["eval encode"].append(max(t.get("encode_per_rank", [0])))
-        values["eval top-k + merge"].append(max(t.get("similarity_topk_per_rank", [0])) + t.get("merge", 0))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bottom = [0.0] * len(sizes)
-    for name, color, hatch in parts:
-        ax.bar([str(n) for n in sizes], values[name], bottom=bottom, color=color, edgecolor="black", hatch=hatch, label=name)
-        bottom = [b + v for b, v in zip(bottom, values[name])]
-    ax.set_xlabel("world size (ranks)")
-    ax.set_ylabel("time (s), from median step times")
-    ax.set_title("Where the time goes")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+def time_split_parts(r: Results) -> dict[str, dict[int, dict]]:
+    """Per stage and world size, the wall time and its parts in seconds; "other" is what the
+    measured parts leave of the wall time (start-up steps, waits, logging), so the parts sum to it.
+
+    Training parts are median step phases times the number of steps; evaluation parts are the
+    slowest rank's encode and search times plus the merge.
+    """
+    out: dict[str, dict[int, dict]] = {"training": {}, "evaluation": {}}
+    for n, tm in sorted(r.train.items()):
+        split, steps = tm.get("time_split_median_s", {}), tm.get("steps", 0)
+        parts = {"data": (split.get("data") or 0) * steps,
+                 "forward+backward+comm": (split.get("forward_backward_with_comm") or 0) * steps,
+                 "optimizer": (split.get("optimizer") or 0) * steps}
+        out["training"][n] = _with_other(parts, tm["wall_time_s"], tm.get("marks", []))
+    for n, em in sorted(r.eval_base.items()):
+        t = em.get("timings_s", {})
+        parts = {"encode": max(t.get("encode_per_rank") or [0]),
+                 "top-k + merge": max(t.get("similarity_topk_per_rank") or [0]) + (t.get("merge") or 0)}
+        out["evaluation"][n] = _with_other(parts, em["wall_time_s"], em.get("marks", []))
+    return out
+
+
+def _with_other(parts: dict[str, float], wall: float, marks: list[str]) -> dict:
+    known = sum(parts.values())
+    # Medians of steps can add up to more than the wall time; then the parts are scaled to it.
+    scale = wall / known if known > wall > 0 else 1.0
+    parts = {k: v * scale for k, v in parts.items()}
+    return {"wall": wall, "parts": {**parts, "other": wall - sum(parts.values())}, "scaled": scale != 1.0,
+            "marks": marks}
+
+
+def time_split(r: Results, path: Path):
+    """Where a run's time goes, per world size: training and evaluation, each summing to its wall time."""
+    styles = {"data": ("white", ""), "forward+backward+comm": ("0.35", ""), "optimizer": ("0.7", "xx"),
+              "encode": ("0.5", "//"), "top-k + merge": ("0.9", ".."), "other": ("white", "\\\\")}
+    data = time_split_parts(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, (stage, per_n) in zip(axes, data.items()):
+        sizes = sorted(per_n)
+        names = list(next(iter(per_n.values()))["parts"]) if per_n else []
+        bottom = [0.0] * len(sizes)
+        for name in names:
+            vals = [per_n[n]["parts"][name] for n in sizes]
+            color, hatch = styles.get(name, ("0.6", ""))
+            ax.bar([str(n) for n in sizes], vals, bottom=bottom, color=color, edgecolor="black", hatch=hatch,
+                   label=name)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        for i, n in enumerate(sizes):
+            x = per_n[n]
+            label = f"wall {x['wall']:.1f} s" + ("*" if x["scaled"] else "")
+            if x["marks"]:
+                label += f"\n⚠ {mark_kinds(x['marks'])}"
+            ax.annotate(label, (i, x["wall"]), xytext=(0, 3), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7.5, fontweight="bold" if x["marks"] else "normal")
+        ax.set_ylim(0, 1.2 * max((x["wall"] for x in per_n.values()), default=1.0))
+        if any(x["scaled"] for x in per_n.values()):
+            ax.text(1.0, 1.01, "* parts from median steps exceeded the wall time: scaled to it", fontsize=7,
+                    ha="right", va="bottom", transform=ax.transAxes)
+        ax.set_xlabel("world size (ranks)")
+        ax.set_ylabel("time (s)")
+        ax.set_title(stage.capitalize(), loc="left")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle("Where the wall time goes")
+    return _save(fig, path, r)
 
 
 ALL = {"speedup": speedup, "throughput": throughput, "memory": memory, "loss": loss,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
+from tier1.config import DEFAULT_MODEL
 from tier1.report import analysis
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
@@ -14,16 +16,98 @@ GB = 1e9
 
 def machine_line(r: Results) -> str:
     any_train = next(iter(r.train.values()))
-    hw, libs = any_train["hardware"], any_train["libraries"]
+    hw = any_train["hardware"]
     if hw.get("gpus"):
         dev = f"{len(hw['gpus'])}x {hw['gpus'][0]} (driver {hw.get('driver') or 'unknown'}, CUDA {hw.get('cuda')})"
     else:
         dev = f"no GPU: a CPU rehearsal on {hw['cpu']}, {hw['cores']} cores (ranks are CPU processes)"
-    lib = ", ".join(f"{k} {v}" for k, v in libs.items())
-    return (f"- Machine: {dev}\n- Libraries: {lib}\n- Git revision: {any_train['git_revision']}; "
-            f"config hash: {any_train['config_hash']}\n- Dataset: {r.manifest['dataset'].get('source')} "
-            f"({r.manifest['counts']['train_pairs']} training pairs, {r.manifest['counts']['test_queries']} queries, "
-            f"{r.manifest['counts']['corpus_documents']} documents)")
+    counts = r.manifest["counts"]
+    return (f"- Machine: {dev}\n- Model: {model_name(r)}\n"
+            f"- Dataset: {dataset_name(r.manifest['dataset'])} ({counts['train_pairs']} training pairs, "
+            f"{counts['test_queries']} queries, {counts['corpus_documents']} documents)\n"
+            f"- Training pairs: {pairs_line(r)}\n- {card_line()}")
+
+
+def provenance_lines(r: Results) -> list[str]:
+    any_train = next(iter(r.train.values()))
+    lib = ", ".join(f"{k} {v}" for k, v in any_train["libraries"].items())
+    return ["## Provenance", "", f"- Libraries: {lib}",
+            f"- Git revision: {any_train['git_revision']}; config hash: {any_train['config_hash']}"]
+
+
+def model_spec(r: Results) -> str:
+    """The `model` the run was configured with (the packaged name, a folder or a hub id)."""
+    for record in (*r.train.values(), *r.eval_base.values()):
+        spec = record.get("config", {}).get("model") or record.get("model")
+        if spec:
+            return str(spec)
+    return "unknown"
+
+
+def model_name(r: Results) -> str:
+    spec = model_spec(r)
+    if spec == DEFAULT_MODEL:
+        return f"all-MiniLM-L6-v2 (the packaged `{spec}`), fine-tuned from its published weights"
+    if Path(spec).exists() or spec.startswith(("/", ".", "~")):
+        return f"the model folder `{spec}`, fine-tuned from the weights found there"
+    return f"the Hugging Face model `{spec}`, fine-tuned from its published weights"
+
+
+def base_label(r: Results) -> str:
+    """What the base rows are: the configured model before this run trained it (never 'untrained':
+    the packaged model is pre-trained, and a folder may hold an already fine-tuned model)."""
+    spec = model_spec(r)
+    short = "all-MiniLM-L6-v2" if spec == DEFAULT_MODEL else Path(spec).name or spec
+    return f"base: {short}, before this run's training"
+
+
+def dataset_name(d: dict) -> str:
+    """The dataset with where it was read from, e.g. "file `/data/pairs.jsonl`"."""
+    src = d.get("source")
+    if src == "file":
+        return f"the pair file `{d.get('path')}`"
+    if src == "beir":
+        return f"the BEIR folder `{d.get('path')}`"
+    if src == "huggingface":
+        return f"the Hugging Face dataset `{d.get('id')}`"
+    if src == "python-stdlib":
+        return f"python-stdlib: docstring -> function pairs from `{d.get('root')}` (Python {d.get('python_version')})"
+    if src == "python-source":
+        return (f"python-source: docstring -> function pairs from `{d.get('root')}` and `{d.get('site_packages')}` "
+                f"({d.get('distributions')} distributions, fingerprint {d.get('distributions_sha256')})")
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "unknown"
+
+
+def pairs_line(r: Results) -> str:
+    """Requested, prepared and trained pairs: training takes whole global batches, so up to one
+    global batch minus one of the prepared pairs is left out of every epoch."""
+    asked = r.manifest.get("config", {}).get("train_samples")
+    prepared = r.manifest["counts"]["train_pairs"]
+    batches = sorted({tm["objective"]["global_batch"] for tm in r.train.values() if tm.get("objective")})
+    text = f"{asked} asked for (`train_samples`), " if asked is not None else ""
+    text += f"{prepared} prepared" + (f" (only {prepared} available)" if asked is not None and prepared < asked else "")
+    parts = []
+    for gb in batches:
+        trained = prepared // gb * gb
+        where = "" if len(batches) == 1 else f" at global batch {gb}"
+        if trained == prepared:
+            parts.append(f"all {trained} trained per epoch{where} ({trained // gb} whole global batches of {gb})")
+        else:
+            parts.append(f"{trained} trained per epoch{where}: {prepared - trained} left out so that every step "
+                         f"has a whole global batch of {gb}")
+    return text + ("; " + "; ".join(parts) if parts else "")
+
+
+def card_line() -> str:
+    """What "the card" is, said where the report first names it."""
+    c = CARD_EXPECTATION
+    eff = c["training_speedup"] / c["gpus"]
+    return (f"The card: the expectation card this benchmark started from (the original `tier_1.py` script's "
+            f"card), which promised, on {c['device']}, training ~{c['training_s'][1]:.0f} s -> "
+            f"~{c['training_s'][4]:.0f} s ({c['training_speedup']:.1f}x, {pct(eff)} efficiency at {c['gpus']} GPUs) "
+            f"and evaluation ~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s "
+            f"({c['evaluation_speedup']:.1f}x). Its values are shown beside the measurements as expectations; "
+            f"none was measured here.")
 
 
 def csv_rows(r: Results) -> list[dict]:
@@ -86,6 +170,10 @@ def to_markdown(r: Results) -> str:
     on_gpu = bool(next(iter(r.train.values()))["hardware"].get("gpus"))
     unit = "GPU" if on_gpu else "rank"
     largest = max(sizes)
+    cpu = analysis.cpu_rehearsal(r)
+    # On a CPU the ranks share cores: the ratio of times is shown, never called a speedup.
+    ratio = (lambda x: fmt(x)) if cpu else (lambda x: fmt(x, "x"))
+    ratio_head = f"Time ratio (1 / {largest} ranks), CPU rehearsal" if cpu else f"Speedup ({largest} vs 1)"
     lines = ["# tier1 performance report", "", machine_line(r), "", "## Verdicts", ""]
     for name, ok, text in analysis.verdicts(r):
         mark = "n/a" if ok is None else ("PASS" if ok else "FAIL")
@@ -95,7 +183,7 @@ def to_markdown(r: Results) -> str:
 
     head = [f"{n} {unit}{'s' if n > 1 else ''}" for n in sizes]
     lines += ["## The table (measured)", "",
-              "| Metric | " + " | ".join(head) + f" | Speedup ({largest} vs 1) | Card expectation, 4x A40 (not measured here) |",
+              "| Metric | " + " | ".join(head) + f" | {ratio_head} | Card expectation, 4x A40 (not measured here) |",
               "|---" * (len(sizes) + 3) + "|"]
 
     def row(label, cells, speed, card):
@@ -103,9 +191,9 @@ def to_markdown(r: Results) -> str:
 
     c = CARD_EXPECTATION
     row("Training", [fmt(rows[n]["train_wall_s"], " s", 1) + _marked(rows[n]["train_marks"]) for n in sizes],
-        fmt(rows[largest]["train_speedup"], "x"), f"~{c['training_s'][1]:.0f} s -> ~{c['training_s'][4]:.0f} s (3.0x)")
+        ratio(rows[largest]["train_speedup"]), f"~{c['training_s'][1]:.0f} s -> ~{c['training_s'][4]:.0f} s (3.0x)")
     row("Evaluation", [fmt(rows[n]["eval_wall_s"], " s", 1) + _marked(rows[n]["eval_marks"]) for n in sizes],
-        fmt(rows[largest]["eval_speedup"], "x"), f"~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s (2.7x)")
+        ratio(rows[largest]["eval_speedup"]), f"~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s (2.7x)")
     cap = [rows[n]["memory_capacity_bytes"] for n in sizes]
     row("Memory capacity", [_gb(x) for x in cap],
         fmt(cap[-1] / cap[0], "x") if cap[0] and cap[-1] else "n/a", "46 GB -> 184 GB (4.0x)")
@@ -113,21 +201,25 @@ def to_markdown(r: Results) -> str:
     row("Max batch size", ["n/a (no GPU)" if x is None else str(x) for x in mb],
         fmt(mb[-1] / mb[0], "x") if mb[0] and mb[-1] else "n/a", "32 -> 128 (4.0x)")
 
+    speed_head = "time ratio (1 / N ranks)" if cpu else "speedup"
     lines += ["", "## Scaling detail", "",
               "| World size | Train time (median, min-max) | Samples/s | Tokens/s | Steady step | MFU "
-              "| Train speedup | Train efficiency | Gradient all-reduce per step "
-              "| Eval time (median, min-max) | Documents/s | Eval speedup | Eval efficiency "
+              f"| Train {speed_head} | Train efficiency | Gradient all-reduce per step "
+              f"| Eval time (median, min-max) | Documents/s | Eval {speed_head} | Eval efficiency "
               "| Peak memory per device | Global batch | Per-device batch | Negatives per anchor | Gathered | LR | Accum |",
               "|---" * 20 + "|"]
+    def eff(x):
+        return "n/a (CPU rehearsal)" if cpu else pct(x)
+
     for n in sizes:
         x, o = rows[n], rows[n]["objective"]
         lines.append(
             f"| {n} | {fmt(x['train_wall_s'], ' s', 1)} ({fmt(x['train_wall_min_s'], '', 1)}-{fmt(x['train_wall_max_s'], '', 1)}) "
             f"| {fmt(x['train_samples_per_s'], '', 1)} | {fmt(x['tokens_per_s'], '', 0)} | {fmt(x['steady_step_s'], ' s', 3)} "
-            f"| {pct(x['mfu'])} | {fmt(x['train_speedup'], 'x')} | {pct(x['train_efficiency'])} "
+            f"| {pct(x['mfu'])} | {ratio(x['train_speedup'])} | {eff(x['train_efficiency'])} "
             f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
             f"| {fmt(x['eval_wall_s'], ' s', 1)} ({fmt(x['eval_wall_min_s'], '', 1)}-{fmt(x['eval_wall_max_s'], '', 1)}) "
-            f"| {fmt(x['eval_documents_per_s'], '', 0)} | {fmt(x['eval_speedup'], 'x')} | {pct(x['eval_efficiency'])} "
+            f"| {fmt(x['eval_documents_per_s'], '', 0)} | {ratio(x['eval_speedup'])} | {eff(x['eval_efficiency'])} "
             f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{'' if on_gpu else ' (RSS)'}"
             f"{_device_used(x['peak_device_used_bytes'])} "
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
@@ -150,11 +242,12 @@ def to_markdown(r: Results) -> str:
 
     lines += ["", "## Retrieval quality", "", "| Model | Evaluated on | nDCG@10 | MRR@10 | Recall@1 | Recall@10 | Recall@100 | MAP@100 |",
               "|---|---|---|---|---|---|---|---|"]
-    models = [("base (untrained)", r.eval_base[w]) for w in sorted(r.eval_base)]
+    models = [(base_label(r), r.eval_base[w]) for w in sorted(r.eval_base)]
     models += [(f"trained on {n} {unit}{'s' if n > 1 else ''}", m) for n, m in sorted(r.eval_trained.items())]
     for name, m in models:
         v = m["metrics"]
         lines.append(f"| {name} | {m['world_size']} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
                      f"| {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['map@100']:.4f} |")
     lines += ["", "Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
+    lines += provenance_lines(r) + [""]
     return "\n".join(lines)

