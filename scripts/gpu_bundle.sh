@@ -14,6 +14,11 @@
 #                        GPU_BUNDLE_WHEELS, at the versions pinned in envs/. Empty by default: the
 #                        GPU tests and the stage commands import nothing the machine lacks
 #                        (pytrec_eval is needed by tests/test_metrics.py only, which skips without it)
+#   .gpu_bundle/bench_wheels/{pinned,fallback}/
+#                        what the benchmark's sentence-transformers side needs there beyond the
+#                        image (its trainer requires `datasets`): the pinned datasets, dill and
+#                        multiprocess, and an older set for an image whose pyarrow is below 24
+#                        (scripts/gpu_session.sh installs whichever imports)
 #
 # The working tree and the bundle travel together, at most 64 MiB per call: this fails above 60.
 set -euo pipefail
@@ -67,6 +72,18 @@ for name in $WHEELS; do
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$BUNDLE/wheels" "$name==$version"
 done
+
+mkdir -p "$BUNDLE/bench_wheels/pinned" "$BUNDLE/bench_wheels/fallback"
+download() { # download FOLDER NAME==VERSION...
+    local dest=$1
+    shift
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$dest" "$@"
+}
+echo "== bench wheels: datasets, dill, multiprocess (pinned; fallback for pyarrow < 24)"
+download "$BUNDLE/bench_wheels/pinned" "datasets==$(pin datasets)" "dill==$(pin dill)" "multiprocess==$(pin multiprocess)"
+download "$BUNDLE/bench_wheels/fallback" datasets==4.0.0 dill==0.3.8 multiprocess==0.70.16
 
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard | du --files0-from=- -cb 2>/dev/null | tail -n 1 | cut -f1)
 bundle_bytes=$(du -sb "$BUNDLE" | cut -f1)

@@ -13,6 +13,7 @@
 #   train_fp32       the same pairs in fp32 for FP32_EPOCHS (FP32_EPOCHS=0 skips it)
 #   eval_base        the untrained model on the GPU
 #   eval_trained     the model the first training made, on the GPU
+#   eval_base_fp32   the untrained model in fp32, for nDCG@10 in bf16 against fp32
 #   probe            largest train and encode batch on this GPU
 #   cosine           bf16-autocast vs fp32 embeddings of 300 test texts (tier1.gpu_summary cosine)
 #   report           tier1.report on the files above (table and plots)
@@ -141,7 +142,7 @@ summarize() {
     "$PY" -m tier1.gpu_summary "${args[@]}"
     if [[ -n ${OUT:-} ]]; then # the stages' JSON, logs and report (no weights, no token ids) in one file
         tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.safetensors' \
-            --exclude='checkpoints' logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained probe report cosine.json \
+            --exclude='checkpoints' logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained eval_base_fp32 probe report cosine.json \
             2>/dev/null || true
     fi
     if ((${#FAILED[@]})); then
@@ -180,6 +181,10 @@ evaluate() { # evaluate NAME MODEL
 }
 evaluate eval_base "$MODEL" || true
 evaluate eval_trained "$WORK/train/model" || true
+# The base model again in fp32: nDCG@10 in bf16 against fp32 (quality held, issue #13)
+step eval_base_fp32 120 "$PY" -m tier1.evaluate --config "$(cfg evaluate '{"repeats": 1, "precision": "fp32"}')" \
+    --model "$MODEL" "${PREP[@]:2}" --tokens "$D/tokens.safetensors" --metrics-out "$WORK/eval_base_fp32/metrics.json" \
+    --run-out "$WORK/eval_base_fp32/run.trec" || true
 step probe 150 "$PY" -m tier1.probe --config "$(cfg probe)" --tokens "$D/tokens.safetensors" --world-size 1 --out "$WORK/probe/gpus1.json" || true
 COSINE_MODEL=$WORK/train/model
 if ((!DRY)) && [[ ! -d $COSINE_MODEL ]]; then COSINE_MODEL=$MODEL; fi

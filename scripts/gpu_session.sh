@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Everything one lent GPU machine is asked to do, in one call (device time is scarce):
+#   1. scripts/gpu_check.sh: GPU tests and the stages on one GPU (capped at CHECK_LIMIT_S);
+#   2. the benchmark against sentence-transformers (tier1.bench.compare, both recipes) on the
+#      pairs and corpus that check prepared (capped at BENCH_LIMIT_S);
+#   3. nDCG@10 of the base model in bf16 against fp32.
+# Everything lands in $OUT (or docs/gpu/ when OUT is unset). Here, first:
+#   PYTHON=.venv/bin/python bash scripts/gpu_bundle.sh
+# then on the device machine, carrying .gpu_bundle:  bash scripts/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEST=${OUT:-docs/gpu}
+WORK=${GPU_CHECK_DIR:-/tmp/tier1-gpu-check}
+CHECK_LIMIT_S=${CHECK_LIMIT_S:-300}
+BENCH_LIMIT_S=${BENCH_LIMIT_S:-200}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+mkdir -p "$DEST"
+t0=$(date +%s)
+elapsed() { echo "$(($(date +%s) - t0)) s"; }
+
+echo "== 1. gpu_check (limit ${CHECK_LIMIT_S} s)"
+EPOCHS=${EPOCHS:-2} timeout --kill-after=10 "$CHECK_LIMIT_S" bash scripts/gpu_check.sh
+echo "   gpu_check exit $? after $(elapsed)"
+if [[ ! -f $DEST/gpu_check_files.tar.gz ]]; then # cut off before its summary: keep its logs
+    tar -czf "$DEST/gpu_check_files.tar.gz" -C "$WORK" logs steps.tsv 2>/dev/null
+fi
+
+echo "== 2. bench: tier1 against sentence-transformers"
+SITE=/tmp/bench-site
+for set in pinned fallback; do
+    rm -rf "$SITE"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .gpu_bundle/bench_wheels/$set/*.whl || continue
+    if PYTHONPATH=$SITE "$PY" -c 'import datasets' 2>/dev/null; then
+        echo "   datasets from the $set wheels"
+        break
+    fi
+done
+# the bundle's shim names the packaged model; /tmp/site holds gpu_check's wheels, if any
+export PYTHONPATH=$PWD/workflow:$SITE:/tmp/site:$PWD/.gpu_bundle/shim
+# config/full.yaml's batch and sequence length; BENCH_OVERRIDES (JSON) to try this on a CPU
+CFG=$("$PY" -c '
+import json, sys
+from tier1.config import Tier1Config, stage_json
+values = {"gpu_counts": [1], "batch_size": 128, "max_seq_length": 256, "eval_batch_size": 512,
+          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": 2, **(json.loads(sys.argv[1]) or {})}
+print(stage_json(Tier1Config.from_dict(values), "bench"))' "${BENCH_OVERRIDES:-null}")
+timeout --kill-after=10 "$BENCH_LIMIT_S" "$PY" -m tier1.bench.compare --config "$CFG" \
+    --pairs "$WORK/data/train.jsonl" --corpus "$WORK/data/test/corpus.jsonl" \
+    --md "$DEST/compare.md" --json "$DEST/compare.json" 2>&1 | tail -n 40
+echo "   bench exit ${PIPESTATUS[0]} after $(elapsed)"
+echo "== 2b. tier1 alone, length buckets 1 against 4 (one process each, same workload)"
+SPEC=$DEST/measurements/matched/workload.json
+if [[ -f $SPEC ]]; then
+    for n in 1 4 1 4; do
+        "$PY" -c 'import json, sys; w = json.load(open(sys.argv[1])); w["length_buckets"] = int(sys.argv[2]); print(json.dumps(w))' \
+            "$SPEC" "$n" >"$DEST/measurements/buckets$n.json"
+        timeout 60 "$PY" -m tier1.bench.side --side tier1 --workload "$DEST/measurements/buckets$n.json" \
+            --out "$DEST/measurements/buckets${n}_result.json" 2>/dev/null &&
+            "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))["train"]; print("   length_buckets %s: %.2f steps/s" % (sys.argv[2], r["steps_per_s"]))' \
+                "$DEST/measurements/buckets${n}_result.json" "$n"
+    done
+fi
+tar -czf "$DEST/bench_measurements.tar.gz" -C "$DEST" measurements 2>/dev/null && rm -rf "$DEST/measurements"
+cat "$DEST/compare.md" 2>/dev/null
+
+echo "== 3. nDCG@10, base model, bf16 against fp32"
+"$PY" - "$WORK" <<'PYEOF'
+import json, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+try:
+    bf16 = json.loads((work / "eval_base/metrics.json").read_text())
+    fp32 = json.loads((work / "eval_base_fp32/metrics.json").read_text())
+except OSError as err:
+    sys.exit(f"   missing: {err}")
+a, b = bf16["metrics"]["ndcg@10"], fp32["metrics"]["ndcg@10"]
+print(f"   nDCG@10 {bf16['precision']} {a:.4f}, {fp32['precision']} {b:.4f}, difference {a - b:+.4f}")
+PYEOF
+echo "== done after $(elapsed)"
