@@ -90,7 +90,10 @@ class Tier1Config:
     learning_rate: float = 2e-5
     scaling: str = "strong"
     grad_accum_steps: int = 1
-    length_buckets: int = 4  # each side of a micro-batch encoded in up to this many length-sorted parts; 1: off
+    # each side of a micro-batch encoded in up to this many length-sorted parts (1: off); "auto":
+    # 4 on a CPU, where compute scales with padded tokens, 1 on a GPU, where the extra kernel
+    # launches cost more than the padding (measured: docs/performance.md)
+    length_buckets: int | str = AUTO
     precision: str = "auto"
     optimizer: str = "adamw"
     loss_scale: float = 20.0
@@ -117,6 +120,8 @@ class Tier1Config:
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision: {self.precision!r} is not one of 'auto', 'fp32', 'bf16'")
+        if self.length_buckets != AUTO and not (isinstance(self.length_buckets, int) and self.length_buckets >= 1):
+            raise ConfigError(f"length_buckets: {self.length_buckets!r} is neither 'auto' nor a whole number >= 1")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
         if counts != AUTO:
@@ -200,7 +205,7 @@ class TrainConfig:
     batch_size: int
     scaling: str
     grad_accum_steps: int
-    length_buckets: int
+    length_buckets: int | str
     optimizer: str
     learning_rate: float
     warmup_ratio: float
@@ -226,6 +231,12 @@ class TrainConfig:
 
     def micro_batch(self, world_size: int) -> int:
         return self.per_device_batch(world_size) // self.grad_accum_steps
+
+    def length_parts(self, device_type: str) -> int:
+        """The length buckets per side of a micro-batch on this kind of device."""
+        if self.length_buckets == AUTO:
+            return 1 if device_type == "cuda" else 4
+        return int(self.length_buckets)
 
 
 @dataclass(frozen=True)
@@ -274,7 +285,7 @@ class BenchConfig:
     model: str
     trust_remote_code: bool
     batch_size: int
-    length_buckets: int
+    length_buckets: int | str
     max_seq_length: int
     precision: str
     eval_batch_size: int

@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         report["recipes"][recipe] = result
         log.info("%s: training %.2fx, encoding %.2fx (tier1 / sentence-transformers)", recipe,
                  result["train_steps_ratio"], result["encode_texts_ratio"])
-    atomic.write_json(args.json, report)
-    atomic.write_text(args.md, markdown(report))
+        # after each recipe, so a run cut short keeps what it measured
+        atomic.write_json(args.json, report)
+        atomic.write_text(args.md, markdown(report))
 
 
 if __name__ == "__main__":

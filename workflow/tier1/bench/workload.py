@@ -35,7 +35,7 @@ class Workload:
     loss_scale: float
     seed: int
     threads: int
-    length_buckets: int = 4  # tier1's own (sentence-transformers pads each batch to its longest text)
+    length_buckets: int | str = "auto"  # tier1's own (sentence-transformers pads each batch to its longest text)
     # "matched": sentence-transformers runs tier1's recipe (precision, no gradient clipping);
     # "defaults": its own defaults (fp32, gradient clipping at 1.0), tier1 unchanged.
     recipe: str = "matched"

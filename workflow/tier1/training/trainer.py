@@ -57,7 +57,7 @@ class Trainer:
     # -- data -------------------------------------------------------------------------------
     def _tokens(self, indices: list[int]) -> tuple[LengthBuckets, LengthBuckets]:
         def batch(ids):
-            cpu = bucket(ids, indices, self.tokens.pad_id, self.cfg.length_buckets)
+            cpu = bucket(ids, indices, self.tokens.pad_id, self.cfg.length_parts(self.ctx.device.type))
             self.tokens_seen["real"] += cpu.real_tokens
             for sequences, width in cpu.shapes:
                 self.tokens_seen["padded"] += sequences * width
