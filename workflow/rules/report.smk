@@ -31,8 +31,9 @@ rule report:
     params:
         py=PYTHON,
         history="results/history",
+        cfg=stage_params("report"),
     shell:
-        "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
+        "{params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} > {log} 2>&1"
