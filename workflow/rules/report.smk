@@ -1,4 +1,13 @@
-PLOTS = ["speedup", "throughput", "memory", "loss", "quality", "time_split"]
+PLOTS = [
+    "speedup",
+    "throughput",
+    "memory",
+    "loss",
+    "quality",
+    "time_split",
+    "decomposition",
+    "collectives",
+]
 
 
 rule report:
