@@ -15,7 +15,8 @@ GRAD = 90 * MB
 
 def sweep(busbw_gbps: float, n: int, sizes=(2**20, 2**24, GRAD, 2**28), latency=0.0) -> list[dict]:
     """An all-reduce sweep at a flat bus bandwidth."""
-    return [{"bytes": b, "time_s": {"median": latency + b * 2 * (n - 1) / n / (busbw_gbps * 1e9)}} for b in sizes]
+    return [{"bytes": b, "busbw_gbps": busbw_gbps,
+             "time_s": {"median": latency + b * 2 * (n - 1) / n / (busbw_gbps * 1e9)}} for b in sizes]
 
 
 def comm(n: int, busbw: float, gather_s: float = 0.0) -> dict:
@@ -35,7 +36,9 @@ def record(n: int, d: dict, gpus: int, *, cores=16, threads=None, global_batch=6
     return {"world_size": n, "steps": 10, "marks": list(marks), "decomposition": d, "steady_step_s": d["step_s"],
             "gradient_bytes": GRAD, "objective": {"global_batch": global_batch, "gathered_embeddings": True},
             "hardware": {"gpus": ["NVIDIA H100"] * gpus, "cores": cores},
-            "ranks": [{"rank": r, "threads": threads or max(1, cores // n)} for r in range(n)]}
+            "wall_time_s": 10 * d["step_s"], "wall_times_s": [10 * d["step_s"]],
+            "ranks": [{"rank": r, "threads": threads or max(1, cores // n), "peak_memory": {"max_memory_allocated": 1e9}}
+                      for r in range(n)]}
 
 
 def gpu_results(measured4: dict, busbw=10.0, marks=()) -> Results:
@@ -145,3 +148,19 @@ def test_projection_uses_the_stated_internode_bandwidth_beyond_the_machine():
     backward = 2 / 3 * 0.9 / 32
     step = 0.9 / 32 + max(comm32 - backward, 25 * 2**20 * 2 * 31 / 32 / 5e9) + 0.02 / 32 + 0.05 + 0.03
     assert stated[32]["speedup"] == pytest.approx(1.0 / step)
+
+
+def test_the_report_sections_show_the_flag_and_the_cpu_note(tmp_path):
+    from tier1.report import plots, table
+
+    measured = decomposition(0.60, 0.23, data=0.005, optimizer=0.05, exposed=0.25, stragglers=0.01, n=4)
+    r = gpu_results(measured, busbw=9.0)
+    r.comm[4].update(backend="nccl", gradient_bytes=GRAD, all_gather=[])
+    text = "\n".join(table.why_sections(r))
+    for heading in ("## Machine", "## Collectives", "## Step decomposition", "## Predicted vs measured"):
+        assert heading in text
+    assert "**BELOW**" in text and "largest term of the gap**: exposed communication" in text
+    assert "CPU: ranks share" not in text
+    for name in ("decomposition", "collectives"):
+        plots.ALL[name](r, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 0

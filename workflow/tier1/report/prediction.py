@@ -81,7 +81,9 @@ class Baseline:
 
     @property
     def other_s(self) -> float:
-        return max(0.0, self.step_s - self.compute_s - self.data_s - self.optimizer_s)
+        """The rest of the step; signed, so the parts add up to the 1-rank step (negative when
+        the steps the parts were taken from ran faster than the steady median)."""
+        return self.step_s - self.compute_s - self.data_s - self.optimizer_s
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,8 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
         step = (d or {}).get("step_s") or rec.get("steady_step_s")
         measured = predicted_speedup(base, step, g / g1) if step else None
         ratio = measured / pred_speedup if measured and pred_speedup else None
-        marks = list(rec.get("marks", [])) + (list(one.get("marks", [])) if n != 1 else [])
+        marks = [f"{n}-rank run: {m}" for m in rec.get("marks", [])]
+        marks += [f"1-rank run: {m}" for m in one.get("marks", [])] if n != 1 else []
         flagged = None if ratio is None or marks or n == 1 else ratio < flag_below
         term = largest_gap(d["seconds"], pred["seconds"]) if d and flagged else None
         out.append({
