@@ -82,7 +82,7 @@ class Baseline:
     @property
     def other_s(self) -> float:
         """The rest of the step; signed, so the parts add up to the 1-rank step (negative when
-        the steps the parts were taken from ran faster than the steady median)."""
+        the steps the parts were taken from ran slower than the steady median)."""
         return self.step_s - self.compute_s - self.data_s - self.optimizer_s
 
 

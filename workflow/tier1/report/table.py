@@ -250,7 +250,7 @@ def decomposition_section(r: Results) -> list[str]:
              "(`no_sync()`: the run's last steps again after training, same batches and dropout masks, untimed "
              "for the run); exposed communication is the synced forward+backward minus the slowest rank's compute; "
              "stragglers is the slowest rank's compute minus the median rank's; other is what remains of the step "
-             "(negative when the re-run steps were faster than the steady median). At 1 rank there is no sync: "
+             "(negative when the steps the parts come from were slower than the steady median). At 1 rank there is no sync: "
              "both are 0 by definition.", "",
              "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run |",
              "|---" * (len(TERMS) + 3) + "|"]

@@ -12,7 +12,7 @@ compute plus the communication backward did not hide:
     exposed_comm = median over ranks of the synced forward+backward - slowest rank's compute
     data, optimizer = median over ranks of each rank's median
     other        = step - all of the above (the loss's all-reduce for logging, the scheduler,
-                   Python; negative when the few re-run steps were faster than the steady median)
+                   Python; negative when the few steps the parts come from were slower than the steady median)
 
 Compute includes the loss's all-gather of embeddings (it runs in the forward, synced or not).
 At world size 1 there is nothing to sync: exposed communication and stragglers are zero by
