@@ -42,3 +42,51 @@ def train_variants(rank: int, world_size: int, model_path: str, pairs: list, var
     if ctx.is_main:
         torch.save(results, Path(out))
     distributed.teardown()
+
+
+def unsynced_rerun(rank: int, world_size: int, model_path: str, pairs: list, out: str) -> None:
+    """Train a few steps, then re-run the last ones without gradient sync (the step
+    decomposition): record whether anything the run produced changed."""
+    from tier1 import distributed, model
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.token_cache import pair_tokens
+    from tier1.training import decomposition
+    from tier1.training.builder import build_trainer
+
+    ctx = distributed.setup()
+    results = {}
+    for accum in (1, 2):
+        cfg = Tier1Config.from_dict({"batch_size": 8, "gpu_counts": [1, 2], "max_seq_length": 32,
+                                     "learning_rate": 1e-3, "warmup_ratio": 0.0, "precision": "fp32",
+                                     "seed": 3, "grad_accum_steps": accum}).view(TrainConfig)
+        torch.manual_seed(0)
+        encoder, tokenizer = model.load(model_path)
+        trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
+        trainer.fit()
+        before = {"params": flat_params(trainer.encoder).clone(), "step": trainer.step,
+                  "samples": trainer.samples_seen, "tokens": dict(trainer.tokens_seen), "flops": trainer.flops,
+                  "compute_times": list(trainer.times.compute), "rng": torch.get_rng_state(),
+                  "optimizer": [s["exp_avg"].clone() for s in trainer.optimizer.state.values()]}
+        marks = []  # the all-reduce hook notes every bucket it reduces
+        trainer.allreduce.mark = lambda cuda, _marks=marks: _marks.append(1) or 0.0
+        unsynced = trainer.measure_unsynced(3)
+        after = {"params": flat_params(trainer.encoder), "step": trainer.step,
+                 "samples": trainer.samples_seen, "tokens": dict(trainer.tokens_seen), "flops": trainer.flops,
+                 "compute_times": list(trainer.times.compute), "rng": torch.get_rng_state(),
+                 "optimizer": [s["exp_avg"] for s in trainer.optimizer.state.values()]}
+        reduced_unsynced, grads_dropped = len(marks), all(p.grad is None for p in trainer.encoder.parameters())
+        trainer.compute_gradients(trainer.plan.schedule()[0][1])  # a synced one: the hook does count
+        parts = distributed.all_gather_objects(decomposition.rank_parts(
+            unsynced, trainer.times.data, trainer.times.optimizer, 0.1))
+        results[accum] = {
+            "unchanged": all(torch.equal(before[k], after[k]) for k in ("params", "rng"))
+            and all(torch.equal(a, b) for a, b in zip(before["optimizer"], after["optimizer"]))
+            and all(before[k] == after[k] for k in ("step", "samples", "tokens", "flops", "compute_times")),
+            "grads_dropped": grads_dropped,
+            "buckets_reduced": reduced_unsynced, "buckets_reduced_synced": len(marks) - reduced_unsynced,
+            "unsynced": unsynced,
+            "decomposition": decomposition.decompose(parts),
+        }
+    if ctx.is_main:
+        torch.save(results, Path(out))
+    distributed.teardown()

@@ -1,4 +1,13 @@
-PLOTS = ["speedup", "throughput", "memory", "loss", "quality", "time_split"]
+PLOTS = [
+    "speedup",
+    "throughput",
+    "memory",
+    "loss",
+    "quality",
+    "time_split",
+    "decomposition",
+    "collectives",
+]
 
 
 rule report:
@@ -38,8 +47,9 @@ rule report:
         py=PYTHON,
         history="results/history",
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
+        cfg=stage_params("report"),
     shell:
-        "{params.py} -m tier1.report --manifest {input.manifest} --train {input.train} --loss {input.loss} "
+        "{params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "

@@ -105,6 +105,7 @@ class Tier1Config:
     ignore_identical_ids: bool = True
     repeats: int = 1
     collective_timeout_s: float = 45.0
+    internode_busbw_gbps: float | None = None  # the report's projection beyond one machine
     bench_steps: int = 12
     bench_texts: int = 300
     bench_repeats: int = 3
@@ -299,11 +300,21 @@ class BenchConfig:
     bench_repeats: int
 
 
-View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig, CommbenchConfig, BenchConfig)
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report takes from the config beyond the stages' files: the bandwidth between
+    nodes a projection past this machine may use (the user's figure, never measured here)."""
+
+    internode_busbw_gbps: float | None
+
+
+View = TypeVar("View", PrepareConfig, TokenizeConfig, TrainConfig, EvalConfig, ProbeConfig, CommbenchConfig, BenchConfig,
+               ReportConfig)
 
 STAGE_VIEWS: dict[str, type] = {
     "prepare": PrepareConfig, "tokenize": TokenizeConfig, "train": TrainConfig,
     "evaluate": EvalConfig, "probe": ProbeConfig, "commbench": CommbenchConfig, "bench": BenchConfig,
+    "report": ReportConfig,
 }
 
 

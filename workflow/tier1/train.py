@@ -140,8 +140,10 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
         if repeat + 1 < cfg.repeats and ctx.is_main:
             checkpoint.clear(out.checkpoints)
 
+    # after the timed window: the last steps again without gradient sync (the step decomposition)
+    unsynced = trainer.measure_unsynced()
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
-    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks),
+    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced),
                                             "window": disturbance.combine(windows)})
     if not ctx.is_main:
         return None

@@ -1,6 +1,6 @@
 """Stage 5, report: regenerate the performance table and plots from the stages' files.
 
-    python -m tier1.report --manifest results/data/manifest.json \\
+    python -m tier1.report --config '{"internode_busbw_gbps": null}' --manifest results/data/manifest.json \\
         --train results/train/gpus{1,2,4}/train_metrics.json --loss results/train/gpus{1,2,4}/loss.csv \\
         --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
         --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 
 from tier1 import atomic, provenance
-from tier1.cli import run_main, setup_logging
+from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.config import ReportConfig, Tier1Config
 from tier1.report import html, plots, table
 from tier1.report.collect import Inputs, collect
 
@@ -52,6 +53,8 @@ def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None,
+                        help="JSON of the report's config keys (internode_busbw_gbps); default: the defaults")
     parser.add_argument("--manifest", type=Path, required=True, help="the prepare stage's manifest.json")
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="train_metrics.json files")
     parser.add_argument("--loss", type=Path, nargs="+", required=True, help="loss.csv files, in --train's order")
@@ -75,8 +78,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder of <plot>.rst captions for the HTML page (workflow/report)")
     args = parser.parse_args(argv)
     setup_logging()
+    cfg: ReportConfig = (parse_stage_config(args.config, "report") if args.config
+                         else Tier1Config().view(ReportConfig))
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
-                    args.reference_loss, args.preflight, args.comm)
+                    args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tier1.report import prediction
 from tier1.report.collect import CARD_EXPECTATION, Results
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
@@ -167,31 +168,36 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
         worked.append(f"{n}: samples per rank {counts} (sum {sum(counts)} of {tm['expected_samples']}), "
                       f"checksums {'equal' if tm['checksums_equal'] else 'DIFFER'}")
     out.append(("all ranks worked", ok, "; ".join(worked)))
+    predicted = prediction_verdict(r)
+    if predicted is not None:
+        out.append(predicted)
     return out
 
 
 def projection(r: Results, targets=(8, 16, 32)) -> list[dict]:
-    """Projected training speedup at larger world sizes, assuming one device per rank.
+    """Projected training speedup at larger world sizes, one GPU per rank: the predicted ceiling
+    (tier1.report.prediction) with the bus bandwidth measured at the largest world size run, or
+    the config's internode_busbw_gbps beyond the machine's GPUs. Empty on a CPU (ranks share cores)."""
+    return prediction.projection_rows(r, r.internode_busbw_gbps, tuple(targets))
 
-    Step time at N = (1-rank compute time) / N + ring all-reduce time, with the all-reduce
-    bandwidth taken from the gradient all-reduce measured at the largest world size run.
-    Communication is assumed not to overlap compute (a pessimistic bound).
-    """
-    if 1 not in r.train or len(r.train) < 2 or not on_gpus(r, max(r.train)):
-        return []  # ranks sharing cores or devices tell nothing about per-device step time
-    n = max(r.train)
-    tm = r.train[n]
-    ar, nbytes = tm.get("allreduce_gradients_s"), tm["gradient_bytes"]
-    step1 = r.train[1]["time_split_median_s"]["step"]
-    if not ar or not step1:
-        return []
-    bus_bw = 2 * (n - 1) / n * nbytes / ar
-    out = []
-    for target in targets:
-        comm = 2 * (target - 1) / target * nbytes / bus_bw
-        out.append({"world_size": target, "speedup": step1 / (step1 / target + comm),
-                    "bus_bandwidth_GBps": bus_bw / 1e9, "from_world_size": n})
-    return out
+
+def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
+    """Every world size above 1 at FLAG_BELOW or more of its predicted speedup; None when no
+    prediction can be made (no 1-rank run, or only one world size)."""
+    rows = [x for x in prediction.world_size_rows(r) if x["world_size"] > 1]
+    if not rows:
+        return None
+    judged = [x for x in rows if x["flagged"] is not None]
+    flagged = [x for x in judged if x["flagged"]]
+    parts = []
+    for x in rows:
+        state = ("not judged (marked)" if x["marks"] else "n/a" if x["ratio"] is None
+                 else f"{pct(x['ratio'])} of predicted" + (" — BELOW" if x["flagged"] else ""))
+        parts.append(f"{x['world_size']} ranks: measured {fmt(x['measured_step_speedup'], 'x')} vs predicted "
+                     f"{fmt(x['predicted_speedup'], 'x')}, {state}")
+    worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
+    text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
+    return ("vs prediction", (not flagged) if judged else None, text)
 
 
 def _sci(x) -> str:

@@ -38,6 +38,7 @@ class Inputs:
     reference_loss: Path | None = None  # the 1-rank run with other dropout masks
     preflight: Path | None = None  # the machine as the run found it
     comm: list[Path] = field(default_factory=list)  # collective bandwidths, one file per world size > 1
+    internode_busbw_gbps: float | None = None  # the user's figure (config), for projections past the machine
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Results:
     reference_loss: list[dict] = field(default_factory=list)
     preflight: dict = field(default_factory=dict)                 # the machine: CPU, GPUs, links, NCCL
     comm: dict[int, dict] = field(default_factory=dict)           # world size -> commbench record
+    internode_busbw_gbps: float | None = None                     # stated in the config, not measured
     # (kind, world size) -> file read; the preflight, which is not per world size, is ("preflight", 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -65,7 +67,7 @@ def read_loss(path: Path) -> list[dict]:
 
 
 def collect(inputs: Inputs) -> Results:
-    r = Results(manifest=read_json(inputs.manifest))
+    r = Results(manifest=read_json(inputs.manifest), internode_busbw_gbps=inputs.internode_busbw_gbps)
     if len(inputs.loss) != len(inputs.train):
         raise ValueError(f"{len(inputs.train)} training records but {len(inputs.loss)} loss files")
     for kind, paths in (("train", inputs.train), ("eval_base", inputs.eval_base),

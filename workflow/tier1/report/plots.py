@@ -236,5 +236,69 @@ def time_split(r: Results, path: Path):
     return _save(fig, path, r)
 
 
+# compute, exposed comm, data, optimizer, stragglers, other: fill and hatch, apart in grayscale
+DECOMPOSITION_STYLE = {"compute": ("0.35", ""), "exposed_comm": ("0.9", "xx"), "data": ("white", ""),
+                       "optimizer": ("0.65", "//"), "stragglers": ("0.8", ".."), "other": ("0.97", "--")}
+
+
+def decomposition(r: Results, path: Path) -> None:
+    """Per world size, the measured step (left bar) beside the predicted one (right, lighter
+    edge), stacked by term."""
+    from tier1.report import prediction
+    from tier1.training.decomposition import LABELS, TERMS
+
+    predicted = {x["world_size"]: x["predicted"] for x in prediction.world_size_rows(r)}
+    sizes = sorted(r.train)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.38
+    for i, n in enumerate(sizes):
+        measured = r.train[n].get("decomposition")
+        bars = [(i - width / 2, measured["seconds"] if measured else None, "black"),
+                (i + width / 2, predicted[n]["seconds"] if n in predicted else None, "0.5")]
+        for x, seconds, edge in bars:
+            if seconds is None:
+                continue
+            bottom = 0.0
+            for term in TERMS:
+                v = max(0.0, seconds.get(term) or 0.0)  # a negative "other" (noise) is not drawn
+                color, hatch = DECOMPOSITION_STYLE[term]
+                ax.bar(x, v, width=width, bottom=bottom, color=color, hatch=hatch, edgecolor=edge,
+                       label=LABELS[term] if i == 0 and edge == "black" else None)
+                bottom += v
+    ax.set_xticks(range(len(sizes)), [f"{n}\nmeasured | predicted" for n in sizes], fontsize=8)
+    ax.set_xlabel("world size (ranks)")
+    ax.set_ylabel("time per step (s)")
+    ax.set_title("Step decomposition: measured (left) and predicted (right)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def collectives(r: Results, path: Path) -> None:
+    """Bus bandwidth against message size, all-reduce and all-gather, one line per world size;
+    the gradient size marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    gradient = None
+    for i, (n, c) in enumerate(sorted(r.comm.items())):
+        shade = str(0.6 * i / max(1, len(r.comm) - 1))
+        for key, ls, name in (("all_reduce", "-", "all-reduce"), ("all_gather", ":", "all-gather")):
+            rows = c.get(key) or []
+            if rows:
+                ax.plot([x["bytes"] for x in rows], [x["busbw_gbps"] for x in rows], linestyle=ls,
+                        marker=MARKERS[i % 6], markersize=4, color=shade, label=f"{name}, {n} ranks")
+        gradient = c.get("gradient_bytes") or gradient
+    if gradient:
+        ax.axvline(gradient, color="0.5", linestyle="--", linewidth=1, label=f"gradient ({gradient / 1e6:.0f} MB)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("message size (bytes, log scale)")
+    ax.set_ylabel("bus bandwidth (GB/s)")
+    ax.set_title("Collectives: bus bandwidth by message size" if r.comm else "Collectives: none measured (1 rank)")
+    ax.grid(alpha=0.3)
+    if r.comm:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 ALL = {"speedup": speedup, "throughput": throughput, "memory": memory, "loss": loss,
-       "quality": quality, "time_split": time_split}
+       "quality": quality, "time_split": time_split, "decomposition": decomposition,
+       "collectives": collectives}

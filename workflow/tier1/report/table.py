@@ -7,9 +7,10 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis
+from tier1.report import analysis, prediction
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
+from tier1.training.decomposition import LABELS, TERMS
 
 GB = 1e9
 
@@ -141,6 +142,12 @@ def csv_rows(r: Results) -> list[dict]:
         w = min(r.eval_base)
         for k, v in r.eval_base[w]["metrics"].items():
             add(f"base_{k}", w, v, "", r.source("eval_base", w))
+    for n, tm in sorted(r.train.items()):
+        for term, v in ((tm.get("decomposition") or {}).get("seconds") or {}).items():
+            add(f"step_{term}", n, v, "s", r.source("train", n))
+    for x in prediction.world_size_rows(r):
+        # derived from the 1-rank and n-rank records and comm/ws{n}.json; sourced to the n-rank record
+        add("predicted_training_speedup", x["world_size"], x["predicted_speedup"], "x", r.source("train", x["world_size"]))
     return out
 
 
@@ -231,14 +238,17 @@ def to_markdown(r: Results) -> str:
               "The all-reduce column is the median per step of the time from the first gradient bucket's "
               "launch to the last one's completion; it overlaps the backward pass, so it bounds the "
               "communication a step can expose rather than adding to the step time."]
+    lines += [""] + why_sections(r)
     proj = analysis.projection(r)
     if proj:
-        lines += ["", "## Projection (not measured)", "",
-                  f"Training speedup projected from the 1-rank step time and the gradient all-reduce measured at "
-                  f"{proj[0]['from_world_size']} ranks (bus bandwidth {proj[0]['bus_bandwidth_GBps']:.2f} GB/s), "
-                  f"assuming one device per rank and no overlap of communication with compute.", "",
-                  "| World size | Projected speedup |", "|---|---|"]
-        lines += [f"| {p['world_size']} | {p['speedup']:.2f}x |" for p in proj]
+        lines += ["## Projection (not measured)", "",
+                  f"Training speedup projected with the model of \"Predicted vs measured\" from the 1-rank step, one "
+                  f"GPU per rank, and the bus bandwidth measured at {proj[0]['from_world_size']} ranks or stated in the "
+                  f"config (`internode_busbw_gbps`) for world sizes past this machine's GPUs. A projection, not a "
+                  f"measurement.", "",
+                  "| World size | Projected speedup | Bus bandwidth | From |", "|---|---|---|---|"]
+        lines += [f"| {p['world_size']} | {p['speedup']:.2f}x | {p['bus_bandwidth_GBps']:.2f} GB/s | {p['source']} |"
+                  for p in proj]
 
     lines += ["", "## Retrieval quality", "", "| Model | Evaluated on | nDCG@10 | MRR@10 | Recall@1 | Recall@10 | Recall@100 | MAP@100 |",
               "|---|---|---|---|---|---|---|---|"]
@@ -251,3 +261,144 @@ def to_markdown(r: Results) -> str:
     lines += ["", "Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
     lines += provenance_lines(r) + [""]
     return "\n".join(lines)
+
+
+# -- why it scales, or why not: the machine, the collectives, the step, the prediction -----------
+
+def _s(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f} s"
+
+
+def machine_section(r: Results) -> list[str]:
+    """The preflight, in a few lines: what the ranks had to share."""
+    p = r.preflight
+    if not p:
+        return []
+    cpu = p.get("cpu") or {}
+    threads = ", ".join(f"{n} rank{'s' if n != '1' else ''}: {t}" for n, t in (cpu.get("threads_per_rank") or {}).items())
+    shared = [n for n, v in (cpu.get("ranks_share_cores") or {}).items() if v]
+    lines = ["## Machine", "", f"From `{r.paths.get(('preflight', 0), 'preflight.json')}`.", "",
+             f"- CPU: {cpu.get('model') or 'unknown'}; {cpu.get('cores_available')} cores available to the jobs "
+             f"({cpu.get('logical_cpus')} logical CPUs), {cpu.get('sockets') or '?'} socket(s), "
+             f"{cpu.get('numa_node_count') or '?'} NUMA node(s)",
+             f"- Threads per rank: {threads or 'n/a'}" + (f"; more ranks than cores at {', '.join(shared)}: they time-slice"
+                                                          if shared else "")]
+    gpu = p.get("gpu")
+    if not gpu:
+        lines.append(f"- GPUs: none; collectives use {p.get('backend', 'gloo')} between CPU processes")
+    else:
+        for d in gpu.get("devices", []):
+            pcie, clocks = d.get("pcie") or {}, d.get("clocks_mhz") or {}
+            lines.append(
+                f"- GPU {d.get('nvml_index')}{'' if d.get('used_by_jobs', True) else ' (not used)'}: {d.get('name')}, "
+                f"{(d.get('memory_total_bytes') or 0) / GB:.0f} GB, SM clock max {clocks.get('sm_max')} MHz, PCIe gen "
+                f"{pcie.get('generation_max')} x{pcie.get('width_max')} ({fmt(pcie.get('gbps_per_direction_max'), ' GB/s', 1)} "
+                f"per direction), NVLink links up {d.get('nvlink_links_up')}, NUMA node {d.get('numa_node')}")
+        peer = (gpu.get("peer_access") or {}).get("matrix")
+        pairs = [v for row in peer or [] for v in row if v is not None]
+        lines.append(f"- NCCL {gpu.get('nccl_version')}, driver {gpu.get('driver_version')}, CUDA driver "
+                     f"{gpu.get('cuda_driver_version')} / runtime {gpu.get('cuda_runtime_version')}; peer access: "
+                     + (f"{sum(pairs)} of {len(pairs)} GPU pairs" if pairs else "unknown"))
+    env = p.get("nccl_env") or {}
+    if env:
+        lines.append("- NCCL settings: " + ", ".join(f"`{k}={v}`" for k, v in env.items()))
+    if p.get("unavailable"):
+        lines.append(f"- Not readable here: {', '.join(sorted(p['unavailable']))}")
+    return lines + [""]
+
+
+def collectives_section(r: Results) -> list[str]:
+    """The commbench sweeps at the sizes training uses, per world size."""
+    if not r.comm:
+        return []
+    lines = ["## Collectives", "",
+             "Measured as nccl-tests does (algbw = bytes / time; busbw = algbw x 2(n-1)/n for all-reduce, "
+             "x (n-1)/n for all-gather), median of timed calls; the full sweeps are in `comm/ws{n}.json` and the "
+             "collectives plot.", "",
+             "| World size | Backend | Gradient all-reduce | Time | algbw | busbw | Best busbw in sweep "
+             "| Loss all-gather | Time | busbw | Matmul per rank |", "|---" * 11 + "|"]
+    for n, c in sorted(r.comm.items()):
+        s = c.get("summary", {})
+        g, a = s.get("gradient_all_reduce", {}), s.get("loss_all_gather", {})
+        mm = c.get("matmul") or {}
+        frac = f" ({pct(mm['fraction_of_peak'])} of peak)" if mm.get("fraction_of_peak") else ""
+        lines.append(
+            f"| {n} | {c.get('backend')} | {(g.get('bytes') or 0) / 1e6:.1f} MB | {_s(g.get('time_s', {}).get('median'), 4)} "
+            f"| {fmt(g.get('algbw_gbps'), ' GB/s')} | {fmt(g.get('busbw_gbps'), ' GB/s')} "
+            f"| {fmt(s.get('all_reduce_busbw_max_gbps'), ' GB/s')} | {(a.get('bytes') or 0) / 1e3:.0f} kB "
+            f"| {_s(a.get('time_s', {}).get('median'), 4)} | {fmt(a.get('busbw_gbps'), ' GB/s', 3)} "
+            f"| {fmt(mm.get('achieved_tflops_median'), ' TFLOP/s', 3)} {mm.get('dtype', '')}{frac}"
+            f"{_marked(c.get('marks', []))} |")
+    return lines + [""]
+
+
+def decomposition_section(r: Results) -> list[str]:
+    """Each world size's steady step split into compute, exposed communication, data, optimizer,
+    stragglers and the rest."""
+    blocks = {n: tm.get("decomposition") for n, tm in sorted(r.train.items())}
+    if not any(blocks.values()):
+        return []
+    lines = ["## Step decomposition", "",
+             "Per step, median over ranks. Compute is the forward+backward with DDP's gradient sync skipped "
+             "(`no_sync()`: the run's last steps again after training, same batches and dropout masks, untimed "
+             "for the run); exposed communication is the synced forward+backward minus the slowest rank's compute; "
+             "stragglers is the slowest rank's compute minus the median rank's; other is what remains of the step "
+             "(negative when the steps the parts come from were slower than the steady median). At 1 rank there is no sync: "
+             "both are 0 by definition.", "",
+             "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run |",
+             "|---" * (len(TERMS) + 3) + "|"]
+    for n, d in blocks.items():
+        if not d:
+            lines.append(f"| {n} | n/a (no decomposition in the record) |" + " |" * (len(TERMS) + 1))
+            continue
+        cells = [f"{_s(d['seconds'][t])} ({pct(d['fraction_of_step'][t])})" for t in TERMS]
+        lines.append(f"| {n} | {_s(d['step_s'])} | " + " | ".join(cells) + f" | {d['steps_rerun']} |")
+    return lines + [""]
+
+
+def prediction_section(r: Results) -> list[str]:
+    """Measured speedup beside the predicted ceiling, flags, and the gap's largest term."""
+    rows = prediction.world_size_rows(r)
+    if len(rows) < 2:
+        return []
+    scaling = {x["world_size"]: x for x in analysis.scaling_rows(r)}
+    first = rows[0]
+    lines = ["## Predicted vs measured", "",
+             f"The prediction (`tier1.report.prediction`) starts from the 1-rank step "
+             f"({_s(prediction.baseline(r.train[1]).step_s)}) and scales its compute and data with each rank's share "
+             f"of the global batch and of the hardware; backward ({prediction.BACKWARD_FRACTION:.0%} of forward+backward, "
+             f"the FLOPs ratio) hides the gradient all-reduce, timed at the gradient size from the collectives "
+             f"benchmark, except for DDP's last {prediction.DDP_BUCKET_BYTES // 2**20} MiB bucket; the loss's embedding "
+             f"gather counts as compute; optimizer and other stay as at 1 rank; no stragglers. A world size under "
+             f"{pct(prediction.FLAG_BELOW)} of its prediction is flagged. Measured speedups here are from the "
+             f"steady step (1-rank step / n-rank step x global-batch ratio); the wall-time speedup is beside them.", ""]
+    if not first["on_gpu"]:
+        lines += [f"> CPU: ranks share the machine's {first['cores']} cores, so the model gives each of n ranks "
+                  f"min(threads, {first['cores']}/n) cores: 1/n of the batch on about 1/n of the cores, and compute "
+                  f"does not shrink; the predicted speedup is at most 1x. This measures the distributed machinery, "
+                  f"not GPU scaling.", ""]
+    lines += ["| World size | Measured speedup (step) | Measured speedup (wall) | Predicted speedup | Measured / predicted "
+              "| Predicted step | Predicted exposed all-reduce (hidden) | Bus bandwidth used | Compute per rank vs 1 rank "
+              "| Flag |", "|---" * 10 + "|"]
+    for x in rows:
+        n, comm = x["world_size"], x["comm"]
+        flag = ("n/a" if n == 1 else f"not judged ⚠ {'; '.join(x['marks'])}" if x["marks"]
+                else "n/a" if x["flagged"] is None else "**BELOW**" if x["flagged"] else "ok")
+        p = x["predicted"]
+        lines.append(
+            f"| {n} | {fmt(x['measured_step_speedup'], 'x')} | {fmt(scaling.get(n, {}).get('train_speedup'), 'x')} "
+            f"| {fmt(x['predicted_speedup'], 'x')} | {pct(x['ratio'])} | {_s(p['step_s'])} "
+            f"| {_s(p['seconds']['exposed_comm'])} ({_s(p['hidden_by_backward_s'])}) "
+            f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} | {x['work'] * x['slowdown']:.2f}x | {flag} |")
+    why = [x for x in rows if x["why"]]
+    if why:
+        lines += [""] + [f"- **{x['world_size']} ranks, largest term of the gap**: {x['why']}." for x in why]
+    sources = sorted({x["comm"].source for x in rows if x["comm"]})
+    if sources:
+        lines += ["", "Bus bandwidth from: " + "; ".join(sources) + "."]
+    return lines + [""]
+
+
+def why_sections(r: Results) -> list[str]:
+    """Why it scales, or why not: every section that explains the scaling numbers above."""
+    return machine_section(r) + collectives_section(r) + decomposition_section(r) + prediction_section(r)

@@ -13,6 +13,7 @@ from tier1 import flops, provenance
 from tier1.config import TrainConfig, config_hash
 from tier1.distributed import Context
 from tier1.model import dropout_probabilities
+from tier1.training import decomposition
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer
 
@@ -76,9 +77,12 @@ def marks(start_step: int, total_steps: int, step_stalls: list[dict]) -> list[st
     return out
 
 
-def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict]) -> dict[str, Any]:
+def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict],
+                unsynced: dict[str, list] | None = None) -> dict[str, Any]:
     """This rank's own account of the run: the work it did, its memory, its final parameters.
-    `peaks` holds each repeat's peak memory, measured with the previous repeat freed."""
+    `peaks` holds each repeat's peak memory, measured with the previous repeat freed; `unsynced`
+    is Trainer.measure_unsynced's result, the input of the step decomposition."""
+    t = trainer.times
     return {
         "rank": ctx.rank,
         "device": str(ctx.device),
@@ -95,6 +99,7 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "device_capacity_bytes": devices.capacity(ctx.device),
         "threads": ctx.threads,
         "parameter_checksum": parameter_checksum(trainer.encoder),
+        "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
     }
 
 
@@ -157,6 +162,8 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
             # first bucket launched -> last bucket reduced, host-timed; overlaps the backward pass
             "gradient_allreduce_span": median(t.allreduce_span),
         },
+        # compute, exposed communication, data, optimizer, stragglers, other (training.decomposition)
+        "decomposition": decomposition.decompose([r.get("step_parts") for r in ranks]),
         "allreduce_gradients_s": allreduce_s,
         "gradient_bytes": 4 * n_params,
         "checksums_equal": len({r["parameter_checksum"] for r in ranks}) == 1,

@@ -25,6 +25,10 @@ from tier1.training.loss import in_batch_negatives_loss
 from tier1.training.plan import BatchPlan
 from tier1.training.step import forward_backward
 
+# Steps run again without gradient sync after training (measure_unsynced): few, so that the
+# default CPU pipeline stays about as fast, enough for a median.
+UNSYNCED_STEPS = 3
+
 
 @dataclass
 class StepTimes:
@@ -75,19 +79,23 @@ class Trainer:
                           + 15485863 * self.dropout_stream)
 
     # -- one optimisation step --------------------------------------------------------------
-    def compute_gradients(self, global_indices: list[int]) -> float:
-        """Forward and backward for one global batch; returns the global-batch loss."""
+    def compute_gradients(self, global_indices: list[int], sync: bool = True) -> float:
+        """Forward and backward for one global batch; returns the global-batch loss.
+        `sync=False` skips DDP's gradient all-reduce (`no_sync()`): each rank keeps its own
+        gradients. Only the step decomposition uses it, after training."""
         t0 = time.perf_counter()
         local = self.plan.local_slice(global_indices, self.ctx.rank)
         tokens = [self._tokens(m) for m in self.plan.micro_batches(local)]
         t1 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        if len(tokens) == 1:
-            self._seed_dropout(0)
-            loss = forward_backward(self.model, *tokens[0], self.autocast_dtype, self.cfg.loss_scale,
-                                    self.cfg.gather_embeddings)
-        else:
-            loss = self._cached_backward(tokens)
+        skip_sync = self.model.no_sync() if not sync and self.ctx.distributed else contextlib.nullcontext()
+        with skip_sync:
+            if len(tokens) == 1:
+                self._seed_dropout(0)
+                loss = forward_backward(self.model, *tokens[0], self.autocast_dtype, self.cfg.loss_scale,
+                                        self.cfg.gather_embeddings)
+            else:
+                loss = self._cached_backward(tokens)
         devices.synchronize(self.ctx.device)
         t2 = time.perf_counter()
         self.times.data.append(t1 - t0)
@@ -160,6 +168,36 @@ class Trainer:
         self.samples_seen, self.tokens_seen, self.flops = counters
         self.times = StepTimes()
         distributed.barrier()
+
+    def measure_unsynced(self, steps: int = UNSYNCED_STEPS) -> dict[str, list]:
+        """After `fit`: the last `steps` steps' forward and backward again, on the same batches
+        with the same dropout masks, with DDP's gradient sync skipped. Beside the same steps'
+        timed (synced) forward and backward, that gives compute and exposed communication.
+
+        Outside the timed window and leaving no trace: no optimizer step, the gradients are
+        dropped, and the counters, step times and RNG state are put back. One rank has no sync to
+        skip: its unsynced times are its synced ones and nothing runs again."""
+        k = min(steps, len(self.times.compute))
+        indices = list(range(self.step - k, self.step))
+        synced = self.times.compute[len(self.times.compute) - k:]
+        if not self.ctx.distributed or k == 0:
+            return {"step_indices": indices, "synced_s": list(synced), "unsynced_s": list(synced)}
+        schedule = self.plan.schedule()
+        saved = (self.step, self.samples_seen, dict(self.tokens_seen), self.flops, self.times)
+        self.times = StepTimes()
+        cuda = [self.ctx.device] if self.ctx.device.type == "cuda" else []
+        distributed.barrier()
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                for i in indices:
+                    self.step = i  # the step's own dropout masks (_seed_dropout)
+                    self.compute_gradients(schedule[i][1], sync=False)
+            unsynced = list(self.times.compute)
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step, self.samples_seen, self.tokens_seen, self.flops, self.times = saved
+        distributed.barrier()
+        return {"step_indices": indices, "synced_s": list(synced), "unsynced_s": unsynced}
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, after_step: Callable[[Trainer], None] | None = None) -> None:
