@@ -142,7 +142,7 @@ summarize() {
     "$PY" -m tier1.gpu_summary "${args[@]}"
     if [[ -n ${OUT:-} ]]; then # the stages' JSON, logs and report (no weights, no token ids) in one file
         tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.safetensors' \
-            --exclude='checkpoints' logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained eval_base_fp32 probe report cosine.json \
+            --exclude=checkpoints --exclude="*.trec" logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained eval_base_fp32 probe report cosine.json \
             2>/dev/null || true
     fi
     if ((${#FAILED[@]})); then

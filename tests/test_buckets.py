@@ -1,12 +1,13 @@
 """Length buckets: fewer padded positions, the same embeddings, loss and gradients as one padded batch."""
 
 import torch
-from helpers import real_pairs
 
 from tier1 import model
 from tier1.token_cache import collate, pair_tokens
 from tier1.training.buckets import MIN_ROWS, bucket, embed
 from tier1.training.loss import in_batch_negatives_loss
+
+from helpers import real_pairs
 
 
 def _ids(tiny_model, n):

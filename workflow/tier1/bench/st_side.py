@@ -41,8 +41,10 @@ def train(w: Workload) -> dict:
     torch.manual_seed(w.seed)
     st = _model(w)
     bf16 = w.recipe == "matched" and w.precision == "bf16"
-    recipe = {"learning_rate": w.learning_rate, "weight_decay": w.weight_decay, "warmup_ratio": w.warmup_ratio,
-              "max_grad_norm": 0.0} if w.recipe == "matched" else {}
+    # tier1's warm-up is int(warmup_ratio x steps) steps; given as a whole number of steps here,
+    # whichever way this transformers release reads a ratio
+    recipe = {"learning_rate": w.learning_rate, "weight_decay": w.weight_decay,
+              "warmup_steps": int(w.warmup_ratio * w.steps), "max_grad_norm": 0.0} if w.recipe == "matched" else {}
     ends: list[float] = []
     losses_seen: list[float] = []
 
@@ -69,8 +71,8 @@ def train(w: Workload) -> dict:
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, "losses": losses_seen,
         "inputs": fingerprint(w, anchors, positives, encode_texts(w), str(st.device), torch.get_num_threads(),
                               "bf16" if bf16 else "fp32", learning_rate=args.learning_rate,
-                              weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, loss_scale=loss.scale,
-                              grad_clip=args.max_grad_norm or None),
+                              weight_decay=args.weight_decay, warmup_steps=args.get_warmup_steps(w.steps),
+                              loss_scale=loss.scale, grad_clip=args.max_grad_norm or None),
     }
 
 
