@@ -152,7 +152,8 @@ summarize() {
     exit 0
 }
 
-step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests || true
+# a test module needing what the GPU image lacks (snakemake) must not stop the GPU tests from running
+step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors -m gpu tests || true
 
 PREP=(--train "$D/train.jsonl" --corpus "$D/test/corpus.jsonl" --queries "$D/test/queries.jsonl"
     --qrels "$D/test/qrels/test.tsv")
