@@ -38,8 +38,10 @@ report: setup
 	$(BIN)/snakemake --report results/report/report.html
 	@echo "Report: results/report/index.html (also first under 'Benchmark report' in results/report/report.html)"
 
+# The table is printed again when Snakemake has nothing to redo.
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus
+	$(BIN)/python -m tier1.check_gpus --show results/check_gpus/summary.json
 
 # Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
 pin: setup

@@ -30,3 +30,14 @@ rule all:
     collective bandwidths, report."""
     input:
         final_outputs(),
+
+
+# The end of a run on the console: the verdicts and the table when this run wrote the report, the
+# end of each failed job's log when it stopped.
+onsuccess:
+    if os.path.exists(REPORT_MD) and os.path.getmtime(REPORT_MD) >= RUN_STARTED:
+        print(console.run_summary(Path(REPORT_MD), Path(REPORT_HTML)), file=sys.stderr)
+
+
+onerror:
+    print(console.failure_summary(Path(log)), file=sys.stderr)

@@ -16,11 +16,12 @@ rule bench_compare:
         timed=1,
         gpu=1 if ON_GPUS else 0,
     params:
+        story=stage_story("bench: tier1 against sentence-transformers"),
         py=PYTHON,
         cfg=stage_params("bench"),
     shell:
-        "{params.py} -m tier1.bench.compare --config {params.cfg:q} --pairs {input.pairs} --corpus {input.corpus} "
-        "--md {output.md} --json {output.json} > {log} 2>&1"
+        "{params.story} {log} -- {params.py} -m tier1.bench.compare --config {params.cfg:q} --pairs {input.pairs} --corpus {input.corpus} "
+        "--md {output.md} --json {output.json}"
 
 
 rule bench:

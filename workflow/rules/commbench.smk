@@ -13,7 +13,8 @@ rule commbench:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
+        story=stage_story(lambda w: f"collectives, {w.n} ranks"),
         cfg=stage_params("commbench"),
         launch=lambda w: launcher(w.n),
     shell:
-        "{params.launch} tier1.commbench --config {params.cfg:q} --out {output} > {log} 2>&1"
+        "{params.story} {log} -- {params.launch} tier1.commbench --config {params.cfg:q} --out {output}"

@@ -1,4 +1,6 @@
 import os
+import shlex
+import time
 import sys
 from pathlib import Path
 
@@ -6,10 +8,15 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
+from tier1 import console
 from tier1.checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, from_command_line, stage_json
 from tier1.checksum import token_cache_problem
 from tier1.gpus import visible_gpus
+
+RUN_STARTED = time.time()
+REPORT_MD = "results/report/performance.md"
+REPORT_HTML = "results/report/index.html"
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
 GPUS = visible_gpus()
@@ -65,11 +72,20 @@ def stage_params(stage):
     return stage_json(CFG, stage)
 
 
+def stage_story(label):
+    """The wrapper every job's command runs in: its output to the log file, its start, progress and
+    end (or the end of its log, when it fails) to the console (tier1.console)."""
+    story = lambda text: f"{PYTHON} -m tier1.console --label {shlex.quote(text)} --log"
+    if callable(label):
+        return lambda wildcards: story(label(wildcards))
+    return story(label)
+
+
 def launcher(n):
     """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
     each job gets exactly n GPUs of its own (tier1.launch)."""
     timeout = f"TIER1_COLLECTIVE_TIMEOUT_S={CFG.collective_timeout_s:g}"
-    return f"{timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
+    return f"env {timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
 
 
 def gpus_for(n):

@@ -20,10 +20,11 @@ rule evaluate:
         timed=1,
         gpu=lambda w: gpus_for(w.w),
     params:
+        story=stage_story(lambda w: f"evaluate {w.model}, {w.w} rank(s)"),
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),
         model=lambda w: model_path(w.model),
     shell:
-        "{params.launch} tier1.evaluate --config {params.cfg:q} --model {params.model:q} "
+        "{params.story} {log} -- {params.launch} tier1.evaluate --config {params.cfg:q} --model {params.model:q} "
         "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --tokens {input.tokens} "
-        "--metrics-out {output.metrics} --run-out {output.run} > {log} 2>&1"
+        "--metrics-out {output.metrics} --run-out {output.run}"

@@ -15,7 +15,8 @@ rule preflight:
         # On a cluster it runs where the largest job's GPUs are.
         gpu=gpus_for(max(WORLD_SIZES)),
     params:
+        story=stage_story("preflight: the machine's layout"),
         py=PYTHON,
         world_sizes=" ".join(map(str, WORLD_SIZES)),
     shell:
-        "{params.py} -m tier1.preflight --world-sizes {params.world_sizes} --out {output} > {log} 2>&1"
+        "{params.story} {log} -- {params.py} -m tier1.preflight --world-sizes {params.world_sizes} --out {output}"

@@ -13,9 +13,10 @@ rule prepare:
     conda:
         CONDA_ENV
     params:
+        story=stage_story("prepare: training pairs and test set"),
         py=PYTHON,
         cfg=stage_params("prepare"),
     shell:
-        "{params.py} -m tier1.prepare --config {params.cfg:q} --train {output.train} "
+        "{params.story} {log} -- {params.py} -m tier1.prepare --config {params.cfg:q} --train {output.train} "
         "--corpus {output.corpus} --queries {output.queries} --qrels {output.qrels} "
-        "--manifest {output.manifest} > {log} 2>&1"
+        "--manifest {output.manifest}"

@@ -15,9 +15,10 @@ rule probe:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
+        story=stage_story(lambda w: f"probe, {w.n} GPU(s)"),
         cfg=stage_params("probe"),
         # on GPUs one rank per GPU; on a CPU there is nothing to probe, so one process says so
         launch=lambda w: launcher(w.n if ON_GPUS else 1),
     shell:
-        "{params.launch} tier1.probe --config {params.cfg:q} --tokens {input.tokens} --world-size {wildcards.n} "
-        "--out {output} > {log} 2>&1"
+        "{params.story} {log} -- {params.launch} tier1.probe --config {params.cfg:q} --tokens {input.tokens} --world-size {wildcards.n} "
+        "--out {output}"

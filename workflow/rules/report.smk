@@ -44,13 +44,14 @@ rule report:
     conda:
         CONDA_ENV
     params:
+        story=stage_story("report"),
         py=PYTHON,
         history="results/history",
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
         cfg=stage_params("report"),
     shell:
-        "{params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} --train {input.train} --loss {input.loss} "
+        "{params.story} {log} -- {params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
-        "--html {output.html} --captions {params.captions} > {log} 2>&1"
+        "--html {output.html} --captions {params.captions}"

@@ -14,8 +14,9 @@ rule tokenize:
     conda:
         CONDA_ENV
     params:
+        story=stage_story("tokenize: token ids, once for every stage"),
         py=PYTHON,
         cfg=stage_params("tokenize"),
     shell:
-        "{params.py} -m tier1.token_cache --config {params.cfg:q} --train {input.train} "
-        "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --out {output} > {log} 2>&1"
+        "{params.story} {log} -- {params.py} -m tier1.token_cache --config {params.cfg:q} --train {input.train} "
+        "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --out {output}"

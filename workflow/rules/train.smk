@@ -18,11 +18,12 @@ rule train:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
+        story=stage_story(lambda w: f"train, {w.n} rank(s)"),
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
-        "{params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
-        "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss} > {log} 2>&1"
+        "{params.story} {log} -- {params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"
 
 
 rule train_dropout_reference:
@@ -46,8 +47,9 @@ rule train_dropout_reference:
         timed=1,
         gpu=gpus_for(1),
     params:
+        story=stage_story("train, 1 rank, other dropout masks (the yardstick)"),
         cfg=stage_params("train"),
         launch=launcher(1),
     shell:
-        "{params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
-        "--dropout-stream 1 --model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss} > {log} 2>&1"
+        "{params.story} {log} -- {params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "--dropout-stream 1 --model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"

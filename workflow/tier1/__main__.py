@@ -1,22 +1,46 @@
-"""The tier1 command: `tier1 <stage> ...` runs `python -m tier1.<stage> ...`."""
+"""The tier1 command: `tier1 <stage> ...` runs `python -m tier1.<module> ...`; `tier1 --help` lists them."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"prepare": "tier1.prepare", "tokenize": "tier1.token_cache", "train": "tier1.train", "evaluate": "tier1.evaluate",
-            "probe": "tier1.probe", "report": "tier1.report.__main__", "check-gpus": "tier1.check_gpus",
-            "preflight": "tier1.preflight", "commbench": "tier1.commbench"}
+# stage: (module, what it does); each stage's own --help lists its options
+COMMANDS = {
+    "preflight": ("tier1.preflight", "the machine's layout: GPUs, links, NUMA, NCCL, or CPU cores (preflight.json)"),
+    "prepare": ("tier1.prepare", "training pairs and a BEIR-form test set from the configured dataset"),
+    "tokenize": ("tier1.token_cache", "token ids of every text, once for all later stages and ranks"),
+    "train": ("tier1.train", "fine-tune on one process, or on N under torchrun (DDP)"),
+    "evaluate": ("tier1.evaluate", "retrieval quality of one model, encoding spread over the ranks"),
+    "probe": ("tier1.probe", "the largest training and encoding batch per GPU"),
+    "commbench": ("tier1.commbench", "all-reduce and all-gather sweeps (algbw, busbw) and a matmul probe"),
+    "report": ("tier1.report.__main__", "the table, verdicts, plots and HTML page from the stages' files"),
+    "bench": ("tier1.bench.compare", "tier1 against sentence-transformers on this device"),
+    "check-gpus": ("tier1.check_gpus", "a short DDP job: did every rank really work?"),
+}
+USAGE = """usage: tier1 <stage> [options]     (tier1 <stage> --help: the stage's options)
+
+The stages the Snakemake workflow runs (snakemake --cores 4 all), one command each:
+{stages}
+
+Each stage takes --config: the JSON its rule passes, or a config YAML such as config/config.yaml.
+Several ranks: torchrun --standalone --nproc_per_node N -m tier1.train ...
+"""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    return USAGE.format(stages="\n".join(f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()))
 
 
 def main() -> None:
+    if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        return
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(f"usage: tier1 {{{','.join(COMMANDS)}}} [options]\n"
-              "Multi-rank stages run under torchrun: torchrun --standalone --nproc_per_node N -m tier1.train ...",
-              file=sys.stderr)
+        print(usage(), file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(COMMANDS[sys.argv[1]])
+    module = importlib.import_module(COMMANDS[sys.argv[1]][0])
     sys.argv = [f"tier1 {sys.argv[1]}", *sys.argv[2:]]
     from tier1.cli import run_main
 

@@ -1,6 +1,7 @@
 """check-gpus: did every rank really do work? A short DDP training job, reported per rank.
 
     torchrun --standalone --nproc_per_node N -m tier1.check_gpus --out results/check_gpus/summary.json
+    python -m tier1.check_gpus --show results/check_gpus/summary.json   # the table again
 
 The verdict comes from work each rank did (samples and steps it counted itself) and from equal
 parameter checksums after training, never from memory in use.
@@ -9,6 +10,7 @@ parameter checksums after training, never from memory in use.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -81,7 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--per-rank-batch", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--show", type=Path, default=None, metavar="SUMMARY",
+                        help="print the table of an earlier check (its summary.json) and exit")
     args = parser.parse_args(argv)
+    if args.show is not None:
+        print_table(json.loads(args.show.read_text()))
+        return
     setup_logging()
     quiet_transformers()
     ctx = distributed.setup()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
-from tier1.config import ConfigError, InputError, parse_stage_json
+from tier1.config import STAGE_VIEWS, ConfigError, InputError, Tier1Config, from_command_line, parse_stage_json
 
 
 def setup_logging() -> None:
@@ -46,9 +47,35 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+CONFIG_HELP = ("the stage's config keys as JSON (what its rule passes), or a config YAML file such as "
+               "config/config.yaml (the file Snakemake reads; the stage takes the keys it needs)")
+
+
 def parse_stage_config(text: str, stage: str):
-    """The stage's typed config view from the JSON its rule passes (see tier1.config)."""
+    """The stage's typed config view: from the JSON its rule passes, or from a config YAML file."""
+    if text.endswith((".yaml", ".yml")):
+        return config_file_view(Path(text), stage)
     return parse_stage_json(text, stage)
+
+
+def config_file_view(path: Path, stage: str):
+    """A config YAML as Snakemake reads it, validated as the whole config, then the stage's view
+    (world sizes resolved to 1: a stage run by hand is one process unless torchrun says more)."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--configfile {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, found {type(values).__name__}")
+    try:
+        cfg = Tier1Config.from_dict(from_command_line(values)).resolve([])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return cfg.view(STAGE_VIEWS[stage])
 
 
 def run_main(main) -> None:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from tier1 import atomic, distributed, disturbance, flops, provenance
 from tier1 import device as devices
-from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import CommbenchConfig, config_hash
 from tier1.distributed import Context
 from tier1.provenance import available_cores
@@ -272,7 +272,7 @@ def model_sizes(spec: str, trust_remote_code: bool = False) -> tuple[int, int, i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="the stage's config keys as JSON")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-bytes", type=int, default=None,
                         help="largest all-reduce size (default: the gradient size on CPU, 1 GiB or the gradient on GPU)")

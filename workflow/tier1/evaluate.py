@@ -24,7 +24,7 @@ import torch
 
 from tier1 import atomic, distributed, disturbance, model, provenance, token_cache
 from tier1 import device as devices
-from tier1.cli import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import EvalConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files
 from tier1.distributed import Context
@@ -210,7 +210,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON of the evaluate stage's config keys")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--model", default=None, help="model folder or spec; default: the config's model")
     parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl")
     parser.add_argument("--queries", type=Path, required=True, help="BEIR queries.jsonl")

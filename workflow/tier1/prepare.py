@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tier1 import atomic, provenance
-from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import ConfigError, PrepareConfig, config_hash
 from tier1.data import sources, split
 
@@ -94,7 +94,7 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON of the prepare stage's config keys")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     for name, what in (("train", "training pairs (jsonl)"), ("corpus", "BEIR corpus.jsonl"),
                        ("queries", "BEIR queries.jsonl"), ("qrels", "BEIR qrels (tsv)"),
                        ("manifest", "manifest.json, written last")):

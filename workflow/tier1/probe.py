@@ -24,7 +24,7 @@ import torch
 from tier1 import atomic, distributed, model, provenance, token_cache
 from tier1 import device as devices
 from tier1.batch_search import SearchLog, attempt, largest_fitting, summarise
-from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import ProbeConfig, config_hash
 from tier1.distributed import Context
 from tier1.token_cache import collate
@@ -153,7 +153,7 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--tokens", type=Path, required=True, help="the tokenize stage's cache (trial batches)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--world-size", type=int, default=1,

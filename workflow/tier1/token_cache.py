@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from tier1 import checksum
 from tier1.atomic import atomic_path
-from tier1.cli import parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import InputError, TokenizeConfig
 from tier1.data.sources import BeirSet, read_beir_files, read_jsonl
 
@@ -200,7 +200,7 @@ def _check_layout(values: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtyp
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON of the tokenize stage's config keys")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--train", type=Path, required=True, help="training pairs (jsonl)")
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True)

@@ -27,7 +27,7 @@ import torch
 
 from tier1 import atomic, distributed, disturbance, model, provenance
 from tier1 import device as devices
-from tier1.cli import parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import TrainConfig, config_hash
 from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
@@ -165,7 +165,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON of the train stage's config keys")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
     parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
     parser.add_argument("--model-out", type=Path, required=True, help="folder for the trained model")

@@ -26,7 +26,7 @@ import torch
 from tier1 import atomic, flops, provenance
 from tier1 import device as devices
 from tier1.bench.workload import RECIPES, Workload, short_precision
-from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import BenchConfig, config_hash
 from tier1.model import resolve_model_path
 
@@ -148,7 +148,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON of the bench stage's config keys")
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--pairs", type=Path, required=True, help="training pairs (train.jsonl)")
     parser.add_argument("--corpus", type=Path, required=True, help="texts to encode (corpus.jsonl)")
     parser.add_argument("--md", type=Path, required=True)

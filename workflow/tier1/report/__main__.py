@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from tier1 import atomic, provenance
-from tier1.cli import parse_stage_config, run_main, setup_logging
+from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import ReportConfig, Tier1Config
 from tier1.report import html, plots, table
 from tier1.report.collect import Inputs, collect
@@ -53,8 +53,8 @@ def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None,
-                        help="JSON of the report's config keys (internode_busbw_gbps); default: the defaults")
+    parser.add_argument("--config", "--configfile", dest="config", default=None,
+                        help=CONFIG_HELP + "; default: the defaults")
     parser.add_argument("--manifest", type=Path, required=True, help="the prepare stage's manifest.json")
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="train_metrics.json files")
     parser.add_argument("--loss", type=Path, nargs="+", required=True, help="loss.csv files, in --train's order")

@@ -271,7 +271,7 @@ def decomposition(r: Results, path: Path) -> None:
     ax.set_title("Step decomposition: measured (left) and predicted (right)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
 def collectives(r: Results, path: Path) -> None:
@@ -296,7 +296,7 @@ def collectives(r: Results, path: Path) -> None:
     ax.grid(alpha=0.3)
     if r.comm:
         ax.legend(fontsize=8)
-    _save(fig, path)
+    return _save(fig, path, r)
 
 
 ALL = {"speedup": speedup, "throughput": throughput, "memory": memory, "loss": loss,
