@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: run test lint setup report check-gpus pin clean
+.PHONY: run quick compare test lint setup report check-gpus pin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
-	@echo "Report: results/report/index.html (one page: verdicts, table, every plot); table only: results/report/performance.md"
+	@echo "Report: results/default/report/index.html (one page: verdicts, table, every plot); table only: results/default/report/performance.md"
+
+# The quick check, in results/quick/ beside the default run (config/quick.yaml)
+quick: setup
+	$(BIN)/snakemake --cores $(CORES) all --configfile config/quick.yaml
+
+# Two or more runs side by side: make compare RUNS="default quick"
+RUNS ?= default quick
+compare: setup
+	$(BIN)/python -m tier1 compare $(RUNS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,18 +44,20 @@ lint: setup
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) all
-	$(BIN)/snakemake --report results/report/report.html
-	@echo "Report: results/report/index.html (also first under 'Benchmark report' in results/report/report.html)"
+	$(BIN)/snakemake --report results/default/report/report.html
+	@echo "Report: results/default/report/index.html (also first under 'Benchmark report' in results/default/report/report.html)"
 
 # The table is printed again when Snakemake has nothing to redo.
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus
-	$(BIN)/python -m tier1.check_gpus --show results/check_gpus/summary.json
+	$(BIN)/python -m tier1.check_gpus --show results/default/check_gpus/summary.json
 
 # Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
 pin: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > envs/.frozen.txt
 	@echo "review envs/.frozen.txt, then fold it into envs/requirements*.txt and envs/tier1.yaml"
 
+# Removes one run's results (make clean RUN=quick); other runs are kept.
+RUN ?= default
 clean:
-	rm -rf results/data results/train results/eval results/probe results/comm results/preflight.json results/report results/logs results/benchmarks results/check_gpus .snakemake
+	rm -rf results/$(RUN) .snakemake

@@ -318,7 +318,7 @@ def test_the_schema_bounds_sizes(key, value):
 def workdir(tmp_path):
     for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
         (tmp_path / name).symlink_to(REPO / name)
-    earlier = tmp_path / "results" / "data" / "manifest.json"
+    earlier = tmp_path / "results" / "default" / "data" / "manifest.json"
     earlier.parent.mkdir(parents=True)
     earlier.write_text('{"earlier": true}')
     return tmp_path
@@ -343,7 +343,7 @@ def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, set
     assert proc.returncode != 0
     assert words in console
     assert "Job stats" not in console
-    assert (workdir / "results" / "data" / "manifest.json").read_text() == '{"earlier": true}'
+    assert (workdir / "results" / "default" / "data" / "manifest.json").read_text() == '{"earlier": true}'
 
 
 def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model):

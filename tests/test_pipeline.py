@@ -58,22 +58,22 @@ def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 def test_outputs_and_a_second_run_has_nothing_to_do(workdir):
-    for path in ("results/data/manifest.json", "results/train/gpus2/model/model.safetensors",
-                 "results/preflight.json", "results/comm/ws2.json", "results/logs/commbench_ws2.log",
-                 "results/benchmarks/commbench_ws2.tsv", "results/benchmarks/preflight.tsv",
-                 "results/train/gpus2/loss.csv", "results/eval/base/ws2/run.trec",
-                 "results/report/performance.md", "results/report/plots/speedup.png",
-                 "results/report/plots/loss.png", "results/logs/train_gpus2.log",
-                 "results/benchmarks/train_gpus2.tsv"):
+    for path in ("results/default/data/manifest.json", "results/default/train/gpus2/model/model.safetensors",
+                 "results/default/preflight.json", "results/default/comm/ws2.json", "results/default/logs/commbench_ws2.log",
+                 "results/default/benchmarks/commbench_ws2.tsv", "results/default/benchmarks/preflight.tsv",
+                 "results/default/train/gpus2/loss.csv", "results/default/eval/base/ws2/run.trec",
+                 "results/default/report/performance.md", "results/default/report/plots/speedup.png",
+                 "results/default/report/plots/loss.png", "results/default/logs/train_gpus2.log",
+                 "results/default/benchmarks/train_gpus2.tsv"):
         assert (workdir / path).exists(), path
     again = smk(workdir, "-n", "all", "--configfile", TINY)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_timed_jobs_never_overlap(workdir):
-    files = list((workdir / "results").glob("train/*/train_metrics.json"))
-    files += list((workdir / "results").glob("eval/*/ws*/metrics.json"))
-    files += list((workdir / "results").glob("probe/gpus*.json"))
+    files = list((workdir / "results/default").glob("train/*/train_metrics.json"))
+    files += list((workdir / "results/default").glob("eval/*/ws*/metrics.json"))
+    files += list((workdir / "results/default").glob("probe/gpus*.json"))
     spans = sorted((datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["finished_at"]), str(f))
                    for f in files for d in [json.loads(f.read_text())])
     assert len(spans) == 2 + 1 + 4 + 2  # training (and the dropout reference), evaluation, probes
@@ -82,16 +82,16 @@ def test_timed_jobs_never_overlap(workdir):
 
 
 def test_preflight_and_commbench_ran_alone(workdir):
-    pre = json.loads((workdir / "results/preflight.json").read_text())
+    pre = json.loads((workdir / "results/default/preflight.json").read_text())
     assert pre["world_sizes"] == [1, 2] and pre["cpu"]["threads_per_rank"]["2"] == max(1, len(os.sched_getaffinity(0)) // 2)
-    comm = json.loads((workdir / "results/comm/ws2.json").read_text())
+    comm = json.loads((workdir / "results/default/comm/ws2.json").read_text())
     assert comm["world_size"] == 2 and comm["backend"] == "gloo"
     assert comm["summary"]["gradient_all_reduce"]["bytes"] == 4 * comm["model"]["trainable_parameters"]
     assert comm["summary"]["loss_all_gather"]["bytes_per_rank"] == 4 * 4 * 32  # 4 embeddings of width 32 per rank
-    assert not (workdir / "results/comm/ws1.json").exists()
+    assert not (workdir / "results/default/comm/ws1.json").exists()
     # both hold the timed slot: no timed job ran while either did
-    timed = list((workdir / "results").glob("train/*/train_metrics.json")) + list((workdir / "results").glob("eval/*/ws*/metrics.json"))
-    timed += list((workdir / "results").glob("probe/gpus*.json"))
+    timed = list((workdir / "results/default").glob("train/*/train_metrics.json")) + list((workdir / "results/default").glob("eval/*/ws*/metrics.json"))
+    timed += list((workdir / "results/default").glob("probe/gpus*.json"))
     for mine in (pre, comm):
         start, end = datetime.fromisoformat(mine["started_at"]), datetime.fromisoformat(mine["finished_at"])
         for f in timed:
@@ -100,17 +100,17 @@ def test_preflight_and_commbench_ran_alone(workdir):
 
 
 def test_ddp_run_is_synchronised_and_counted(workdir):
-    m = json.loads((workdir / "results/train/gpus2/train_metrics.json").read_text())
+    m = json.loads((workdir / "results/default/train/gpus2/train_metrics.json").read_text())
     assert m["checksums_equal"] and len(m["ranks"]) == 2
     assert sum(r["samples"] for r in m["ranks"]) == m["expected_samples"] == 32
     assert m["ranks"][0]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def test_evaluation_is_the_same_at_every_world_size(workdir):
-    a = json.loads((workdir / "results/eval/base/ws1/metrics.json").read_text())
-    b = json.loads((workdir / "results/eval/base/ws2/metrics.json").read_text())
+    a = json.loads((workdir / "results/default/eval/base/ws1/metrics.json").read_text())
+    b = json.loads((workdir / "results/default/eval/base/ws2/metrics.json").read_text())
     assert a["metrics"] == b["metrics"]
-    assert (workdir / "results/eval/base/ws1/run.trec").read_text() == (workdir / "results/eval/base/ws2/run.trec").read_text()
+    assert (workdir / "results/default/eval/base/ws1/run.trec").read_text() == (workdir / "results/default/eval/base/ws2/run.trec").read_text()
 
 
 FIELDS = {
@@ -120,7 +120,7 @@ FIELDS = {
 
 
 def test_every_report_number_traces_to_a_stage_file(workdir):
-    rows = list(csv.DictReader((workdir / "results/report/performance.csv").open()))
+    rows = list(csv.DictReader((workdir / "results/default/report/performance.csv").open()))
     assert rows
     by = {(r["metric"], int(r["world_size"])): r for r in rows}
     for r in rows:
@@ -139,8 +139,8 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
             else:
                 t1 = float(by[(f"{kind}_time", 1)]["value"])
                 assert float(r["value"]) == pytest.approx(t1 / src["wall_time_s"]), metric
-    md = (workdir / "results/report/performance.md").read_text()
-    t2 = json.loads((workdir / "results/train/gpus2/train_metrics.json").read_text())["wall_time_s"]
+    md = (workdir / "results/default/report/performance.md").read_text()
+    t2 = json.loads((workdir / "results/default/train/gpus2/train_metrics.json").read_text())["wall_time_s"]
     assert f"{t2:.1f} s" in md
     assert "Card expectation, 4x A40 (not measured here)" in md
     assert "n/a (no GPU)" in md
@@ -152,7 +152,7 @@ def test_changing_the_batch_reruns_training_but_not_preparation(workdir):
 
 
 def test_a_stage_reruns_by_its_target(workdir):
-    jobs = jobs_planned(smk(workdir, "-n", "--configfile", TINY, "-f", "results/eval/base/ws1/metrics.json"))
+    jobs = jobs_planned(smk(workdir, "-n", "--configfile", TINY, "-f", "results/default/eval/base/ws1/metrics.json"))
     assert jobs == {"evaluate"}
     jobs = jobs_planned(smk(workdir, "-n", "all", "--configfile", TINY, "--forcerun", "report"))
     assert jobs == {"report", "all"}
@@ -167,15 +167,15 @@ def test_bad_config_stops_before_any_job(workdir, override, field):
 
 
 def test_html_report(workdir):
-    smk(workdir, "--report", "results/report/report.html", "--configfile", TINY)
-    html = workdir / "results/report/report.html"
+    smk(workdir, "--report", "results/default/report/report.html", "--configfile", TINY)
+    html = workdir / "results/default/report/report.html"
     assert html.stat().st_size > 10_000
 
 
 def test_check_gpus_target(workdir):
     smk(workdir, "--cores", "4", "check_gpus", "--configfile", TINY)
-    summary = json.loads((workdir / "results/check_gpus/summary.json").read_text())
+    summary = json.loads((workdir / "results/default/check_gpus/summary.json").read_text())
     assert summary["verdict_ok"] and summary["world_size"] == 2
     samples = [r["samples"] for r in summary["ranks"]]
     assert len(samples) == 2 and samples[0] == samples[1] > 0
-    assert "all 2 ranks did work" in (workdir / "results/logs/check_gpus.log").read_text()
+    assert "all 2 ranks did work" in (workdir / "results/default/logs/check_gpus.log").read_text()

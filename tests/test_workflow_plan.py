@@ -24,16 +24,16 @@ def plan(workdir, *args, gpus: int | None = None) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if k != "TIER1_GPUS"}
     if gpus is not None:
         env["TIER1_GPUS"] = str(gpus)  # a machine with this many GPUs, as far as planning goes
-    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "all", *args], cwd=workdir,
                           capture_output=True, text=True, env=env)
 
 
 def trained(proc) -> list[int]:
-    return sorted({int(n) for n in re.findall(r"results/train/gpus(\d+)/train_metrics\.json", proc.stdout)})
+    return sorted({int(n) for n in re.findall(r"results/default/train/gpus(\d+)/train_metrics\.json", proc.stdout)})
 
 
 def evaluated(proc) -> list[int]:
-    return sorted({int(n) for n in re.findall(r"results/eval/base/ws(\d+)/metrics\.json", proc.stdout)})
+    return sorted({int(n) for n in re.findall(r"results/default/eval/base/ws(\d+)/metrics\.json", proc.stdout)})
 
 
 @pytest.mark.parametrize("gpus, sizes", [(None, [1, 2, 4]), (1, [1]), (2, [1, 2]), (4, [1, 2, 4]), (8, [1, 2, 4, 8])])
@@ -70,12 +70,12 @@ def test_the_slurm_profile_asks_each_job_for_its_gpus(workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert trained(proc) == [1, 2, 4]
     jobs = proc.stdout.split("\n\n")
-    train4 = next(j for j in jobs if "results/train/gpus4/train_metrics.json" in j and "rule train:" in j)
+    train4 = next(j for j in jobs if "results/default/train/gpus4/train_metrics.json" in j and "rule train:" in j)
     assert "gpu=4" in train4 and "runtime=240" in train4
 
 
 def test_a_damaged_token_cache_is_set_aside_before_planning(workdir):
-    tokens = workdir / "results" / "data" / "tokens.safetensors"
+    tokens = workdir / "results" / "default" / "data" / "tokens.safetensors"
     tokens.parent.mkdir(parents=True, exist_ok=True)
     tokens.write_bytes(b"\x00" * 64)  # truncated or overwritten: not a safetensors file
     proc = plan(workdir)
@@ -98,16 +98,16 @@ def report_command(proc) -> str:
 def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gpus, comm):
     proc = plan(workdir, gpus=gpus)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert rule_jobs(proc, "preflight") == ["results/preflight.json"]
-    assert rule_jobs(proc, "commbench") == sorted(f"results/comm/ws{n}.json" for n in comm)
+    assert rule_jobs(proc, "preflight") == ["results/default/preflight.json"]
+    assert rule_jobs(proc, "commbench") == sorted(f"results/default/comm/ws{n}.json" for n in comm)
     sizes = " ".join(str(n) for n in trained(proc))
-    assert f"-m tier1.preflight --world-sizes {sizes} --out results/preflight.json" in proc.stdout
-    paths = " ".join(f"results/comm/ws{n}.json" for n in comm)
-    assert f"--preflight results/preflight.json --comm {paths} --md" in report_command(proc)
+    assert f"-m tier1.preflight --world-sizes {sizes} --out results/default/preflight.json" in proc.stdout
+    paths = " ".join(f"results/default/comm/ws{n}.json" for n in comm)
+    assert f"--preflight results/default/preflight.json --comm {paths} --md" in report_command(proc)
     # timed like training: one at a time, and on a cluster with the GPUs of its world size
     jobs = proc.stdout.split("\n\n")
     for n in comm:
-        job = next(j for j in jobs if f"output: results/comm/ws{n}.json" in j)
+        job = next(j for j in jobs if f"output: results/default/comm/ws{n}.json" in j)
         assert "timed=1" in job and f"gpu={n if gpus else 0}" in job
         assert f"--ranks {n} " in job and "tier1.commbench" in job
 
@@ -115,6 +115,6 @@ def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gp
 def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
     proc = plan(workdir, "--config", "use_multi_gpu=false")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert rule_jobs(proc, "preflight") == ["results/preflight.json"]
+    assert rule_jobs(proc, "preflight") == ["results/default/preflight.json"]
     assert rule_jobs(proc, "commbench") == []
-    assert re.search(r"--preflight results/preflight\.json --comm\s+--md", report_command(proc))
+    assert re.search(r"--preflight results/default/preflight\.json --comm\s+--md", report_command(proc))

@@ -2,13 +2,13 @@ rule bench_compare:
     """tier1 against sentence-transformers on this device: training steps/s and encoding texts/s, same
     inputs, one process per side, alternating (results/bench/compare.md)."""
     input:
-        pairs="results/data/train.jsonl",
-        corpus="results/data/test/corpus.jsonl",
+        pairs=out("data/train.jsonl"),
+        corpus=out("data/test/corpus.jsonl"),
     output:
-        md="results/bench/compare.md",
-        json="results/bench/compare.json",
+        md=out("bench/compare.md"),
+        json=out("bench/compare.json"),
     log:
-        "results/logs/bench.log",
+        out("logs/bench.log"),
     conda:
         CONDA_ENV
     threads: workflow.cores

@@ -1,11 +1,11 @@
 rule check_gpus:
     """A short DDP job on every rank, with a per-rank table: did every rank really work?"""
     output:
-        "results/check_gpus/summary.json",
+        out("check_gpus/summary.json"),
     log:
-        "results/logs/check_gpus.log",
+        out("logs/check_gpus.log"),
     benchmark:
-        "results/benchmarks/check_gpus.tsv"
+        out("benchmarks/check_gpus.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores

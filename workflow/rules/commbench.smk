@@ -1,11 +1,11 @@
 rule commbench:
     """All-reduce and all-gather bandwidth on N ranks (ws{n}), nccl-tests' definitions; a matmul probe."""
     output:
-        "results/comm/ws{n}.json",
+        out("comm/ws{n}.json"),
     log:
-        "results/logs/commbench_ws{n}.log",
+        out("logs/commbench_ws{n}.log"),
     benchmark:
-        "results/benchmarks/commbench_ws{n}.tsv"
+        out("benchmarks/commbench_ws{n}.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores

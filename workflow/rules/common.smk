@@ -10,13 +10,11 @@ from snakemake.utils import validate
 
 from tier1 import console
 from tier1.checks import check_inputs
-from tier1.config import ConfigError, Tier1Config, from_command_line, stage_json
+from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
 from tier1.checksum import token_cache_problem
 from tier1.gpus import visible_gpus
 
 RUN_STARTED = time.time()
-REPORT_MD = "results/report/performance.md"
-REPORT_HTML = "results/report/index.html"
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
 GPUS = visible_gpus()
@@ -34,6 +32,22 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config: {err}")
 
+# Every output of a run lies under results/<run_name>/, so runs never overwrite each other.
+RESULTS = f"results/{CFG.run_name}"
+
+
+def out(path):
+    """A path inside this run's results folder (wildcards in braces are kept)."""
+    return f"{RESULTS}/{path}"
+
+
+REPORT_MD = out("report/performance.md")
+REPORT_HTML = out("report/index.html")
+# One fingerprint of the whole resolved config, stamped into every file this run writes
+# (tier1.provenance), beside each stage's own hash of the keys it depends on.
+os.environ["TIER1_RUN"] = CFG.run_name
+os.environ["TIER1_RUN_CONFIG_HASH"] = config_hash(CFG.to_dict())
+
 # The packaged model and the stdlib dataset need no network; stay offline unless told otherwise.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,7 +60,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-TOKENS = "results/data/tokens.safetensors"
+TOKENS = out("data/tokens.safetensors")
 # A damaged token cache is set aside before planning, so the tokenize rule remakes it instead of
 # every job that reads it failing (and costing the outputs Snakemake removed before running it).
 if os.path.exists(TOKENS):
@@ -95,7 +109,7 @@ def gpus_for(n):
 
 def trained_model(model):
     """The folder the train rule writes the model trained on `model` ("gpus{N}") into."""
-    return f"results/train/{model}/model"
+    return out(f"train/{model}/model")
 
 
 def model_path(model):
@@ -108,4 +122,4 @@ def model_input(wildcards):
 
 
 def final_outputs():
-    return ["results/report/index.html", "results/report/performance.md", "results/report/performance.csv"]
+    return [out("report/index.html"), out("report/performance.md"), out("report/performance.csv")]

@@ -2,17 +2,17 @@ rule evaluate:
     """Retrieval metrics of one model, with the corpus encoded and ranked over N ranks (ws{w})."""
     input:
         model_input,
-        corpus="results/data/test/corpus.jsonl",
-        queries="results/data/test/queries.jsonl",
-        qrels="results/data/test/qrels/test.tsv",
-        tokens="results/data/tokens.safetensors",
+        corpus=out("data/test/corpus.jsonl"),
+        queries=out("data/test/queries.jsonl"),
+        qrels=out("data/test/qrels/test.tsv"),
+        tokens=out("data/tokens.safetensors"),
     output:
-        metrics="results/eval/{model}/ws{w}/metrics.json",
-        run="results/eval/{model}/ws{w}/run.trec",
+        metrics=out("eval/{model}/ws{w}/metrics.json"),
+        run=out("eval/{model}/ws{w}/run.trec"),
     log:
-        "results/logs/eval_{model}_ws{w}.log",
+        out("logs/eval_{model}_ws{w}.log"),
     benchmark:
-        "results/benchmarks/eval_{model}_ws{w}.tsv"
+        out("benchmarks/eval_{model}_ws{w}.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores

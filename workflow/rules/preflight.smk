@@ -1,11 +1,11 @@
 rule preflight:
     """What the machine offers the ranks: CPU, NUMA, threads per rank; GPUs, links, topology, NCCL."""
     output:
-        "results/preflight.json",
+        out("preflight.json"),
     log:
-        "results/logs/preflight.log",
+        out("logs/preflight.log"),
     benchmark:
-        "results/benchmarks/preflight.tsv"
+        out("benchmarks/preflight.tsv")
     conda:
         CONDA_ENV
     resources:

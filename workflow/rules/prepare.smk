@@ -1,15 +1,15 @@
 rule prepare:
     """Training pairs and the BEIR-form test set from the configured dataset."""
     output:
-        train="results/data/train.jsonl",
-        corpus="results/data/test/corpus.jsonl",
-        queries="results/data/test/queries.jsonl",
-        qrels="results/data/test/qrels/test.tsv",
-        manifest="results/data/manifest.json",
+        train=out("data/train.jsonl"),
+        corpus=out("data/test/corpus.jsonl"),
+        queries=out("data/test/queries.jsonl"),
+        qrels=out("data/test/qrels/test.tsv"),
+        manifest=out("data/manifest.json"),
     log:
-        "results/logs/prepare.log",
+        out("logs/prepare.log"),
     benchmark:
-        "results/benchmarks/prepare.tsv"
+        out("benchmarks/prepare.tsv")
     conda:
         CONDA_ENV
     params:

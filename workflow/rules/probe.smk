@@ -1,13 +1,13 @@
 rule probe:
     """Largest training and encoding batch per device on N GPUs (gpus{n}; not applicable on CPU)."""
     input:
-        tokens="results/data/tokens.safetensors",
+        tokens=out("data/tokens.safetensors"),
     output:
-        "results/probe/gpus{n}.json",
+        out("probe/gpus{n}.json"),
     log:
-        "results/logs/probe_gpus{n}.log",
+        out("logs/probe_gpus{n}.log"),
     benchmark:
-        "results/benchmarks/probe_gpus{n}.tsv"
+        out("benchmarks/probe_gpus{n}.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores

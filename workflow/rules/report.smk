@@ -13,40 +13,40 @@ PLOTS = [
 rule report:
     """The performance table, verdicts and plots, from the files the stages wrote."""
     input:
-        manifest="results/data/manifest.json",
-        train=expand("results/train/gpus{n}/train_metrics.json", n=WORLD_SIZES),
-        loss=expand("results/train/gpus{n}/loss.csv", n=WORLD_SIZES),
-        probe=expand("results/probe/gpus{n}.json", n=WORLD_SIZES),
-        eval_base=expand("results/eval/base/ws{w}/metrics.json", w=WORLD_SIZES),
-        eval_trained=[f"results/eval/gpus{n}/ws{n}/metrics.json" for n in WORLD_SIZES],
+        manifest=out("data/manifest.json"),
+        train=expand(out("train/gpus{n}/train_metrics.json"), n=WORLD_SIZES),
+        loss=expand(out("train/gpus{n}/loss.csv"), n=WORLD_SIZES),
+        probe=expand(out("probe/gpus{n}.json"), n=WORLD_SIZES),
+        eval_base=expand(out("eval/base/ws{w}/metrics.json"), w=WORLD_SIZES),
+        eval_trained=[out(f"eval/gpus{n}/ws{n}/metrics.json") for n in WORLD_SIZES],
         # Only needed to compare world sizes: the 1-rank run with other dropout masks.
-        reference_loss=["results/train/reference_gpus1/loss.csv"] if len(WORLD_SIZES) > 1 else [],
-        preflight="results/preflight.json",
-        comm=expand("results/comm/ws{n}.json", n=COMM_WORLD_SIZES),
+        reference_loss=[out("train/reference_gpus1/loss.csv")] if len(WORLD_SIZES) > 1 else [],
+        preflight=out("preflight.json"),
+        comm=expand(out("comm/ws{n}.json"), n=COMM_WORLD_SIZES),
     output:
         # the whole report on one page, listed first in snakemake --report ("Benchmark report")
         html=report(
-            "results/report/index.html",
+            out("report/index.html"),
             caption="../report/index.rst",
             category="Benchmark report",
         ),
         md=report(
-            "results/report/performance.md",
+            out("report/performance.md"),
             caption="../report/performance.rst",
             category="Table",
         ),
-        csv="results/report/performance.csv",
-        plots=[report(f"results/report/plots/{p}.png", caption=f"../report/{p}.rst", category="Plots") for p in PLOTS],
+        csv=out("report/performance.csv"),
+        plots=[report(out(f"report/plots/{p}.png"), caption=f"../report/{p}.rst", category="Plots") for p in PLOTS],
     log:
-        "results/logs/report.log",
+        out("logs/report.log"),
     benchmark:
-        "results/benchmarks/report.tsv"
+        out("benchmarks/report.tsv")
     conda:
         CONDA_ENV
     params:
         story=stage_story("report"),
         py=PYTHON,
-        history="results/history",
+        history=out("history"),
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
         cfg=stage_params("report"),
     shell:

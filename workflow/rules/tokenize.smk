@@ -1,16 +1,16 @@
 rule tokenize:
     """Token ids of every training pair, document and query, made once for all later stages."""
     input:
-        train="results/data/train.jsonl",
-        corpus="results/data/test/corpus.jsonl",
-        queries="results/data/test/queries.jsonl",
-        qrels="results/data/test/qrels/test.tsv",
+        train=out("data/train.jsonl"),
+        corpus=out("data/test/corpus.jsonl"),
+        queries=out("data/test/queries.jsonl"),
+        qrels=out("data/test/qrels/test.tsv"),
     output:
-        "results/data/tokens.safetensors",
+        out("data/tokens.safetensors"),
     log:
-        "results/logs/tokenize.log",
+        out("logs/tokenize.log"),
     benchmark:
-        "results/benchmarks/tokenize.tsv"
+        out("benchmarks/tokenize.tsv")
     conda:
         CONDA_ENV
     params:

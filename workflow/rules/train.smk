@@ -1,16 +1,16 @@
 rule train:
     """Fine-tune the model on N ranks (gpus{n}): one process for 1, torchrun DDP for more."""
     input:
-        data="results/data/train.jsonl",
-        tokens="results/data/tokens.safetensors",
+        data=out("data/train.jsonl"),
+        tokens=out("data/tokens.safetensors"),
     output:
-        model=directory("results/train/gpus{n}/model"),
-        metrics="results/train/gpus{n}/train_metrics.json",
-        loss="results/train/gpus{n}/loss.csv",
+        model=directory(out("train/gpus{n}/model")),
+        metrics=out("train/gpus{n}/train_metrics.json"),
+        loss=out("train/gpus{n}/loss.csv"),
     log:
-        "results/logs/train_gpus{n}.log",
+        out("logs/train_gpus{n}.log"),
     benchmark:
-        "results/benchmarks/train_gpus{n}.tsv"
+        out("benchmarks/train_gpus{n}.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores
@@ -30,16 +30,16 @@ rule train_dropout_reference:
     """The 1-rank training again with other dropout masks (same data and seed otherwise): how far
     dropout alone moves the loss, the yardstick for the same-model verdict."""
     input:
-        data="results/data/train.jsonl",
-        tokens="results/data/tokens.safetensors",
+        data=out("data/train.jsonl"),
+        tokens=out("data/tokens.safetensors"),
     output:
-        model=directory("results/train/reference_gpus1/model"),
-        metrics="results/train/reference_gpus1/train_metrics.json",
-        loss="results/train/reference_gpus1/loss.csv",
+        model=directory(out("train/reference_gpus1/model")),
+        metrics=out("train/reference_gpus1/train_metrics.json"),
+        loss=out("train/reference_gpus1/loss.csv"),
     log:
-        "results/logs/train_reference_gpus1.log",
+        out("logs/train_reference_gpus1.log"),
     benchmark:
-        "results/benchmarks/train_reference_gpus1.tsv"
+        out("benchmarks/train_reference_gpus1.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores

@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ("tier1.report.__main__", "the table, verdicts, plots and HTML page from the stages' files"),
     "bench": ("tier1.bench.compare", "tier1 against sentence-transformers on this device"),
     "check-gpus": ("tier1.check_gpus", "a short DDP job: did every rank really work?"),
+    "compare": ("tier1.compare", "two or more named runs side by side, and where they differ"),
 }
 USAGE = """usage: tier1 <stage> [options]     (tier1 <stage> --help: the stage's options)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -72,8 +73,12 @@ def check_batch_split(batch_size: int, grad_accum_steps: int, scaling: str, worl
         )
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 @dataclass(frozen=True)
 class Tier1Config:
+    run_name: str = "default"  # every output under results/<run_name>/
     train_samples: int = 512
     test_samples: int = 300
     num_epochs: int = 1
@@ -117,6 +122,9 @@ class Tier1Config:
             if not counts or min(counts) < 1:
                 raise ConfigError("gpu_counts: give one or more world sizes >= 1, e.g. [1, 2, 4], or auto")
         object.__setattr__(self, "gpu_counts", counts)
+        if not RUN_NAME.fullmatch(str(self.run_name)):
+            raise ConfigError(f"run_name: {self.run_name!r} must be letters, digits, '.', '_' or '-' "
+                              "(it names the folder results/<run_name>/), e.g. quick")
         if self.scaling not in ("strong", "weak"):
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):

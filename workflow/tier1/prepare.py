@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -52,6 +53,13 @@ def write_beir_folder(beir: sources.BeirSet, folder: Path) -> None:
     write_beir(beir, folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv")
 
 
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
     source = sources.load(cfg.dataset)
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
@@ -84,6 +92,8 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
             "test_queries": len(test_set.queries),
             "corpus_documents": len(test_set.corpus),
         },
+        # what the data is, whatever produced it (the stdlib default differs from one Python to the next)
+        "content_sha256": {"train": _sha256(out.train), "test": _sha256(out.corpus, out.queries, out.qrels)},
         "config": settings,
         **provenance.stamp(config_hash(settings)),
     }

@@ -90,9 +90,12 @@ def git_revision() -> str:
 
 
 def stamp(config_hash: str) -> dict[str, Any]:
-    """The provenance block every result file carries."""
+    """The provenance block every result file carries: the stage's hash of the keys it depends
+    on, and (under Snakemake) the run's name and one hash of the run's whole resolved config."""
     return {
         "config_hash": config_hash,
+        "run": os.environ.get("TIER1_RUN"),
+        "run_config_hash": os.environ.get("TIER1_RUN_CONFIG_HASH"),
         "git_revision": git_revision(),
         "hardware": hardware(),
         "libraries": library_versions(),

@@ -372,12 +372,14 @@ def prediction_section(r: Results) -> list[str]:
              f"gather counts as compute; optimizer and other stay as at 1 rank; no stragglers. A world size under "
              f"{pct(prediction.FLAG_BELOW)} of its prediction is flagged. Measured speedups here are from the "
              f"steady step (1-rank step / n-rank step x global-batch ratio); the wall-time speedup is beside them.", ""]
+    # On a CPU the ratios are time ratios of a rehearsal, never shown as speedups (no "x")
+    what, x_unit = ("speedup", "x") if first["on_gpu"] else ("time ratio", "")
     if not first["on_gpu"]:
         lines += [f"> CPU: ranks share the machine's {first['cores']} cores, so the model gives each of n ranks "
                   f"min(threads, {first['cores']}/n) cores: 1/n of the batch on about 1/n of the cores, and compute "
-                  f"does not shrink; the predicted speedup is at most 1x. This measures the distributed machinery, "
-                  f"not GPU scaling.", ""]
-    lines += ["| World size | Measured speedup (step) | Measured speedup (wall) | Predicted speedup | Measured / predicted "
+                  f"does not shrink; the predicted time ratio (1 rank / n ranks) is at most 1. This measures the "
+                  f"distributed machinery, not GPU scaling.", ""]
+    lines += [f"| World size | Measured {what} (step) | Measured {what} (wall) | Predicted {what} | Measured / predicted "
               "| Predicted step | Predicted exposed all-reduce (hidden) | Bus bandwidth used | Compute per rank vs 1 rank "
               "| Flag |", "|---" * 10 + "|"]
     for x in rows:
@@ -386,8 +388,8 @@ def prediction_section(r: Results) -> list[str]:
                 else "n/a" if x["flagged"] is None else "**BELOW**" if x["flagged"] else "ok")
         p = x["predicted"]
         lines.append(
-            f"| {n} | {fmt(x['measured_step_speedup'], 'x')} | {fmt(scaling.get(n, {}).get('train_speedup'), 'x')} "
-            f"| {fmt(x['predicted_speedup'], 'x')} | {pct(x['ratio'])} | {_s(p['step_s'])} "
+            f"| {n} | {fmt(x['measured_step_speedup'], x_unit)} | {fmt(scaling.get(n, {}).get('train_speedup'), x_unit)} "
+            f"| {fmt(x['predicted_speedup'], x_unit)} | {pct(x['ratio'])} | {_s(p['step_s'])} "
             f"| {_s(p['seconds']['exposed_comm'])} ({_s(p['hidden_by_backward_s'])}) "
             f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} | {x['work'] * x['slowdown']:.2f}x | {flag} |")
     why = [x for x in rows if x["why"]]
