@@ -5,6 +5,8 @@
         --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
         --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
         --preflight results/preflight.json --comm results/comm/ws{2,4}.json \\
+        --benchmarks results/benchmarks/{prepare,tokenize,train_gpus1,...}.tsv \\
+        --reference-train results/train/reference_gpus1/train_metrics.json \\
         --md results/report/performance.md --csv results/report/performance.csv \\
         --plots results/report/plots/{speedup,throughput,...}.png --history results/history \\
         --html results/report/index.html --captions workflow/report
@@ -67,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preflight", type=Path, default=None, help="the preflight stage's preflight.json")
     parser.add_argument("--comm", type=Path, nargs="*", default=[],
                         help="the commbench stage's files, one per world size above 1")
+    parser.add_argument("--benchmarks", type=Path, nargs="*", default=[],
+                        help="Snakemake benchmark files of the run's jobs (<job>.tsv), for the pipeline overhead")
+    parser.add_argument("--reference-train", type=Path, nargs="?", default=None,
+                        help="train_metrics.json of the 1-rank run with other dropout masks (its timed window, "
+                             "for the pipeline overhead)")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -81,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg: ReportConfig = (parse_stage_config(args.config, "report") if args.config
                          else Tier1Config().view(ReportConfig))
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
-                    args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps)
+                    args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps,
+                    args.benchmarks, args.reference_train)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

@@ -7,6 +7,7 @@ in the table can name the file it came from. World sizes come from the files the
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class Inputs:
     preflight: Path | None = None  # the machine as the run found it
     comm: list[Path] = field(default_factory=list)  # collective bandwidths, one file per world size > 1
     internode_busbw_gbps: float | None = None  # the user's figure (config), for projections past the machine
+    # Snakemake benchmark files of the run's jobs (results/benchmarks/<job>.tsv), for the overhead
+    benchmarks: list[Path] = field(default_factory=list)
+    reference_train: Path | None = None  # train_metrics.json of the dropout-reference run (its timed window)
 
 
 @dataclass
@@ -53,6 +57,9 @@ class Results:
     preflight: dict = field(default_factory=dict)                 # the machine: CPU, GPUs, links, NCCL
     comm: dict[int, dict] = field(default_factory=dict)           # world size -> commbench record
     internode_busbw_gbps: float | None = None                     # stated in the config, not measured
+    benchmarks: dict[str, dict] = field(default_factory=dict)     # job -> {"path", "s": wall s per repetition}
+    benchmarks_left_out: list[str] = field(default_factory=list)  # the report job's own (an earlier report's)
+    reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
     # (kind, world size) -> file read; the preflight, which is not per world size, is ("preflight", 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -64,6 +71,21 @@ class Results:
 def read_loss(path: Path) -> list[dict]:
     with path.open() as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_benchmark(path: Path) -> list[float]:
+    """The wall seconds (`s`) of each repetition in a Snakemake benchmark file."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or "s" not in rows[0]:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no rows with an `s` column)")
+    try:
+        seconds = [float(row["s"]) for row in rows]
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: column `s` holds a value that is not a number") from None
+    if not all(math.isfinite(s) and s >= 0 for s in seconds):
+        raise ValueError(f"{path}: column `s` holds a negative or non-finite time")
+    return seconds
 
 
 def collect(inputs: Inputs) -> Results:
@@ -84,4 +106,14 @@ def collect(inputs: Inputs) -> Results:
     if inputs.preflight is not None:
         r.preflight = read_json(inputs.preflight)
         r.paths[("preflight", 0)] = str(inputs.preflight)
+    if inputs.reference_train is not None:
+        r.reference_train = read_json(inputs.reference_train)
+        r.paths[("reference_train", 1)] = str(inputs.reference_train)
+    for path in inputs.benchmarks:
+        if path.stem == "report":  # the report cannot time itself: this one is an earlier report's
+            r.benchmarks_left_out.append(str(path))
+            continue
+        if path.stem in r.benchmarks:
+            raise ValueError(f"two benchmark files for job {path.stem!r}: {r.benchmarks[path.stem]['path']}, {path}")
+        r.benchmarks[path.stem] = {"path": str(path), "s": read_benchmark(path)}
     return r

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis, prediction
+from tier1.report import analysis, overhead, prediction
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
 from tier1.training.decomposition import LABELS, TERMS
@@ -148,7 +148,7 @@ def csv_rows(r: Results) -> list[dict]:
     for x in prediction.world_size_rows(r):
         # derived from the 1-rank and n-rank records and comm/ws{n}.json; sourced to the n-rank record
         add("predicted_training_speedup", x["world_size"], x["predicted_speedup"], "x", r.source("train", x["world_size"]))
-    return out
+    return out + overhead.csv_rows(r)
 
 
 def to_csv(r: Results) -> str:
@@ -258,7 +258,8 @@ def to_markdown(r: Results) -> str:
         v = m["metrics"]
         lines.append(f"| {name} | {m['world_size']} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
                      f"| {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['map@100']:.4f} |")
-    lines += ["", "Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
+    lines += [""] + overhead.markdown(r)
+    lines += ["Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
     lines += provenance_lines(r) + [""]
     return "\n".join(lines)
 

@@ -1,0 +1,153 @@
+"""Pipeline overhead on hand-made benchmark files and stage records: the arithmetic, jobs with no
+timed window or whose record is missing, repetitions, and reports made without benchmark files."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from test_report_page import run_report, stage_files, train_record, write
+from tier1.report import __main__ as report_main
+from tier1.report import overhead, table
+from tier1.report.collect import Results, collect, read_benchmark
+
+HEADER = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load", "cpu_time"]
+
+
+def bench(folder: Path, job: str, *seconds: float) -> Path:
+    """A benchmark file as Snakemake writes it: one row per repetition."""
+    path = folder / f"{job}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [HEADER] + [[f"{s:.2f}", "0:00:00", "100.0", "NA", "NA", "NA", "0.1", "0.1", "50.0", "1.0"] for s in seconds]
+    path.write_text("".join("\t".join(row) + "\n" for row in rows))
+    return path
+
+
+def results(benches: dict[str, list[float]], train: dict[int, list[float]] = (), eval_base: dict[int, list[float]] = ()
+            ) -> Results:
+    r = Results()
+    for job, seconds in benches.items():
+        r.benchmarks[job] = {"path": f"b/{job}.tsv", "s": list(seconds)}
+    for n, walls in dict(train).items():
+        r.train[n] = {"world_size": n, "wall_time_s": sorted(walls)[len(walls) // 2], "wall_times_s": walls}
+        r.paths[("train", n)] = f"train/gpus{n}/train_metrics.json"
+    for w, walls in dict(eval_base).items():
+        r.eval_base[w] = {"world_size": w, "wall_time_s": walls[0], "wall_times_s": walls}
+        r.paths[("eval_base", w)] = f"eval/base/ws{w}/metrics.json"
+    return r
+
+
+def by_name(r: Results) -> dict[str, overhead.Job]:
+    return {j.name: j for j in overhead.jobs(r)}
+
+
+def test_overhead_is_wall_minus_every_repeats_timed_window():
+    r = results({"prepare": [10.0], "train_gpus1": [50.0], "train_gpus2": [40.0], "eval_base_ws1": [12.0]},
+                train={1: [20.0, 22.0], 2: [15.0]}, eval_base={1: [3.0, 3.0, 3.0]})
+    jobs = by_name(r)
+    assert jobs["train_gpus1"].timed_s == pytest.approx(42.0)  # both repeats, not the median
+    assert jobs["train_gpus1"].overhead_s == pytest.approx(8.0)
+    assert jobs["eval_base_ws1"].overhead_s == pytest.approx(3.0)
+    assert jobs["prepare"].timed_s is None and jobs["prepare"].overhead_s == 10.0
+    t = overhead.totals(overhead.jobs(r))
+    assert t.wall_s == pytest.approx(112.0)
+    assert t.timed_s == pytest.approx(42.0 + 15.0 + 9.0)
+    assert t.overhead_s == pytest.approx(112.0 - 66.0)
+    assert t.share == pytest.approx(46.0 / 112.0)
+    assert t.around_timed_s == pytest.approx(8.0 + 25.0 + 3.0)
+    assert t.untimed_jobs_s == pytest.approx(10.0)
+    assert t.around_timed_s + t.untimed_jobs_s == pytest.approx(t.overhead_s)
+
+
+def test_a_timed_stage_without_its_record_counts_whole_and_says_so():
+    r = results({"train_gpus4": [30.0], "eval_gpus2_ws2": [9.0], "commbench_ws2": [5.0]}, train={1: [10.0]})
+    jobs = by_name(r)
+    assert jobs["train_gpus4"].timed_s is None and jobs["train_gpus4"].overhead_s == 30.0
+    assert jobs["train_gpus4"].what == overhead.NOT_GIVEN
+    assert jobs["eval_gpus2_ws2"].what == overhead.NOT_GIVEN
+    assert jobs["commbench_ws2"].what == overhead.UNTIMED
+    assert overhead.totals(list(jobs.values())).untimed_jobs_s == pytest.approx(44.0)
+
+
+def test_a_trained_model_evaluated_at_another_world_size_is_not_matched_to_its_record():
+    r = results({"eval_gpus2_ws2": [9.0], "eval_gpus1_ws2": [9.0]})
+    r.eval_trained[2] = {"world_size": 2, "wall_time_s": 4.0, "wall_times_s": [4.0]}
+    r.paths[("eval_trained", 2)] = "eval/gpus2/ws2/metrics.json"
+    jobs = by_name(r)
+    assert jobs["eval_gpus2_ws2"].timed_s == 4.0
+    assert jobs["eval_gpus2_ws2"].timed_source == "eval/gpus2/ws2/metrics.json"
+    assert jobs["eval_gpus1_ws2"].timed_s is None
+
+
+def test_only_the_last_repetition_counts(tmp_path):
+    path = bench(tmp_path, "train_gpus1", 70.0, 55.0, 54.0)
+    assert read_benchmark(path) == [70.0, 55.0, 54.0]
+    r = results({"train_gpus1": read_benchmark(path)}, train={1: [44.0]})
+    job = by_name(r)["train_gpus1"]
+    assert (job.wall_s, job.repetitions) == (54.0, 3)
+    assert job.overhead_s == pytest.approx(10.0)
+    assert "train_gpus1 (3 repetitions)" in "\n".join(overhead.markdown(r))
+
+
+def test_timed_windows_longer_than_the_job_are_flagged():
+    r = results({"train_gpus1": [30.0]}, train={1: [20.0, 20.0]})  # a resumed job: earlier repeats ran before
+    assert by_name(r)["train_gpus1"].overhead_s == pytest.approx(-10.0)
+    assert "exceed the job's wall time" in "\n".join(overhead.markdown(r))
+
+
+@pytest.mark.parametrize("text", ["", "s\th:m:s\n", "h:m:s\tmax_rss\n0:00:01\t1\n", "s\nfast\n", "s\n-1\n", "s\nnan\n"])
+def test_a_damaged_benchmark_file_is_refused_by_name(tmp_path, text):
+    path = tmp_path / "prepare.tsv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="prepare.tsv"):
+        read_benchmark(path)
+
+
+def test_without_benchmark_files_the_section_says_so():
+    r = results({})
+    assert "No Snakemake benchmark files were given" in "\n".join(overhead.markdown(r))
+    assert overhead.csv_rows(r) == []
+
+
+def test_the_report_shows_the_section_and_csv_rows(tmp_path):
+    inputs = stage_files(tmp_path)  # train walls 10 s (1 rank) and 12 s (2 ranks); eval 4 s and 2 s
+    ref = write(tmp_path / "train/reference_gpus1/train_metrics.json", train_record(1, 0, 11.0, "m"))
+    b = tmp_path / "benchmarks"
+    files = [bench(b, "prepare", 5.0), bench(b, "tokenize", 3.0), bench(b, "train_gpus1", 15.0),
+             bench(b, "train_gpus2", 20.0), bench(b, "train_reference_gpus1", 14.0), bench(b, "eval_base_ws1", 6.0),
+             bench(b, "eval_base_ws2", 5.0), bench(b, "eval_gpus1_ws1", 6.0), bench(b, "eval_gpus2_ws2", 5.0),
+             bench(b, "report", 2.0)]
+    r = collect(dataclasses.replace(inputs, benchmarks=files, reference_train=ref))
+    assert "report" not in r.benchmarks and r.benchmarks_left_out == [str(b / "report.tsv")]
+    t = overhead.totals(overhead.jobs(r))
+    assert t.wall_s == pytest.approx(79.0)
+    assert t.timed_s == pytest.approx(10.0 + 12.0 + 11.0 + 4.0 + 2.0 + 4.0 + 2.0)
+    md = table.to_markdown(r)
+    section = md[md.index("## Pipeline overhead"):]
+    assert "Overhead: 34.0 s (43% of the job wall time)" in section
+    assert "26.0 s around the timed windows" in section and "8.0 s in jobs with no timed window" in section
+    assert "| train_reference_gpus1 | 14.0 s | 11.0 s | 3.0 s | 21% |" in section
+    assert section.index("| prepare |") < section.index("| tokenize |") < section.index("| train_gpus1 |")
+    assert "the report job itself and Snakemake's own planning" in section
+    rows = {row["metric"]: row for row in csv.DictReader(table.to_csv(r).splitlines())}
+    assert float(rows["pipeline_overhead"]["value"]) == pytest.approx(34.0)
+    assert float(rows["pipeline_overhead_share"]["value"]) == pytest.approx(34.0 / 79.0)
+    assert rows["job_train_gpus2_timed_windows"]["source"] == str(inputs.train[1])
+    assert rows["job_prepare_timed_windows"]["value"] == ""
+
+
+def test_the_cli_takes_the_benchmark_files_and_runs_without_them(tmp_path):
+    inputs = stage_files(tmp_path)
+    old = run_report(tmp_path, inputs)
+    assert "No Snakemake benchmark files were given" in (old / "performance.md").read_text()
+    md = tmp_path / "new/performance.md"
+    report_main.main(["--manifest", str(inputs.manifest), "--train", *map(str, inputs.train),
+                      "--loss", *map(str, inputs.loss), "--eval-base", *map(str, inputs.eval_base),
+                      "--eval-trained", *map(str, inputs.eval_trained), "--md", str(md),
+                      "--csv", str(tmp_path / "new/performance.csv"),
+                      "--benchmarks", str(bench(tmp_path / "benchmarks", "train_gpus1", 15.0)),
+                      "--reference-train"])  # empty, as the rule passes it at one world size
+    assert "| train_gpus1 | 15.0 s | 10.0 s | 5.0 s | 33% |" in md.read_text()

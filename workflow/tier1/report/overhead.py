@@ -1,0 +1,163 @@
+"""Pipeline overhead: the run's job wall time minus the timed windows of its stages.
+
+A job's wall time is Snakemake's benchmark file of it (`benchmark:` in the rule; column `s`, the
+seconds its shell command ran, one row per repetition). Its timed windows are what the stage files
+the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats.
+Everything else is overhead: process and torchrun start-up, imports, model and data loading,
+warm-up, untimed re-runs, writing files, and the jobs that time nothing (prepare, tokenize, ...).
+
+Jobs are named by their benchmark file's stem, as the rules name those files:
+`train_gpus{n}`, `train_reference_gpus1`, `eval_base_ws{w}` and `eval_gpus{n}_ws{w}` have timed
+windows; any other job (prepare, tokenize, preflight, probe_gpus{n}, commbench_ws{n}, ...) has none.
+The report job cannot time itself, so a `report` file (an earlier report's) is left out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tier1.report.analysis import fmt, pct
+from tier1.report.collect import Results
+
+AROUND = {
+    "train": "start-up, imports, model and data load, warm-up, untimed re-runs, writing",
+    "eval": "start-up, imports, model and token load, writing",
+}
+UNTIMED = "the whole job: it has no timed window"
+NOT_GIVEN = "the whole job: its stage record was not given to the report"
+# the order the jobs run in, by name prefix; other jobs go last
+ORDER = ("check_gpus", "preflight", "prepare", "tokenize", "probe_", "commbench_", "train_gpus", "train_reference",
+         "eval_base_", "eval_gpus")
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    rank = next((i for i, p in enumerate(ORDER) if name.startswith(p)), len(ORDER))
+    digits = re.findall(r"\d+", name)
+    return rank, int(digits[-1]) if digits else 0, name
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    source: str                # the benchmark file
+    wall_s: float              # the last repetition's: the one whose stage files the report reads
+    repetitions: int
+    timed_s: float | None      # None: no timed window counted
+    timed_source: str | None
+    what: str                  # what the overhead is made of
+
+    @property
+    def overhead_s(self) -> float:
+        return self.wall_s - (self.timed_s or 0.0)
+
+
+def _windows(record: dict) -> float:
+    walls = record.get("wall_times_s")
+    return float(sum(walls)) if walls else float(record["wall_time_s"])
+
+
+def timed_window(name: str, r: Results) -> tuple[str, dict | None, str | None]:
+    """(kind, record, source) for a job: kind "train"/"eval" for a timed stage (record None when
+    the report was not given it), "" for a job that times nothing."""
+    if name == "train_reference_gpus1":
+        return "train", r.reference_train or None, r.paths.get(("reference_train", 1))
+    if m := re.fullmatch(r"train_gpus(\d+)", name):
+        n = int(m[1])
+        return "train", r.train.get(n), r.paths.get(("train", n))
+    if m := re.fullmatch(r"eval_base_ws(\d+)", name):
+        w = int(m[1])
+        return "eval", r.eval_base.get(w), r.paths.get(("eval_base", w))
+    if m := re.fullmatch(r"eval_gpus(\d+)_ws(\d+)", name):
+        n, w = int(m[1]), int(m[2])
+        # the report reads each trained model evaluated at its own world size only
+        found = r.eval_trained.get(w) if n == w else None
+        return "eval", found, r.paths.get(("eval_trained", w)) if found else None
+    return "", None, None
+
+
+def jobs(r: Results) -> list[Job]:
+    out = []
+    for name, bench in sorted(r.benchmarks.items(), key=lambda kv: _order(kv[0])):
+        kind, record, source = timed_window(name, r)
+        seconds = bench["s"]
+        timed = _windows(record) if record else None
+        what = AROUND[kind] if record else (NOT_GIVEN if kind else UNTIMED)
+        out.append(Job(name, bench["path"], seconds[-1], len(seconds), timed, source if record else None, what))
+    return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    wall_s: float
+    timed_s: float
+    overhead_s: float
+    share: float | None
+    around_timed_s: float    # overhead inside jobs that have timed windows
+    untimed_jobs_s: float    # jobs with no timed window counted, whole
+
+
+def totals(js: list[Job]) -> Totals:
+    wall = sum(j.wall_s for j in js)
+    timed = sum(j.timed_s or 0.0 for j in js)
+    around = sum(j.overhead_s for j in js if j.timed_s is not None)
+    untimed = sum(j.wall_s for j in js if j.timed_s is None)
+    return Totals(wall, timed, wall - timed, (wall - timed) / wall if wall else None, around, untimed)
+
+
+def markdown(r: Results) -> list[str]:
+    lines = ["## Pipeline overhead", ""]
+    if not r.benchmarks:
+        return lines + ["No Snakemake benchmark files were given to the report (`--benchmarks`), so the "
+                        "pipeline overhead is not shown.", ""]
+    js = jobs(r)
+    t = totals(js)
+    lines += ["The jobs' wall time (Snakemake benchmark files, `s`) minus the timed windows their stage files "
+              "record (training and evaluation: every repeat's). Overhead is everything outside a timed window: "
+              "process and torchrun start-up, imports, model load, warm-up, writing, and the jobs that time "
+              "nothing. The wall times are summed, so jobs that ran at the same time each count; the report job "
+              "itself and Snakemake's own planning between jobs are not in the sum (no benchmark file measures them).",
+              "",
+              f"- Job wall time, summed: {fmt(t.wall_s, ' s', 1)} over {len(js)} jobs",
+              f"- Timed windows: {fmt(t.timed_s, ' s', 1)}",
+              f"- **Overhead: {fmt(t.overhead_s, ' s', 1)} ({pct(t.share)} of the job wall time)**: "
+              f"{fmt(t.around_timed_s, ' s', 1)} around the timed windows of training and evaluation, "
+              f"{fmt(t.untimed_jobs_s, ' s', 1)} in jobs with no timed window", "",
+              "| Job | Wall | Timed windows | Overhead | Share of the job | Overhead is |", "|---" * 6 + "|"]
+    for j in js:
+        warn = " ⚠ timed windows exceed the job's wall time (a resumed job?)" if j.overhead_s < 0 else ""
+        lines.append(f"| {j.name} | {fmt(j.wall_s, ' s', 1)} | {fmt(j.timed_s, ' s', 1)} "
+                     f"| {fmt(j.overhead_s, ' s', 1)}{warn} | {pct(j.overhead_s / j.wall_s if j.wall_s else None)} "
+                     f"| {j.what} |")
+    repeated = [j for j in js if j.repetitions > 1]
+    if repeated:
+        lines += ["", "Repeated jobs (`repeat()` in the rule): only the last repetition counts, the one whose stage "
+                  "files the report reads: " + ", ".join(f"{j.name} ({j.repetitions} repetitions)" for j in repeated)
+                  + "."]
+    if r.benchmarks_left_out:
+        lines += ["", "Left out: " + ", ".join(f"`{p}`" for p in r.benchmarks_left_out)
+                  + " (the report job's own, from an earlier report)."]
+    return lines + [""]
+
+
+def csv_rows(r: Results) -> list[dict]:
+    """Long-form rows for performance.csv: per job, then the totals."""
+    if not r.benchmarks:
+        return []
+    js = jobs(r)
+    t = totals(js)
+    out = []
+
+    def add(metric, value, unit, source):
+        out.append({"metric": metric, "world_size": None, "value": value, "unit": unit, "source": source})
+
+    for j in js:
+        add(f"job_{j.name}_wall_time", j.wall_s, "s", j.source)
+        add(f"job_{j.name}_timed_windows", j.timed_s, "s", j.timed_source or "")
+        add(f"job_{j.name}_overhead", j.overhead_s, "s", j.source)
+    derived = "sum of the job_* rows"
+    add("pipeline_wall_time", t.wall_s, "s", derived)
+    add("pipeline_timed_windows", t.timed_s, "s", derived)
+    add("pipeline_overhead", t.overhead_s, "s", derived)
+    add("pipeline_overhead_share", t.share, "fraction", derived)
+    return out
