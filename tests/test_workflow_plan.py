@@ -118,3 +118,12 @@ def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
     assert rule_jobs(proc, "preflight") == ["results/default/preflight.json"]
     assert rule_jobs(proc, "commbench") == []
     assert re.search(r"--preflight results/default/preflight\.json --comm\s+--md", report_command(proc))
+
+
+def test_a_named_run_plans_every_output_in_its_own_folder(workdir):
+    proc = plan(workdir, "--configfile", "config/quick.yaml")
+    assert proc.returncode == 0, proc.stderr
+    outputs = re.findall(r"^\s+output: (.+)$", proc.stdout, flags=re.M)
+    paths = [p.strip() for line in outputs for p in line.split(",")]
+    assert paths and all(p.startswith("results/quick/") for p in paths), paths
+    assert "results/default/" not in proc.stdout

@@ -121,5 +121,14 @@ def model_input(wildcards):
     return [] if wildcards.model == "base" else [trained_model(wildcards.model)]
 
 
+def benchmarked_jobs():
+    """The jobs of a run whose benchmark files the report sums (all but the report itself)."""
+    jobs = ["preflight", "prepare", "tokenize"]
+    jobs += [f"probe_gpus{n}" for n in WORLD_SIZES] + [f"commbench_ws{n}" for n in COMM_WORLD_SIZES]
+    jobs += [f"train_gpus{n}" for n in WORLD_SIZES] + (["train_reference_gpus1"] if len(WORLD_SIZES) > 1 else [])
+    jobs += [f"eval_base_ws{w}" for w in WORLD_SIZES] + [f"eval_gpus{n}_ws{n}" for n in WORLD_SIZES]
+    return jobs
+
+
 def final_outputs():
     return [out("report/index.html"), out("report/performance.md"), out("report/performance.csv")]

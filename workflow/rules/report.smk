@@ -23,6 +23,9 @@ rule report:
         reference_loss=[out("train/reference_gpus1/loss.csv")] if len(WORLD_SIZES) > 1 else [],
         preflight=out("preflight.json"),
         comm=expand(out("comm/ws{n}.json"), n=COMM_WORLD_SIZES),
+        # every job's wall time (Snakemake's benchmark files): the report's pipeline overhead
+        benchmarks=[out(f"benchmarks/{job}.tsv") for job in benchmarked_jobs()],
+        reference_train=[out("train/reference_gpus1/train_metrics.json")] if len(WORLD_SIZES) > 1 else [],
     output:
         # the whole report on one page, listed first in snakemake --report ("Benchmark report")
         html=report(
@@ -54,4 +57,5 @@ rule report:
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
-        "--html {output.html} --captions {params.captions}"
+        "--html {output.html} --captions {params.captions} --benchmarks {input.benchmarks} "
+        "--reference-train {input.reference_train}"
