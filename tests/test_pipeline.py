@@ -90,8 +90,9 @@ def test_preflight_and_commbench_ran_alone(workdir):
     assert comm["summary"]["loss_all_gather"]["bytes_per_rank"] == 4 * 4 * 32  # 4 embeddings of width 32 per rank
     assert not (workdir / "results/default/comm/ws1.json").exists()
     # both hold the timed slot: no timed job ran while either did
-    timed = list((workdir / "results/default").glob("train/*/train_metrics.json")) + list((workdir / "results/default").glob("eval/*/ws*/metrics.json"))
-    timed += list((workdir / "results/default").glob("probe/gpus*.json"))
+    run = workdir / "results/default"
+    timed = list(run.glob("train/*/train_metrics.json")) + list(run.glob("eval/*/ws*/metrics.json"))
+    timed += list(run.glob("probe/gpus*.json"))
     for mine in (pre, comm):
         start, end = datetime.fromisoformat(mine["started_at"]), datetime.fromisoformat(mine["finished_at"])
         for f in timed:
@@ -110,7 +111,8 @@ def test_evaluation_is_the_same_at_every_world_size(workdir):
     a = json.loads((workdir / "results/default/eval/base/ws1/metrics.json").read_text())
     b = json.loads((workdir / "results/default/eval/base/ws2/metrics.json").read_text())
     assert a["metrics"] == b["metrics"]
-    assert (workdir / "results/default/eval/base/ws1/run.trec").read_text() == (workdir / "results/default/eval/base/ws2/run.trec").read_text()
+    run = workdir / "results/default"
+    assert (run / "eval/base/ws1/run.trec").read_text() == (run / "eval/base/ws2/run.trec").read_text()
 
 
 FIELDS = {
