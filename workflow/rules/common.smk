@@ -45,8 +45,8 @@ REPORT_MD = out("report/performance.md")
 REPORT_HTML = out("report/index.html")
 # One fingerprint of the whole resolved config, stamped into every file this run writes
 # (tier1.provenance), beside each stage's own hash of the keys it depends on.
-os.environ["TIER1_RUN"] = CFG.run_name
-os.environ["TIER1_RUN_CONFIG_HASH"] = config_hash(CFG.to_dict())
+# (not a rule param: that would rerun every job whenever any setting changes)
+os.environ.update(TIER1_RUN=CFG.run_name, TIER1_RUN_CONFIG_HASH=config_hash(CFG.to_dict()))
 
 # The packaged model and the stdlib dataset need no network; stay offline unless told otherwise.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
