@@ -34,18 +34,11 @@ except ConfigError as err:
 
 # Every output of a run lies under results/<run_name>/, so runs never overwrite each other.
 RESULTS = f"results/{CFG.run_name}"
-
-
-def out(path):
-    """A path inside this run's results folder (wildcards in braces are kept)."""
-    return f"{RESULTS}/{path}"
-
-
-REPORT_MD = out("report/performance.md")
-REPORT_HTML = out("report/index.html")
+REPORT_MD = f"{RESULTS}/report/performance.md"
+REPORT_HTML = f"{RESULTS}/report/index.html"
 # One fingerprint of the whole resolved config, stamped into every file this run writes
 # (tier1.provenance), beside each stage's own hash of the keys it depends on.
-# (not a rule param: that would rerun every job whenever any setting changes)
+# (kept out of the params, which would rerun every job whenever any setting changes)
 os.environ.update(TIER1_RUN=CFG.run_name, TIER1_RUN_CONFIG_HASH=config_hash(CFG.to_dict()))
 
 # The packaged model and the stdlib dataset need no network; stay offline unless told otherwise.
@@ -60,7 +53,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-TOKENS = out("data/tokens.safetensors")
+TOKENS = f"{RESULTS}/data/tokens.safetensors"
 # A damaged token cache is set aside before planning, so the tokenize rule remakes it instead of
 # every job that reads it failing (and costing the outputs Snakemake removed before running it).
 if os.path.exists(TOKENS):
@@ -79,6 +72,11 @@ wildcard_constraints:
     n=r"\d+",
     w=r"\d+",
     model=r"base|gpus\d+",
+
+
+def out(path):
+    """A path inside this run's results folder (wildcards in braces are kept)."""
+    return f"{RESULTS}/{path}"
 
 
 def stage_params(stage):
