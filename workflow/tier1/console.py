@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 TAIL_LINES = 15
+PROGRESS_EVERY_S = 10.0  # at most one progress line per job this often on the console (all in the log)
 # tier1's progress lines (tier1.cli.progress in a log) and its INFO lines; other ranks stay in the log
-SHOWN = re.compile(r"^\S.*\|\s*\d+/\d+ \[|\bINFO tier1[.\w]*(?: \[rank 0\])?:")
+PROGRESS = re.compile(r"^\S.*\|\s*(\d+)/(\d+) \[")
+SHOWN = re.compile(PROGRESS.pattern + r"|\bINFO tier1[.\w]*(?: \[rank 0\])?:")
 OTHER_RANK = re.compile(r"\[rank [1-9]\d*\]")
 
 
@@ -40,13 +42,22 @@ def run(label: str, log: Path, cmd: list[str]) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     say(f"[tier1] {label}: started")
     t0 = time.perf_counter()
+    last_progress = -PROGRESS_EVERY_S
     with log.open("w") as out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                                 errors="replace", bufsize=1) as proc:
         for line in proc.stdout:
             out.write(line)
             out.flush()
-            if shown(line):
-                say(f"[tier1] {label}: {line.strip()}")
+            if not shown(line):
+                continue
+            progress = PROGRESS.search(line)
+            if progress:  # throttled, but the first and the last (n/n) always shown
+                now = time.perf_counter()
+                done = progress[1] == progress[2]
+                if not done and now - last_progress < PROGRESS_EVERY_S:
+                    continue
+                last_progress = now
+            say(f"[tier1] {label}: {line.strip()}")
     seconds = time.perf_counter() - t0
     if proc.returncode == 0:
         say(f"[tier1] {label}: done in {seconds:.0f} s")

@@ -1,0 +1,53 @@
+"""The console's story of a job: start and end lines, rank 0's progress, the log's end on failure."""
+
+import sys
+from pathlib import Path
+
+from tier1 import console
+
+
+def _job(tmp_path, code: str, capsys):
+    log = tmp_path / "logs" / "job.log"
+    rc = console.run("train, 2 rank(s)", log, [sys.executable, "-c", code])
+    return rc, log.read_text(), capsys.readouterr().err
+
+
+def test_a_job_that_works(tmp_path, capsys):
+    code = ("print('12:00:00 INFO tier1.train [rank 0]: trained 16 steps'); "
+            "print('12:00:00 INFO tier1.train [rank 1]: trained 16 steps'); "
+            "print('train x2: 100%|####| 16/16 [00:52<00:00]'); print('noise from a library')")
+    rc, log, err = _job(tmp_path, code, capsys)
+    assert rc == 0
+    assert "noise from a library" in log and "[rank 1]" in log  # the log keeps everything
+    lines = err.splitlines()
+    assert lines[0] == "[tier1] train, 2 rank(s): started"
+    assert "[tier1] train, 2 rank(s): 12:00:00 INFO tier1.train [rank 0]: trained 16 steps" in lines
+    assert any("16/16" in line for line in lines)
+    assert not any("[rank 1]" in line or "noise" in line for line in lines)
+    assert lines[-1].startswith("[tier1] train, 2 rank(s): done in ")
+
+
+def test_a_job_that_fails_shows_the_end_of_its_log(tmp_path, capsys):
+    code = "import sys; print('\\n'.join(f'line {i}' for i in range(40))); sys.exit(3)"
+    rc, log, err = _job(tmp_path, code, capsys)
+    assert rc == 3
+    assert "FAILED (exit 3)" in err
+    assert "    line 39" in err and "    line 25" in err and "line 24\n" not in err
+
+
+def test_the_end_of_a_run(tmp_path):
+    md = tmp_path / "performance.md"
+    md.write_text("# r\n\n- Machine: x\n\n## Verdicts\n\n- **same model: PASS** — ok\n\n"
+                  "## The table (measured)\n\n| a | b |\n|---|---|\n\n## Scaling detail\n\nmore\n")
+    text = console.run_summary(md, tmp_path / "missing.html")
+    assert "- **same model: PASS** — ok" in text and "| a | b |" in text
+    assert "more" not in text and f"Report: {md}" in text
+
+
+def test_a_failed_run_names_each_failed_jobs_log(tmp_path):
+    job_log = tmp_path / "prepare.log"
+    job_log.write_text("dataset: 'x.jsonl' has no column 'anchor'\n")
+    smk_log = tmp_path / "snakemake.log"
+    smk_log.write_text(f"Error in rule prepare:\n    jobid: 3\n    log: {job_log} (check log file(s) for error details)\n")
+    assert console.failed_logs(smk_log) == [Path(job_log)]
+    assert "has no column 'anchor'" in console.failure_summary(smk_log)
