@@ -189,12 +189,14 @@ def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
         return None
     judged = [x for x in rows if x["flagged"] is not None]
     flagged = [x for x in judged if x["flagged"]]
+    # a CPU rehearsal's ratios are time ratios (1 rank / n ranks), never written as speedups
+    unit, what = ("x", "") if rows[0]["on_gpu"] else ("", " time ratio")
     parts = []
     for x in rows:
         state = ("not judged (marked)" if x["marks"] else "n/a" if x["ratio"] is None
                  else f"{pct(x['ratio'])} of predicted" + (" — BELOW" if x["flagged"] else ""))
-        parts.append(f"{x['world_size']} ranks: measured {fmt(x['measured_step_speedup'], 'x')} vs predicted "
-                     f"{fmt(x['predicted_speedup'], 'x')}, {state}")
+        parts.append(f"{x['world_size']} ranks: measured{what} {fmt(x['measured_step_speedup'], unit)} vs predicted "
+                     f"{fmt(x['predicted_speedup'], unit)}, {state}")
     worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
     text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
     return ("vs prediction", (not flagged) if judged else None, text)

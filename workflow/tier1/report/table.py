@@ -392,7 +392,7 @@ def prediction_section(r: Results) -> list[str]:
             f"| {n} | {fmt(x['measured_step_speedup'], x_unit)} | {fmt(scaling.get(n, {}).get('train_speedup'), x_unit)} "
             f"| {fmt(x['predicted_speedup'], x_unit)} | {pct(x['ratio'])} | {_s(p['step_s'])} "
             f"| {_s(p['seconds']['exposed_comm'])} ({_s(p['hidden_by_backward_s'])}) "
-            f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} | {x['work'] * x['slowdown']:.2f}x | {flag} |")
+            f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} | {pct(x['work'] * x['slowdown'])} | {flag} |")
     why = [x for x in rows if x["why"]]
     if why:
         lines += [""] + [f"- **{x['world_size']} ranks, largest term of the gap**: {x['why']}." for x in why]
