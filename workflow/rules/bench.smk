@@ -1,6 +1,6 @@
 rule bench_compare:
     """tier1 against sentence-transformers on this device: training steps/s and encoding texts/s, same
-    inputs, one process per side, alternating (results/bench/compare.md)."""
+    inputs, one process per side, alternating (results/<run_name>/bench/compare.md)."""
     input:
         pairs=out("data/train.jsonl"),
         corpus=out("data/test/corpus.jsonl"),
