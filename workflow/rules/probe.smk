@@ -15,7 +15,7 @@ rule probe:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
-        story=stage_story(lambda w: f"probe, {w.n} GPU(s)"),
+        story=stage_story(lambda w: f"probe, world size {w.n}"),
         cfg=stage_params("probe"),
         # on GPUs one rank per GPU; on a CPU there is nothing to probe, so one process says so
         launch=lambda w: launcher(w.n if ON_GPUS else 1),
