@@ -25,7 +25,7 @@ import torch
 
 from tier1 import atomic, flops, provenance
 from tier1 import device as devices
-from tier1.bench.workload import RECIPES, Workload, short_precision
+from tier1.bench.workload import RECIPES, Workload, bench_device, short_precision
 from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import BenchConfig, config_hash
 from tier1.model import resolve_model_path
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     cfg: BenchConfig = parse_stage_config(args.config, "bench")
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = bench_device()
     dtype = devices.autocast_dtype(cfg.precision, device)
     recipes = args.recipes or (["matched", "defaults"] if device.type == "cuda" else ["matched"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

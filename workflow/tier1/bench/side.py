@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tier1 import atomic, disturbance
-from tier1.bench.workload import Workload
+from tier1.bench.workload import Workload, bench_device
 from tier1.cli import quiet_transformers, run_main, setup_logging
 from tier1.provenance import available_cores
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     w = Workload.from_json(args.workload.read_text())
     side = importlib.import_module(SIDES[args.side])
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = bench_device()
     result = {"side": args.side}
     with disturbance.Watch(device) as train_watch:
         result["train"] = side.train(w)

@@ -8,22 +8,14 @@ import time
 
 import torch
 
-from tier1.bench.workload import Workload, encode_texts, fingerprint, training_pairs
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, training_pairs
+from tier1.device import synchronize
 
 
 def _model(w: Workload):
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(w.model, device=_device())
+    st = SentenceTransformer(w.model, device=str(bench_device()))
     st.max_seq_length = w.max_seq_length
     return st
 
@@ -50,7 +42,7 @@ def train(w: Workload) -> dict:
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            _synchronize()
+            synchronize(bench_device())
             ends.append(time.perf_counter())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -88,10 +80,10 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
               "show_progress_bar": False}
     with autocast:
         st.encode(texts[: w.eval_batch_size], **kwargs)  # first-call costs, untimed
-        _synchronize()
+        synchronize(bench_device())
         t0 = time.perf_counter()
         emb = st.encode(texts, **kwargs)
-        _synchronize()
+        synchronize(bench_device())
         seconds = time.perf_counter() - t0
     return {"texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
             "precision": "bf16" if bf16 else "fp32"}, emb.float().cpu()

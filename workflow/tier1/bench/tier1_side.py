@@ -8,7 +8,7 @@ import torch
 
 from tier1 import device as devices
 from tier1 import model
-from tier1.bench.workload import Workload, encode_texts, fingerprint, short_precision, training_pairs
+from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, short_precision, training_pairs
 from tier1.config import TrainConfig
 from tier1.distributed import Context
 from tier1.evaluation import sharding
@@ -17,7 +17,7 @@ from tier1.training.builder import build_trainer
 
 
 def _context(w: Workload) -> Context:
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = bench_device()
     torch.set_num_threads(w.threads)
     return Context(0, 1, 0, 1, device, w.threads)
 

@@ -70,6 +70,13 @@ def encode_texts(w: Workload) -> list[str]:
     return [doc_text(d) for d in docs[: w.texts]]
 
 
+def bench_device():
+    """The one device both sides measure on: the first GPU, else the CPU."""
+    import torch
+
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def short_precision(dtype) -> str:
     """"bf16" or "fp32", as the config spells them, for an autocast dtype (None: fp32)."""
     import torch
