@@ -87,13 +87,14 @@ def test_saved_model_loads_in_sentence_transformers(tiny_model):
     from sentence_transformers import SentenceTransformer
 
     from tier1 import model
+    from tier1.token_cache import collate
 
     st = SentenceTransformer(str(tiny_model), device="cpu")
     encoder, tokenizer = model.load(str(tiny_model))
     text = ["parse a json document from a string"]
-    batch = tokenizer(text, return_tensors="pt")
+    batch = collate(tokenizer(text, truncation=True, max_length=32)["input_ids"], [0], tokenizer.pad_token_id)
     with torch.inference_mode():
-        ours = encoder.eval()(batch["input_ids"], batch["attention_mask"])
+        ours = encoder.eval()(**batch)
     ref = torch.tensor(st.encode(text, normalize_embeddings=True))
     assert torch.nn.functional.cosine_similarity(ours, ref).item() >= 0.9999
 

@@ -71,7 +71,6 @@ COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ran
 wildcard_constraints:
     n=r"\d+",
     w=r"\d+",
-    model=r"base|gpus\d+",
 
 
 def out(path):
@@ -110,21 +109,12 @@ def trained_model(model):
     return out(f"train/{model}/model")
 
 
-def model_path(model):
-    """What evaluate loads: the configured base model, or a model this workflow trained."""
-    return CFG.model if model == "base" else trained_model(model)
-
-
-def model_input(wildcards):
-    return [] if wildcards.model == "base" else [trained_model(wildcards.model)]
-
-
 def benchmarked_jobs():
     """The jobs of a run whose benchmark files the report sums (all but the report itself)."""
     jobs = ["preflight", "prepare", "tokenize"]
     jobs += [f"probe_gpus{n}" for n in WORLD_SIZES] + [f"commbench_ws{n}" for n in COMM_WORLD_SIZES]
     jobs += [f"train_gpus{n}" for n in WORLD_SIZES] + (["train_reference_gpus1"] if len(WORLD_SIZES) > 1 else [])
-    jobs += [f"eval_base_ws{w}" for w in WORLD_SIZES] + [f"eval_gpus{n}_ws{n}" for n in WORLD_SIZES]
+    jobs += [f"eval_ws{w}" for w in WORLD_SIZES]
     return jobs
 
 

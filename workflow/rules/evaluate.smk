@@ -1,18 +1,22 @@
 rule evaluate:
-    """Retrieval metrics of one model, with the corpus encoded and ranked over N ranks (ws{w})."""
+    """Retrieval metrics at world size w (ws{w}): the base model, then the model trained on w
+    ranks, in one launch (one start-up instead of two), each warmed up and timed on its own,
+    with the corpus encoded and ranked over the w ranks."""
     input:
-        model_input,
+        trained=lambda w: trained_model(f"gpus{w.w}"),
         corpus=out("data/test/corpus.jsonl"),
         queries=out("data/test/queries.jsonl"),
         qrels=out("data/test/qrels/test.tsv"),
         tokens=out("data/tokens.safetensors"),
     output:
-        metrics=out("eval/{model}/ws{w}/metrics.json"),
-        run=out("eval/{model}/ws{w}/run.trec"),
+        base_metrics=out("eval/base/ws{w}/metrics.json"),
+        base_run=out("eval/base/ws{w}/run.trec"),
+        metrics=out("eval/gpus{w}/ws{w}/metrics.json"),
+        run=out("eval/gpus{w}/ws{w}/run.trec"),
     log:
-        out("logs/eval_{model}_ws{w}.log"),
+        out("logs/eval_ws{w}.log"),
     benchmark:
-        out("benchmarks/eval_{model}_ws{w}.tsv")
+        out("benchmarks/eval_ws{w}.tsv")
     conda:
         CONDA_ENV
     threads: workflow.cores
@@ -20,11 +24,12 @@ rule evaluate:
         timed=1,
         gpu=lambda w: gpus_for(w.w),
     params:
-        story=stage_story(lambda w: f"evaluate {w.model}, {w.w} rank(s)"),
+        story=stage_story(lambda w: f"evaluate the base model and gpus{w.w}, {w.w} rank(s)"),
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),
-        model=lambda w: model_path(w.model),
+        base=CFG.model,
     shell:
-        "{params.story} {log} -- {params.launch} tier1.evaluate --config {params.cfg:q} --model {params.model:q} "
+        "{params.story} {log} -- {params.launch} tier1.evaluate --config {params.cfg:q} "
         "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --tokens {input.tokens} "
-        "--metrics-out {output.metrics} --run-out {output.run}"
+        "--model {params.base:q} --metrics-out {output.base_metrics} --run-out {output.base_run} "
+        "--model {input.trained:q} --metrics-out {output.metrics} --run-out {output.run}"

@@ -101,6 +101,9 @@ class _Intermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))
+
 
 class _Layer(nn.Module):
     def __init__(self, c: SimpleNamespace):
@@ -111,7 +114,7 @@ class _Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention.output(self.attention.self(x, mask), x)
-        return self.output(F.gelu(self.intermediate.dense(x)), x)
+        return self.output(self.intermediate(x), x)
 
 
 class _Stack(nn.Module):

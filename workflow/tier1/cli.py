@@ -40,11 +40,17 @@ class _LineWriter:
 
 
 def quiet_transformers() -> None:
-    """Drop the library's own per-load progress bars; tier1 logs what it loads."""
-    from transformers.utils import logging as hf_logging
+    """Drop the library's own per-load progress bars and notices; tier1 logs what it loads.
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    Applied when transformers is imported (tier1.model imports it only for models tier1.bert
+    does not run), so a stage that never needs it does not pay for its import."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 CONFIG_HELP = ("the stage's config keys as JSON (what its rule passes), or a config YAML file such as "

@@ -7,7 +7,9 @@ One process:
         --metrics-out results/eval/gpus1/ws1/metrics.json --run-out results/eval/gpus1/ws1/run.trec
 N processes (each encodes its share of the corpus and ranks it; rank 0 merges):
     torchrun --standalone --nproc_per_node N -m tier1.evaluate ...
-The metrics are the same at any world size; only the time changes.
+The metrics are the same at any world size; only the time changes. Several models in one launch
+(`--model A --metrics-out .. --run-out .. --model B ...`) share its start-up, and each is warmed up
+and timed on its own.
 """
 
 from __future__ import annotations
@@ -211,21 +213,28 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
-    parser.add_argument("--model", default=None, help="model folder or spec; default: the config's model")
+    parser.add_argument("--model", action="append", default=None,
+                        help="model folder or spec (default: the config's model); repeat it, with a --metrics-out "
+                             "and --run-out each, to evaluate several models in one launch, each timed on its own")
     parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl")
     parser.add_argument("--queries", type=Path, required=True, help="BEIR queries.jsonl")
     parser.add_argument("--qrels", type=Path, required=True, help="BEIR qrels (tsv)")
     parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
-    parser.add_argument("--metrics-out", type=Path, required=True, help="metrics.json")
-    parser.add_argument("--run-out", type=Path, required=True, help="TREC run file")
+    parser.add_argument("--metrics-out", type=Path, action="append", required=True, help="metrics.json")
+    parser.add_argument("--run-out", type=Path, action="append", required=True, help="TREC run file")
     args = parser.parse_args(argv)
+    models = args.model or [None]
+    if not len(models) == len(args.metrics_out) == len(args.run_out):
+        parser.error(f"{len(models)} --model, {len(args.metrics_out)} --metrics-out and {len(args.run_out)} "
+                     "--run-out: give one of each per model")
     setup_logging()
     quiet_transformers()
     cfg: EvalConfig = parse_stage_config(args.config, "evaluate")
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
     ctx = distributed.setup()
     try:
-        evaluate(args.model or cfg.model, beir, cfg, ctx, Outputs(args.metrics_out, args.run_out), args.tokens)
+        for spec, metrics_out, run_out in zip(models, args.metrics_out, args.run_out):
+            evaluate(spec or cfg.model, beir, cfg, ctx, Outputs(metrics_out, run_out), args.tokens)
     except Exception as err:
         if ctx.distributed:
             log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
@@ -233,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
         raise
     finally:
         distributed.teardown()
-
 
 if __name__ == "__main__":
     run_main(main)

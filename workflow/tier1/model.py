@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tier1 import bert
+from tier1.cli import quiet_transformers
 from tier1.config import DEFAULT_MODEL, ConfigError
 from tier1.fast_tokenizer import FastTokenizer
 
@@ -58,6 +59,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
         return FastTokenizer(Path(path))
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
@@ -73,6 +75,7 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
         return SentenceEncoder(transformer), tokenizer
     from transformers import AutoModel
 
+    quiet_transformers()
     transformer = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
     # The pooler is never used by the loss; DDP would stop at the second step on a parameter
     # that gets no gradient, so it is removed rather than hiding it with find_unused_parameters.
