@@ -355,8 +355,14 @@ def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model
             out := Outputs.in_folder(tmp_path / "data"))
     token_cache.main(["--config", json.dumps({"model": str(tiny_model), "trust_remote_code": False, "max_seq_length": 32}),
                       "--train", str(out.train), "--corpus", str(out.corpus), "--queries", str(out.queries),
-                      "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors")])
+                      "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors"),
+                      "--record-out", str(tmp_path / "tokens.json")])
     truncated = token_cache.load(tmp_path / "tokens.safetensors", 32)["truncated"]
     assert set(truncated) == {"anchor", "positive", "corpus", "queries"}
     # "word " * 31 is 31 tokens plus [CLS] and [SEP]: cut; the long anchor is cut wherever it went
     assert sum(truncated.values()) == 2
+    # the record beside the cache: what was tokenised, and the seconds it took
+    record = json.loads((tmp_path / "tokens.json").read_text())
+    assert record["stage"] == "tokenize" and record["truncated"] == truncated and 0 < record["work_s"] < 60
+    assert record["counts"] == {"train_pairs": 30, "documents": 2, "queries": 2, "texts": 64}
+    assert {"config_hash", "git_revision", "hardware", "libraries"} <= set(record)

@@ -168,6 +168,7 @@ def test_two_rank_sweep_summary_and_matmul_probe(sweep):
     assert probe["achieved_tflops_median"] > 0
     assert probe["peak_tflops"] is None and probe["fraction_of_peak"] is None  # no datasheet peak for a CPU
     assert len(sweep["rank_windows"]) == 2 and isinstance(sweep["marks"], list)
+    assert 0 < sweep["work_s"] < 300  # rank 0's seconds of measuring, for the report's pipeline overhead
 
 
 def test_one_rank_is_refused(tmp_path):

@@ -104,6 +104,7 @@ def test_prepare_writes_manifest_and_beir_from_pairs(tmp_path, pairs):
                                   "train_pairs": 60, "test_queries": 30, "corpus_documents": 30}
     for key in ("config_hash", "git_revision", "hardware", "libraries"):
         assert key in manifest
+    assert 0 < manifest["work_s"] < 60  # reading and splitting, for the report's pipeline overhead
     beir = sources.read_beir(tmp_path / "data" / "test")
     train_ids = {json.loads(line)["id"] for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()}
     assert not train_ids & set(beir.corpus)

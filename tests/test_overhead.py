@@ -1,5 +1,6 @@
-"""Pipeline overhead on hand-made benchmark files and stage records: the arithmetic, jobs with no
-timed window or whose record is missing, repetitions, and reports made without benchmark files."""
+"""Pipeline overhead on hand-made benchmark files and stage records: the arithmetic, the stages'
+work windows (`work_s`), jobs with no timed window or whose record is missing or older,
+repetitions, and reports made without benchmark files."""
 
 from __future__ import annotations
 
@@ -40,6 +41,26 @@ def results(benches: dict[str, list[float]], train: dict[int, list[float]] = (),
     return r
 
 
+# the Results field each stage's record is kept in
+FIELD = {"preflight": "preflight", "prepare": "manifest", "tokenize": "tokenize", "probe": "probe", "commbench": "comm"}
+
+
+def with_work(r: Results, work: dict[str, float | None]) -> Results:
+    """Stage records of the jobs in `work` holding that `work_s` (None: an older record without it)."""
+    for job, seconds in work.items():
+        record = {"stage": job} if seconds is None else {"stage": job, "work_s": seconds}
+        stage, _, size = job.partition("_")
+        field = FIELD[stage]
+        if size:  # probe_gpus{n}, commbench_ws{n}: one record per world size
+            n = int(size.lstrip("gpusw"))
+            getattr(r, field)[n] = {**record, "world_size": n}
+        else:
+            n = 0
+            setattr(r, field, record)
+        r.paths[(field, n)] = f"{job}.json"
+    return r
+
+
 def by_name(r: Results) -> dict[str, overhead.Job]:
     return {j.name: j for j in overhead.jobs(r)}
 
@@ -63,13 +84,48 @@ def test_overhead_is_wall_minus_every_repeats_timed_window():
 
 
 def test_a_timed_stage_without_its_record_counts_whole_and_says_so():
-    r = results({"train_gpus4": [30.0], "eval_gpus2_ws2": [9.0], "commbench_ws2": [5.0]}, train={1: [10.0]})
+    r = results({"train_gpus4": [30.0], "eval_gpus2_ws2": [9.0], "commbench_ws2": [5.0], "check_gpus": [4.0]},
+                train={1: [10.0]})
     jobs = by_name(r)
     assert jobs["train_gpus4"].timed_s is None and jobs["train_gpus4"].overhead_s == 30.0
     assert jobs["train_gpus4"].what == overhead.NOT_GIVEN
     assert jobs["eval_gpus2_ws2"].what == overhead.NOT_GIVEN
-    assert jobs["commbench_ws2"].what == overhead.UNTIMED
-    assert overhead.totals(list(jobs.values())).untimed_jobs_s == pytest.approx(44.0)
+    assert jobs["commbench_ws2"].what == overhead.NOT_GIVEN
+    assert jobs["check_gpus"].what == overhead.UNTIMED  # a job no stage record speaks for
+    assert overhead.totals(list(jobs.values())).untimed_jobs_s == pytest.approx(48.0)
+
+
+def test_every_stage_counts_the_work_it_records():
+    work = {"preflight": 1.5, "prepare": 6.0, "tokenize": 2.0, "probe_gpus1": 0.0, "probe_gpus2": 4.0,
+            "commbench_ws2": 30.0}
+    walls = {"preflight": [3.0], "prepare": [10.0], "tokenize": [8.0], "probe_gpus1": [5.0], "probe_gpus2": [9.0],
+             "commbench_ws2": [38.0]}
+    r = with_work(results(walls), work)
+    jobs = by_name(r)
+    for name, seconds in work.items():
+        assert jobs[name].timed_s == seconds and jobs[name].timed_source == f"{name}.json", name
+        assert jobs[name].overhead_s == pytest.approx(walls[name][0] - seconds), name
+        assert jobs[name].what == overhead.AROUND["work"], name
+    # a probe on a CPU searches nothing: 0 s of work, the whole job around it
+    assert jobs["probe_gpus1"].overhead_s == 5.0
+    t = overhead.totals(list(jobs.values()))
+    assert t.timed_s == pytest.approx(43.5) and t.around_timed_s == pytest.approx(73.0 - 43.5)
+    assert t.untimed_jobs_s == 0.0
+    assert [j.name for j in overhead.jobs(r)] == list(work)  # in the order they run
+
+
+def test_an_older_record_without_work_s_counts_the_whole_job():
+    r = with_work(results({"prepare": [10.0], "commbench_ws2": [38.0], "tokenize": [8.0]}),
+                  {"prepare": None, "commbench_ws2": None, "tokenize": 2.0})
+    jobs = by_name(r)
+    for name in ("prepare", "commbench_ws2"):
+        assert jobs[name].timed_s is None and jobs[name].timed_source is None, name
+        assert jobs[name].overhead_s == jobs[name].wall_s and jobs[name].what == overhead.NO_WORK_S, name
+    t = overhead.totals(list(jobs.values()))
+    assert t.untimed_jobs_s == pytest.approx(48.0) and t.around_timed_s == pytest.approx(6.0)
+    md = "\n".join(overhead.markdown(r))
+    assert "| prepare | 10.0 s | n/a | 10.0 s | 100% | the whole job: its stage record holds no `work_s`" in md
+    assert "6.0 s around the timed windows, 48.0 s in jobs with no timed window" in md
 
 
 def test_a_trained_model_evaluated_at_another_world_size_is_not_matched_to_its_record():
@@ -151,3 +207,21 @@ def test_the_cli_takes_the_benchmark_files_and_runs_without_them(tmp_path):
                       "--benchmarks", str(bench(tmp_path / "benchmarks", "train_gpus1", 15.0)),
                       "--reference-train"])  # empty, as the rule passes it at one world size
     assert "| train_gpus1 | 15.0 s | 10.0 s | 5.0 s | 33% |" in md.read_text()
+
+
+def test_the_cli_reads_the_tokenize_record(tmp_path):
+    inputs = stage_files(tmp_path)
+    tokens = write(tmp_path / "data/tokens.json", {"stage": "tokenize", "work_s": 2.0, "counts": {"texts": 230}})
+    b = tmp_path / "benchmarks"
+    out = tmp_path / "new"
+    report_main.main(["--manifest", str(inputs.manifest), "--tokenize", str(tokens), "--train", *map(str, inputs.train),
+                      "--loss", *map(str, inputs.loss), "--eval-base", *map(str, inputs.eval_base),
+                      "--eval-trained", *map(str, inputs.eval_trained), "--md", str(out / "performance.md"),
+                      "--csv", str(out / "performance.csv"),
+                      "--benchmarks", str(bench(b, "tokenize", 3.0)), str(bench(b, "prepare", 5.0))])
+    md = (out / "performance.md").read_text()
+    assert "| tokenize | 3.0 s | 2.0 s | 1.0 s | 33% | start-up, imports," in md
+    assert f"| prepare | 5.0 s | n/a | 5.0 s | 100% | {overhead.NO_WORK_S} |" in md  # the test manifest is an older one
+    rows = {row["metric"]: row for row in csv.DictReader((out / "performance.csv").open())}
+    assert rows["job_tokenize_timed_windows"]["source"] == str(tokens)
+    assert float(rows["job_tokenize_timed_windows"]["value"]) == 2.0

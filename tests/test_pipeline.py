@@ -58,7 +58,8 @@ def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 def test_outputs_and_a_second_run_has_nothing_to_do(workdir):
-    for path in ("results/default/data/manifest.json", "results/default/train/gpus2/model/model.safetensors",
+    for path in ("results/default/data/manifest.json", "results/default/data/tokens.json",
+                 "results/default/train/gpus2/model/model.safetensors",
                  "results/default/preflight.json", "results/default/comm/ws2.json", "results/default/logs/commbench_ws2.log",
                  "results/default/benchmarks/commbench_ws2.tsv", "results/default/benchmarks/preflight.tsv",
                  "results/default/train/gpus2/loss.csv", "results/default/eval/base/ws2/run.trec",
@@ -128,9 +129,17 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
     overhead = [r for r in all_rows if r["world_size"] == ""]
     for r in overhead:
         assert r["source"] == "" or r["source"].startswith("sum of") or (workdir / r["source"]).is_file(), r
-    wall = sum(float(r["value"]) for r in overhead if r["metric"].startswith("job_") and r["metric"].endswith("_wall_time"))
+    walls = [r for r in overhead if r["metric"].startswith("job_") and r["metric"].endswith("_wall_time")]
     total = next(r for r in overhead if r["metric"] == "pipeline_wall_time")
-    assert float(total["value"]) == pytest.approx(wall)
+    assert float(total["value"]) == pytest.approx(sum(float(r["value"]) for r in walls))
+    # every stage records the window of its own work (`work_s`): no job counts whole as overhead
+    timed = {r["metric"]: r for r in overhead if r["metric"].startswith("job_") and r["metric"].endswith("_timed_windows")}
+    assert len(timed) == len(walls) == 13 and all(r["value"] != "" and r["source"] for r in timed.values()), timed
+    for job, file in (("preflight", "preflight.json"), ("prepare", "data/manifest.json"), ("tokenize", "data/tokens.json"),
+                      ("probe_gpus2", "probe/gpus2.json"), ("commbench_ws2", "comm/ws2.json")):
+        row = timed[f"job_{job}_timed_windows"]
+        assert row["source"] == f"results/default/{file}", row
+        assert float(row["value"]) == pytest.approx(json.loads((workdir / row["source"]).read_text())["work_s"]), job
     rows = [r for r in all_rows if r["world_size"] != ""]
     assert rows
     by = {(r["metric"], int(r["world_size"])): r for r in rows}

@@ -259,6 +259,7 @@ def test_preflight_command_on_cpu(tmp_path):
     assert "no GPU visible" in record["unavailable"]["gpu"]
     assert record["cpu"]["cores_available"] == available_cores()
     assert {"git_revision", "hardware", "libraries", "started_at", "finished_at"} <= set(record)
+    assert 0 < record["work_s"] < 60  # the inspection, for the report's pipeline overhead
 
 
 @pytest.mark.gpu

@@ -215,6 +215,7 @@ def test_probe_caps_and_records_failures(tiny_model, monkeypatch):
     assert got["max_encode_batch_per_device"] == 4
     assert got["encode_search"]["limit"] == 4 and got["encode_search"]["at_limit"]
     assert got["encode_search"]["failed_trials"] == 0 and got["encode_search"]["first_failure"] is None
+    assert got["work_s"] > 0  # the search's seconds, for the report's pipeline overhead
     json.dumps(got)  # what the stage writes
 
 
@@ -226,7 +227,7 @@ def test_cpu_probe_says_not_applicable(tmp_path):
                     "--world-size", "2", "--out", str(out)], check=True, capture_output=True)
     got = json.loads(out.read_text())
     assert got["max_train_batch_per_device"] is None and "no GPU" in got["not_applicable"]
-    assert got["world_size"] == 2
+    assert got["world_size"] == 2 and got["work_s"] == 0.0  # nothing searched
 
 
 # -- on a GPU ---------------------------------------------------------------------------------

@@ -112,6 +112,16 @@ def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gp
         assert f"--ranks {n} " in job and "tier1.commbench" in job
 
 
+def test_the_report_reads_the_record_of_every_stage_it_times(workdir):
+    proc = plan(workdir, "--config", "use_multi_gpu=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # tokens.safetensors is not JSON: the tokenize stage writes its work window beside it
+    assert "--out results/default/data/tokens.safetensors --record-out results/default/data/tokens.json" in proc.stdout
+    command = report_command(proc)
+    assert "--manifest results/default/data/manifest.json --tokenize results/default/data/tokens.json " in command
+    assert "--preflight results/default/preflight.json " in command and "--probe results/default/probe/gpus1.json " in command
+
+
 def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
     proc = plan(workdir, "--config", "use_multi_gpu=false")
     assert proc.returncode == 0, proc.stderr[-2000:]

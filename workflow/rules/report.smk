@@ -14,6 +14,7 @@ rule report:
     """The performance table, verdicts and plots, from the files the stages wrote."""
     input:
         manifest=out("data/manifest.json"),
+        tokenize=out("data/tokens.json"),
         train=expand(out("train/gpus{n}/train_metrics.json"), n=WORLD_SIZES),
         loss=expand(out("train/gpus{n}/loss.csv"), n=WORLD_SIZES),
         probe=expand(out("probe/gpus{n}.json"), n=WORLD_SIZES),
@@ -53,7 +54,8 @@ rule report:
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
         cfg=stage_params("report"),
     shell:
-        "{params.story} {log} -- {params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} --train {input.train} --loss {input.loss} "
+        "{params.story} {log} -- {params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} "
+        "--tokenize {input.tokenize} --train {input.train} --loss {input.loss} "
         "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "

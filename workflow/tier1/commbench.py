@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,7 +204,9 @@ def matmul_probe(ctx: Context, dtype: torch.dtype) -> dict:
 
 def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.dtype,
               up_to: int | None = None, matmul: bool = True) -> dict:
-    """Both sweeps (and the matmul probe) on the ranks of `ctx`; the same dict on every rank."""
+    """Both sweeps (and the matmul probe) on the ranks of `ctx`; the same dict on every rank but
+    `work_s`, this rank's seconds of measuring (rank 0's is the one written)."""
+    started = time.perf_counter()
     cuda = ctx.device.type == "cuda"
     if up_to is None:
         up_to = max(GPU_SWEEP_TO, gradient_bytes) if cuda else gradient_bytes
@@ -229,8 +232,10 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
     disturbed_by, marks = disturbance.judge(windows, available_cores())
     gradient_row = next(r for r in reduce_rows if r["role"] == "gradient")
     loss_row = next(r for r in gather_rows if r["role"] == "loss embeddings")
+    work_s = time.perf_counter() - started
     return {
         "world_size": ctx.world_size,
+        "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
         "backend": dist.get_backend(),
         "device_type": ctx.device.type,
         "device_names": distributed.all_gather_objects(devices.device_name(ctx.device)),

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -385,11 +386,15 @@ def gpu_section(job_gpus: list[str], found: Findings) -> dict[str, Any] | None:
 
 def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> dict[str, Any]:
     """The whole preflight record for a run of `world_sizes` (GPUs as tier1.gpus sees them)."""
+    # torch before the clock starts: importing it is start-up, not inspecting the machine
+    import torch.distributed as dist
+
     from tier1.gpus import visible_gpus
 
     # CUDA indices in PCI bus order, as every job runs (tier1.launch): the peer matrix then
     # lists the GPUs in NVML's order.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    started = time.perf_counter()
     found = Findings()
     if job_gpus is None:
         job_gpus = visible_gpus()
@@ -397,14 +402,15 @@ def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> dict[s
     started_at = provenance.utc_now()
     cpu = cpu_section(world_sizes, found)
     gpu = gpu_section(job_gpus, found)
-    import torch.distributed as dist
-
+    backends = {"nccl": dist.is_nccl_available(), "gloo": dist.is_gloo_available()}
+    work_s = time.perf_counter() - started
     return {
         "stage": "preflight",
         "started_at": started_at,
+        "work_s": work_s,  # the inspection itself; the report's pipeline overhead counts the rest of the job
         "world_sizes": list(world_sizes),
         "backend": "nccl" if gpu else "gloo",
-        "backends_available": {"nccl": dist.is_nccl_available(), "gloo": dist.is_gloo_available()},
+        "backends_available": backends,
         "cpu": cpu,
         "gpu": gpu,
         # every variable that steers NCCL (and PyTorch's NCCL wrapper), recorded on CPU runs too

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import gc
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,8 +138,10 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
                 encoder(**on_device(encode_batch(tokens, b))).float()
         return agreed_fit(run, b, encode_log, ctx.device)
 
+    started = time.perf_counter()  # the search only: loading the model and tokens is start-up
     train_found = largest_fitting(train_step, train_log.limit)
     encode_found = largest_fitting(encode, encode_log.limit)
+    work_s = time.perf_counter() - started
     del buckets
     train_search = summarise(distributed.all_gather_objects(train_log), train_found)
     train_search["padded_length"] = {"anchor": _width(tokens.anchor, train_found),
@@ -148,7 +151,8 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
     return {"max_train_batch_per_device": train_found, "max_train_batch_global": train_found * ctx.world_size,
             "max_encode_batch_per_device": encode_found,
             "device_capacity_bytes": devices.capacity(ctx.device),
-            "train_search": train_search, "encode_search": encode_search, "trial_batches": TRIAL_BATCHES}
+            "train_search": train_search, "encode_search": encode_search, "trial_batches": TRIAL_BATCHES,
+            "work_s": work_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
         else:
             result = {"max_train_batch_per_device": None, "max_train_batch_global": None,
-                      "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe"}
+                      "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe",
+                      "work_s": 0.0}  # nothing searched: the whole job is start-up and writing
         if ctx.is_main:
             world = ctx.world_size if ctx.device.type == "cuda" else args.world_size
             settings = dataclasses.asdict(cfg)

@@ -3,22 +3,25 @@
     python -m tier1.token_cache --config '{"model": ..., "max_seq_length": 64}' \\
         --train results/data/train.jsonl --corpus results/data/test/corpus.jsonl \\
         --queries results/data/test/queries.jsonl --qrels results/data/test/qrels/test.tsv \\
-        --out results/data/tokens.safetensors
+        --out results/data/tokens.safetensors --record-out results/data/tokens.json
 
 Training and evaluation read these ids instead of re-tokenising on every rank and every run.
 Trained models keep the base model's tokenizer, so one cache serves all of them. Batches are
 padded here too (`collate`), to their own longest text.
 
 The cache is a safetensors file, a format that holds only numbers and JSON, so reading it cannot
-run code (see `save`).
+run code (see `save`). Beside it, a small JSON record (`--record-out`) says what was tokenised and
+how long that took (`work_s`), for the report's pipeline overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +29,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from tier1 import checksum
+from tier1 import atomic, checksum, provenance
 from tier1.atomic import atomic_path
 from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
-from tier1.config import InputError, TokenizeConfig
+from tier1.config import InputError, TokenizeConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files, read_jsonl
 
 log = logging.getLogger("tier1.token_cache")
@@ -88,6 +91,34 @@ def build(tokenizer, pairs: list[dict[str, str]], beir: BeirSet, max_seq_length:
         "query_ids": query_ids,
         "queries": token_ids(tokenizer, [beir.queries[q] for q in query_ids], max_seq_length),
     }
+
+
+def count_truncated(tokenizer, cache: dict, pairs: list[dict[str, str]], beir: BeirSet, max_seq_length: int
+                    ) -> dict[str, int]:
+    """Texts cut at max_seq_length, per field: only a row at the limit can have been cut, so only
+    those are tokenised again in full."""
+    texts = {"anchor": [p["anchor"] for p in pairs], "positive": [p["positive"] for p in pairs],
+             "corpus": [doc_text(beir.corpus[d]) for d in cache["doc_ids"]],
+             "queries": [beir.queries[q] for q in cache["query_ids"]]}
+    truncated = {}
+    for name, rows in texts.items():
+        full = [t for t, ids in zip(rows, cache[name]) if len(ids) >= max_seq_length]
+        lengths = [len(ids) for ids in tokenizer(full, truncation=False)["input_ids"]] if full else []
+        truncated[name] = sum(n > max_seq_length for n in lengths)
+        if truncated[name]:
+            log.info("%d of %d %s texts are longer than max_seq_length (%d tokens) and were cut", truncated[name],
+                     len(rows), name, max_seq_length)
+    return truncated
+
+
+def record(cfg: TokenizeConfig, cache: dict, work_s: float) -> dict:
+    """What the stage tokenised and in how many seconds; the cache itself is not JSON."""
+    settings = dataclasses.asdict(cfg)
+    counts = {"train_pairs": len(cache["anchor"]), "documents": len(cache["corpus"]), "queries": len(cache["queries"])}
+    return {"stage": "tokenize", "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
+            "counts": {**counts, "texts": 2 * counts["train_pairs"] + counts["documents"] + counts["queries"]},
+            "truncated": cache["truncated"], "max_seq_length": cache["max_seq_length"],
+            "config": settings, **provenance.stamp(config_hash(settings))}
 
 
 FORMAT, FORMAT_VERSION = checksum.TOKEN_CACHE_FORMAT, checksum.TOKEN_CACHE_VERSION
@@ -206,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--qrels", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--record-out", type=Path, default=None,
+                        help="a JSON record of what was tokenised and the seconds it took (the report's pipeline overhead)")
     args = parser.parse_args(argv)
     setup_logging()
     quiet_transformers()
@@ -215,22 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     _, tokenizer = model.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
     pairs = read_jsonl(args.train)
+    started = time.perf_counter()  # the tokenising only: loading the tokenizer and texts is start-up
     cache = build(tokenizer, pairs, beir, cfg.max_seq_length)
-    # Texts cut at max_seq_length, per field: only a row at the limit can have been cut, so only
-    # those are tokenised again in full.
-    texts = {"anchor": [p["anchor"] for p in pairs], "positive": [p["positive"] for p in pairs],
-             "corpus": [doc_text(beir.corpus[d]) for d in cache["doc_ids"]],
-             "queries": [beir.queries[q] for q in cache["query_ids"]]}
-    truncated = {}
-    for name, rows in texts.items():
-        full = [t for t, ids in zip(rows, cache[name]) if len(ids) >= cfg.max_seq_length]
-        lengths = [len(ids) for ids in tokenizer(full, truncation=False)["input_ids"]] if full else []
-        truncated[name] = sum(n > cfg.max_seq_length for n in lengths)
-        if truncated[name]:
-            log.info("%d of %d %s texts are longer than max_seq_length (%d tokens) and were cut", truncated[name],
-                     len(rows), name, cfg.max_seq_length)
-    cache["truncated"] = truncated
+    cache["truncated"] = count_truncated(tokenizer, cache, pairs, beir, cfg.max_seq_length)
+    work_s = time.perf_counter() - started
     save(cache, args.out)
+    if args.record_out is not None:
+        atomic.write_json(args.record_out, record(cfg, cache, work_s))
     log.info("token ids of %d pairs, %d documents and %d queries -> %s", len(cache["anchor"]),
              len(cache["corpus"]), len(cache["queries"]), args.out)
 

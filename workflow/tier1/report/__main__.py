@@ -1,6 +1,7 @@
 """Stage 5, report: regenerate the performance table and plots from the stages' files.
 
     python -m tier1.report --config '{"internode_busbw_gbps": null}' --manifest results/data/manifest.json \\
+        --tokenize results/data/tokens.json \\
         --train results/train/gpus{1,2,4}/train_metrics.json --loss results/train/gpus{1,2,4}/loss.csv \\
         --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
         --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "--configfile", dest="config", default=None,
                         help=CONFIG_HELP + "; default: the defaults")
     parser.add_argument("--manifest", type=Path, required=True, help="the prepare stage's manifest.json")
+    parser.add_argument("--tokenize", type=Path, default=None,
+                        help="the tokenize stage's tokens.json (its work window, for the pipeline overhead)")
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="train_metrics.json files")
     parser.add_argument("--loss", type=Path, nargs="+", required=True, help="loss.csv files, in --train's order")
     parser.add_argument("--eval-base", type=Path, nargs="+", required=True, help="the base model's metrics.json files")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                          else Tier1Config().view(ReportConfig))
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
                     args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps,
-                    args.benchmarks, args.reference_train)
+                    args.benchmarks, args.reference_train, args.tokenize)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

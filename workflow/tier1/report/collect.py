@@ -43,6 +43,7 @@ class Inputs:
     # Snakemake benchmark files of the run's jobs (results/benchmarks/<job>.tsv), for the overhead
     benchmarks: list[Path] = field(default_factory=list)
     reference_train: Path | None = None  # train_metrics.json of the dropout-reference run (its timed window)
+    tokenize: Path | None = None  # the tokenize stage's record (tokens.json): its work window, for the overhead
 
 
 @dataclass
@@ -60,7 +61,8 @@ class Results:
     benchmarks: dict[str, dict] = field(default_factory=dict)     # job -> {"path", "s": wall s per repetition}
     benchmarks_left_out: list[str] = field(default_factory=list)  # the report job's own (an earlier report's)
     reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
-    # (kind, world size) -> file read; the preflight, which is not per world size, is ("preflight", 0)
+    tokenize: dict = field(default_factory=dict)                  # the tokenize stage's record (tokens.json)
+    # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokenize) is (kind, 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def source(self, kind: str, n: int) -> str:
@@ -90,6 +92,7 @@ def read_benchmark(path: Path) -> list[float]:
 
 def collect(inputs: Inputs) -> Results:
     r = Results(manifest=read_json(inputs.manifest), internode_busbw_gbps=inputs.internode_busbw_gbps)
+    r.paths[("manifest", 0)] = str(inputs.manifest)
     if len(inputs.loss) != len(inputs.train):
         raise ValueError(f"{len(inputs.train)} training records but {len(inputs.loss)} loss files")
     for kind, paths in (("train", inputs.train), ("eval_base", inputs.eval_base),
@@ -106,6 +109,9 @@ def collect(inputs: Inputs) -> Results:
     if inputs.preflight is not None:
         r.preflight = read_json(inputs.preflight)
         r.paths[("preflight", 0)] = str(inputs.preflight)
+    if inputs.tokenize is not None:
+        r.tokenize = read_json(inputs.tokenize)
+        r.paths[("tokenize", 0)] = str(inputs.tokenize)
     if inputs.reference_train is not None:
         r.reference_train = read_json(inputs.reference_train)
         r.paths[("reference_train", 1)] = str(inputs.reference_train)

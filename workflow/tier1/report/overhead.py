@@ -2,13 +2,16 @@
 
 A job's wall time is Snakemake's benchmark file of it (`benchmark:` in the rule; column `s`, the
 seconds its shell command ran, one row per repetition). Its timed windows are what the stage files
-the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats.
-Everything else is overhead: process and torchrun start-up, imports, model and data loading,
-warm-up, untimed re-runs, writing files, and the jobs that time nothing (prepare, tokenize, ...).
+the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats;
+every other stage, `work_s`, the seconds of its own work (inspecting the machine, preparing the
+data set, tokenising, the probe's batch search, the collectives sweep). Everything else is
+overhead: process and torchrun start-up, imports, model and input loading, warm-up, untimed
+re-runs, writing files, and whole jobs whose stage file records no window (one written before
+the stages recorded `work_s`, or one the report was not given).
 
-Jobs are named by their benchmark file's stem, as the rules name those files:
-`train_gpus{n}`, `train_reference_gpus1`, `eval_base_ws{w}` and `eval_gpus{n}_ws{w}` have timed
-windows; any other job (prepare, tokenize, preflight, probe_gpus{n}, commbench_ws{n}, ...) has none.
+Jobs are named by their benchmark file's stem, as the rules name those files: `train_gpus{n}`,
+`train_reference_gpus1`, `eval_base_ws{w}`, `eval_gpus{n}_ws{w}`, `preflight`, `prepare`,
+`tokenize`, `probe_gpus{n}` and `commbench_ws{n}` have timed windows; any other job has none.
 The report job cannot time itself, so a `report` file (an earlier report's) is left out.
 """
 
@@ -23,9 +26,11 @@ from tier1.report.collect import Results
 AROUND = {
     "train": "start-up, imports, model and data load, warm-up, untimed re-runs, writing",
     "eval": "start-up, imports, model and token load, writing",
+    "work": "start-up, imports, loading the model or inputs, writing",
 }
 UNTIMED = "the whole job: it has no timed window"
 NOT_GIVEN = "the whole job: its stage record was not given to the report"
+NO_WORK_S = "the whole job: its stage record holds no `work_s` (written before stages recorded their work)"
 # the order the jobs run in, by name prefix; other jobs go last
 ORDER = ("check_gpus", "preflight", "prepare", "tokenize", "probe_", "commbench_", "train_gpus", "train_reference",
          "eval_base_", "eval_gpus")
@@ -52,14 +57,35 @@ class Job:
         return self.wall_s - (self.timed_s or 0.0)
 
 
-def _windows(record: dict) -> float:
+def _windows(kind: str, record: dict) -> float | None:
+    """The seconds `record` says its stage timed; None when it records none (an older file)."""
+    if kind == "work":
+        return None if record.get("work_s") is None else float(record["work_s"])
     walls = record.get("wall_times_s")
     return float(sum(walls)) if walls else float(record["wall_time_s"])
 
 
+def _what(kind: str, record: dict | None, timed: float | None) -> str:
+    if timed is not None:
+        return AROUND[kind]
+    if record:
+        return NO_WORK_S
+    return NOT_GIVEN if kind else UNTIMED
+
+
 def timed_window(name: str, r: Results) -> tuple[str, dict | None, str | None]:
-    """(kind, record, source) for a job: kind "train"/"eval" for a timed stage (record None when
-    the report was not given it), "" for a job that times nothing."""
+    """(kind, record, source) for a job: kind "train"/"eval" for timed runs, "work" for a stage's
+    own work (`work_s`), record None when the report was not given it; "" for a job that times nothing."""
+    once = {"preflight": (r.preflight, "preflight"), "prepare": (r.manifest, "manifest"), "tokenize": (r.tokenize, "tokenize")}
+    if name in once:  # one file per run, kept at world size 0
+        record, key = once[name]
+        return "work", record or None, r.paths.get((key, 0))
+    if m := re.fullmatch(r"probe_gpus(\d+)", name):
+        n = int(m[1])
+        return "work", r.probe.get(n), r.paths.get(("probe", n))
+    if m := re.fullmatch(r"commbench_ws(\d+)", name):
+        n = int(m[1])
+        return "work", r.comm.get(n), r.paths.get(("comm", n))
     if name == "train_reference_gpus1":
         return "train", r.reference_train or None, r.paths.get(("reference_train", 1))
     if m := re.fullmatch(r"train_gpus(\d+)", name):
@@ -81,9 +107,9 @@ def jobs(r: Results) -> list[Job]:
     for name, bench in sorted(r.benchmarks.items(), key=lambda kv: _order(kv[0])):
         kind, record, source = timed_window(name, r)
         seconds = bench["s"]
-        timed = _windows(record) if record else None
-        what = AROUND[kind] if record else (NOT_GIVEN if kind else UNTIMED)
-        out.append(Job(name, bench["path"], seconds[-1], len(seconds), timed, source if record else None, what))
+        timed = _windows(kind, record) if record else None
+        out.append(Job(name, bench["path"], seconds[-1], len(seconds), timed, source if timed is not None else None,
+                       _what(kind, record, timed)))
     return out
 
 
@@ -113,15 +139,18 @@ def markdown(r: Results) -> list[str]:
     js = jobs(r)
     t = totals(js)
     lines += ["The jobs' wall time (Snakemake benchmark files, `s`) minus the timed windows their stage files "
-              "record (training and evaluation: every repeat's). Overhead is everything outside a timed window: "
-              "process and torchrun start-up, imports, model load, warm-up, writing, and the jobs that time "
-              "nothing. The wall times are summed, so jobs that ran at the same time each count; the report job "
+              "record: training and evaluation every repeat's timed run, every other stage the seconds of its own "
+              "work (`work_s`: inspecting the machine, preparing the data set, tokenising, the collectives sweep, "
+              "the probe's batch search, which is none on a CPU). Overhead is everything outside a timed window: process and "
+              "torchrun start-up, imports, loading the model and inputs, warm-up, untimed re-runs, writing, and "
+              "whole jobs whose stage file records no window (an older file, or one not given to the report). "
+              "The wall times are summed, so jobs that ran at the same time each count; the report job "
               "itself and Snakemake's own planning between jobs are not in the sum (no benchmark file measures them).",
               "",
               f"- Job wall time, summed: {fmt(t.wall_s, ' s', 1)} over {len(js)} jobs",
               f"- Timed windows: {fmt(t.timed_s, ' s', 1)}",
               f"- **Overhead: {fmt(t.overhead_s, ' s', 1)} ({pct(t.share)} of the job wall time)**: "
-              f"{fmt(t.around_timed_s, ' s', 1)} around the timed windows of training and evaluation, "
+              f"{fmt(t.around_timed_s, ' s', 1)} around the timed windows, "
               f"{fmt(t.untimed_jobs_s, ' s', 1)} in jobs with no timed window", "",
               "| Job | Wall | Timed windows | Overhead | Share of the job | Overhead is |", "|---" * 6 + "|"]
     for j in js:
