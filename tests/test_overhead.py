@@ -138,6 +138,29 @@ def test_a_trained_model_evaluated_at_another_world_size_is_not_matched_to_its_r
     assert jobs["eval_gpus1_ws2"].timed_s is None
 
 
+def test_one_evaluation_launch_counts_both_models_windows():
+    r = results({"eval_ws2": [20.0], "eval_ws4": [30.0]}, eval_base={2: [3.0, 3.5], 4: [2.0]})
+    r.eval_trained[2] = {"world_size": 2, "wall_time_s": 4.0, "wall_times_s": [4.0]}
+    r.paths[("eval_trained", 2)] = "eval/gpus2/ws2/metrics.json"
+    jobs = by_name(r)
+    assert jobs["eval_ws2"].timed_s == pytest.approx(10.5)
+    assert jobs["eval_ws2"].timed_source == "eval/base/ws2/metrics.json + eval/gpus2/ws2/metrics.json"
+    assert jobs["eval_ws2"].what == overhead.AROUND["eval"]
+    # the trained model's record missing: the launch's windows are not half-counted
+    assert jobs["eval_ws4"].timed_s is None and jobs["eval_ws4"].what == overhead.NOT_GIVEN
+
+
+def test_training_counts_the_decomposition_measurement_as_timed():
+    r = results({"train_gpus2": [40.0], "train_gpus1": [30.0]}, train={2: [25.0], 1: [20.0]})
+    r.train[2]["decomposition_s"] = 6.0
+    jobs = by_name(r)
+    assert jobs["train_gpus2"].timed_s == pytest.approx(31.0)
+    assert jobs["train_gpus2"].what == overhead.AROUND["train"]
+    # a record from before the measurement was timed says where those steps went
+    assert jobs["train_gpus1"].timed_s == pytest.approx(20.0)
+    assert jobs["train_gpus1"].what.endswith("the step decomposition's re-run steps")
+
+
 def test_only_the_last_repetition_counts(tmp_path):
     path = bench(tmp_path, "train_gpus1", 70.0, 55.0, 54.0)
     assert read_benchmark(path) == [70.0, 55.0, 54.0]

@@ -219,15 +219,26 @@ def test_probe_caps_and_records_failures(tiny_model, monkeypatch):
     json.dumps(got)  # what the stage writes
 
 
-def test_cpu_probe_says_not_applicable(tmp_path):
-    out = tmp_path / "probe.json"
-    cfg = ('{"model": "x", "trust_remote_code": false, "max_seq_length": 32, "precision": "auto", '
-           '"gradient_checkpointing": false, "loss_scale": 20.0}')
-    subprocess.run([sys.executable, "-m", "tier1.probe", "--config", cfg, "--tokens", str(tmp_path / "absent.pt"),
-                    "--world-size", "2", "--out", str(out)], check=True, capture_output=True)
-    got = json.loads(out.read_text())
-    assert got["max_train_batch_per_device"] is None and "no GPU" in got["not_applicable"]
-    assert got["world_size"] == 2 and got["work_s"] == 0.0  # nothing searched
+PROBE_CFG = ('{"model": "x", "trust_remote_code": false, "max_seq_length": 32, "precision": "auto", '
+             '"gradient_checkpointing": false, "loss_scale": 20.0}')
+
+
+def test_cpu_probe_says_not_applicable_for_each_world_size(tmp_path):
+    """One process on a CPU writes every world size's record (the CPU rule runs it once)."""
+    outs = [tmp_path / "gpus1.json", tmp_path / "gpus2.json"]
+    subprocess.run([sys.executable, "-m", "tier1.probe", "--config", PROBE_CFG, "--tokens", str(tmp_path / "absent.pt"),
+                    "--world-size", "1", "2", "--out", *map(str, outs)], check=True, capture_output=True)
+    for size, out in zip((1, 2), outs):
+        got = json.loads(out.read_text())
+        assert got["max_train_batch_per_device"] is None and "no GPU" in got["not_applicable"]
+        assert got["world_size"] == size and got["work_s"] == 0.0  # nothing searched
+
+
+def test_probe_wants_a_file_per_world_size(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tier1.probe", "--config", PROBE_CFG, "--tokens", "absent.pt",
+                           "--world-size", "1", "2", "--out", str(tmp_path / "one.json")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "give one each" in proc.stderr
+    assert not (tmp_path / "one.json").exists()
 
 
 # -- on a GPU ---------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ def trained_model(model):
 def benchmarked_jobs():
     """The jobs of a run whose benchmark files the report sums (all but the report itself)."""
     jobs = ["preflight", "prepare", "tokenize"]
-    jobs += [f"probe_gpus{n}" for n in WORLD_SIZES] + [f"commbench_ws{n}" for n in COMM_WORLD_SIZES]
+    jobs += [f"probe_gpus{n}" for n in WORLD_SIZES] if ON_GPUS else ["probe"]
+    jobs += [f"commbench_ws{n}" for n in COMM_WORLD_SIZES]
     jobs += [f"train_gpus{n}" for n in WORLD_SIZES] + (["train_reference_gpus1"] if len(WORLD_SIZES) > 1 else [])
     jobs += [f"eval_ws{w}" for w in WORLD_SIZES]
     return jobs

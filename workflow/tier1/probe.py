@@ -159,11 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
     parser.add_argument("--tokens", type=Path, required=True, help="the tokenize stage's cache (trial batches)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--world-size", type=int, default=1,
-                        help="the world size this file stands for; on GPUs run N ranks (tier1.launch --ranks N), "
-                             "on a CPU one process records 'not applicable' for it")
+    parser.add_argument("--out", type=Path, nargs="+", required=True,
+                        help="the record to write; on a CPU one per --world-size, in the same order")
+    parser.add_argument("--world-size", type=int, nargs="+", default=[1],
+                        help="the world size each file stands for; on GPUs one, run on N ranks (tier1.launch --ranks "
+                             "N); on a CPU one process records 'not applicable' for each")
     args = parser.parse_args(argv)
+    if len(args.out) != len(args.world_size):
+        parser.error(f"{len(args.out)} --out file(s) for {len(args.world_size)} --world-size value(s): give one each")
     setup_logging()
     quiet_transformers()
     cfg: ProbeConfig = parse_stage_config(args.config, "probe")
@@ -171,21 +174,23 @@ def main(argv: list[str] | None = None) -> None:
     started_at = provenance.utc_now()
     try:
         if ctx.device.type == "cuda":
+            if len(args.out) != 1:
+                parser.error("on GPUs a probe launch stands for its own world size: one --out and --world-size")
             result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
         else:
             result = {"max_train_batch_per_device": None, "max_train_batch_global": None,
                       "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe",
                       "work_s": 0.0}  # nothing searched: the whole job is start-up and writing
         if ctx.is_main:
-            world = ctx.world_size if ctx.device.type == "cuda" else args.world_size
             settings = dataclasses.asdict(cfg)
-            atomic.write_json(args.out, {"stage": "probe", "world_size": world, "started_at": started_at,
-                                         **result, "config": settings, **provenance.stamp(config_hash(settings)),
-                                         "finished_at": provenance.utc_now()})
+            for out, size in zip(args.out, args.world_size):
+                world = ctx.world_size if ctx.device.type == "cuda" else size
+                atomic.write_json(out, {"stage": "probe", "world_size": world, "started_at": started_at,
+                                        **result, "config": settings, **provenance.stamp(config_hash(settings)),
+                                        "finished_at": provenance.utc_now()})
             log.info("probe x%d: %s", ctx.world_size, result)
     finally:
         distributed.teardown()
-
 
 if __name__ == "__main__":
     run_main(main)

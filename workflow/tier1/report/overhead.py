@@ -2,15 +2,17 @@
 
 A job's wall time is Snakemake's benchmark file of it (`benchmark:` in the rule; column `s`, the
 seconds its shell command ran, one row per repetition). Its timed windows are what the stage files
-the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats;
+the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats (training adds
+`decomposition_s`, the steps it re-runs to measure the step decomposition);
 every other stage, `work_s`, the seconds of its own work (inspecting the machine, preparing the
 data set, tokenising, the probe's batch search, the collectives sweep). Everything else is
-overhead: process and torchrun start-up, imports, model and input loading, warm-up, untimed
-re-runs, writing files, and whole jobs whose stage file records no window (one written before
+overhead: process and torchrun start-up, imports, model and input loading, warm-up, writing
+files, and whole jobs whose stage file records no window (one written before
 the stages recorded `work_s`, or one the report was not given).
 
 Jobs are named by their benchmark file's stem, as the rules name those files: `train_gpus{n}`,
-`train_reference_gpus1`, `eval_base_ws{w}`, `eval_gpus{n}_ws{w}`, `preflight`, `prepare`,
+`train_reference_gpus1`, `eval_ws{w}` (the base and the trained model at world size w, one
+launch; older runs: `eval_base_ws{w}`, `eval_gpus{n}_ws{w}`), `preflight`, `prepare`,
 `tokenize`, `probe_gpus{n}` and `commbench_ws{n}` have timed windows; any other job has none.
 The report job cannot time itself, so a `report` file (an earlier report's) is left out.
 """
@@ -24,16 +26,16 @@ from tier1.report.analysis import fmt, pct
 from tier1.report.collect import Results
 
 AROUND = {
-    "train": "start-up, imports, model and data load, warm-up, untimed re-runs, writing",
-    "eval": "start-up, imports, model and token load, writing",
+    "train": "start-up, imports, model and data load, warm-up, writing",
+    "eval": "start-up, imports, model and token load, warm-up, writing",
     "work": "start-up, imports, loading the model or inputs, writing",
 }
 UNTIMED = "the whole job: it has no timed window"
 NOT_GIVEN = "the whole job: its stage record was not given to the report"
 NO_WORK_S = "the whole job: its stage record holds no `work_s` (written before stages recorded their work)"
 # the order the jobs run in, by name prefix; other jobs go last
-ORDER = ("check_gpus", "preflight", "prepare", "tokenize", "probe_", "commbench_", "train_gpus", "train_reference",
-         "eval_base_", "eval_gpus")
+ORDER = ("check_gpus", "preflight", "prepare", "tokenize", "probe", "commbench_", "train_gpus", "train_reference",
+         "eval_ws", "eval_base_", "eval_gpus")
 
 
 def _order(name: str) -> tuple[int, int, str]:
@@ -62,11 +64,18 @@ def _windows(kind: str, record: dict) -> float | None:
     if kind == "work":
         return None if record.get("work_s") is None else float(record["work_s"])
     walls = record.get("wall_times_s")
-    return float(sum(walls)) if walls else float(record["wall_time_s"])
+    # training's second window: the step decomposition's re-run steps and all-reduce timing
+    return (float(sum(walls)) if walls else float(record["wall_time_s"])) + float(record.get("decomposition_s") or 0.0)
+
+
+def _walls(record: dict) -> list[float]:
+    return list(record.get("wall_times_s") or [record["wall_time_s"]])
 
 
 def _what(kind: str, record: dict | None, timed: float | None) -> str:
     if timed is not None:
+        if kind == "train" and "decomposition_s" not in record:  # a record from before it was timed
+            return AROUND[kind] + ", the step decomposition's re-run steps"
         return AROUND[kind]
     if record:
         return NO_WORK_S
@@ -80,6 +89,9 @@ def timed_window(name: str, r: Results) -> tuple[str, dict | None, str | None]:
     if name in once:  # one file per run, kept at world size 0
         record, key = once[name]
         return "work", record or None, r.paths.get((key, 0))
+    if name == "probe":  # on a CPU one job writes every world size's "not applicable" record
+        first = min(r.probe, default=None)
+        return "work", r.probe.get(first), r.paths.get(("probe", first))
     if m := re.fullmatch(r"probe_gpus(\d+)", name):
         n = int(m[1])
         return "work", r.probe.get(n), r.paths.get(("probe", n))
@@ -91,6 +103,14 @@ def timed_window(name: str, r: Results) -> tuple[str, dict | None, str | None]:
     if m := re.fullmatch(r"train_gpus(\d+)", name):
         n = int(m[1])
         return "train", r.train.get(n), r.paths.get(("train", n))
+    if m := re.fullmatch(r"eval_ws(\d+)", name):
+        # one launch evaluates the base model and the model trained on w ranks, each timed
+        w = int(m[1])
+        base, trained = r.eval_base.get(w), r.eval_trained.get(w)
+        if not (base and trained):
+            return "eval", None, None
+        both = {"wall_times_s": _walls(base) + _walls(trained)}
+        return "eval", both, f"{r.paths.get(('eval_base', w))} + {r.paths.get(('eval_trained', w))}"
     if m := re.fullmatch(r"eval_base_ws(\d+)", name):
         w = int(m[1])
         return "eval", r.eval_base.get(w), r.paths.get(("eval_base", w))
@@ -139,10 +159,11 @@ def markdown(r: Results) -> list[str]:
     js = jobs(r)
     t = totals(js)
     lines += ["The jobs' wall time (Snakemake benchmark files, `s`) minus the timed windows their stage files "
-              "record: training and evaluation every repeat's timed run, every other stage the seconds of its own "
+              "record: training and evaluation every repeat's timed run (training also the steps it re-runs to "
+              "measure the step decomposition), every other stage the seconds of its own "
               "work (`work_s`: inspecting the machine, preparing the data set, tokenising, the collectives sweep, "
               "the probe's batch search, which is none on a CPU). Overhead is everything outside a timed window: process and "
-              "torchrun start-up, imports, loading the model and inputs, warm-up, untimed re-runs, writing, and "
+              "torchrun start-up, imports, loading the model and inputs, warm-up, writing, and "
               "whole jobs whose stage file records no window (an older file, or one not given to the report). "
               "The wall times are summed, so jobs that ran at the same time each count; the report job "
               "itself and Snakemake's own planning between jobs are not in the sum (no benchmark file measures them).",
