@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from tier1.gpus import visible_gpus
 
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "snakemake", "tier1")
 
@@ -37,14 +40,18 @@ def cpu_model() -> str:
 
 
 def hardware() -> dict[str, Any]:
-    import torch
-
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cores": available_cores(),
         "hostname": platform.node(),
         "gpus": [],
     }
+    # A stage that does not use torch (prepare, tokenize) does not import it (seconds of CPU)
+    # only to learn that a machine NVML finds no GPU on has none.
+    if "torch" not in sys.modules and not visible_gpus():
+        return info
+    import torch
+
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["gpu_memory_bytes"] = [

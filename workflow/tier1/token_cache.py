@@ -24,16 +24,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from tier1 import atomic, checksum, provenance
 from tier1.atomic import atomic_path
 from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import InputError, TokenizeConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files, read_jsonl
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("tier1.token_cache")
 
@@ -49,6 +53,8 @@ def doc_text(doc: dict[str, str]) -> str:
 
 def collate(ids: list[list[int]], batch: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     """The rows `batch` of `ids`, right-padded to the longest of them, with their attention mask."""
+    import torch  # here, not above: the tokenize stage writes the cache without torch (seconds of import)
+
     width = max(len(ids[i]) for i in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -122,7 +128,7 @@ def record(cfg: TokenizeConfig, cache: dict, work_s: float) -> dict:
 
 
 FORMAT, FORMAT_VERSION = checksum.TOKEN_CACHE_FORMAT, checksum.TOKEN_CACHE_VERSION
-_KINDS = {"ids": torch.int32, "text": torch.uint8}  # what each list's values hold
+_KINDS = {"ids": np.dtype(np.int32), "text": np.dtype(np.uint8)}  # what each list's values hold
 
 
 class TokenCacheError(InputError):
@@ -171,16 +177,17 @@ def _is_id_rows(value) -> bool:
         isinstance(row, list) and all(type(i) is int for i in row) for row in value)
 
 
-def _pack(key: str, rows: list[list[int]] | list[bytes], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
-    offsets[1:] = torch.tensor([len(r) for r in rows], dtype=torch.int64).cumsum(0)
-    # torch.tensor refuses ids that overflow the dtype rather than wrapping them
-    values = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=dtype)
+def _pack(key: str, rows: list[list[int]] | list[bytes], dtype: np.dtype) -> dict[str, np.ndarray]:
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rows], dtype=np.int64)
+    flat = list(itertools.chain.from_iterable(rows))
+    # numpy refuses Python ints that overflow the dtype (OverflowError) rather than wrapping them
+    values = np.array(flat, dtype=dtype) if flat else np.zeros(0, dtype=dtype)
     return {f"{key}.values": values, f"{key}.offsets": offsets}
 
 
-def _digest(tensors: dict[str, torch.Tensor], *texts: str) -> str:
-    return checksum.digest({name: t.numpy() for name, t in tensors.items()}, *texts)
+def _digest(tensors: dict[str, np.ndarray], *texts: str) -> str:
+    return checksum.digest(tensors, *texts)
 
 
 def _refused(path: Path, reason: str) -> TokenCacheError:
@@ -192,7 +199,7 @@ def _read(path: Path) -> dict:
     """Check, in order: a safetensors file (its header parses and covers the file exactly), this
     format and version, the checksum, then the layout; only then build the lists."""
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="np") as f:
             meta = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError) as err:
@@ -214,7 +221,7 @@ def _read(path: Path) -> dict:
             values, offsets = tensors[f"{key}.values"], tensors[f"{key}.offsets"]
             _check_layout(values, offsets, _KINDS[kind])
             ends = offsets.tolist()
-            flat = values.tolist() if kind == "ids" else values.numpy().tobytes()
+            flat = values.tolist() if kind == "ids" else values.tobytes()
             rows = [flat[a:b] for a, b in zip(ends, ends[1:])]
             cache[key] = rows if kind == "ids" else [r.decode() for r in rows]
     except (ValueError, KeyError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -222,10 +229,10 @@ def _read(path: Path) -> dict:
     return cache
 
 
-def _check_layout(values: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtype) -> None:
-    if values.dtype != dtype or values.dim() != 1 or offsets.dtype != torch.int64 or offsets.dim() != 1:
+def _check_layout(values: np.ndarray, offsets: np.ndarray, dtype: np.dtype) -> None:
+    if values.dtype != dtype or values.ndim != 1 or offsets.dtype != np.int64 or offsets.ndim != 1:
         raise ValueError("unexpected tensor dtype or shape")
-    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(values) or bool((offsets.diff() < 0).any()):
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(values) or bool((np.diff(offsets) < 0).any()):
         raise ValueError("offsets do not partition the values")
 
 
@@ -243,9 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     quiet_transformers()
     cfg: TokenizeConfig = parse_stage_config(args.config, "tokenize")
-    from tier1 import model
+    from tier1.tokenizer import load_tokenizer
 
-    _, tokenizer = model.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
     pairs = read_jsonl(args.train)
     started = time.perf_counter()  # the tokenising only: loading the tokenizer and texts is start-up
