@@ -39,6 +39,31 @@ def test_token_ids_are_autotokenizers(folder, request, pairs):
     assert len(ours) == len(theirs)
 
 
+def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
+    """Long texts are tokenised up to a character budget where that cannot change the kept ids;
+    texts where it could (a word across the cut, long runs of blanks, one endless word) must fall
+    back to the whole text. Each case against AutoTokenizer on the whole text."""
+    from tier1.fast_tokenizer import CHARS_PER_TOKEN
+
+    limit = 16
+    budget = CHARS_PER_TOKEN * limit
+    cases = [
+        "word " * 400,                                          # cut far past the kept tokens
+        " " * (budget - 3) + "internationalisation " * 50,      # blanks up to the cut, a word across it
+        "x" * (3 * budget),                                     # one word longer than the budget
+        ("a" + " " * 40) * 60,                                  # few tokens per character
+        "é" * 5 + "Ünïcödé wörds " * 200,                       # accents stripped by the normaliser
+        "数据" * 300,                                            # CJK: a word per character
+        "def f(x):\n" + "    return x  # comment\n" * 100,     # code
+        "short text",
+    ]
+    ours, theirs = model.load_tokenizer(packaged), AutoTokenizer.from_pretrained(packaged)
+    assert token_ids(ours, cases, limit) == token_ids(theirs, cases, limit)
+    lengths = [len(ids) for ids in token_ids(ours, cases, limit)]
+    assert lengths[2] == 3  # one word past the tokenizer's longest: [CLS] [UNK] [SEP]
+    assert lengths[:2] + lengths[3:-1] == [limit] * 6
+
+
 @pytest.mark.parametrize("folder", ["packaged", "tiny_model"])
 def test_hidden_states_are_bertmodels(folder, request, pairs):
     """Padded and unpadded batches: the last hidden state of every real token matches."""

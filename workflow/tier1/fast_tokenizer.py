@@ -12,6 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
+# Characters of a long text tokenised first (per token kept); a text whose kept tokens the cut
+# could change is tokenised whole instead (FastTokenizer._truncated_ids).
+CHARS_PER_TOKEN = 12
 # What save_pretrained copies: the files a tokenizer is loaded from, whichever the folder has.
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json")
 
@@ -32,6 +35,14 @@ def _special(folder: Path, name: str) -> str | None:
 # tokenizer.json (and rebuilds the normaliser from where they differ)
 _NORMALISER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
                     "tokenize_chinese_chars": "handle_chinese_chars"}
+
+
+def _complete(encoding) -> bool:
+    """True when a truncated encoding of a cut text is the whole text's: its last kept word comes
+    before the last word of the cut text (the one the cut may have split)."""
+    kept = [w for w in encoding.word_ids if w is not None]
+    later = [w for o in encoding.overflowing for w in o.word_ids if w is not None]
+    return bool(kept) and bool(later) and max(later) > kept[-1]
 
 
 class FastTokenizer:
@@ -65,11 +76,29 @@ class FastTokenizer:
                  padding: bool = False) -> dict[str, list[list[int]]]:
         if padding:
             raise ValueError("FastTokenizer returns unpadded ids; batches pad them (token_cache.collate)")
-        if truncation and max_length:
-            self._tok.enable_truncation(max_length)
-        else:
+        if not (truncation and max_length):
             self._tok.no_truncation()
-        return {"input_ids": [e.ids for e in self._tok.encode_batch(list(texts))]}
+            return {"input_ids": [e.ids for e in self._tok.encode_batch(list(texts))]}
+        self._tok.enable_truncation(max_length)
+        return {"input_ids": self._truncated_ids(list(texts), max_length)}
+
+    def _truncated_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """The ids of each text cut at `max_length` tokens, tokenising a long text only up to a
+        character budget where that provably gives the same ids.
+
+        A long document (a code file, a BEIR passage) keeps its first few dozen tokens; tokenising
+        all of it is most of the time. The tokenizer splits text into words before it splits words
+        into tokens, so cutting the text changes only the word the cut falls in: when the kept
+        tokens all come from words before that one (the cut text still overflows past them into a
+        later word), they are the full text's. Any text where that does not hold is tokenised whole.
+        """
+        budget = CHARS_PER_TOKEN * max_length
+        cut = [t[:budget] if len(t) > budget else t for t in texts]
+        encodings = self._tok.encode_batch(cut)
+        whole = [i for i, (t, e) in enumerate(zip(texts, encodings)) if len(t) > budget and not _complete(e)]
+        for i, e in zip(whole, self._tok.encode_batch([texts[i] for i in whole])):
+            encodings[i] = e
+        return [e.ids for e in encodings]
 
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
