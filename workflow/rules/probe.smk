@@ -27,8 +27,9 @@ if ON_GPUS:
 else:
 
     rule probe:
-        """On a CPU there is no device memory limit to find: one process records 'not applicable'
-        for every world size."""
+        """On a CPU there is no device memory limit to find: every world size's file says 'not
+        applicable', written in the workflow's own process (tier1.probe_cpu, no torch, no job to
+        start)."""
         input:
             tokens=out("data/tokens.safetensors"),
         output:
@@ -37,13 +38,9 @@ else:
             out("logs/probe.log"),
         benchmark:
             out("benchmarks/probe.tsv")
-        conda:
-            CONDA_ENV
         params:
-            story=stage_story("probe: not applicable on a CPU"),
             cfg=stage_params("probe"),
-            launch=launcher(1),
-            sizes=" ".join(map(str, WORLD_SIZES)),
-        shell:
-            "{params.story} {log} -- {params.launch} tier1.probe --config {params.cfg:q} --tokens {input.tokens} "
-            "--world-size {params.sizes} --out {output}"
+        run:
+            from tier1.probe_cpu import main_from_workflow
+
+            main_from_workflow(output, WORLD_SIZES, params.cfg, log[0])

@@ -28,6 +28,7 @@ from tier1.batch_search import SearchLog, attempt, largest_fitting, summarise
 from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import ProbeConfig, config_hash
 from tier1.distributed import Context
+from tier1.probe_cpu import write_not_applicable
 from tier1.token_cache import collate
 from tier1.training.step import PairEncoder, forward_backward
 
@@ -173,21 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     ctx = distributed.setup()
     started_at = provenance.utc_now()
     try:
-        if ctx.device.type == "cuda":
-            if len(args.out) != 1:
-                parser.error("on GPUs a probe launch stands for its own world size: one --out and --world-size")
-            result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
-        else:
-            result = {"max_train_batch_per_device": None, "max_train_batch_global": None,
-                      "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe",
-                      "work_s": 0.0}  # nothing searched: the whole job is start-up and writing
+        if ctx.device.type != "cuda":
+            if ctx.is_main:
+                write_not_applicable(args.out, args.world_size, dataclasses.asdict(cfg), started_at)
+                log.info("probe: no GPU, not applicable (world sizes %s)", args.world_size)
+            return
+        if len(args.out) != 1:
+            parser.error("on GPUs a probe launch stands for its own world size: one --out and --world-size")
+        result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
         if ctx.is_main:
             settings = dataclasses.asdict(cfg)
-            for out, size in zip(args.out, args.world_size):
-                world = ctx.world_size if ctx.device.type == "cuda" else size
-                atomic.write_json(out, {"stage": "probe", "world_size": world, "started_at": started_at,
-                                        **result, "config": settings, **provenance.stamp(config_hash(settings)),
-                                        "finished_at": provenance.utc_now()})
+            atomic.write_json(args.out[0], {"stage": "probe", "world_size": ctx.world_size, "started_at": started_at,
+                                            **result, "config": settings, **provenance.stamp(config_hash(settings)),
+                                            "finished_at": provenance.utc_now()})
             log.info("probe x%d: %s", ctx.world_size, result)
     finally:
         distributed.teardown()

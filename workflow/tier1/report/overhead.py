@@ -26,7 +26,7 @@ from tier1.report.analysis import fmt, pct
 from tier1.report.collect import Results
 
 AROUND = {
-    "train": "start-up, imports, model and data load, warm-up, writing",
+    "train": "start-up, imports, model and data load, warm-up step (GPUs only), writing",
     "eval": "start-up, imports, model and token load, warm-up, writing",
     "work": "start-up, imports, loading the model or inputs, writing",
 }
