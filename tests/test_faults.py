@@ -134,6 +134,14 @@ def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(tiny_model, da
     resumes(tiny_model, data, out)
 
 
+def why_it_failed(stderr: str) -> str:
+    """A rank's own last words (C++ aborts, exceptions), which torchrun's failure summary at the
+    end of stderr pushes out of a plain tail, then that tail."""
+    causes = [line for line in stderr.splitlines()
+              if re.search(r"terminate called|what\(\)|Error|Exception|abort", line) and "elastic" not in line]
+    return "\n".join(causes[-20:]) + "\n...\n" + stderr[-1500:]
+
+
 def test_two_nodes_of_two_ranks_train_what_one_node_of_four_does(tiny_model, data, tmp_path):
     """Two launchers on 127.0.0.1 joined by torchrun's c10d rendezvous, against one 4-rank launcher."""
     import torch
@@ -152,13 +160,13 @@ def test_two_nodes_of_two_ranks_train_what_one_node_of_four_does(tiny_model, dat
                 "--model-out", str(out / "model"), "--metrics-out", str(out / "m.json"), "--loss-out", str(out / "loss.csv")]
 
     one = subprocess.run(job(tmp_path / "one", "--ranks", "4"), env=env, capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, why_it_failed(one.stderr)
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [subprocess.Popen(job(tmp_path / "two", "--ranks", "2", "--nnodes", "2", "--rdzv-endpoint", endpoint),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for node in nodes:
         _, err = node.communicate(timeout=600)
-        assert node.returncode == 0, err[-3000:]
+        assert node.returncode == 0, why_it_failed(err)
     m = json.loads((tmp_path / "two" / "m.json").read_text())
     assert m["world_size"] == 4 and len(m["ranks"]) == 4 and m["checksums_equal"]
     a = load_file(tmp_path / "one" / "model" / "model.safetensors")
