@@ -4,6 +4,7 @@ implementations they stand in for, on the same folders and real text."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,58 @@ def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
     lengths = [len(ids) for ids in token_ids(ours, cases, limit)]
     assert lengths[2] == 3  # one word past the tokenizer's longest: [CLS] [UNK] [SEP]
     assert lengths[:2] + lengths[3:-1] == [limit] * 6
+
+
+def test_an_added_token_across_the_cut_is_not_split(packaged):
+    """[MASK] is matched before words are split: a cut inside it must not turn it into "[" + "ma"."""
+    from tier1.fast_tokenizer import CHARS_PER_TOKEN
+
+    limit = 8
+    budget = CHARS_PER_TOKEN * limit
+    texts = ["a b c d e" + " " * (budget - 9 - back) + "[MASK] x y z " * 20 for back in range(1, 7)]
+    ours, theirs = model.load_tokenizer(packaged), AutoTokenizer.from_pretrained(packaged)
+    assert token_ids(ours, texts, limit) == token_ids(theirs, texts, limit)
+    assert all(103 in ids for ids in token_ids(ours, texts, limit))  # [MASK] kept whole
+
+
+def test_tokenizers_transformers_would_change_stay_on_transformers(packaged, tmp_path):
+    """Settings in tokenizer_config.json that AutoTokenizer applies on top of tokenizer.json, and
+    pipelines other than BERT's WordPiece, are not taken over."""
+    from tier1.fast_tokenizer import FILES, FastTokenizer
+
+    for name in FILES:
+        if (Path(packaged) / name).is_file():
+            (tmp_path / name).write_bytes((Path(packaged) / name).read_bytes())
+    assert FastTokenizer.supports(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    for override in ({"truncation_side": "left"}, {"split_special_tokens": True}, {"do_lower_case": False}):
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, **override}))
+        assert not FastTokenizer.supports(tmp_path), override
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    (tmp_path / "tokenizer.json").write_text(json.dumps({**spec, "pre_tokenizer": {"type": "Whitespace"}}))
+    assert not FastTokenizer.supports(tmp_path)
+
+
+def test_a_checkpoint_with_heads_and_old_names_loads(tiny_model, tmp_path):
+    """BertForPreTraining's layout: the encoder under "bert.", a pooler and heads beside it, and
+    LayerNorm parameters named gamma and beta; the same encoder as the plain folder."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_model / "model.safetensors"))
+    renamed = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in state.items()}
+    renamed["bert.pooler.dense.weight"] = torch.zeros(32, 32)
+    renamed["bert.pooler.dense.bias"] = torch.zeros(32)
+    renamed["cls.predictions.bias"] = torch.zeros(8)
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    config = json.loads((tiny_model / "config.json").read_text())
+    for key in ("layer_norm_eps", "type_vocab_size"):  # BertConfig's defaults stand in
+        config.pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    a, b = bert.Bert.from_folder(tiny_model), bert.Bert.from_folder(tmp_path)
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
 
 
 @pytest.mark.parametrize("folder", ["packaged", "tiny_model"])

@@ -25,11 +25,17 @@ WEIGHTS = "model.safetensors"
 _UNUSED = ("pooler.", "cls.", "embeddings.position_ids")
 
 
+# BertConfig's defaults, for a config.json that leaves a key out
+DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "type_vocab_size": 2, "max_position_embeddings": 512,
+            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "pad_token_id": 0,
+            "position_embedding_type": "absolute", "initializer_range": 0.02}
+
+
 def read_config(folder: Path) -> SimpleNamespace | None:
     path = Path(folder) / "config.json"
     if not path.is_file():
         return None
-    return SimpleNamespace(**json.loads(path.read_text()))
+    return SimpleNamespace(**{**DEFAULTS, **json.loads(path.read_text())})
 
 
 def supports(folder: Path) -> bool:
@@ -41,6 +47,13 @@ def supports(folder: Path) -> bool:
             and getattr(config, "position_embedding_type", "absolute") == "absolute"
             and not getattr(config, "is_decoder", False) and not getattr(config, "add_cross_attention", False)
             and config.hidden_size % config.num_attention_heads == 0)
+
+
+def _renamed(key: str) -> str:
+    """Older checkpoints name LayerNorm's parameters gamma and beta."""
+    if ".LayerNorm." in key:
+        return key.replace(".gamma", ".weight").replace(".beta", ".bias")
+    return key
 
 
 class _Embeddings(nn.Module):
@@ -154,8 +167,11 @@ class Bert(nn.Module):
         from safetensors.torch import load_file
 
         model = cls(read_config(folder))
-        state = {k: v for k, v in load_file(str(Path(folder) / WEIGHTS)).items() if not k.startswith(_UNUSED)}
-        state = {k.removeprefix("bert."): v for k, v in state.items()}
+        state = load_file(str(Path(folder) / WEIGHTS))
+        # a checkpoint with heads (BertForPreTraining, ...) keeps the encoder under "bert."
+        if any(k.startswith("bert.") for k in state):
+            state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+        state = {_renamed(k): v for k, v in state.items() if not k.startswith(_UNUSED)}
         model.load_state_dict(state, strict=True)
         return model.eval()
 

@@ -37,12 +37,14 @@ _NORMALISER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accent
                     "tokenize_chinese_chars": "handle_chinese_chars"}
 
 
-def _complete(encoding) -> bool:
+def _complete(encoding, safe_end: int) -> bool:
     """True when a truncated encoding of a cut text is the whole text's: its last kept word comes
-    before the last word of the cut text (the one the cut may have split)."""
+    before the last word of the cut text (the one the cut may have split), and its kept tokens end
+    before the cut could have split an added token (`safe_end`, in characters)."""
     kept = [w for w in encoding.word_ids if w is not None]
     later = [w for o in encoding.overflowing for w in o.word_ids if w is not None]
-    return bool(kept) and bool(later) and max(later) > kept[-1]
+    ends = [end for w, (_, end) in zip(encoding.word_ids, encoding.offsets) if w is not None]
+    return bool(kept) and bool(later) and max(later) > kept[-1] and max(ends) <= safe_end
 
 
 class FastTokenizer:
@@ -56,6 +58,11 @@ class FastTokenizer:
         self._tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self._tok.no_padding()
         self.pad_token_id = self._tok.token_to_id(_special(self.folder, "pad_token") or "")
+        if self.pad_token_id is None:
+            raise ValueError(f"{self.folder}: the padding token is not in tokenizer.json's vocabulary")
+        # added tokens ([CLS], [MASK], ...) are matched before words are split: a cut inside one
+        # would change it, so the kept tokens must end this far before the cut
+        self._longest_added = max((len(t.content) for t in self._tok.get_added_tokens_decoder().values()), default=0)
 
     @staticmethod
     def supports(folder: Path) -> bool:
@@ -67,9 +74,15 @@ class FastTokenizer:
             return False
         config_path = folder / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        normalizer = json.loads(path.read_text()).get("normalizer") or {}
-        if normalizer.get("type") != "BertNormalizer":
-            return not any(key in config for key in _NORMALISER_KEYS)
+        spec = json.loads(path.read_text())
+        # BERT's WordPiece pipeline only, the one held to AutoTokenizer: other tokenizer classes
+        # (RoBERTa's prefix space, Llama's BOS/EOS switches, ...) change the ids in Python
+        if [(spec.get(part) or {}).get("type") for part in ("normalizer", "pre_tokenizer", "model")] != \
+                ["BertNormalizer", "BertPreTokenizer", "WordPiece"]:
+            return False
+        if config.get("truncation_side", "right") != "right" or config.get("split_special_tokens", False):
+            return False
+        normalizer = spec["normalizer"]
         return all(config[key] == normalizer.get(field) for key, field in _NORMALISER_KEYS.items() if key in config)
 
     def __call__(self, texts: list[str], truncation: bool = True, max_length: int | None = None,
@@ -95,7 +108,8 @@ class FastTokenizer:
         budget = CHARS_PER_TOKEN * max_length
         cut = [t[:budget] if len(t) > budget else t for t in texts]
         encodings = self._tok.encode_batch(cut)
-        whole = [i for i, (t, e) in enumerate(zip(texts, encodings)) if len(t) > budget and not _complete(e)]
+        safe_end = budget - self._longest_added
+        whole = [i for i, (t, e) in enumerate(zip(texts, encodings)) if len(t) > budget and not _complete(e, safe_end)]
         for i, e in zip(whole, self._tok.encode_batch([texts[i] for i in whole])):
             encodings[i] = e
         return [e.ids for e in encodings]
