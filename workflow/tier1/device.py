@@ -34,6 +34,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def first_calls_cost(device: torch.device) -> bool:
+    """Whether a device's first calls cost seconds (CUDA context, cuBLAS handles, kernel
+    selection), so that a full untimed warm-up pays for itself. A CPU's do not: there a training
+    warm-up step cost 2.4-3.1 s and kept 0.3-0.4 s out of the timed window (docs/performance.md)."""
+    return device.type == "cuda"
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a host clock read after it covers that work."""
     if device.type == "cuda":

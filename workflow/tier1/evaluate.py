@@ -78,12 +78,12 @@ def gather_rows(items: list[int], emb: torch.Tensor, total: int) -> torch.Tensor
 def warm_up(encoder, token_ids, batch_size: int, pad_id: int, ctx: Context, dtype) -> None:
     """One untimed batch (the longest, as a worst case for kernel selection) and one collective,
     so the timed window holds no first-call costs: CUDA context, cuBLAS handles, kernel choice.
-    A CPU has none of these: two texts of that batch do (0.05-0.07 s against 0.63-0.66 s for the
-    whole batch here, and the first timed batch no slower than the next ones either way)."""
+    Where first calls cost little (a CPU), two texts of that batch do (0.05-0.07 s against
+    0.63-0.66 s for the whole batch here; the first timed batch no slower either way)."""
     lengths = [len(t) for t in token_ids]
     batches = sharding.plan_batches(lengths, batch_size)
     if batches:
-        rows = batches[-1] if ctx.device.type == "cuda" else batches[-1][:2]
+        rows = batches[-1] if devices.first_calls_cost(ctx.device) else batches[-1][:2]
         with torch.inference_mode(), devices.autocast(ctx.device, dtype):
             batch = token_cache.collate(token_ids, rows, pad_id)
             encoder(**{k: v.to(ctx.device) for k, v in batch.items()})
@@ -128,7 +128,9 @@ class Outputs:
 
 
 def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out: Outputs,
-             tokens: Path | None = None) -> dict | None:
+             cache: dict | None = None) -> dict | None:
+    """`cache`: the tokenize stage's token cache (token_cache.load), read once for every model of
+    a launch; without it the texts are tokenised here."""
     started_at = provenance.utc_now()
     t_load = time.perf_counter()
     encoder, tokenizer = model.load(model_spec, trust_remote_code=cfg.trust_remote_code)
@@ -137,10 +139,9 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     doc_ids = sorted(beir.corpus)  # index order = id order, so index ties break by document id
     query_ids = sorted(beir.queries)
     doc_pos = {d: i for i, d in enumerate(doc_ids)}
-    if tokens is not None:
-        cache = token_cache.load(tokens, cfg.max_seq_length)
+    if cache is not None:
         if cache["doc_ids"] != doc_ids or cache["query_ids"] != query_ids:
-            raise ValueError(f"{tokens} was built from another evaluation set: rerun the tokenize stage")
+            raise ValueError("the token cache was built from another evaluation set: rerun the tokenize stage")
         corpus_tokens, query_tokens = cache["corpus"], cache["queries"]
     else:
         n = cfg.max_seq_length
@@ -234,10 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     cfg: EvalConfig = parse_stage_config(args.config, "evaluate")
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
+    cache = token_cache.load(args.tokens, cfg.max_seq_length) if args.tokens else None
     ctx = distributed.setup()
     try:
         for spec, metrics_out, run_out in zip(models, args.metrics_out, args.run_out):
-            evaluate(spec or cfg.model, beir, cfg, ctx, Outputs(metrics_out, run_out), args.tokens)
+            evaluate(spec or cfg.model, beir, cfg, ctx, Outputs(metrics_out, run_out), cache)
     except Exception as err:
         if ctx.distributed:
             log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,

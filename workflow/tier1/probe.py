@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from tier1 import atomic, distributed, model, provenance, token_cache
 from tier1 import device as devices
+from tier1 import distributed, model, provenance, token_cache
 from tier1.batch_search import SearchLog, attempt, largest_fitting, summarise
 from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
-from tier1.config import ProbeConfig, config_hash
+from tier1.config import ProbeConfig
 from tier1.distributed import Context
-from tier1.probe_cpu import write_not_applicable
+from tier1.probe_cpu import write_not_applicable, write_record
 from tier1.token_cache import collate
 from tier1.training.step import PairEncoder, forward_backward
 
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("on GPUs a probe launch stands for its own world size: one --out and --world-size")
         result = probe(cfg, ctx, token_cache.load(args.tokens, cfg.max_seq_length))
         if ctx.is_main:
-            settings = dataclasses.asdict(cfg)
-            atomic.write_json(args.out[0], {"stage": "probe", "world_size": ctx.world_size, "started_at": started_at,
-                                            **result, "config": settings, **provenance.stamp(config_hash(settings)),
-                                            "finished_at": provenance.utc_now()})
+            write_record(args.out[0], ctx.world_size, started_at, result, dataclasses.asdict(cfg))
             log.info("probe x%d: %s", ctx.world_size, result)
     finally:
         distributed.teardown()

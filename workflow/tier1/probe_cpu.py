@@ -15,13 +15,18 @@ NOT_APPLICABLE = {"max_train_batch_per_device": None, "max_train_batch_global": 
                   "work_s": 0.0}  # nothing searched: the whole job is start-up and writing
 
 
+def write_record(out: Path, world_size: int, started_at: str, result: dict, settings: dict) -> None:
+    """A probe stage file (GPU or CPU): what was found, the config keys, provenance."""
+    atomic.write_json(Path(out), {"stage": "probe", "world_size": world_size, "started_at": started_at, **result,
+                                  "config": settings, **provenance.stamp(config_hash(settings)),
+                                  "finished_at": provenance.utc_now()})
+
+
 def write_not_applicable(outs: list[Path], world_sizes: list[int], settings: dict, started_at: str | None = None) -> None:
     """One record per world size, `settings` being the probe stage's config keys."""
     started_at = started_at or provenance.utc_now()
     for out, size in zip(outs, world_sizes, strict=True):
-        atomic.write_json(Path(out), {"stage": "probe", "world_size": size, "started_at": started_at,
-                                      **NOT_APPLICABLE, "config": settings,
-                                      **provenance.stamp(config_hash(settings)), "finished_at": provenance.utc_now()})
+        write_record(out, size, started_at, NOT_APPLICABLE, settings)
 
 
 def main_from_workflow(outs, world_sizes, settings_json: str, log: Path) -> None:

@@ -94,11 +94,7 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
             bar.close()
             raise Interrupted(t.step)
 
-    # On a GPU the first step pays for the CUDA context, cuBLAS handles and kernel selection
-    # (seconds), which an untimed step keeps out of the timed window. A CPU has none of these:
-    # there the untimed step cost 2.4-3.1 s per job, and without it the first timed step is
-    # 0.3-0.4 s slower than the next ones (docs/performance.md), so it is skipped.
-    if ctx.device.type != "cpu":
+    if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
     distributed.barrier()
     with disturbance.Watch(ctx.device) as watch:
@@ -162,7 +158,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     # a second timed window, the decomposition's measurement (the report's pipeline overhead
     # counts it as the stage's work, not as overhead)
     metrics["decomposition_s"] = decomposition_s
-    metrics["warm_up_step"] = ctx.device.type != "cpu"  # an untimed step before the timed window
+    metrics["warm_up_step"] = devices.first_calls_cost(ctx.device)  # an untimed step before the timed window
     metrics["disturbance"], disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
     metrics["marks"] += disturbed
     metrics["finished_at"] = provenance.utc_now()

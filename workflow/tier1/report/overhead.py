@@ -63,9 +63,8 @@ def _windows(kind: str, record: dict) -> float | None:
     """The seconds `record` says its stage timed; None when it records none (an older file)."""
     if kind == "work":
         return None if record.get("work_s") is None else float(record["work_s"])
-    walls = record.get("wall_times_s")
     # training's second window: the step decomposition's re-run steps and all-reduce timing
-    return (float(sum(walls)) if walls else float(record["wall_time_s"])) + float(record.get("decomposition_s") or 0.0)
+    return float(sum(_walls(record))) + float(record.get("decomposition_s") or 0.0)
 
 
 def _walls(record: dict) -> list[float]:
