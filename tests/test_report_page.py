@@ -169,3 +169,12 @@ def test_plots_carry_the_hardware_and_the_marks(tmp_path):
     fig = plots.speedup(gpu, tmp_path / "s.png")
     texts = [t.get_text() for t in fig.texts]
     assert any("NVIDIA H100" in t for t in texts) and not any("CPU rehearsal" in t for t in texts)
+
+
+def test_a_cpu_figure_speaks_of_times_only_where_it_shows_times(tmp_path):
+    r = collect(stage_files(tmp_path))
+    footers = {name: " ".join(t.get_text() for t in getattr(plots, name)(r, tmp_path / f"{name}.png").texts)
+               for name in ("throughput", "quality", "loss", "memory")}
+    for name, text in footers.items():
+        assert "CPU rehearsal on Test CPU" in text, name
+        assert ("these times" in text) == (name == "throughput"), name

@@ -18,14 +18,15 @@ MARKERS = ["o", "s", "^", "D", "v", "P"]
 STYLES = ["-", "--", ":", "-."]
 
 
-def hardware_text(r: Results) -> str:
-    """The run's hardware in a few words, for the figure itself."""
+def hardware_text(r: Results, times: bool = True) -> str:
+    """The run's hardware in a few words, for the figure itself; on a CPU, a figure of times also
+    says what such times can and cannot tell (a figure of scores or memory has no such caveat)."""
     tm = r.train[max(r.train)]
     hw = tm["hardware"]
     if hw.get("gpus"):
         return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.get('precision', '?')}"
-    return (f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks: "
-            "these times measure the code path, not GPU scaling")
+    where = f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks"
+    return f"{where}: these times measure the code path, not GPU scaling" if times else where
 
 
 def mark_kinds(marks: list[str]) -> str:
@@ -33,11 +34,11 @@ def mark_kinds(marks: list[str]) -> str:
     return ", ".join(dict.fromkeys(m.split(":")[0].split()[0] for m in marks if m.strip()))
 
 
-def _save(fig, path: Path, r: Results):
+def _save(fig, path: Path, r: Results, times: bool = True):
     """Write the figure with its context in it: the run's hardware, and a CPU rehearsal mark."""
     cpu = analysis.cpu_rehearsal(r)
     width_in, height_in = fig.get_size_inches()
-    text = textwrap.fill(hardware_text(r), width=int(width_in * 14))
+    text = textwrap.fill(hardware_text(r, times), width=int(width_in * 14))
     fig.text(0.01, 0.01, text, fontsize=7.5, ha="left", va="bottom", color="0.2",
              fontweight="bold" if cpu else "normal",
              bbox={"facecolor": "white", "edgecolor": "black", "boxstyle": "round,pad=0.3"} if cpu else None)
@@ -122,7 +123,7 @@ def memory(r: Results, path: Path):
     ax.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
     ax.set_title("Peak memory per device during training")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path, r)
+    return _save(fig, path, r, times=False)
 
 
 def loss(r: Results, path: Path):
@@ -140,7 +141,7 @@ def loss(r: Results, path: Path):
     ax.set_title("Loss per step, all world sizes overlaid")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path, r)
+    return _save(fig, path, r, times=False)
 
 
 def quality(r: Results, path: Path):
@@ -166,7 +167,7 @@ def quality(r: Results, path: Path):
     ax.set_title("Retrieval quality before and after training")
     ax.legend(loc="upper left", ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path, r)
+    return _save(fig, path, r, times=False)
 
 
 def time_split_parts(r: Results) -> dict[str, dict[int, dict]]:
