@@ -18,10 +18,12 @@ import argparse
 import os
 import sys
 
+from tier1.cli import exit_without_teardown
 from tier1.gpus import GPUS_ENV, visible_gpus
 from tier1.lifeline import die_with_parent, watch_owner
 
 REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
+TORCHRUN = "torch.distributed.run"
 
 
 def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, str]:
@@ -58,7 +60,7 @@ def command(ranks: int, module: str, args: list[str], nnodes: int = 1, rdzv_endp
     # --max-restarts 0: a failed rank ends the job (a restart would mix two runs' timings);
     # --monitor-interval 0.1 (torchrun's default, stated): a rank's death, and the job's end, are
     # noticed within a tenth of a second.
-    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={ranks}",
+    return [sys.executable, "-m", TORCHRUN, *where, f"--nproc_per_node={ranks}",
             "--max-restarts=0", "--monitor-interval=0.1", "-m", module, *args]
 
 
@@ -78,6 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     # torchrun then stops its ranks, and each rank also watches torchrun (distributed.setup).
     die_with_parent()
     watch_owner(os.getpid())  # and when Snakemake dies while the job's shell lives on
+    if cmd[1:3] == ["-m", TORCHRUN]:
+        # torchrun's own entry point in this process rather than a new interpreter: the same
+        # agent, arguments and environment, and its exit skips the interpreter's teardown as the
+        # ranks' does (cli.exit_without_teardown). A failed rank still raises, and exits the usual way.
+        os.environ.clear()
+        os.environ.update(env)
+        from torch.distributed.run import main as torchrun
+
+        torchrun(cmd[3:])
+        exit_without_teardown()
     os.execvpe(cmd[0], cmd, env)
 
 
