@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -78,3 +79,31 @@ def test_config_error_is_one_clear_line(tmp_path):
                              for a in (f"--{name}", str(tmp_path / name))]], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "configuration error: dataset:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+EXITING_STAGE = """
+import logging, sys
+from tier1.cli import run_main, setup_logging
+
+def main():
+    setup_logging()
+    sys.stdout.write("buffered, no newline")
+    logging.getLogger("tier1.x").info("logged last")
+    if sys.argv[1] == "fail":
+        raise RuntimeError("it broke")
+
+run_main(main)
+"""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_a_stage_that_skips_the_interpreter_teardown_loses_no_output(tmp_path, outcome):
+    # stdout to a file is block-buffered: only an explicit flush gets it out before os._exit
+    out, err = tmp_path / "out", tmp_path / "err"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with out.open("w") as o, err.open("w") as e:
+        rc = subprocess.run([sys.executable, "-c", EXITING_STAGE, outcome], stdout=o, stderr=e, env=env).returncode
+    assert out.read_text() == "buffered, no newline"
+    assert "INFO tier1.x: logged last" in err.read_text()
+    assert rc == (0 if outcome == "ok" else 1)
+    assert ("RuntimeError: it broke" in err.read_text()) == (outcome == "fail")
