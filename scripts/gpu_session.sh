@@ -7,23 +7,30 @@
 # Everything lands in $OUT (or docs/gpu/ when OUT is unset). Here, first:
 #   PYTHON=.venv/bin/python bash scripts/gpu_bundle.sh
 # then on the device machine, carrying .gpu_bundle:  bash scripts/gpu_session.sh
+# BENCH_ONLY=1 skips 1 and 3 (the one-GPU check and quality were measured on an H200 in
+# docs/gpu/20261126-h200) and gives the benchmark the time: its data are prepared directly (CPU,
+# seconds), then one warm-up process per side, sentence-transformers' defaults and the matched
+# recipe, 3 repeats each (~35 s a process on an H200; about 8 minutes in all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${OUT:-docs/gpu}
 WORK=${GPU_CHECK_DIR:-/tmp/tier1-gpu-check}
+BENCH_ONLY=${BENCH_ONLY:-0}
 CHECK_LIMIT_S=${CHECK_LIMIT_S:-300}
-BENCH_LIMIT_S=${BENCH_LIMIT_S:-200}
+if ((BENCH_ONLY)); then BENCH_LIMIT_S=${BENCH_LIMIT_S:-500}; REPEATS=${REPEATS:-3}; else BENCH_LIMIT_S=${BENCH_LIMIT_S:-200}; REPEATS=${REPEATS:-2}; fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 mkdir -p "$DEST"
 t0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t0)) s"; }
 
-echo "== 1. gpu_check (limit ${CHECK_LIMIT_S} s)"
-EPOCHS=${EPOCHS:-2} timeout --kill-after=10 "$CHECK_LIMIT_S" bash scripts/gpu_check.sh
-echo "   gpu_check exit $? after $(elapsed)"
-if [[ ! -f $DEST/gpu_check_files.tar.gz ]]; then # cut off before its summary: keep its logs
-    tar -czf "$DEST/gpu_check_files.tar.gz" -C "$WORK" logs steps.tsv 2>/dev/null
+if ((!BENCH_ONLY)); then
+    echo "== 1. gpu_check (limit ${CHECK_LIMIT_S} s)"
+    EPOCHS=${EPOCHS:-2} timeout --kill-after=10 "$CHECK_LIMIT_S" bash scripts/gpu_check.sh
+    echo "   gpu_check exit $? after $(elapsed)"
+    if [[ ! -f $DEST/gpu_check_files.tar.gz ]]; then # cut off before its summary: keep its logs
+        tar -czf "$DEST/gpu_check_files.tar.gz" -C "$WORK" logs steps.tsv 2>/dev/null
+    fi
 fi
 
 echo "== 2. bench: tier1 against sentence-transformers"
@@ -39,12 +46,24 @@ done
 # the bundle's shim names the packaged model; /tmp/site holds gpu_check's wheels, if any
 export PYTHONPATH=$PWD/workflow:$SITE:/tmp/site:$PWD/.gpu_bundle/shim
 # config/full.yaml's batch and sequence length; BENCH_OVERRIDES (JSON) to try this on a CPU
-CFG=$("$PY" -c '
+# stage_cfg STAGE: that stage's --config from these settings
+stage_cfg() {
+    "$PY" -c '
 import json, sys
 from tier1.config import Tier1Config, stage_json
 values = {"gpu_counts": [1], "batch_size": 128, "max_seq_length": 256, "eval_batch_size": 512,
-          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": 2, **(json.loads(sys.argv[1]) or {})}
-print(stage_json(Tier1Config.from_dict(values), "bench"))' "${BENCH_OVERRIDES:-null}")
+          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": int(sys.argv[2]), "dataset": "python-source",
+          "train_samples": 5120, "test_samples": 1000, **(json.loads(sys.argv[3]) or {})}
+print(stage_json(Tier1Config.from_dict(values), sys.argv[1]))' "$1" "$REPEATS" "${BENCH_OVERRIDES:-null}"
+}
+CFG=$(stage_cfg bench)
+if ((BENCH_ONLY)); then # the pairs and texts gpu_check would have prepared (40 steps of 128 pairs)
+    echo "   preparing the bench's data in $WORK/data"
+    timeout 150 "$PY" -m tier1.prepare --config "$(stage_cfg prepare)" --train "$WORK/data/train.jsonl" \
+        --corpus "$WORK/data/test/corpus.jsonl" --queries "$WORK/data/test/queries.jsonl" \
+        --qrels "$WORK/data/test/qrels/test.tsv" --manifest "$WORK/data/manifest.json" 2>&1 | tail -n 3
+    echo "   prepare exit ${PIPESTATUS[0]} after $(elapsed)"
+fi
 timeout --kill-after=10 "$BENCH_LIMIT_S" "$PY" -m tier1.bench.compare --config "$CFG" \
     --pairs "$WORK/data/train.jsonl" --corpus "$WORK/data/test/corpus.jsonl" \
     --md "$DEST/compare.md" --json "$DEST/compare.json" 2>&1 | tail -n 40
@@ -64,6 +83,10 @@ fi
 tar -czf "$DEST/bench_measurements.tar.gz" -C "$DEST" measurements 2>/dev/null && rm -rf "$DEST/measurements"
 cat "$DEST/compare.md" 2>/dev/null
 
+if ((BENCH_ONLY)); then
+    echo "== done after $(elapsed)"
+    exit 0
+fi
 echo "== 3. nDCG@10, base model, bf16 against fp32"
 "$PY" - "$WORK" <<'PYEOF'
 import json, sys

@@ -53,14 +53,21 @@ def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum(1).min())
 
 
-def measure(w: Workload, repeats: int, folder: Path) -> dict:
-    """Both sides `repeats` times, alternating; the medians, spreads and ratios."""
+def measure(w: Workload, repeats: int, folder: Path, warm_up: bool = False) -> dict:
+    """Both sides `repeats` times, alternating; the medians, spreads and ratios. With `warm_up`,
+    one process per side runs first and is not counted: on a freshly started GPU machine the
+    first process ran the same training at 2.96 steps/s that a later one ran at 8.31
+    (docs/gpu/20261126-h200), a cold start of the machine that alternating cannot share out."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "workload.json"
     spec.write_text(w.to_json())
     runs: dict[str, list[dict]] = {s: [] for s in SIDES}
+    warm: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         emb = {s: Path(tmp) / f"{s}.pt" for s in SIDES}
+        for side in SIDES if warm_up else ():
+            log.info("%s: warm-up, %s (not counted)", w.recipe, side)
+            warm[side] = run_side(side, spec, folder / f"{side}_warmup.json", None)
         for r in range(repeats):
             for side in SIDES if r % 2 == 0 else SIDES[::-1]:
                 log.info("%s: repeat %d of %d, %s", w.recipe, r + 1, repeats, side)
@@ -89,6 +96,9 @@ def measure(w: Workload, repeats: int, folder: Path) -> dict:
         "inputs_differ": differences(t1["inputs"], st["inputs"]),
         "train_flops_per_step": runs["tier1"][0]["train"]["model_flops_per_step"],
         "sides": sides,
+        # what the uncounted first processes measured, to show the cold start they absorbed
+        "warm_up": {side: {"train_steps_per_s": x["train"]["steps_per_s"], "encode_texts_per_s": x["encode"]["texts_per_s"]}
+                    for side, x in warm.items()} or None,
     }
 
 
@@ -115,7 +125,10 @@ def markdown(report: dict) -> str:
              "from the end of step 1 to the end of the last step on both sides (sentence-transformers' "
              "collator tokenises each batch inside that window; tier1 tokenises once per run, before it). "
              "tier1's evaluation encodes token ids its tokenize stage cached once per run; "
-             "SentenceTransformer.encode tokenises as it goes, so encoding is shown both ways.", ""]
+             "SentenceTransformer.encode tokenises as it goes, so encoding is shown both ways."
+             + (" Before the first recipe, one process per side ran untimed (a freshly started GPU runs its "
+                "first processes slower); its numbers are under `warm_up` in compare.json, not in the medians."
+                if any(r.get("warm_up") for r in report["recipes"].values()) else ""), ""]
     for result in report["recipes"].values():
         t1, st = result["sides"]["tier1"], result["sides"]["sentence-transformers"]
         what = ("sentence-transformers runs tier1's recipe (same precision, no gradient clipping)"
@@ -160,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg: BenchConfig = parse_stage_config(args.config, "bench")
     device = bench_device()
     dtype = devices.autocast_dtype(cfg.precision, device)
-    recipes = args.recipes or (["matched", "defaults"] if device.type == "cuda" else ["matched"])
+    # on a GPU the targets are against sentence-transformers' defaults: measured first, so a run
+    # cut short by its time limit still has them
+    recipes = args.recipes or (["defaults", "matched"] if device.type == "cuda" else ["matched"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     threads = provenance.available_cores()
     report = {"device": devices.device_name(device), "threads": threads, "repeats": cfg.bench_repeats,
@@ -172,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
                      learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                      loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads,
                      length_buckets=cfg.length_buckets, recipe=recipe)
-        result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe)
+        # a GPU machine's cold start (measure's docstring) is paid once, before the first recipe;
+        # on this CPU no first process stood out (docs/bench_cpu_*.json)
+        warm_up = device.type == "cuda" and not report["recipes"]
+        result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe, warm_up)
         add_mfu(result, device)
         report["recipes"][recipe] = result
         log.info("%s: training %.2fx, encoding %.2fx (tier1 / sentence-transformers)", recipe,
