@@ -102,8 +102,9 @@ def exit_without_teardown() -> None:
     Streams and log handlers are flushed first; a failure (an exception) still exits the usual way."""
     logging.shutdown()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a reader that went away: let the usual exit report it
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None when the process was started with that descriptor closed
+                stream.flush()
+    except (OSError, ValueError):  # a reader that went away, a closed stream: the usual exit reports it
         return
     os._exit(0)

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torchrun(cmd[3:])
         exit_without_teardown()
+        return  # reached only when a stream could not be flushed: the usual exit reports it
     os.execvpe(cmd[0], cmd, env)
 
 
