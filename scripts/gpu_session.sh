@@ -53,25 +53,23 @@ done
 # the bundle's shim names the packaged model; /tmp/site holds gpu_check's wheels, if any
 export PYTHONPATH=$PWD/workflow:$SITE:/tmp/site:$PWD/.gpu_bundle/shim
 # config/full.yaml's batch and sequence length; BENCH_OVERRIDES (JSON) to try this on a CPU
-# stage_cfg STAGE: that stage's --config from these settings
+# stage_cfg STAGE [DATASET]: that stage's --config from these settings
 stage_cfg() {
     "$PY" -c '
 import json, sys
 from tier1.config import Tier1Config, stage_json
 values = {"gpu_counts": [1], "batch_size": 128, "max_seq_length": 256, "eval_batch_size": 512,
-          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": int(sys.argv[2]), "dataset": "python-source",
+          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": int(sys.argv[2]), "dataset": sys.argv[4],
           "train_samples": 5120, "test_samples": 1000, **(json.loads(sys.argv[3]) or {})}
-print(stage_json(Tier1Config.from_dict(values), sys.argv[1]))' "$1" "$REPEATS" "${BENCH_OVERRIDES:-null}"
+print(stage_json(Tier1Config.from_dict(values), sys.argv[1]))' "$1" "$REPEATS" "${BENCH_OVERRIDES:-null}" "${2:-python-source}"
 }
 CFG=$(stage_cfg bench)
 if ((BENCH_ONLY)); then # the pairs and texts gpu_check would have prepared (40 steps of 128 pairs)
     for dataset in python-source stdlib; do
         echo "   preparing the bench's data ($dataset) in $WORK/data"
-        prep_cfg=$(BENCH_OVERRIDES=$("$PY" -c 'import json, sys; print(json.dumps({"dataset": sys.argv[2], **(json.loads(sys.argv[1]) or {})}))' \
-            "${BENCH_OVERRIDES:-null}" "$dataset") stage_cfg prepare) &&
-            timeout 90 "$PY" -m tier1.prepare --config "$prep_cfg" --train "$WORK/data/train.jsonl" \
-                --corpus "$WORK/data/test/corpus.jsonl" --queries "$WORK/data/test/queries.jsonl" \
-                --qrels "$WORK/data/test/qrels/test.tsv" --manifest "$WORK/data/manifest.json" 2>&1 | tail -n 3
+        timeout 90 "$PY" -m tier1.prepare --config "$(stage_cfg prepare "$dataset")" --train "$WORK/data/train.jsonl" \
+            --corpus "$WORK/data/test/corpus.jsonl" --queries "$WORK/data/test/queries.jsonl" \
+            --qrels "$WORK/data/test/qrels/test.tsv" --manifest "$WORK/data/manifest.json" 2>&1 | tail -n 3
         status=${PIPESTATUS[0]}
         echo "   prepare exit $status after $(elapsed)"
         ((status == 0)) && break

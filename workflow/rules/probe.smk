@@ -28,7 +28,7 @@ else:
 
     rule probe:
         """On a CPU there is no device memory limit to find: every world size's file says 'not
-        applicable', written in the workflow's own process (tier1.probe_cpu, no torch, no job to
+        applicable', written in the workflow's own process (tier1.probe_record, no torch, no job to
         start)."""
         input:
             tokens=out("data/tokens.safetensors"),
@@ -41,6 +41,6 @@ else:
         params:
             cfg=stage_params("probe"),
         run:
-            from tier1.probe_cpu import main_from_workflow
+            from tier1.probe_record import main_from_workflow
 
             main_from_workflow(output, WORLD_SIZES, params.cfg, log[0])

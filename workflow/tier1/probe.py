@@ -28,7 +28,7 @@ from tier1.batch_search import SearchLog, attempt, largest_fitting, summarise
 from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.config import ProbeConfig
 from tier1.distributed import Context
-from tier1.probe_cpu import write_not_applicable, write_record
+from tier1.probe_record import write_not_applicable, write_record
 from tier1.token_cache import collate
 from tier1.training.step import PairEncoder, forward_backward
 

@@ -1,6 +1,6 @@
-"""The probe's record on a machine without GPUs: there is no device memory limit to find, so each
-world size's file says "not applicable" rather than inventing a number. Torch-free, so the
-workflow writes these files in its own process (the CPU probe rule), with no job to start."""
+"""The probe's stage file, on GPUs and on a CPU. Without GPUs there is no device memory limit to
+find, so each world size's file says "not applicable" rather than inventing a number. Torch-free,
+so the workflow writes those files in its own process (the CPU probe rule), with no job to start."""
 
 from __future__ import annotations
 
