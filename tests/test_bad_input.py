@@ -41,6 +41,20 @@ def model_folder(root: Path, config: dict | str | None = BERT, weights: str | No
     return folder
 
 
+def st_modules(folder: Path, *extra: dict, pooling: dict | None = None) -> Path:
+    """`folder` with sentence-transformers modules: Transformer, Pooling, then `extra`."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules += [{"idx": i, "name": str(i), **m} for i, m in enumerate(extra, start=2)]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling or {"pooling_mode_cls_token": True}))
+    return folder
+
+
+DENSE = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+
+
 def pair_rows(n: int, start: int = 0) -> list[dict]:
     return [{"anchor": f"question number {i}", "positive": f"answer text {i}"} for i in range(start, start + n)]
 
@@ -105,6 +119,32 @@ def _no_tokenizer(tmp):
 
 def _too_long(tmp):
     return {"model": str(model_folder(tmp)), "max_seq_length": 512}
+
+
+def _dense_head(tmp):
+    return {"model": str(st_modules(model_folder(tmp), DENSE))}
+
+
+def _custom_module(tmp):
+    return {"model": str(st_modules(model_folder(tmp), {"path": "2_Mine", "type": "my_package.Whitening"}))}
+
+
+def _unknown_pooling(tmp):
+    return {"model": str(st_modules(model_folder(tmp), pooling={"pooling_mode": "attention"}))}
+
+
+def _normalize_before_pooling(tmp):
+    folder = st_modules(model_folder(tmp))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(1, {"idx": 1, "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return {"model": str(folder)}
+
+
+def _euclidean(tmp):
+    folder = st_modules(model_folder(tmp))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"similarity_fn_name": "euclidean"}))
+    return {"model": str(folder)}
 
 
 def _model_in_results(tmp):
@@ -232,6 +272,13 @@ CASES = {
     "no tokenizer": (_no_tokenizer, ["has no tokenizer files", "tokenizer.save_pretrained"]),
     "max_seq_length over positions": (_too_long, ["max_seq_length: 512 is more than the 128 positions",
                                                   "at most 128"]),
+    "Dense module": (_dense_head, ["has a sentence_transformers.models.Dense module ('2_Dense' in modules.json)",
+                                   "/model has a", "cannot reproduce", "remove the module"]),
+    "custom module": (_custom_module, ["has a my_package.Whitening module ('2_Mine'"]),
+    "unknown pooling": (_unknown_pooling, ["1_Pooling/config.json asks for pooling attention", "cls, max, mean"]),
+    "Normalize before Pooling": (_normalize_before_pooling, ["Transformer -> Normalize -> Pooling",
+                                                             "Transformer -> Pooling (-> Normalize)"]),
+    "euclidean similarity": (_euclidean, ["similarity function 'euclidean'", "cosine"]),
     "model inside results/": (_model_in_results, ["inside this run's results/", "copy it elsewhere"]),
     "model is a file": (_model_is_a_file, ["is a file, not a model folder"]),
     "unsupported suffix": (_bad_suffix, ["pairs.txt", "suffix '.txt'", ".jsonl/.json/.csv/.parquet"]),
@@ -333,6 +380,8 @@ def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("setting, words", [
     (lambda w: f"model={model_folder(w / 'm', config={'model_type': 't5'}).relative_to(w)}",
      "is a t5 model, not an encoder"),
+    (lambda w: f"model={st_modules(model_folder(w / 'm'), DENSE).relative_to(w)}",
+     "m/model has a sentence_transformers.models.Dense module ('2_Dense' in modules.json)"),
     (lambda w: "dataset=" + jsonl(w / "pairs.jsonl", [{"id": "same", **r} for r in pair_rows(60)]).name,
      "has 1 usable pairs (0 rows with an empty text and 59 repeating"),
     (lambda w: "num_epochs=1000000000", "num_epochs"),

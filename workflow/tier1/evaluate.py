@@ -179,6 +179,8 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     result = {
         "stage": "evaluate",
         "model": model_spec,
+        "model_head": encoder.head.record(),  # the pooling that ran, the folder's own max_seq_length
+        "max_seq_length": cfg.max_seq_length,
         "world_size": ctx.world_size,
         "started_at": started_at,
         "finished_at": None,

@@ -1,9 +1,11 @@
-"""The sentence encoder: a Hugging Face transformer with mean pooling and L2 normalisation,
-saved in the layout sentence-transformers loads."""
+"""The sentence encoder: a Hugging Face transformer with the pooling its folder's
+sentence-transformers modules name (tier1.sentence_modules), saved in the layout
+sentence-transformers loads, with the source's modules."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -12,25 +14,54 @@ from torch import nn
 
 from tier1 import bert
 from tier1.cli import quiet_transformers
+from tier1.sentence_modules import Head, read_head
 
 # the model folder and its tokenizer, found without torch (the tokenize stage needs no more)
 from tier1.tokenizer import load_tokenizer, resolve_model_path  # noqa: F401
 
 
 class SentenceEncoder(nn.Module):
-    """Token embeddings, mean-pooled over the attention mask, then L2-normalised
-    (the pooling all-MiniLM-L6-v2 was trained with)."""
+    """Token embeddings pooled as `head` says (mean over the attention mask by default, the pooling
+    all-MiniLM-L6-v2 was trained with), returned L2-normalised: tier1 compares embeddings by cosine,
+    as sentence-transformers' MultipleNegativesRankingLoss and retrieval evaluator do, so whether
+    the model ends in a Normalize module changes only what its saved folder outputs."""
 
-    def __init__(self, transformer: nn.Module):
+    def __init__(self, transformer: nn.Module, head: Head | None = None):
         super().__init__()
         self.transformer = transformer
+        self.head = head or Head()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
         hidden = hidden if isinstance(hidden, torch.Tensor) else hidden.last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.head.pooling == ("mean",):
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        else:
+            pooled = torch.cat([pool(hidden, attention_mask, mode) for mode in self.head.pooling], dim=-1)
         return F.normalize(pooled.float(), p=2, dim=-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """One of sentence-transformers' pooling modes over the tokens the mask keeps."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    first = attention_mask.to(torch.int).argmax(dim=1)  # the first real token (0 with right padding)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if mode == "cls":
+        return hidden[rows, first]
+    if mode == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        count = mask.sum(1).clamp(min=1e-9)
+        return (hidden * mask).sum(1) / (count if mode == "mean" else count.sqrt())
+    if mode == "weightedmean":  # weights 1, 2, ... from the first real token
+        positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
+        weights = mask * (positions.view(1, -1) - first.view(-1, 1).to(hidden.dtype)).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    if mode == "lasttoken":
+        last = hidden.shape[1] - 1 - attention_mask.flip(1).to(torch.int).argmax(dim=1)
+        return hidden[rows, last]
+    raise ValueError(f"unknown pooling mode {mode!r}")
 
 
 def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
@@ -39,10 +70,11 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
     folder runs on tier1.bert, without importing transformers; any other model on transformers."""
     path = resolve_model_path(spec)
     tokenizer = load_tokenizer(path, trust_remote_code)
+    head = read_head(Path(path) if Path(path).is_dir() else _hub_modules(path))
     if not trust_remote_code and bert.supports(Path(path)):
         transformer = bert.Bert.from_folder(Path(path))
         transformer.checkpointing = gradient_checkpointing
-        return SentenceEncoder(transformer), tokenizer
+        return SentenceEncoder(transformer, head), tokenizer
     from transformers import AutoModel
 
     quiet_transformers()
@@ -58,7 +90,21 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
             transformer.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    return SentenceEncoder(transformer), tokenizer
+    return SentenceEncoder(transformer, head), tokenizer
+
+
+def _hub_modules(repo: str) -> Path:
+    """The sentence-transformers files of a hub model (no weights), for read_head."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo, allow_patterns=[
+        "modules.json", "*/config.json", "sentence_bert_config.json", "config_sentence_transformers.json"]))
+
+
+def head_of(spec: str) -> Head:
+    """The Head of a model spec's folder, without loading its weights."""
+    path = resolve_model_path(spec)
+    return read_head(Path(path) if Path(path).is_dir() else _hub_modules(path))
 
 
 def dropout_probabilities(encoder: SentenceEncoder) -> dict[str, float]:
@@ -68,23 +114,34 @@ def dropout_probabilities(encoder: SentenceEncoder) -> dict[str, float]:
             "attention": float(getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0)}
 
 
-def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int) -> None:
-    """Write `folder` so that both tier1 and sentence_transformers.SentenceTransformer load it."""
+def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int, source: str | None = None) -> None:
+    """Write `folder` so that both tier1 and sentence_transformers.SentenceTransformer load it: the
+    modules of `source` (the model folder trained) copied as they are, or, for a folder without
+    modules.json, mean pooling and Normalize."""
     folder.mkdir(parents=True, exist_ok=True)
     transformer = encoder.transformer
     transformer.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))
+    modules = encoder.head.modules
+    if modules is not None and source is not None and Path(source).is_dir():
+        (folder / "modules.json").write_text(json.dumps(list(modules), indent=2))
+        for module in modules[1:]:  # the Transformer is the folder itself, written above
+            origin = Path(source) / module["path"]
+            if origin.is_dir():  # a Normalize module's folder may be missing: it has no settings
+                shutil.copytree(origin, folder / module["path"], dirs_exist_ok=True)
+            else:
+                (folder / module["path"]).mkdir(exist_ok=True)
+        return
     dim = transformer.config.hidden_size
     (folder / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ], indent=2))
-    (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": dim, "pooling_mode_mean_tokens": True,
          "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False}, indent=2))
     (folder / "2_Normalize").mkdir(exist_ok=True)
-

@@ -152,12 +152,13 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
         return None
 
     with atomic.atomic_path(out.model) as tmp:
-        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length)
+        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length, model.resolve_model_path(cfg.model))
     write_loss_csv(out.loss, trainer.loss_rows)
     metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at)
     # a second timed window, the decomposition's measurement (the report's pipeline overhead
     # counts it as the stage's work, not as overhead)
     metrics["decomposition_s"] = decomposition_s
+    metrics["model_head"] = trainer.encoder.head.record()  # the pooling trained, the folder's own max_seq_length
     metrics["warm_up_step"] = devices.first_calls_cost(ctx.device)  # an untimed step before the timed window
     metrics["disturbance"], disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
     metrics["marks"] += disturbed
