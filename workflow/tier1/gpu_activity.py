@@ -1,60 +1,114 @@
-"""Samples NVML utilisation of this rank's GPU in a background thread while a job runs."""
+"""One NVML sampler for a rank's GPU, in a background thread: other processes on the device,
+clock-throttle reasons, the SM clock and GPU-Util. The disturbance watch (tier1.disturbance) and
+check_gpus' activity table both read it.
+
+An instrument that could not observe says so: `summary()` carries `unobserved: <reason>` (NVML
+missing on a GPU run, a device NVML does not know, a sample that failed and stopped the thread,
+no sample in the window) and `sampled: false`, so no clean verdict is drawn from it. A run that
+is not on a GPU needs no GPU watch: `not_applicable`, which is no fault.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
-import time
+
+# NVML clock-event reasons that slow a GPU down for reasons other than the work itself
+# (thermal and hardware slowdowns, power brake); the software power cap is ordinary under load.
+THROTTLE_REASONS = {0x8: "hardware slowdown", 0x20: "software thermal slowdown", 0x40: "hardware thermal slowdown",
+                    0x80: "hardware power brake"}
+NOT_A_GPU = "not applicable: the run is not on a GPU"
 
 
-class ActivitySampler:
-    """GPU-Util (share of time any kernel ran) for one device, sampled every `interval` s.
+def device_uuid(device) -> str:
+    """NVML's name for a CUDA device: by UUID, since NVML counts the machine's GPUs and CUDA only
+    those CUDA_VISIBLE_DEVICES shows."""
+    import torch
 
-    GPU-Util says only that a kernel was running, not how much of the chip it used; it is the
-    most that NVML offers on every NVIDIA GPU. Without NVML (or without a GPU) it records nothing.
-    """
+    return f"GPU-{torch.cuda.get_device_properties(device).uuid}"
 
-    def __init__(self, device, interval: float = 0.1):
-        self.samples: list[int] = []
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = None
-        self._nvml = None
+
+def _why(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no message'}"
+
+
+class GpuSampler:
+    """Samples this rank's GPU every `interval` s between __enter__ and __exit__."""
+
+    def __init__(self, device, interval: float = 0.5):
+        self.interval, self._stop, self._thread = interval, threading.Event(), None
+        self._nvml = self._handle = None
+        self.other_pids: set[int] = set()
+        self.throttle: set[str] = set()
+        self.sm_clock_mhz: list[int] = []
+        self.util_pct: list[int] = []
+        self.not_applicable: str | None = None
+        self.unobserved: str | None = None
         if getattr(device, "type", None) != "cuda":
+            self.not_applicable = NOT_A_GPU
             return
         try:
             import pynvml
-            import torch
 
             pynvml.nvmlInit()
-            # By UUID: NVML counts the machine's GPUs, CUDA only those CUDA_VISIBLE_DEVICES shows.
-            uuid = f"GPU-{torch.cuda.get_device_properties(device).uuid}"
-            self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            self._handle = pynvml.nvmlDeviceGetHandleByUUID(device_uuid(device))
             self._nvml = pynvml
-        except Exception:  # no NVML library or a device NVML does not know
-            self._nvml = None
+        except Exception as err:  # no NVML library, no driver, or a device NVML does not know
+            self.unobserved = f"NVML unavailable ({_why(err)})"
 
     @property
     def available(self) -> bool:
         return self._nvml is not None
 
+    def sample(self) -> None:
+        nvml, h = self._nvml, self._handle
+        own = {os.getpid(), os.getppid()}
+        for p in nvml.nvmlDeviceGetComputeProcesses(h) + nvml.nvmlDeviceGetGraphicsProcesses(h):
+            if p.pid not in own:
+                self.other_pids.add(p.pid)
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons",
+                          getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
+        if reasons is None:
+            raise RuntimeError("this NVML reports no clock-throttle reasons")
+        bits = reasons(h)
+        self.throttle |= {name for bit, name in THROTTLE_REASONS.items() if bits & bit}
+        clock = nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)
+        util = nvml.nvmlDeviceGetUtilizationRates(h).gpu
+        self.sm_clock_mhz.append(clock)  # appended together, only once the whole sample is read
+        self.util_pct.append(util)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
-            time.sleep(self.interval)
+            try:
+                self.sample()
+            except Exception as err:  # the window is no longer watched: say so, and stop
+                self.unobserved = f"NVML sample {len(self.sm_clock_mhz) + 1} failed ({_why(err)})"
+                return
+            self._stop.wait(self.interval)
 
-    def __enter__(self):
+    def __enter__(self) -> GpuSampler:
         if self.available:
-            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread = threading.Thread(target=self._run, daemon=True, name="tier1-gpu-sampler")
             self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        if self._thread:
+        if self._thread is not None:
             self._thread.join()
+            if self.unobserved is None and not self.sm_clock_mhz:
+                self.unobserved = "no NVML sample was taken in the window"
 
     def summary(self) -> dict:
-        if not self.samples:
-            return {"gpu_util_mean_pct": None, "gpu_util_max_pct": None, "samples": 0}
-        return {"gpu_util_mean_pct": sum(self.samples) / len(self.samples),
-                "gpu_util_max_pct": max(self.samples), "samples": len(self.samples)}
+        """What was observed; `sampled` is true only for a window watched from start to end."""
+        if self.not_applicable:
+            return {"sampled": False, "not_applicable": self.not_applicable}
+        out = {"sampled": self.unobserved is None, "samples": len(self.sm_clock_mhz),
+               "other_process_ids": sorted(self.other_pids), "throttle_reasons": sorted(self.throttle),
+               "sm_clock_mhz_min": min(self.sm_clock_mhz, default=None),
+               "sm_clock_mhz_max": max(self.sm_clock_mhz, default=None),
+               "gpu_util_mean_pct": sum(self.util_pct) / len(self.util_pct) if self.util_pct else None,
+               "gpu_util_max_pct": max(self.util_pct, default=None)}
+        if self.unobserved:
+            out["unobserved"] = self.unobserved
+        return out

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis, overhead, prediction
+from tier1.report import analysis, instruments, overhead, prediction, quality
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
 from tier1.training.decomposition import LABELS, TERMS
@@ -238,7 +238,7 @@ def to_markdown(r: Results) -> str:
               "The all-reduce column is the median per step of the time from the first gradient bucket's "
               "launch to the last one's completion; it overlaps the backward pass, so it bounds the "
               "communication a step can expose rather than adding to the step time."]
-    lines += [""] + why_sections(r)
+    lines += [""] + instruments.lines(r) + why_sections(r)
     proj = analysis.projection(r)
     if proj:
         lines += ["## Projection (not measured)", "",
@@ -258,7 +258,8 @@ def to_markdown(r: Results) -> str:
         v = m["metrics"]
         lines.append(f"| {name} | {m['world_size']} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
                      f"| {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['map@100']:.4f} |")
-    lines += [""] + overhead.markdown(r)
+    lines += [""] + quality.change_lines(r, unit) + [""] + quality.model_lines(r) + [""]
+    lines += overhead.markdown(r)
     lines += ["Every number above is read from the files listed in `performance.csv` (column `source`).", ""]
     lines += provenance_lines(r) + [""]
     return "\n".join(lines)
