@@ -171,6 +171,10 @@ def test_every_report_number_traces_to_a_stage_file(workdir):
     assert f"{t2:.1f} s" in md
     assert "Card expectation, 4x A40 (not measured here)" in md
     assert "n/a (no GPU)" in md
+    # the tiny model folder's modules: mean pooling and Normalize, at the length its folder names
+    assert "- Pooling: mean, then L2-normalised (a Normalize module); read from `" in md
+    assert "- Sequence length: 32 tokens, as the model folder asks" in md
+    assert "GPU neighbours and throttling (NVML): not applicable, the run is not on a GPU." in md
 
 
 def test_changing_the_batch_reruns_training_but_not_preparation(workdir):
@@ -206,3 +210,22 @@ def test_check_gpus_target(workdir):
     samples = [r["samples"] for r in summary["ranks"]]
     assert len(samples) == 2 and samples[0] == samples[1] > 0
     assert "all 2 ranks did work" in (workdir / "results/default/logs/check_gpus.log").read_text()
+
+
+def test_a_cls_pooling_model_runs_end_to_end_and_stays_cls(tmp_path, tiny_model):
+    """The model folder's own pooling through the workflow: evaluated and trained with CLS pooling
+    (as the records say) and saved with the source's pooling modules."""
+    from test_pooling import with_pooling
+
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs", ".test"):
+        (tmp_path / name).symlink_to(REPO / name)
+    source = with_pooling(tiny_model, tmp_path / "tiny-cls", {"pooling_mode_cls_token": True}, normalize=False)
+    smk(tmp_path, "--cores", "4", "results/default/eval/gpus1/ws1/metrics.json", "--configfile", TINY,
+        "--config", "model=tiny-cls")
+    results = tmp_path / "results/default"
+    for record in ("eval/base/ws1/metrics.json", "eval/gpus1/ws1/metrics.json", "train/gpus1/train_metrics.json"):
+        head = json.loads((results / record).read_text())["model_head"]
+        assert head["pooling"] == ["cls"] and head["normalize"] is False, record
+    for name in ("modules.json", "1_Pooling/config.json"):
+        assert (json.loads((results / "train/gpus1/model" / name).read_text())
+                == json.loads((source / name).read_text()))
