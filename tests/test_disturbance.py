@@ -106,22 +106,35 @@ def test_a_watched_gpu_window_is_sampled(monkeypatch):
     assert marks == []
 
 
-def test_a_sampler_that_dies_on_its_first_sample_is_unobserved_not_clean(monkeypatch):
+def test_a_query_that_fails_on_the_first_sample_makes_the_window_unobserved_not_clean(monkeypatch):
     record = gpu_window(monkeypatch, FakeNvml(fail_at=1))
     gpu = record["gpu"]
-    assert gpu["sampled"] is False and gpu["sm_clock_mhz_min"] is None
-    assert gpu["unobserved"] == "NVML sample 1 failed (RuntimeError: NVML_ERROR_UNKNOWN)"
+    why = "other processes: NVML sample 1 failed (RuntimeError: NVML_ERROR_UNKNOWN)"
+    assert gpu["sampled"] is False and gpu["unobserved"] == why
+    assert gpu["samples"] >= 2 and gpu["sm_clock_mhz_min"] == 1980  # the other quantities went on
     # repeats combined keep it, and the judgement draws no clean verdict from it
-    combined = disturbance.combine([window(1, busy=9.7, gpu=gpu), window(1, busy=9.7, gpu={**gpu, "unobserved": None, "sampled": True})])
-    assert combined["gpu"]["sampled"] is False and "unobserved" in combined["gpu"]
+    clean = {**gpu, "sampled": True}
+    del clean["unobserved"]
+    combined = disturbance.combine([window(1, busy=9.7, gpu=gpu), window(1, busy=9.7, gpu=clean)])
+    assert combined["gpu"]["sampled"] is False and combined["gpu"]["unobserved"] == why
     _, marks = disturbance.judge([combined], cores=2)
-    assert marks == ["unobserved: rank 0's GPU watch (NVML sample 1 failed (RuntimeError: NVML_ERROR_UNKNOWN)); "
-                     "other processes and throttling are unknown"]
+    assert marks == [f"unobserved: rank 0's GPU watch ({why}); other processes and throttling are unknown"]
 
 
-def test_a_sampler_that_dies_later_keeps_what_it_saw_and_is_unobserved(monkeypatch):
+def test_a_query_that_fails_later_keeps_its_sample_number(monkeypatch):
     gpu = gpu_window(monkeypatch, FakeNvml(fail_at=3))["gpu"]
-    assert gpu["samples"] == 2 and gpu["sampled"] is False and gpu["unobserved"].startswith("NVML sample 3 failed")
+    assert gpu["sampled"] is False and gpu["unobserved"].startswith("other processes: NVML sample 3 failed")
+
+
+def test_when_every_query_fails_the_sampler_stops_and_names_them_all(monkeypatch):
+    nvml = FakeNvml()
+    for name in ("nvmlDeviceGetComputeProcesses", "nvmlDeviceGetCurrentClocksEventReasons",
+                 "nvmlDeviceGetClockInfo", "nvmlDeviceGetUtilizationRates"):
+        monkeypatch.setattr(nvml, name, lambda *a: (_ for _ in ()).throw(RuntimeError("GPU is lost")), raising=False)
+    gpu = gpu_window(monkeypatch, nvml)["gpu"]
+    assert gpu["samples"] == 1 and gpu["sampled"] is False and gpu["sm_clock_mhz_min"] is None
+    assert gpu["unobserved"].count("NVML sample 1 failed (RuntimeError: GPU is lost)") == 4
+    assert gpu["gpu_util_mean_pct"] is None
 
 
 def test_no_nvml_on_a_gpu_run_is_unobserved(monkeypatch):

@@ -190,11 +190,14 @@ def test_a_cpu_figure_speaks_of_times_only_where_it_shows_times(tmp_path):
         assert ("these times" in text) == (name == "throughput"), name
 
 
+FAILED_QUERY = "other processes: NVML sample 1 failed (NVMLError_Unknown: Unknown Error)"
+
+
 def gpu_windows(kind, n, record, sampler_failed: bool):
     """Each rank's timed-window record of a GPU run, with the marks tier1.disturbance judges from them."""
     from tier1 import disturbance
 
-    gpu = ({"sampled": False, "samples": 0, "unobserved": "NVML sample 1 failed (NVMLError: Unknown Error)",
+    gpu = ({"sampled": False, "samples": 0, "unobserved": FAILED_QUERY,
             "sm_clock_mhz_min": None} if sampler_failed else
            {"sampled": True, "samples": 40, "other_process_ids": [], "throttle_reasons": [],
             "sm_clock_mhz_min": 1755, "sm_clock_mhz_max": 1980})
@@ -213,16 +216,14 @@ def test_a_failed_gpu_sampler_is_unobserved_in_the_report_and_draws_no_speedup(t
             gpu_windows(kind, n, record, sampler_failed=kind == "train" and n == 2)
 
     r = collect(stage_files(tmp_path, gpus=2, edit=edit))
-    assert r.train[2]["marks"] == ["unobserved: rank 0's GPU watch (NVML sample 1 failed (NVMLError: Unknown Error)); "
-                                   "other processes and throttling are unknown",
-                                   "unobserved: rank 1's GPU watch (NVML sample 1 failed (NVMLError: Unknown Error)); "
-                                   "other processes and throttling are unknown"]
+    assert r.train[2]["marks"] == [f"unobserved: rank {k}'s GPU watch ({FAILED_QUERY}); "
+                                   "other processes and throttling are unknown" for k in (0, 1)]
     row = analysis.scaling_rows(r)[-1]
     assert row["train_speedup"] is None and row["eval_speedup"] is not None
     md = table.to_markdown(r)
     assert "⚠ unobserved: rank 0's GPU watch" in md
     assert ("GPU neighbours and throttling (NVML): **unobserved** in 2 of 6 windows, e.g. training on 2 rank(s), "
-            "rank 0: NVML sample 1 failed (NVMLError: Unknown Error)") in md
+            "rank 0: other processes: NVML sample 1 failed (NVMLError_Unknown: Unknown Error)") in md
     scaling = next(text for name, _, text in analysis.verdicts(r) if name == "scaling")
     assert "not judged" in scaling
 

@@ -3,8 +3,9 @@ clock-throttle reasons, the SM clock and GPU-Util. The disturbance watch (tier1.
 check_gpus' activity table both read it.
 
 An instrument that could not observe says so: `summary()` carries `unobserved: <reason>` (NVML
-missing on a GPU run, a device NVML does not know, a sample that failed and stopped the thread,
-no sample in the window) and `sampled: false`, so no clean verdict is drawn from it. A run that
+missing on a GPU run, a device NVML does not know, a query that failed, which is named with the
+sample it failed at and no longer asked while the others go on, no sample in the window) and
+`sampled: false`, so no clean verdict is drawn from it. A run that
 is not on a GPU needs no GPU watch: `not_applicable`, which is no fault.
 """
 
@@ -42,6 +43,8 @@ class GpuSampler:
         self.throttle: set[str] = set()
         self.sm_clock_mhz: list[int] = []
         self.util_pct: list[int] = []
+        self.samples = 0
+        self.failed: dict[str, str] = {}  # quantity -> why it stopped being observed
         self.not_applicable: str | None = None
         self.unobserved: str | None = None
         if getattr(device, "type", None) != "cuda":
@@ -60,30 +63,44 @@ class GpuSampler:
     def available(self) -> bool:
         return self._nvml is not None
 
-    def sample(self) -> None:
-        nvml, h = self._nvml, self._handle
+    # -- one query per quantity: a query that fails stops only itself, and is named --------------
+    def _processes(self, nvml, h) -> None:
         own = {os.getpid(), os.getppid()}
         for p in nvml.nvmlDeviceGetComputeProcesses(h) + nvml.nvmlDeviceGetGraphicsProcesses(h):
             if p.pid not in own:
                 self.other_pids.add(p.pid)
+
+    def _throttle(self, nvml, h) -> None:
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons",
                           getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
         if reasons is None:
             raise RuntimeError("this NVML reports no clock-throttle reasons")
         bits = reasons(h)
         self.throttle |= {name for bit, name in THROTTLE_REASONS.items() if bits & bit}
-        clock = nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)
-        util = nvml.nvmlDeviceGetUtilizationRates(h).gpu
-        self.sm_clock_mhz.append(clock)  # appended together, only once the whole sample is read
-        self.util_pct.append(util)
+
+    def _sm_clock(self, nvml, h) -> None:
+        self.sm_clock_mhz.append(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
+
+    def _util(self, nvml, h) -> None:
+        self.util_pct.append(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+
+    QUANTITIES = (("other processes", "_processes"), ("throttle reasons", "_throttle"),
+                  ("SM clock", "_sm_clock"), ("GPU-Util", "_util"))
+
+    def sample(self) -> None:
+        """One sample of every quantity still observed; a failure is kept with the sample's number."""
+        self.samples += 1
+        for what, method in self.QUANTITIES:
+            if what in self.failed:
+                continue
+            try:
+                getattr(self, method)(self._nvml, self._handle)
+            except Exception as err:
+                self.failed[what] = f"{what}: NVML sample {self.samples} failed ({_why(err)})"
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sample()
-            except Exception as err:  # the window is no longer watched: say so, and stop
-                self.unobserved = f"NVML sample {len(self.sm_clock_mhz) + 1} failed ({_why(err)})"
-                return
+        while not self._stop.is_set() and len(self.failed) < len(self.QUANTITIES):
+            self.sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> GpuSampler:
@@ -96,14 +113,16 @@ class GpuSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-            if self.unobserved is None and not self.sm_clock_mhz:
+            if self.failed:
+                self.unobserved = "; ".join(self.failed.values())
+            elif not self.samples:
                 self.unobserved = "no NVML sample was taken in the window"
 
     def summary(self) -> dict:
         """What was observed; `sampled` is true only for a window watched from start to end."""
         if self.not_applicable:
             return {"sampled": False, "not_applicable": self.not_applicable}
-        out = {"sampled": self.unobserved is None, "samples": len(self.sm_clock_mhz),
+        out = {"sampled": self.unobserved is None, "samples": self.samples,
                "other_process_ids": sorted(self.other_pids), "throttle_reasons": sorted(self.throttle),
                "sm_clock_mhz_min": min(self.sm_clock_mhz, default=None),
                "sm_clock_mhz_max": max(self.sm_clock_mhz, default=None),

@@ -70,7 +70,7 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
     folder runs on tier1.bert, without importing transformers; any other model on transformers."""
     path = resolve_model_path(spec)
     tokenizer = load_tokenizer(path, trust_remote_code)
-    head = read_head(Path(path) if Path(path).is_dir() else _hub_modules(path))
+    head = head_of(path)
     if not trust_remote_code and bert.supports(Path(path)):
         transformer = bert.Bert.from_folder(Path(path))
         transformer.checkpointing = gradient_checkpointing
@@ -102,7 +102,7 @@ def _hub_modules(repo: str) -> Path:
 
 
 def head_of(spec: str) -> Head:
-    """The Head of a model spec's folder, without loading its weights."""
+    """The Head of a model spec's folder (a hub model's fetched without its weights)."""
     path = resolve_model_path(spec)
     return read_head(Path(path) if Path(path).is_dir() else _hub_modules(path))
 
@@ -114,18 +114,18 @@ def dropout_probabilities(encoder: SentenceEncoder) -> dict[str, float]:
             "attention": float(getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0)}
 
 
-def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int, source: str | None = None) -> None:
+def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int) -> None:
     """Write `folder` so that both tier1 and sentence_transformers.SentenceTransformer load it: the
-    modules of `source` (the model folder trained) copied as they are, or, for a folder without
-    modules.json, mean pooling and Normalize."""
+    modules of the model folder the encoder was loaded from, copied as they are, or, for a folder
+    without modules.json, mean pooling and Normalize."""
     folder.mkdir(parents=True, exist_ok=True)
     transformer = encoder.transformer
     transformer.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))
-    modules = encoder.head.modules
-    if modules is not None and source is not None and Path(source).is_dir():
+    modules, source = encoder.head.modules, encoder.head.folder
+    if modules is not None and source is not None:
         (folder / "modules.json").write_text(json.dumps(list(modules), indent=2))
         for module in modules[1:]:  # the Transformer is the folder itself, written above
             origin = Path(source) / module["path"]

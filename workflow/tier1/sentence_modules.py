@@ -43,6 +43,7 @@ class Head:
     source: str = DEFAULT_SOURCE  # where the pooling was read from
     folder_max_seq_length: int | None = None  # sentence_bert_config.json's, if the folder has one
     modules: tuple[dict, ...] | None = None  # modules.json as read, written back on save
+    folder: str | None = None  # the folder holding them, whose module folders the saved model copies
 
     @property
     def name(self) -> str:
@@ -53,7 +54,7 @@ class Head:
         """The JSON-plain fields a run record keeps."""
         out = asdict(self)
         out["pooling"] = list(self.pooling)
-        del out["modules"]
+        del out["modules"], out["folder"]
         return out
 
 
@@ -125,7 +126,7 @@ def read_head(folder: Path) -> Head:
     if not isinstance(config, dict):
         raise ConfigError(f"model: {pooling_file} is not a JSON object; restore it from the model's original folder")
     head = Head(pooling=_pooling_modes(config, pooling_file), normalize=len(kinds) == 3,
-                source=str(pooling_file), folder_max_seq_length=length, modules=tuple(modules))
+                source=str(pooling_file), folder_max_seq_length=length, modules=tuple(modules), folder=str(folder))
     _check_similarity(folder, head)
     return head
 

@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
         return None
 
     with atomic.atomic_path(out.model) as tmp:
-        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length, model.resolve_model_path(cfg.model))
+        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length)
     write_loss_csv(out.loss, trainer.loss_rows)
     metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at)
     # a second timed window, the decomposition's measurement (the report's pipeline overhead
