@@ -141,6 +141,14 @@ def _normalize_before_pooling(tmp):
     return {"model": str(folder)}
 
 
+def _module_outside(tmp):
+    folder = st_modules(model_folder(tmp))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[1]["path"] = "../../elsewhere"
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return {"model": str(folder)}
+
+
 def _euclidean(tmp):
     folder = st_modules(model_folder(tmp))
     (folder / "config_sentence_transformers.json").write_text(json.dumps({"similarity_fn_name": "euclidean"}))
@@ -278,6 +286,8 @@ CASES = {
     "unknown pooling": (_unknown_pooling, ["1_Pooling/config.json asks for pooling attention", "cls, max, mean"]),
     "Normalize before Pooling": (_normalize_before_pooling, ["Transformer -> Normalize -> Pooling",
                                                              "Transformer -> Pooling (-> Normalize)"]),
+    "module outside the folder": (_module_outside, ["places the Pooling module at '../../elsewhere'",
+                                                    "not in a folder inside"]),
     "euclidean similarity": (_euclidean, ["similarity function 'euclidean'", "cosine"]),
     "model inside results/": (_model_in_results, ["inside this run's results/", "copy it elsewhere"]),
     "model is a file": (_model_is_a_file, ["is a file, not a model folder"]),

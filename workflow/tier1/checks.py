@@ -17,7 +17,7 @@ from pathlib import Path
 from tier1.config import DEFAULT_MODEL, ConfigError, Tier1Config
 from tier1.sentence_modules import read_head
 
-# Encoders whose AutoModel gives token embeddings tier1 can mean-pool.
+# Encoders whose AutoModel gives token embeddings tier1 can pool.
 ENCODER_TYPES = frozenset({
     "albert", "bert", "camembert", "convbert", "deberta", "deberta-v2", "distilbert", "electra",
     "ernie", "megatron-bert", "mobilebert", "modernbert", "mpnet", "roberta", "roformer",

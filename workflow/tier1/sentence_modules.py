@@ -114,6 +114,12 @@ def read_head(folder: Path) -> Head:
         raise ConfigError(
             f"model: {modules_file} lists the modules {' -> '.join(kinds)}; tier1 reproduces only "
             f"Transformer -> Pooling (-> Normalize)")
+    for module in modules[1:]:  # the saved model copies these folders: they must lie inside this one
+        where = Path(str(module.get("path", "")))
+        if not str(module.get("path", "")) or where.is_absolute() or ".." in where.parts:
+            raise ConfigError(
+                f"model: {modules_file} places the {kinds[modules.index(module)]} module at "
+                f"{module.get('path')!r}, not in a folder inside {folder}; give it a folder name such as 1_Pooling")
     if modules[0].get("path", "") not in ("", "."):
         raise ConfigError(
             f"model: {folder}'s Transformer module lies in {modules[0]['path']!r}, not at the folder's root; "
