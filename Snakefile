@@ -32,12 +32,12 @@ rule all:
         final_outputs(),
 
 
-# The end of a run on the console: the verdicts and the table when this run wrote the report, the
-# end of each failed job's log when it stopped.
+# The end of a run on the console: the verdicts and the table when this run wrote the report; when
+# it stopped, why (a failed job: which one, the end of its log, what to do; a Ctrl-C: how to resume).
 onsuccess:
     if os.path.exists(REPORT_MD) and os.path.getmtime(REPORT_MD) >= RUN_STARTED:
         print(console.run_summary(Path(REPORT_MD), Path(REPORT_HTML)), file=sys.stderr)
 
 
 onerror:
-    print(console.failure_summary(Path(log)), file=sys.stderr)
+    print(console.end_of_failed_run(log, RERUN, STOPPED_BY), file=sys.stderr)

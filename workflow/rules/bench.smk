@@ -16,7 +16,7 @@ rule bench_compare:
         timed=1,
         gpu=1 if ON_GPUS else 0,
     params:
-        story=stage_story("bench: tier1 against sentence-transformers"),
+        story=stage_story("bench: tier1 against sentence-transformers", timed=True),
         py=PYTHON,
         cfg=stage_params("bench"),
     shell:

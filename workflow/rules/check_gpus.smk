@@ -13,7 +13,10 @@ rule check_gpus:
         timed=1,
         gpu=gpus_for(max(WORLD_SIZES)),
     params:
+        story=stage_story("check-gpus: a short DDP job on every rank", timed=True),
+        py=PYTHON,
         launch=launcher(max(WORLD_SIZES)),
         model=CFG.model,
     shell:
-        "{params.launch} tier1.check_gpus --model {params.model:q} --out {output} 2>&1 | tee {log}"
+        "{params.story} {log} -- {params.launch} tier1.check_gpus --model {params.model:q} --out {output} "
+        "&& {params.py} -m tier1.check_gpus --show {output}"

@@ -13,7 +13,7 @@ rule commbench:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
-        story=stage_story(lambda w: f"collectives, {w.n} ranks"),
+        story=stage_story(lambda w: f"collectives, {w.n} ranks", timed=True),
         cfg=stage_params("commbench"),
         launch=lambda w: launcher(w.n),
     shell:

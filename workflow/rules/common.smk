@@ -1,5 +1,6 @@
 import os
 import shlex
+import signal
 import time
 import sys
 from pathlib import Path
@@ -15,6 +16,25 @@ from tier1.checksum import token_cache_problem
 from tier1.gpus import visible_gpus
 
 RUN_STARTED = time.time()
+# The command that goes on from where this run stops (what the end-of-run screen tells the user).
+RERUN = shlex.join(["snakemake", *sys.argv[1:]])
+STOPPED_BY = []  # the signal that stopped this run (Ctrl-C, a scheduler's SIGTERM), if one did
+
+
+def _stop_jobs(signum, frame):
+    """Ctrl-C or SIGTERM to Snakemake: every running job is asked to stop now (Snakemake alone
+    would wait for them to end), then Snakemake ends its run as on a Ctrl-C."""
+    STOPPED_BY.append(signal.Signals(signum).name)
+    console.stop_jobs(os.getpid(), signum)
+    raise KeyboardInterrupt
+
+
+if "--lint" not in sys.argv:
+    try:
+        signal.signal(signal.SIGINT, _stop_jobs)
+        signal.signal(signal.SIGTERM, _stop_jobs)
+    except ValueError:  # not Snakemake's main thread: nothing to stop from here
+        pass
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
 GPUS = visible_gpus()
@@ -83,10 +103,18 @@ def stage_params(stage):
     return stage_json(CFG, stage)
 
 
-def stage_story(label):
+# What a timed job holds the machine's lock on (tier1.machine_lock): every GPU this run may use,
+# or the whole machine on a CPU, so that no other run on the machine times at the same moment.
+TIMED_DEVICES = ",".join(GPUS) if ON_GPUS else "cpu"
+
+
+def stage_story(label, timed=False):
     """The wrapper every job's command runs in: its output to the log file, its start, progress and
-    end (or the end of its log, when it fails) to the console (tier1.console)."""
-    story = lambda text: f"{PYTHON} -m tier1.console --label {shlex.quote(text)} --log"
+    end (or the end of its log, when it fails) to the console (tier1.console). It also carries the
+    job's lifeline (the job ends when Snakemake does), and for a timed job (timed=True, beside
+    the `timed` resource) holds the machine's lock while it runs."""
+    lock = f" --timed {shlex.quote(TIMED_DEVICES)}" if timed else ""
+    story = lambda text: f"{PYTHON} -m tier1.console{lock} --label {shlex.quote(text)} --log"
     if callable(label):
         return lambda wildcards: story(label(wildcards))
     return story(label)

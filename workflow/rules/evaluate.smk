@@ -24,7 +24,7 @@ rule evaluate:
         timed=1,
         gpu=lambda w: gpus_for(w.w),
     params:
-        story=stage_story(lambda w: f"evaluate the base model and gpus{w.w}, {w.w} rank(s)"),
+        story=stage_story(lambda w: f"evaluate the base model and gpus{w.w}, {w.w} rank(s)", timed=True),
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),
         base=CFG.model,

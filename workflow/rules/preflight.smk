@@ -15,7 +15,7 @@ rule preflight:
         # On a cluster it runs where the largest job's GPUs are.
         gpu=gpus_for(max(WORLD_SIZES)),
     params:
-        story=stage_story("preflight: the machine's layout"),
+        story=stage_story("preflight: the machine's layout", timed=True),
         py=PYTHON,
         world_sizes=" ".join(map(str, WORLD_SIZES)),
     shell:

@@ -17,7 +17,7 @@ if ON_GPUS:
             timed=1,
             gpu=lambda w: gpus_for(w.n),
         params:
-            story=stage_story(lambda w: f"probe, world size {w.n}"),
+            story=stage_story(lambda w: f"probe, world size {w.n}", timed=True),
             cfg=stage_params("probe"),
             launch=lambda w: launcher(w.n),
         shell:

@@ -18,7 +18,7 @@ rule train:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
-        story=stage_story(lambda w: f"train, {w.n} rank(s)"),
+        story=stage_story(lambda w: f"train, {w.n} rank(s)", timed=True),
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
@@ -47,7 +47,7 @@ rule train_dropout_reference:
         timed=1,
         gpu=gpus_for(1),
     params:
-        story=stage_story("train, 1 rank, other dropout masks (the yardstick)"),
+        story=stage_story("train, 1 rank, other dropout masks (the yardstick)", timed=True),
         cfg=stage_params("train"),
         launch=launcher(1),
     shell:

@@ -41,12 +41,16 @@ def load_pairs(data: Path | None, n: int) -> list[dict]:
 def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, ctx: Context) -> dict | None:
     cfg = Tier1Config(batch_size=per_rank_batch * ctx.world_size, gpu_counts=(ctx.world_size,),
                       model=model_spec, max_seq_length=64, learning_rate=1e-5).view(TrainConfig)
+    say = log.info if ctx.is_main else log.debug  # progress lines, once per job
+    say("%d rank(s) started; reading %s and the training pairs", ctx.world_size, model_spec)
     pairs = load_pairs(data, cfg.batch_size * steps)
     encoder, tokenizer = model.load(model_spec)
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
     devices.reset_peak(ctx.device)
+    say("training %d step(s) of %d pairs per rank on every rank", steps, per_rank_batch)
     with GpuSampler(ctx.device, interval=0.1) as nvml:
         trainer.fit()
+    say("trained; comparing what each rank did")
     mine = {"rank": ctx.rank, "device": str(ctx.device), "device_name": devices.device_name(ctx.device),
             "samples": trainer.samples_seen, "steps": trainer.step, "peak_memory": devices.peak_memory(ctx.device),
             "activity": nvml.summary(), "parameter_checksum": parameter_checksum(trainer.encoder)}
