@@ -1,8 +1,13 @@
-"""Faults end a job quickly and cleanly, and the rerun resumes: a killed launcher, a killed rank,
-a stopped (hung) rank. Real torchrun jobs on CPU ranks with gloo."""
+"""Faults end a run quickly and cleanly, and the rerun resumes. Snakemake runs the tiny config's
+2-rank training through the rule's own command line (console story, `env`, launcher, torchrun, CPU
+ranks with gloo), and the test acts on it as users and schedulers do: kill -9 of Snakemake (alone,
+and with its process group), Ctrl-C (SIGINT) and SIGTERM to Snakemake, kill -9 and SIGSTOP of one
+rank, the console wrapper killed. Each must end within LIMIT_S with no process left, a last screen
+that says what happened, earlier results intact, and a rerun that resumes the training."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,53 +20,160 @@ from pathlib import Path
 import psutil
 import pytest
 
+import workflow_runs as wr
+
 pytestmark = pytest.mark.slow
 LIMIT_S = 60
+COLLECTIVE_TIMEOUT_S = 20  # the SIGSTOP case ends through it
+TARGET = "results/default/train/gpus2/train_metrics.json"
+CONFIG = ["--configfile", wr.TINY, "--config", "num_epochs=40", "checkpoint_every=2",
+          f"collective_timeout_s={COLLECTIVE_TIMEOUT_S}"]
+RUN = ["--cores", "2", TARGET, *CONFIG]
 
 
-def start(tiny_model, data: Path, out: Path, timeout_s: int = 45) -> subprocess.Popen:
-    from tier1.config import Tier1Config, stage_json
-
-    cfg = Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=40, max_seq_length=32,
-                      learning_rate=1e-3, checkpoint_every=2, gpu_counts=(2,))
-    env = {**os.environ, "TIER1_COLLECTIVE_TIMEOUT_S": str(timeout_s), "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "tier1.launch", "--ranks", "2", "tier1.train", "--config", stage_json(cfg, "train"),
-           "--data", str(data), "--model-out", str(out / "model"), "--metrics-out", str(out / "train_metrics.json"),
-           "--loss-out", str(out / "loss.csv")]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(out.parent / f"{out.name}.log", "w"),
-                            start_new_session=True)
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model) -> Path:
+    """Data and token ids made once; each case runs the training on a copy."""
+    folder = wr.workdir(tmp_path_factory.mktemp("faults") / "run", tiny_model)
+    wr.snakemake(folder, "--cores", "2", "results/default/data/tokens.safetensors", *CONFIG)
+    return folder
 
 
-def ranks_of(marker: Path) -> list[psutil.Process]:
-    """Every process whose command line names this run's output folder (the launcher and ranks)."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(marker) in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
+def fingerprints(folder: Path) -> dict[str, str]:
+    """The checksum of every earlier result (everything the training does not write)."""
+    out = {}
+    for path in sorted((folder / "results/default").rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_file() and "train/gpus2" not in rel and "train_gpus2" not in rel:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
-def wait_for_checkpoint(out: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoints" / "last.json").exists():
-        assert proc.poll() is None, (out.parent / f"{out.name}.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
-        time.sleep(0.5)
-    time.sleep(1.0)
+def started(prepared: Path, tmp_path: Path) -> tuple[Path, subprocess.Popen, dict[str, str]]:
+    folder = wr.copy(prepared, tmp_path / "run")
+    before = fingerprints(folder)
+    smk = wr.start(folder, *RUN)
+    wr.wait_for(folder / "results/default/train/gpus2/checkpoints/last.json", smk, folder)
+    assert len(wr.ranks(folder)) == 2, [p.cmdline() for p in wr.processes_in(folder)]
+    return folder, smk, before
 
 
-def seconds_until_gone(out: Path) -> float:
+def console_of(folder: Path) -> psutil.Process:
+    return next(p for p in wr.processes_in(folder) if "tier1.console" in p.cmdline())
+
+
+def ended(case: str, folder: Path, smk: subprocess.Popen, t0: float, before: dict[str, str]) -> str:
+    """Waits for the end; checks time, leftovers and earlier results; returns the last screen."""
+    try:
+        smk.wait(timeout=LIMIT_S + 30)
+    except subprocess.TimeoutExpired:
+        pass
+    gone = wr.seconds_until_gone(folder, t0, LIMIT_S)
+    print(f"{case}: every process gone after {gone:.1f} s")
+    screen = (folder / "screen.txt").read_text()
+    assert gone < LIMIT_S, screen[-3000:]
+    assert fingerprints(folder) == before
+    assert not (folder / TARGET).exists()  # no half-written result
+    assert 'File "' not in screen.split("[tier1] train, 2 rank(s): started")[-1].split("The end of")[0], screen[-3000:]
+    return screen
+
+
+def resumes(folder: Path) -> None:
+    """The same command again (after `--unlock` when Snakemake itself was killed) finishes the training
+    from its last checkpoint."""
+    if (folder / ".snakemake/locks").exists() and any((folder / ".snakemake/locks").iterdir()):
+        wr.snakemake(folder, "--unlock", *CONFIG)
+    wr.snakemake(folder, *RUN)
+    metrics = json.loads((folder / TARGET).read_text())
+    assert metrics["resumed_from_step"] > 0
+    assert any(m.startswith("resumed at step") for m in metrics["marks"])  # never shown as a clean time
+
+
+def the_end(screen: str) -> str:
+    """What the run printed after the job's own lines: the end-of-run screen."""
+    return screen[screen.rindex("tier1: "):]
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["snakemake", "its-process-group"])
+def test_kill_9_of_snakemake_ends_the_job(prepared, tmp_path, group):
+    folder, smk, before = started(prepared, tmp_path)
     t0 = time.monotonic()
-    while ranks_of(out):
-        if time.monotonic() - t0 > LIMIT_S + 30:
-            for p in ranks_of(out):
-                p.kill()
-            break
-        time.sleep(0.25)
-    return time.monotonic() - t0
+    if group:
+        os.killpg(smk.pid, signal.SIGKILL)
+    else:
+        smk.send_signal(signal.SIGKILL)
+    screen = ended(f"kill -9 of Snakemake{' and its process group' if group else ''}", folder, smk, t0, before)
+    if not group:  # the console wrapper outlived Snakemake long enough to say why the job ended
+        assert "stopped: the process that started it" in screen, screen[-2000:]
+    resumes(folder)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_snakemake_stops_the_run_and_says_how_to_resume(prepared, tmp_path, sig):
+    folder, smk, before = started(prepared, tmp_path)
+    t0 = time.monotonic()
+    smk.send_signal(sig)
+    screen = ended(f"{sig.name} to Snakemake", folder, smk, t0, before)
+    assert smk.returncode != 0
+    end = the_end(screen)
+    who = "you (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM"
+    assert f"tier1: stopped by {who}" in end, end
+    assert f"snakemake {' '.join(RUN)}" in end, end  # the run's own command, to resume
+    assert "Traceback" not in screen and "TypeError" not in screen, screen[-3000:]
+    resumes(folder)
+
+
+def test_kill_9_of_a_rank_fails_the_job_and_says_so(prepared, tmp_path):
+    folder, smk, before = started(prepared, tmp_path)
+    t0 = time.monotonic()
+    wr.ranks(folder)[-1].send_signal(signal.SIGKILL)
+    screen = ended("kill -9 of one rank", folder, smk, t0, before)
+    end = the_end(screen)
+    assert "Failed: rule train (writing results/default/train/gpus2/" in end, end
+    assert "results/default/logs/train_gpus2.log" in end and f"snakemake {' '.join(RUN)}" in end, end
+    resumes(folder)
+
+
+def test_a_stopped_rank_fails_the_job_after_the_collective_timeout(prepared, tmp_path):
+    folder, smk, before = started(prepared, tmp_path)
+    stopped = wr.ranks(folder)[-1]
+    t0 = time.monotonic()
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        screen = ended("SIGSTOP of one rank", folder, smk, t0, before)
+    finally:
+        for p in wr.processes_in(folder):
+            p.send_signal(signal.SIGCONT)
+    assert re.search(r"rank \d was stopped", screen) or re.search(
+        r"rank \d was stopped", (folder / "results/default/logs/train_gpus2.log").read_text()), screen[-3000:]
+    assert "Failed: rule train" in the_end(screen)
+    resumes(folder)
+
+
+def test_killing_the_console_wrapper_ends_the_job(prepared, tmp_path):
+    folder, smk, before = started(prepared, tmp_path)
+    t0 = time.monotonic()
+    console_of(folder).send_signal(signal.SIGKILL)
+    screen = ended("kill -9 of the console wrapper", folder, smk, t0, before)
+    assert "Failed: rule train" in the_end(screen), screen[-3000:]
+    resumes(folder)
+
+
+def test_every_job_runs_inside_the_console_wrapper_that_carries_its_lifeline(prepared):
+    """The fault cases above hold because each rule's command starts with the console story (the
+    lifeline's carrier) and each timed job holds the machine's lock: a wrapper added later in front of
+    it, or a rule without it, fails here."""
+    plan = wr.snakemake(prepared, "-n", "-p", "--forceall", "all", "check_gpus", "results/default/bench/compare.md",
+                        "--quiet", "progress", *CONFIG[:2]).stdout
+    commands = [line.strip().removeprefix("Shell command: ") for line in plan.splitlines() if "-m tier1." in line]
+    assert commands, plan[-3000:]
+    timed = ("tier1.train", "tier1.evaluate", "tier1.probe", "tier1.commbench", "tier1.preflight", "tier1.check_gpus",
+             "tier1.bench")
+    assert sum(" --timed " in cmd for cmd in commands) >= 8, "\n".join(commands)
+    for cmd in commands:
+        assert re.match(r"\S*python\S* -m tier1\.console ", cmd), cmd
+        if any(f" {m} " in cmd or f"-m {m} " in cmd for m in timed):
+            assert " --timed " in cmd.split(" -- ")[0], cmd
 
 
 @pytest.fixture()
@@ -69,69 +181,6 @@ def data(tmp_path, pairs):
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs[:48]))
     return path
-
-
-def resumes(tiny_model, data, out) -> dict:
-    proc = start(tiny_model, data, out)
-    assert proc.wait(timeout=600) == 0, (out.parent / f"{out.name}.log").read_text()[-3000:]
-    metrics = json.loads((out / "train_metrics.json").read_text())
-    assert metrics["resumed_from_step"] > 0
-    assert any(m.startswith("resumed at step") for m in metrics["marks"])  # never shown as a clean time
-    return metrics
-
-
-def rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
-    return [c for c in psutil.Process(launcher.pid).children(recursive=True) if "tier1.train" in " ".join(c.cmdline())]
-
-
-def test_killing_the_launcher_ends_every_rank(tiny_model, data, tmp_path):
-    out = tmp_path / "run"
-    proc = start(tiny_model, data, out)
-    wait_for_checkpoint(out, proc)
-    assert len(rank_processes(proc)) == 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    gone = seconds_until_gone(out)
-    print(f"launcher killed: every rank gone after {gone:.1f} s")
-    assert gone < LIMIT_S
-    resumes(tiny_model, data, out)
-
-
-def test_killing_a_rank_ends_the_job(tiny_model, data, tmp_path):
-    out = tmp_path / "run"
-    proc = start(tiny_model, data, out)
-    wait_for_checkpoint(out, proc)
-    t0 = time.monotonic()
-    rank_processes(proc)[-1].send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=LIMIT_S) != 0
-    seconds_until_gone(out)
-    gone = time.monotonic() - t0
-    print(f"rank killed: job ended and every process gone after {gone:.1f} s")
-    assert gone < LIMIT_S
-    resumes(tiny_model, data, out)
-
-
-def test_a_stopped_rank_ends_the_job_after_the_collective_timeout(tiny_model, data, tmp_path):
-    from tier1.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
-
-    out = tmp_path / "run"
-    proc = start(tiny_model, data, out, timeout_s=int(DEFAULT_COLLECTIVE_TIMEOUT_S))  # the default must do
-    wait_for_checkpoint(out, proc)
-    stopped = rank_processes(proc)[-1]
-    t0 = time.monotonic()
-    stopped.send_signal(signal.SIGSTOP)
-    try:
-        assert proc.wait(timeout=LIMIT_S) != 0
-        print(f"rank stopped (default collective timeout): job ended after {time.monotonic() - t0:.1f} s")
-        assert time.monotonic() - t0 < LIMIT_S
-    finally:
-        for p in ranks_of(out):
-            p.send_signal(signal.SIGCONT)
-    assert seconds_until_gone(out) < LIMIT_S
-    log = (out.parent / f"{out.name}.log").read_text()
-    assert "timed out" in log.lower() or "timeout" in log.lower(), log[-3000:]
-    assert re.search(r"rank \d was stopped", log), log[-3000:]  # the message names the hung rank
-    resumes(tiny_model, data, out)
 
 
 def why_it_failed(stderr: str) -> str:
@@ -175,26 +224,3 @@ def test_two_nodes_of_two_ranks_train_what_one_node_of_four_does(tiny_model, dat
         assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
 
 
-def test_killing_the_owner_past_the_job_shell_ends_every_rank(tiny_model, data, tmp_path):
-    """Snakemake runs a job as `bash -c '...'`, and that shell outlives a killed Snakemake: the
-    launcher's watchdog must see the owner go and end the job."""
-    from tier1.config import Tier1Config, stage_json
-
-    out = tmp_path / "run"
-    cfg = stage_json(Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=40, max_seq_length=32,
-                                 learning_rate=1e-3, checkpoint_every=2, gpu_counts=(2,)), "train")
-    job = (f"set -euo pipefail; CUDA_VISIBLE_DEVICES= {sys.executable} -m tier1.launch --ranks 2 tier1.train "
-           f"--config '{cfg}' --data {data} --model-out {out}/model --metrics-out {out}/train_metrics.json "
-           f"--loss-out {out}/loss.csv > {tmp_path}/run.log 2>&1")
-    owner = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen(['bash', '-c', {job!r}]); "
-                              "time.sleep(600)"])
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoints" / "last.json").exists():
-        assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-3000:]
-        time.sleep(0.5)
-    assert len([p for p in ranks_of(out) if "tier1.train" in " ".join(p.cmdline())]) >= 2
-    owner.kill()
-    owner.wait()
-    gone = seconds_until_gone(out)
-    print(f"owner (Snakemake's stand-in) killed: every rank gone after {gone:.1f} s")
-    assert gone < LIMIT_S
