@@ -34,6 +34,10 @@ rule all:
 
 # The end of a run on the console: the verdicts and the table when this run wrote the report; when
 # it stopped, why (a failed job: which one, the end of its log, what to do; a Ctrl-C: how to resume).
+onstart:
+    stop_jobs_on_signals()
+
+
 onsuccess:
     if os.path.exists(REPORT_MD) and os.path.getmtime(REPORT_MD) >= RUN_STARTED:
         print(console.run_summary(Path(REPORT_MD), Path(REPORT_HTML)), file=sys.stderr)

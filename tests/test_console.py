@@ -51,3 +51,21 @@ def test_a_failed_run_names_each_failed_jobs_log(tmp_path):
     smk_log.write_text(f"Error in rule prepare:\n    jobid: 3\n    log: {job_log} (check log file(s) for error details)\n")
     assert console.failed_logs(smk_log) == [Path(job_log)]
     assert "has no column 'anchor'" in console.failure_summary(smk_log)
+
+
+def test_a_failed_job_is_named_by_its_console_label_under_quiet_rules(tmp_path):
+    """Under `--quiet rules` (the default profile) Snakemake writes no "Error in rule" block; the
+    failed command it always reports names the job's label and log."""
+    job_log = tmp_path / "train_gpus2.log"
+    job_log.write_text("RuntimeError: the loss is NaN at step 3\n")
+    smk_log = tmp_path / "snakemake.log"
+    smk_log.write_text(
+        "RuleException:\nCalledProcessError in file \"/w/workflow/rules/train.smk\", line 26:\n"
+        f"Command 'set -euo pipefail;  /v/bin/python -m tier1.console --timed cpu --label 'train, 2 rank(s)' --log {job_log} "
+        "-- env X=1 /v/bin/python -m tier1.launch --ranks 2 tier1.train --config '{\"a\": 1}'' returned non-zero exit status 1.\n"
+        "Shutting down, this might take some time.\n")
+    assert console.failed_jobs(smk_log) == [{"job": "train, 2 rank(s)", "log": job_log, "exit": 1}]
+    text = console.end_of_failed_run([str(smk_log)], "snakemake --cores 4 all", [])
+    assert "Failed: train, 2 rank(s) (exit status 1)" in text and "the loss is NaN at step 3" in text
+    assert "    snakemake --cores 4 all" in text and str(smk_log) in text
+    assert "stopped by you (Ctrl-C)" in console.end_of_failed_run([str(smk_log)], "snakemake --cores 4 all", ["SIGINT"])

@@ -129,7 +129,7 @@ def test_kill_9_of_a_rank_fails_the_job_and_says_so(prepared, tmp_path):
     wr.ranks(folder)[-1].send_signal(signal.SIGKILL)
     screen = ended("kill -9 of one rank", folder, smk, t0, before)
     end = the_end(screen)
-    assert "Failed: rule train (writing results/default/train/gpus2/" in end, end
+    assert "Failed: train, 2 rank(s)" in end, end
     assert "results/default/logs/train_gpus2.log" in end and f"snakemake {' '.join(RUN)}" in end, end
     resumes(folder)
 
@@ -146,7 +146,7 @@ def test_a_stopped_rank_fails_the_job_after_the_collective_timeout(prepared, tmp
             p.send_signal(signal.SIGCONT)
     assert re.search(r"rank \d was stopped", screen) or re.search(
         r"rank \d was stopped", (folder / "results/default/logs/train_gpus2.log").read_text()), screen[-3000:]
-    assert "Failed: rule train" in the_end(screen)
+    assert "Failed: train, 2 rank(s)" in the_end(screen)
     resumes(folder)
 
 
@@ -155,7 +155,7 @@ def test_killing_the_console_wrapper_ends_the_job(prepared, tmp_path):
     t0 = time.monotonic()
     console_of(folder).send_signal(signal.SIGKILL)
     screen = ended("kill -9 of the console wrapper", folder, smk, t0, before)
-    assert "Failed: rule train" in the_end(screen), screen[-3000:]
+    assert "Failed: train, 2 rank(s)" in the_end(screen), screen[-3000:]
     resumes(folder)
 
 

@@ -21,20 +21,28 @@ RERUN = shlex.join(["snakemake", *sys.argv[1:]])
 STOPPED_BY = []  # the signal that stopped this run (Ctrl-C, a scheduler's SIGTERM), if one did
 
 
-def _stop_jobs(signum, frame):
-    """Ctrl-C or SIGTERM to Snakemake: every running job is asked to stop now (Snakemake alone
-    would wait for them to end), then Snakemake ends its run as on a Ctrl-C."""
-    STOPPED_BY.append(signal.Signals(signum).name)
-    console.stop_jobs(os.getpid(), signum)
-    raise KeyboardInterrupt
+def stop_jobs_on_signals():
+    """Ctrl-C (SIGINT) or SIGTERM to Snakemake: every running job is asked to stop now, where
+    Snakemake alone would wait for it to end; then Snakemake ends the run its own way (SIGINT: as
+    on a Ctrl-C; SIGTERM: its graceful exit, which now waits only for the stopping jobs). Called
+    from onstart, after Snakemake has set its own SIGTERM handler, which this one then calls."""
 
+    def handler(previous):
+        def stop(signum, frame):
+            STOPPED_BY.append(signal.Signals(signum).name)
+            console.stop_jobs(os.getpid(), signum)
+            if signum == signal.SIGINT or not callable(previous):
+                raise KeyboardInterrupt
+            previous(signum, frame)
 
-if "--lint" not in sys.argv:
-    try:
-        signal.signal(signal.SIGINT, _stop_jobs)
-        signal.signal(signal.SIGTERM, _stop_jobs)
-    except ValueError:  # not Snakemake's main thread: nothing to stop from here
-        pass
+        return stop
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler(signal.getsignal(sig)))
+        except ValueError:  # not Snakemake's main thread: nothing to stop from here
+            pass
+
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).
 GPUS = visible_gpus()

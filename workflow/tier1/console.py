@@ -187,20 +187,38 @@ def run_summary(md: Path, html: Path | None = None) -> str:
     return "\n".join(out)
 
 
+LABEL = re.compile(r"-m tier1\.console .*?--label ('[^']*'|\S+)")
+LOG = re.compile(r"-m tier1\.console .*?--log (\S+)")
+EXIT = re.compile(r"returned non-zero exit status (\d+)")
+
+
 def failed_jobs(snakemake_log: Path) -> list[dict]:
-    """The jobs a Snakemake log reports as failed: rule, outputs and log file of each."""
+    """The jobs a Snakemake log reports as failed: what the job is (its console label, else its
+    rule), its outputs, log file and exit status. Read from Snakemake's error block ("Error in rule",
+    absent under `--quiet rules`) and from the failed command it always reports."""
     jobs, job = [], None
     for line in tail(snakemake_log, 100000):
         if line.startswith("Error in rule"):
-            job = {"rule": line[len("Error in rule"):].split(",")[0].strip(" :"), "output": "", "log": None}
+            job = {"job": "rule " + line[len("Error in rule"):].split(",")[0].strip(" :"), "output": "", "log": None}
             jobs.append(job)
+        elif line.startswith("Command '") and "tier1.console" in line:
+            label, logfile, status = LABEL.search(line), LOG.search(line), EXIT.search(line)
+            jobs.append({"job": label[1].strip("'") if label else "a job", "output": "",
+                         "log": Path(logfile[1]) if logfile else None, "exit": int(status[1]) if status else None})
+            job = None
         elif job is not None and line.strip().startswith("output:"):
             job["output"] = line.split("output:", 1)[1].strip()
         elif job is not None and line.strip().startswith("log:"):
             job["log"] = Path(line.split("log:", 1)[1].split("(")[0].strip().split(",")[0])
         elif job is not None and not line.startswith(" "):
             job = None
-    unique = {(j["rule"], j["output"]): j for j in jobs}
+    unique: dict = {}
+    for j in jobs:  # one entry per job: the console's label wins over the rule name
+        key = j["log"] or j["job"]
+        if key not in unique or not unique[key]["job"].startswith("rule "):
+            unique.setdefault(key, {}).update({k: v for k, v in j.items() if v})
+        else:
+            unique[key].update({k: v for k, v in j.items() if v and k != "job"} | {"job": j["job"]})
     return list(unique.values())
 
 
@@ -213,7 +231,8 @@ def failure_summary(snakemake_log: Path, rerun: str = "snakemake --cores 4 all")
     jobs = failed_jobs(snakemake_log)
     out = ["", f"tier1: the run stopped: {len(jobs) or 'a'} job{'s' if len(jobs) > 1 else ''} failed."]
     for job in jobs:
-        out += ["", f"Failed: rule {job['rule']}" + (f" (writing {job['output']})" if job["output"] else "")]
+        out += ["", f"Failed: {job['job']}" + (f" (exit status {job['exit']})" if job.get("exit") else "")
+                + (f", writing {job['output']}" if job.get("output") else "")]
         if job["log"]:
             out += [f"The end of its log, {job['log']}:", *(f"    {line}" for line in tail(job["log"]))]
     incomplete = any("--rerun-incomplete" in line for line in tail(snakemake_log, 100000))
