@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -174,6 +176,45 @@ def test_every_job_runs_inside_the_console_wrapper_that_carries_its_lifeline(pre
         assert re.match(r"\S*python\S* -m tier1\.console ", cmd), cmd
         if any(f" {m} " in cmd or f"-m {m} " in cmd for m in timed):
             assert " --timed " in cmd.split(" -- ")[0], cmd
+
+
+def test_two_runs_at_once_never_time_at_the_same_moment(prepared, tmp_path):
+    """Two Snakemake runs on one machine, started together: the machine's lock keeps their timed
+    jobs apart, and the one that waits says for whom."""
+    lock_dir = tmp_path / "locks"
+    env = {**wr.ENV, "TIER1_LOCK_DIR": str(lock_dir)}
+    target = "results/default/train/gpus1/train_metrics.json"
+    folders = [wr.copy(prepared, tmp_path / name) for name in ("a", "b")]
+    runs = [wr.start(f, "--cores", "2", target, *CONFIG, env=env) for f in folders]
+    for run, folder in zip(runs, folders, strict=True):
+        assert run.wait(timeout=600) == 0, (folder / "screen.txt").read_text()[-3000:]
+    spans = sorted((datetime.fromisoformat(m["started_at"]), datetime.fromisoformat(m["finished_at"]))
+                   for m in (json.loads((f / target).read_text()) for f in folders))
+    assert spans[0][1] <= spans[1][0], spans  # the second started after the first had finished
+    screens = [(f / "screen.txt").read_text() for f in folders]
+    waited = [s for s in screens if "waiting for the machine (cpu): run 'default', job 'train, 1 rank(s)'" in s]
+    assert len(waited) == 1, screens
+    assert "the machine is free (cpu) after" in waited[0]
+
+
+def test_a_failed_job_ends_the_run_with_its_story_and_what_to_do(prepared, tmp_path, tiny_model):
+    """A model whose weights cannot be read passes the checks before the run (its folder is
+    complete) and fails the training job: the last screen names the job, shows the end of its
+    log and the command to rerun, and holds no traceback from tier1 itself."""
+    folder = wr.copy(prepared, tmp_path / "run")
+    broken = folder / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    run = [*RUN, "model=broken-model"]  # one more --config value
+    proc = wr.snakemake(folder, *run, check=False)
+    screen = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    end = the_end(screen)
+    print(end)
+    assert "Failed: train, 2 rank(s)" in end, screen[-4000:]
+    assert "The end of its log, results/default/logs/train_gpus2.log:" in end, end
+    assert f"snakemake {' '.join(run)}" in end, end
+    assert "TypeError" not in screen and "Traceback" not in end.split("What to do")[1], screen[-4000:]
 
 
 @pytest.fixture()

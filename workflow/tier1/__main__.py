@@ -10,7 +10,7 @@ COMMANDS = {
     "preflight": ("tier1.preflight", "the machine's layout: GPUs, links, NUMA, NCCL, or CPU cores (preflight.json)"),
     "prepare": ("tier1.prepare", "training pairs and a BEIR-form test set from the configured dataset"),
     "tokenize": ("tier1.token_cache", "token ids of every text, once for all later stages and ranks"),
-    "train": ("tier1.train", "fine-tune on one process, or on N under torchrun (DDP)"),
+    "train": ("tier1.train", "fine-tune on one process, or on N ranks with DDP (through tier1.launch)"),
     "evaluate": ("tier1.evaluate", "retrieval quality of one model, encoding spread over the ranks"),
     "probe": ("tier1.probe", "the largest training and encoding batch per GPU"),
     "commbench": ("tier1.commbench", "all-reduce and all-gather sweeps (algbw, busbw) and a matmul probe"),
@@ -25,7 +25,9 @@ The stages the Snakemake workflow runs (snakemake --cores 4 all), one command ea
 {stages}
 
 Each stage takes --config: the JSON its rule passes, or a config YAML such as config/config.yaml.
-Several ranks: torchrun --standalone --nproc_per_node N -m tier1.train ...
+Several ranks: python -m tier1.launch --ranks N [--gpus] tier1.train ... (torchrun underneath, each rank
+on a GPU of its own with --gpus, and no rank outliving the job); --nnodes M --rdzv-endpoint HOST:PORT
+for several machines.
 """
 
 

@@ -1,4 +1,4 @@
-"""Stage 3, evaluate: retrieval quality of one model, with encoding and top-k spread over ranks.
+"""Stage 5, evaluate: retrieval quality of one model, with encoding and top-k spread over ranks.
 
 One process:
     python -m tier1.evaluate --config '<json>' --model results/train/gpus1/model \

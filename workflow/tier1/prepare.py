@@ -1,4 +1,4 @@
-"""Stage 1, prepare: training pairs and the BEIR-form evaluation set.
+"""Stage 2, prepare: training pairs and the BEIR-form evaluation set.
 
     python -m tier1.prepare --config '{"dataset": "stdlib", ...}' --train results/data/train.jsonl \\
         --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \\

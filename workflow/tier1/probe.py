@@ -1,4 +1,4 @@
-"""Stage 4, probe: the largest training and encoding batch per device, found over out-of-memory.
+"""Stage 6, probe: the largest training and encoding batch per device, found over out-of-memory.
 
     torchrun --standalone --nproc_per_node N -m tier1.probe --config '<json>' \\
         --tokens results/data/tokens.safetensors --out results/probe/gpusN.json

@@ -1,4 +1,4 @@
-"""Stage 1b, tokenize: token ids of every text, computed once for all later stages and ranks.
+"""Stage 3, tokenize: token ids of every text, computed once for all later stages and ranks.
 
     python -m tier1.token_cache --config '{"model": ..., "max_seq_length": 64}' \\
         --train results/data/train.jsonl --corpus results/data/test/corpus.jsonl \\

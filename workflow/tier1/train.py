@@ -1,13 +1,15 @@
-"""Stage 2, train: fine-tune the encoder on one process or under DDP.
+"""Stage 4, train: fine-tune the encoder on one process or under DDP.
+
+(The stages in the order the workflow runs them and `tier1 --help` lists them: 1 preflight,
+2 prepare, 3 tokenize, 4 train, 5 evaluate, 6 probe, 7 commbench, 8 report.)
 
 One process (the 1-GPU baseline):
     python -m tier1.train --config '<json>' --data results/data/train.jsonl \\
         --tokens results/data/tokens.safetensors --model-out results/train/gpus1/model \\
         --metrics-out results/train/gpus1/train_metrics.json --loss-out results/train/gpus1/loss.csv
-N processes on one machine (DDP; NCCL on GPUs, gloo on CPU):
-    torchrun --standalone --nproc_per_node N -m tier1.train ...
-Several machines: torchrun --nnodes M --nproc_per_node N --rdzv-backend c10d
-    --rdzv-endpoint HOST:PORT -m tier1.train ...
+N processes on one machine (DDP; NCCL on GPUs, gloo on CPU), one GPU each with --gpus:
+    python -m tier1.launch --ranks N [--gpus] tier1.train ...
+Several machines: the same command on each, with --nnodes M --rdzv-endpoint HOST:PORT.
 Only global rank 0 writes files and logs progress. Checkpoints go to `checkpoints/` beside the
 metrics file; a rerun of the same configuration resumes from the last one.
 """

@@ -1,1 +1,1 @@
-"""Stage 5, report: the measured performance table, verdicts and plots."""
+"""Stage 8, report: the measured performance table, verdicts and plots."""

@@ -1,4 +1,4 @@
-"""Stage 5, report: regenerate the performance table and plots from the stages' files.
+"""Stage 8, report: regenerate the performance table and plots from the stages' files.
 
     python -m tier1.report --config '{"internode_busbw_gbps": null}' --manifest results/data/manifest.json \\
         --tokenize results/data/tokens.json \\

@@ -114,6 +114,8 @@ def card_line() -> str:
 def csv_rows(r: Results) -> list[dict]:
     """Long form: one measured value per row, with the file it came from."""
     out = []
+    # On a CPU the ranks share cores: the ratio of times is not a speedup, and not named one
+    ratio_name = "time_ratio" if analysis.cpu_rehearsal(r) else "speedup"
 
     def add(metric, n, value, unit, source):
         out.append({"metric": metric, "world_size": n, "value": value, "unit": unit, "source": source})
@@ -127,7 +129,7 @@ def csv_rows(r: Results) -> list[dict]:
                 rate = "train_samples_per_s" if prefix == "train" else "eval_documents_per_s"
                 add(f"{stage}_time", n, row[f"{prefix}_wall_s"], "s", src)
                 add(f"{stage}_throughput", n, row[rate], rate_unit, src)
-                add(f"{stage}_speedup", n, row[f"{prefix}_speedup"], "x", src)
+                add(f"{stage}_{ratio_name}", n, row[f"{prefix}_speedup"], "x", src)
                 add(f"{stage}_efficiency", n, row[f"{prefix}_efficiency"], "fraction", src)
         if n in r.train:
             src = r.source("train", n)
