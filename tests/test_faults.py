@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 LIMIT_S = 60
 COLLECTIVE_TIMEOUT_S = 20  # the SIGSTOP case ends through it
 TARGET = "results/default/train/gpus2/train_metrics.json"
-CONFIG = ["--configfile", wr.TINY, "--config", "num_epochs=40", "checkpoint_every=2",
+CONFIG = ["--configfile", wr.TINY, "--config", "num_epochs=25", "checkpoint_every=2",
           f"collective_timeout_s={COLLECTIVE_TIMEOUT_S}"]
 RUN = ["--cores", "2", TARGET, *CONFIG]
 
