@@ -213,6 +213,7 @@ def test_a_failed_job_ends_the_run_with_its_story_and_what_to_do(prepared, tmp_p
     print(end)
     assert "Failed: train, 2 rank(s)" in end, screen[-4000:]
     assert "The end of its log, results/default/logs/train_gpus2.log:" in end, end
+    assert "SafetensorError" in end, end  # the rank's own error, not only torchrun's summary
     assert f"snakemake {' '.join(run)}" in end, end
     assert "TypeError" not in screen and "Traceback" not in end.split("What to do")[1], screen[-4000:]
 

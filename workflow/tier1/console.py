@@ -44,6 +44,19 @@ def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
         return []
 
 
+# A rank's own last words (tier1's ERROR lines, a rank's exception), which torchrun's failure
+# summary at the end of the log pushes out of a plain tail
+CAUSE = re.compile(r" ERROR tier1[.\w]*|^\[rank\d+\]: [\w.]*(Error|Exception)\b")
+
+
+def why_it_failed(path: Path, n: int = TAIL_LINES) -> list[str]:
+    """The end of a failed job's log, led by the causes a plain tail would miss."""
+    lines = tail(path, 1_000_000)
+    end = lines[-n:]
+    causes = [line for line in lines[:-n] if CAUSE.search(line)][-4:]
+    return [*causes, "    ..." if causes else "", *end] if causes else end
+
+
 STOP_GRACE_S = 20.0  # after a stop request, how long the job has to end before it is killed
 LIFELINE_EVERY_S = 1.0
 
@@ -160,7 +173,7 @@ def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
         say(f"[tier1] {label}: {job.stopped_by} after {seconds:.0f} s; its log: {log}")
         return 130
     say(f"[tier1] {label}: FAILED (exit {proc.returncode}) after {seconds:.0f} s; the end of {log}:")
-    for line in tail(log):
+    for line in why_it_failed(log):
         say(f"    {line}")
     return proc.returncode if proc.returncode > 0 else 1
 
@@ -234,7 +247,7 @@ def failure_summary(snakemake_log: Path, rerun: str = "snakemake --cores 4 all")
         out += ["", f"Failed: {job['job']}" + (f" (exit status {job['exit']})" if job.get("exit") else "")
                 + (f", writing {job['output']}" if job.get("output") else "")]
         if job["log"]:
-            out += [f"The end of its log, {job['log']}:", *(f"    {line}" for line in tail(job["log"]))]
+            out += [f"The end of its log, {job['log']}:", *(f"    {line}" for line in why_it_failed(job["log"]))]
     incomplete = any("--rerun-incomplete" in line for line in tail(snakemake_log, 100000))
     out += ["", "What to do: fix the cause shown above, then run the same command again; it goes on from where it "
             "stopped (finished jobs are kept and not redone, training resumes from its last checkpoint):",
