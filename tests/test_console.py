@@ -69,3 +69,19 @@ def test_a_failed_job_is_named_by_its_console_label_under_quiet_rules(tmp_path):
     assert "Failed: train, 2 rank(s) (exit status 1)" in text and "the loss is NaN at step 3" in text
     assert "    snakemake --cores 4 all" in text and str(smk_log) in text
     assert "stopped by you (Ctrl-C)" in console.end_of_failed_run([str(smk_log)], "snakemake --cores 4 all", ["SIGINT"])
+
+
+def test_the_job_lives_by_whatever_started_its_wrappers(tmp_path):
+    """The job below `bash -c`, the console story and `env` finds its true owner (this process) and
+    inherits the console's lifeline: what the launcher's watchdog watches."""
+    import json
+    import os
+    import subprocess
+
+    probe = "import json, os; from tier1 import lifeline; print(json.dumps([lifeline.owner(os.getpid()), lifeline.inherited()]))"
+    job = (f"{sys.executable} -m tier1.console --label probe --log {tmp_path}/probe.log -- "
+           f"env X=1 {sys.executable} -c {json.dumps(probe)}")
+    subprocess.run(["bash", "-c", f"{job}; true"], check=True, capture_output=True)
+    owner, inherited = json.loads((tmp_path / "probe.log").read_text())
+    assert owner == os.getpid()
+    assert inherited[0] == os.getpid() and len(inherited) == 2  # this process, then the console
