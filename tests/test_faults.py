@@ -185,7 +185,8 @@ def test_two_runs_at_once_never_time_at_the_same_moment(prepared, tmp_path):
     env = {**wr.ENV, "TIER1_LOCK_DIR": str(lock_dir)}
     target = "results/default/train/gpus1/train_metrics.json"
     folders = [wr.copy(prepared, tmp_path / name) for name in ("a", "b")]
-    runs = [wr.start(f, "--cores", "2", target, *CONFIG, env=env) for f in folders]
+    short = ["--configfile", wr.TINY, "--config", "num_epochs=2"]  # 8 steps: the wait is what is tested
+    runs = [wr.start(f, "--cores", "2", target, *short, env=env) for f in folders]
     for run, folder in zip(runs, folders, strict=True):
         assert run.wait(timeout=600) == 0, (folder / "screen.txt").read_text()[-3000:]
     spans = sorted((datetime.fromisoformat(m["started_at"]), datetime.fromisoformat(m["finished_at"]))

@@ -24,7 +24,8 @@ def plan(workdir, *args, gpus: int | None = None) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if k != "TIER1_GPUS"}
     if gpus is not None:
         env["TIER1_GPUS"] = str(gpus)  # a machine with this many GPUs, as far as planning goes
-    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "all", *args], cwd=workdir,
+    # --quiet progress: the default profile quiets the per-job blocks, shell commands included
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "all", "--quiet", "progress", *args], cwd=workdir,
                           capture_output=True, text=True, env=env)
 
 
