@@ -182,23 +182,30 @@ def projection(r: Results, targets=(8, 16, 32)) -> list[dict]:
 
 
 def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
-    """Every world size above 1 at FLAG_BELOW or more of its predicted speedup; None when no
-    prediction can be made (no 1-rank run, or only one world size)."""
+    """Every world size above 1 at FLAG_BELOW or more of its predicted speedup, judged only where
+    the run's own spread (tier1.report.noise) puts the ratio clear of the threshold; None when no
+    prediction can be made (no 1-rank run, or only one world size). The measured side is the
+    steady-step ratio, the one the prediction models; the wall-time ratio is named beside it."""
     rows = [x for x in prediction.world_size_rows(r) if x["world_size"] > 1]
     if not rows:
         return None
+    walls = {x["world_size"]: x["train_speedup"] for x in scaling_rows(r)}
     judged = [x for x in rows if x["flagged"] is not None]
     flagged = [x for x in judged if x["flagged"]]
     # a CPU rehearsal's ratios are time ratios (1 rank / n ranks), never written as speedups
-    unit, what = ("x", "") if rows[0]["on_gpu"] else ("", " time ratio")
+    unit, what = ("x", "speedup") if rows[0]["on_gpu"] else ("", "time ratio")
     parts = []
     for x in rows:
+        n = x["world_size"]
         state = ("not judged (marked)" if x["marks"] else "n/a" if x["ratio"] is None
-                 else f"{pct(x['ratio'])} of predicted" + (" — BELOW" if x["flagged"] else ""))
-        parts.append(f"{x['world_size']} ranks: measured{what} {fmt(x['measured_step_speedup'], unit)} vs predicted "
-                     f"{fmt(x['predicted_speedup'], unit)}, {state}")
+                 else f"{pct(x['ratio'])} of predicted, {x['judgement']}" + (" — BELOW" if x["flagged"] else ""))
+        parts.append(f"{n} ranks: steady-step {what} {fmt(x['measured_step_speedup'], unit)} vs predicted "
+                     f"{fmt(x['predicted_speedup'], unit)} ({state}; wall-time {what} {fmt(walls.get(n), unit)})")
     worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
     text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
+    if cpu_rehearsal(r):
+        text = ("CPU rehearsal: this judges whether the model of this machine (ranks sharing its cores, gloo "
+                "collectives) explains the measured steps, not GPU scaling. ") + text
     return ("vs prediction", (not flagged) if judged else None, text)
 
 

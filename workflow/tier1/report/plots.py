@@ -72,7 +72,16 @@ def speedup(r: Results, path: Path):
     for key, label, m, ls in (("train", "training", "o", "-"), ("eval", "evaluation", "s", "--")):
         pts = [(x["world_size"], x[f"{key}_speedup"]) for x in rows if x[f"{key}_speedup"] is not None]
         if pts:
-            ax.plot(*zip(*pts), marker=m, linestyle=ls, color="black", label=f"{label} (measured)")
+            ax.plot(*zip(*pts), marker=m, linestyle=ls, color="black", label=f"{label}, wall time (measured)")
+    # the steady step's ratio, the one "vs prediction" judges, and the prediction itself: named apart
+    from tier1.report import prediction
+
+    pred = [x for x in prediction.world_size_rows(r) if not x["marks"]]
+    steps = [(x["world_size"], x["measured_step_speedup"]) for x in pred if x["measured_step_speedup"]]
+    if steps:
+        ax.plot(*zip(*steps), marker="D", linestyle="-", color="0.45", label="training, steady step (measured)")
+        ax.plot([x["world_size"] for x in pred], [x["predicted_speedup"] for x in pred], marker="^",
+                linestyle=":", color="0.45", label="training, steady step (predicted)")
         for x in rows:  # a marked time gives no speedup: say where one is missing and why
             if x[f"{key}_marks"]:
                 ax.annotate(f"{label} x{x['world_size']}: {mark_kinds(x[f'{key}_marks'])}, not drawn",
@@ -242,6 +251,17 @@ DECOMPOSITION_STYLE = {"compute": ("0.35", ""), "exposed_comm": ("0.9", "xx"), "
                        "optimizer": ("0.65", "//"), "stragglers": ("0.8", ".."), "other": ("0.97", "--")}
 
 
+def fit_to_step(seconds: dict[str, float | None], step: float | None) -> dict[str, float]:
+    """The parts to stack for one bar: none negative, and together never taller than the step
+    (a negative "other" means the other parts exceed the step: they are scaled down to it)."""
+    parts = {k: max(0.0, v or 0.0) for k, v in seconds.items() if k != "other"}
+    known = sum(parts.values())
+    if step and known > step:
+        parts = {k: v * step / known for k, v in parts.items()}
+    parts["other"] = max(0.0, (step or 0.0) - sum(parts.values())) if step else max(0.0, seconds.get("other") or 0.0)
+    return parts
+
+
 def decomposition(r: Results, path: Path) -> None:
     """Per world size, the measured step (left bar) beside the predicted one (right, lighter
     edge), stacked by term."""
@@ -249,19 +269,21 @@ def decomposition(r: Results, path: Path) -> None:
     from tier1.training.decomposition import LABELS, TERMS
 
     predicted = {x["world_size"]: x["predicted"] for x in prediction.world_size_rows(r)}
+    steps = {n: (r.train[n].get("decomposition") or {}).get("step_s") for n in r.train}
     sizes = sorted(r.train)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.38
     for i, n in enumerate(sizes):
         measured = r.train[n].get("decomposition")
-        bars = [(i - width / 2, measured["seconds"] if measured else None, "black"),
-                (i + width / 2, predicted[n]["seconds"] if n in predicted else None, "0.5")]
+        bars = [(i - width / 2, fit_to_step(measured["seconds"], steps[n]) if measured else None, "black"),
+                (i + width / 2, fit_to_step(predicted[n]["seconds"], predicted[n]["step_s"])
+                 if n in predicted else None, "0.5")]
         for x, seconds, edge in bars:
             if seconds is None:
                 continue
             bottom = 0.0
             for term in TERMS:
-                v = max(0.0, seconds.get(term) or 0.0)  # a negative "other" (noise) is not drawn
+                v = seconds[term]
                 color, hatch = DECOMPOSITION_STYLE[term]
                 ax.bar(x, v, width=width, bottom=bottom, color=color, hatch=hatch, edgecolor=edge,
                        label=LABELS[term] if i == 0 and edge == "black" else None)

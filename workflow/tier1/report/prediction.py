@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tier1.report import noise
 from tier1.training.decomposition import LABELS, TERMS
 
 BACKWARD_FRACTION = 2 / 3  # backward ~ 2x the forward's FLOPs: 2/3 of forward+backward
@@ -214,12 +215,16 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
         ratio = measured / pred_speedup if measured and pred_speedup else None
         marks = [f"{n}-rank run: {m}" for m in rec.get("marks", [])]
         marks += [f"1-rank run: {m}" for m in one.get("marks", [])] if n != 1 else []
-        flagged = None if ratio is None or marks or n == 1 else ratio < flag_below
+        uncertainty = noise.ratio_uncertainty(one, rec) if n != 1 else None
+        flagged, judgement = noise.judge(ratio, flag_below, uncertainty)
+        if marks or n == 1:
+            flagged, judgement = None, "not judged (marked)" if marks else "n/a"
         term = largest_gap(d["seconds"], pred["seconds"]) if d and flagged else None
         out.append({
             "world_size": n, "predicted": pred, "predicted_speedup": pred_speedup,
             "measured_step_speedup": measured, "measured_step_s": step, "measured": d,
-            "ratio": ratio, "flagged": flagged, "marks": marks, "largest_gap_term": term,
+            "ratio": ratio, "flagged": flagged, "judgement": judgement, "uncertainty": uncertainty,
+            "marks": marks, "largest_gap_term": term,
             "comm": comm, "work": work, "slowdown": slowdown, "hardware_share": share,
             "on_gpu": on_gpu, "gpus": gpus, "cores": cores, "threads": _threads(rec),
             "gradient_bytes": rec.get("gradient_bytes"),

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis, instruments, overhead, prediction, quality
+from tier1.report import analysis, instruments, noise, overhead, prediction, quality
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
 from tier1.training.decomposition import LABELS, TERMS
@@ -182,7 +182,8 @@ def to_markdown(r: Results) -> str:
     cpu = analysis.cpu_rehearsal(r)
     # On a CPU the ranks share cores: the ratio of times is shown, never called a speedup.
     ratio = (lambda x: fmt(x)) if cpu else (lambda x: fmt(x, "x"))
-    ratio_head = f"Time ratio (1 / {largest} ranks), CPU rehearsal" if cpu else f"Speedup ({largest} vs 1)"
+    ratio_head = (f"Wall-time ratio (1 / {largest} ranks), CPU rehearsal" if cpu
+                  else f"Wall-time speedup ({largest} vs 1)")
     lines = ["# tier1 performance report", "", machine_line(r), "", "## Verdicts", ""]
     for name, ok, text in analysis.verdicts(r):
         mark = "n/a" if ok is None else ("PASS" if ok else "FAIL")
@@ -213,7 +214,7 @@ def to_markdown(r: Results) -> str:
     speed_head = "time ratio (1 / N ranks)" if cpu else "speedup"
     lines += ["", "## Scaling detail", "",
               "| World size | Train time (median, min-max) | Samples/s | Tokens/s | Steady step | MFU "
-              f"| Train {speed_head} | Train efficiency | Gradient all-reduce per step "
+              f"| Train {speed_head}, wall | Train efficiency | Gradient all-reduce per step "
               f"| Eval time (median, min-max) | Documents/s | Eval {speed_head} | Eval efficiency "
               "| Peak memory per device | Global batch | Per-device batch | Negatives per anchor | Gathered | LR | Accum |",
               "|---" * 20 + "|"]
@@ -346,8 +347,9 @@ def decomposition_section(r: Results) -> list[str]:
              "Per step, median over ranks. Compute is the forward+backward with DDP's gradient sync skipped "
              "(`no_sync()`: the run's last steps again after training, same batches and dropout masks, untimed "
              "for the run); exposed communication is the synced forward+backward minus the slowest rank's compute; "
-             "stragglers is the slowest rank's compute minus the median rank's; other is what remains of the step "
-             "(negative when the steps the parts come from were slower than the steady median). At 1 rank there is no sync: "
+             "stragglers is the slowest rank's compute minus the median rank's; other is what remains of the step. "
+             "When the steps the parts come from ran slower than the steady median, the parts are scaled to the step "
+             "(marked *, with the factor) and other is 0. At 1 rank there is no sync: "
              "both are 0 by definition.", "",
              "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run |",
              "|---" * (len(TERMS) + 3) + "|"]
@@ -356,7 +358,9 @@ def decomposition_section(r: Results) -> list[str]:
             lines.append(f"| {n} | n/a (no decomposition in the record) |" + " |" * (len(TERMS) + 1))
             continue
         cells = [f"{_s(d['seconds'][t])} ({pct(d['fraction_of_step'][t])})" for t in TERMS]
-        lines.append(f"| {n} | {_s(d['step_s'])} | " + " | ".join(cells) + f" | {d['steps_rerun']} |")
+        scaled = d.get("scaled_to_step", 1.0)
+        mark = f" (parts x{scaled:.2f}*)" if scaled < 1.0 else ""
+        lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {d['steps_rerun']} |")
     return lines + [""]
 
 
@@ -374,8 +378,11 @@ def prediction_section(r: Results) -> list[str]:
              f"the FLOPs ratio) hides the gradient all-reduce, timed at the gradient size from the collectives "
              f"benchmark, except for DDP's last {prediction.DDP_BUCKET_BYTES // 2**20} MiB bucket; the loss's embedding "
              f"gather counts as compute; optimizer and other stay as at 1 rank; no stragglers. A world size under "
-             f"{pct(prediction.FLAG_BELOW)} of its prediction is flagged. Measured speedups here are from the "
-             f"steady step (1-rank step / n-rank step x global-batch ratio); the wall-time speedup is beside them.", ""]
+             f"{pct(prediction.FLAG_BELOW)} of its prediction is flagged, and only when the run's own spread puts it "
+             f"clear of that line ({noise.NOISE_SIGMAS:g} standard errors of the steady-step medians, or the repeats' "
+             f"spread, whichever is larger); within that it is not judged. Measured speedups here are from the "
+             f"steady step (1-rank step / n-rank step x global-batch ratio), the one the prediction models; the "
+             f"wall-time ratio (the table's) is beside them: it also counts the first steps and the set-up they pay.", ""]
     # On a CPU the ratios are time ratios of a rehearsal, never shown as speedups (no "x")
     what, x_unit = ("speedup", "x") if first["on_gpu"] else ("time ratio", "")
     if not first["on_gpu"]:
@@ -389,7 +396,8 @@ def prediction_section(r: Results) -> list[str]:
     for x in rows:
         n, comm = x["world_size"], x["comm"]
         flag = ("n/a" if n == 1 else f"not judged ⚠ {'; '.join(x['marks'])}" if x["marks"]
-                else "n/a" if x["flagged"] is None else "**BELOW**" if x["flagged"] else "ok")
+                else f"n/a ({x['judgement']})" if x["flagged"] is None
+                else f"**BELOW** ({x['judgement']})" if x["flagged"] else f"ok ({x['judgement']})")
         p = x["predicted"]
         lines.append(
             f"| {n} | {fmt(x['measured_step_speedup'], x_unit)} | {fmt(scaling.get(n, {}).get('train_speedup'), x_unit)} "

@@ -12,7 +12,9 @@ compute plus the communication backward did not hide:
     exposed_comm = median over ranks of the synced forward+backward - slowest rank's compute
     data, optimizer = median over ranks of each rank's median
     other        = step - all of the above (the loss's all-reduce for logging, the scheduler,
-                   Python; negative when the few steps the parts come from were slower than the steady median)
+                   Python). When the few steps the parts come from ran slower than the steady
+                   median, the parts add up to more than the step: they are then scaled to it
+                   (`scaled_to_step` < 1) and other is 0, so the parts never exceed the step.
 
 Compute includes the loss's all-gather of embeddings (it runs in the forward, synced or not).
 At world size 1 there is nothing to sync: exposed communication and stragglers are zero by
@@ -61,12 +63,22 @@ def decompose(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     optimizer = _median(p["optimizer_s"] for p in parts) or 0.0
     seconds = {"compute": compute, "exposed_comm": exposed, "data": data, "optimizer": optimizer,
                "stragglers": stragglers}
-    seconds["other"] = step - sum(seconds.values()) if step is not None else None
+    scale = 1.0
+    known = sum(seconds.values())
+    if step is not None and known > step > 0:
+        # the parts come from a few steps, the step from the steady median: when those few ran
+        # slower, the parts are scaled to the step (their proportions kept), so they never add
+        # up to more than the step they split
+        scale = step / known
+        seconds = {k: v * scale for k, v in seconds.items()}
+    seconds["other"] = None if step is None else 0.0 if scale < 1 else step - sum(seconds.values())
     return {
         "world_size": world,
         "step_s": step,
         "seconds": seconds,
         "fraction_of_step": {k: (v / step if step and v is not None else None) for k, v in seconds.items()},
+        # 1.0, or the factor the parts were scaled by to fit the steady step
+        "scaled_to_step": scale,
         "synced_forward_backward_s": _median(synced_by_rank),
         "per_rank": {"compute_s": compute_by_rank, "synced_forward_backward_s": synced_by_rank},
         "steps_rerun": len(parts[0]["unsynced_s"]) if world > 1 else 0,

@@ -53,6 +53,19 @@ def steady(values: list[float]) -> float | None:
     return median(values[max(1, len(values) // 10):]) if len(values) > 1 else median(values)
 
 
+def steady_spread(values: list[float]) -> dict[str, Any] | None:
+    """How far the steady steps scatter, and so how well their median is known: the interquartile
+    range, and the median's standard error relative to it (~0.93 IQR / sqrt(n) for steps that
+    scatter normally; robust to a few slow ones). The report judges ratios of medians with it."""
+    kept = values[max(1, len(values) // 10):] if len(values) > 1 else list(values)
+    if len(kept) < 4:
+        return None
+    q1, mid, q3 = statistics.quantiles(kept, n=4, method="inclusive")
+    iqr = q3 - q1
+    return {"steps": len(kept), "q1_s": q1, "q3_s": q3, "iqr_s": iqr,
+            "median_se_relative": 0.93 * iqr / mid / len(kept) ** 0.5 if mid else None}
+
+
 STALL_FACTOR = 10.0  # a step this many times the steady step (and over STALL_MIN_S) is a stall
 STALL_MIN_S = 1.0
 
@@ -142,6 +155,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         # the same median as wall_time_s (one repeat's samples over the median repeat's time)
         "samples_per_s": samples / wall if wall else None,
         "steady_step_s": step_s,
+        "steady_step_spread": steady_spread(t.step),
         "stalls": step_stalls,
         "marks": marks(start_step, plan.total_steps, step_stalls),
         "throughput": {
