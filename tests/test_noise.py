@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_prediction import comm, decomposition, gpu_results, record
 
+from test_prediction import comm, decomposition, gpu_results, record
 from tier1.report import analysis, noise, plots, prediction
 from tier1.report.collect import Results
 from tier1.training.decomposition import decompose, rank_parts
