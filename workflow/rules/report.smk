@@ -24,6 +24,8 @@ rule report:
         reference_loss=[out("train/reference_gpus1/loss.csv")] if len(WORLD_SIZES) > 1 else [],
         preflight=out("preflight.json"),
         comm=expand(out("comm/ws{n}.json"), n=COMM_WORLD_SIZES),
+        # one rank's compute at each world size's share of the batch (the prediction's)
+        rank_compute=[out("train/rank_compute.json")] if len(WORLD_SIZES) > 1 else [],
         # every job's wall time (Snakemake's benchmark files): the report's pipeline overhead
         benchmarks=[out(f"benchmarks/{job}.tsv") for job in benchmarked_jobs()],
         reference_train=[out("train/reference_gpus1/train_metrics.json")] if len(WORLD_SIZES) > 1 else [],
@@ -60,4 +62,4 @@ rule report:
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
         "--html {output.html} --captions {params.captions} --benchmarks {input.benchmarks} "
-        "--reference-train {input.reference_train}"
+        "--reference-train {input.reference_train} --rank-compute {input.rank_compute}"

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference-train", type=Path, nargs="?", default=None,
                         help="train_metrics.json of the 1-rank run with other dropout masks (its timed window, "
                              "for the pipeline overhead)")
+    parser.add_argument("--rank-compute", type=Path, nargs="?", default=None,
+                        help="rank_compute.json: one rank's compute at each world size's share of the batch")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                          else Tier1Config().view(ReportConfig))
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
                     args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps,
-                    args.benchmarks, args.reference_train, args.tokenize)
+                    args.benchmarks, args.reference_train, args.tokenize, args.rank_compute)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

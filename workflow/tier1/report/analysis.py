@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tier1.report import prediction
+from tier1.report import bound, prediction
 from tier1.report.collect import CARD_EXPECTATION, Results
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
@@ -138,7 +138,7 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
                         f"training at {largest} ranks: speedup {fmt(row['train_speedup'], 'x')}, efficiency "
                         f"{pct(eff)} (the card expected {pct(card_eff)} at {CARD_EXPECTATION['gpus']} GPUs); "
                         f"evaluation speedup {fmt(row['eval_speedup'], 'x')}, efficiency "
-                        f"{pct(row['eval_efficiency'])}"))
+                        f"{pct(row['eval_efficiency'])}" + _host_bound(r)))
     if 1 in r.eval_trained:
         ref = r.eval_trained[1]["metrics"]["ndcg@10"]
         diffs = {n: abs(m["metrics"]["ndcg@10"] - ref) for n, m in r.eval_trained.items() if n != 1}
@@ -174,6 +174,12 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def _host_bound(r: Results) -> str:
+    """The host-bound cause, said beside the scaling figures it explains (GPU runs only)."""
+    rows = [x for x in bound.per_world_size(r) if x["host_bound"]]
+    return "".join(f"; {x['world_size']} GPUs: {x['text']}" for x in rows)
+
+
 def projection(r: Results, targets=(8, 16, 32)) -> list[dict]:
     """Projected training speedup at larger world sizes, one GPU per rank: the predicted ceiling
     (tier1.report.prediction) with the bus bandwidth measured at the largest world size run, or
@@ -203,6 +209,9 @@ def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
                      f"{fmt(x['predicted_speedup'], unit)} ({state}; wall-time {what} {fmt(walls.get(n), unit)})")
     worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
     text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
+    cause = bound.sentence(r)
+    if cause:
+        text += f". What bounds the step: {cause}"
     if cpu_rehearsal(r):
         text = ("CPU rehearsal: this judges whether the model of this machine (ranks sharing its cores, gloo "
                 "collectives) explains the measured steps, not GPU scaling. ") + text

@@ -44,6 +44,7 @@ class Inputs:
     benchmarks: list[Path] = field(default_factory=list)
     reference_train: Path | None = None  # train_metrics.json of the dropout-reference run (its timed window)
     tokenize: Path | None = None  # the tokenize stage's record (tokens.json): its work window, for the overhead
+    rank_compute: Path | None = None  # one rank's compute at each world size's share of the batch
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Results:
     benchmarks_left_out: list[str] = field(default_factory=list)  # the report job's own (an earlier report's)
     reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
     tokenize: dict = field(default_factory=dict)                  # the tokenize stage's record (tokens.json)
+    rank_compute: dict = field(default_factory=dict)              # tier1.rank_compute's record
     # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokenize) is (kind, 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -112,6 +114,9 @@ def collect(inputs: Inputs) -> Results:
     if inputs.tokenize is not None:
         r.tokenize = read_json(inputs.tokenize)
         r.paths[("tokenize", 0)] = str(inputs.tokenize)
+    if inputs.rank_compute is not None:
+        r.rank_compute = read_json(inputs.rank_compute)
+        r.paths[("rank_compute", 0)] = str(inputs.rank_compute)
     if inputs.reference_train is not None:
         r.reference_train = read_json(inputs.reference_train)
         r.paths[("reference_train", 1)] = str(inputs.reference_train)

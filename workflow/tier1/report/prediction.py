@@ -105,10 +105,13 @@ def hardware_share(n: int, on_gpu: bool, gpus: int, cores: int, threads: int | N
     return min(float(threads or max(1, cores // n)), cores / n)
 
 
-def predict_step(base: Baseline, n: int, work: float, slowdown: float, comm: Comm | None) -> dict[str, Any]:
+def predict_step(base: Baseline, n: int, work: float, slowdown: float, comm: Comm | None,
+                 compute_factor: float | None = None) -> dict[str, Any]:
     """Predicted parts of the n-rank step. `work`: the rank's share of the 1-rank batch; `slowdown`:
-    1-rank hardware share / n-rank share."""
-    compute = base.compute_s * work * slowdown
+    1-rank hardware share / n-rank share; `compute_factor`: one rank's compute at its share over the
+    1-rank compute, measured (tier1.rank_compute); without it, work x slowdown (compute shrinks with
+    the batch)."""
+    compute = base.compute_s * (work * slowdown if compute_factor is None else compute_factor)
     backward = BACKWARD_FRACTION * compute
     if n == 1 or comm is None:
         exposed = hidden = 0.0
@@ -189,6 +192,23 @@ def measured_comm(comm: dict | None, record: dict, n: int) -> Comm | None:
                 f"the train record's gradient all-reduce at {n} ranks")
 
 
+def measured_compute_factor(rank_compute: dict, n: int, hardware: float, on_gpu: bool) -> dict[str, Any] | None:
+    """One rank's compute at world size n over the 1-rank compute, from tier1.rank_compute's record,
+    measured side by side in one process. The rank ran alone with the hardware it would have had
+    if it had it to itself (a whole GPU; cores/n threads); where n ranks share less than that
+    (more ranks than GPUs or cores: they time-slice), the time grows by the shortfall."""
+    per = (rank_compute or {}).get("world_sizes") or {}
+    x, one = per.get(str(n)), per.get("1")
+    if not x or not one or not one["compute_s"]["median"]:
+        return None
+    relative = x["compute_s"]["median"] / one["compute_s"]["median"]
+    alone = 1.0 if on_gpu else float(x["threads"])
+    factor = relative * alone / hardware if hardware < alone else relative
+    return {"relative": relative, "factor": factor, "per_rank_batch": x["per_rank_batch"],
+            "share_of_global_batch": x["share_of_global_batch"], "threads": x["threads"],
+            "compute_s": x["compute_s"]["median"], "gpu_busy": x.get("gpu_busy")}
+
+
 def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
     """Per measured world size: predicted and measured step parts and speedups, the ratio, the
     flag and the gap's largest term. `r` is tier1.report.collect.Results."""
@@ -207,7 +227,8 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
         share = hardware_share(n, on_gpu, gpus, cores, _threads(rec))
         work, slowdown = g / g1 / n, share1 / share
         comm = measured_comm(r.comm.get(n), rec, n)
-        pred = predict_step(base, n, work, slowdown, comm)
+        rank = measured_compute_factor(getattr(r, "rank_compute", {}), n, share, on_gpu)
+        pred = predict_step(base, n, work, slowdown, comm, rank["factor"] if rank else None)
         pred_speedup = predicted_speedup(base, pred["step_s"], g / g1)
         d = rec.get("decomposition")
         step = (d or {}).get("step_s") or rec.get("steady_step_s")
@@ -225,11 +246,12 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
             "measured_step_speedup": measured, "measured_step_s": step, "measured": d,
             "ratio": ratio, "flagged": flagged, "judgement": judgement, "uncertainty": uncertainty,
             "marks": marks, "largest_gap_term": term,
-            "comm": comm, "work": work, "slowdown": slowdown, "hardware_share": share,
+            "comm": comm, "work": work, "slowdown": slowdown, "hardware_share": share, "rank_compute": rank,
+            "compute_factor": rank["factor"] if rank else work * slowdown,
             "on_gpu": on_gpu, "gpus": gpus, "cores": cores, "threads": _threads(rec),
             "gradient_bytes": rec.get("gradient_bytes"),
-            "why": explain(term, n, d, pred, comm, on_gpu, cores, _threads(rec), rec.get("gradient_bytes"))
-            if term else None,
+            "why": explain(term, n, {**d, "compute_measured_alone": rank is not None}, pred, comm, on_gpu, cores,
+                           _threads(rec), rec.get("gradient_bytes")) if term else None,
         })
     return out
 
@@ -251,7 +273,12 @@ def explain(term: str, n: int, measured: dict, pred: dict, comm: Comm | None, on
         if not on_gpu:
             return (f"{head}; {n} ranks share {cores} CPU cores ({threads} thread(s) each): per-rank compute "
                     f"shrinks at best with the cores each rank has, and grew more than that")
-        return f"{head}; per-rank compute did not shrink with the per-rank batch (small batches use the GPU less well)"
+        return (f"{head}; per-rank compute grew past the one measured alone at this per-rank batch "
+                "(tier1.rank_compute): the ranks slowed each other (shared host, memory bandwidth, clocks)"
+                if measured.get("compute_measured_alone") else
+                f"{head}; per-rank compute did not shrink with the per-rank batch: a fixed per-step cost each rank "
+                "pays (host, launches, set-up) or small batches using the GPU less well; the per-rank compute "
+                "measurement (rank_compute.json) tells which")
     if term == "stragglers":
         ranks = measured.get("per_rank", {}).get("compute_s") or []
         spread = f" (ranks' compute {min(ranks):.3f}-{max(ranks):.3f} s)" if ranks else ""

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis, instruments, noise, overhead, prediction, quality
+from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
 from tier1.training.decomposition import LABELS, TERMS
@@ -351,16 +351,18 @@ def decomposition_section(r: Results) -> list[str]:
              "When the steps the parts come from ran slower than the steady median, the parts are scaled to the step "
              "(marked *, with the factor) and other is 0. At 1 rank there is no sync: "
              "both are 0 by definition.", "",
-             "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run |",
-             "|---" * (len(TERMS) + 3) + "|"]
+             "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run | GPU busy |",
+             "|---" * (len(TERMS) + 4) + "|"]
+    on_gpu = any(tm["hardware"].get("gpus") for tm in r.train.values())
     for n, d in blocks.items():
         if not d:
-            lines.append(f"| {n} | n/a (no decomposition in the record) |" + " |" * (len(TERMS) + 1))
+            lines.append(f"| {n} | n/a (no decomposition in the record) |" + " |" * (len(TERMS) + 2))
             continue
         cells = [f"{_s(d['seconds'][t])} ({pct(d['fraction_of_step'][t])})" for t in TERMS]
         scaled = d.get("scaled_to_step", 1.0)
         mark = f" (parts x{scaled:.2f}*)" if scaled < 1.0 else ""
-        lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {d['steps_rerun']} |")
+        busy = pct(bound.busy_share(r, n)) if on_gpu else "n/a (CPU)"
+        lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {d['steps_rerun']} | {busy} |")
     return lines + [""]
 
 
@@ -403,7 +405,8 @@ def prediction_section(r: Results) -> list[str]:
             f"| {n} | {fmt(x['measured_step_speedup'], x_unit)} | {fmt(scaling.get(n, {}).get('train_speedup'), x_unit)} "
             f"| {fmt(x['predicted_speedup'], x_unit)} | {pct(x['ratio'])} | {_s(p['step_s'])} "
             f"| {_s(p['seconds']['exposed_comm'])} ({_s(p['hidden_by_backward_s'])}) "
-            f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} | {pct(x['work'] * x['slowdown'])} | {flag} |")
+            f"| {fmt(comm.busbw_gbps, ' GB/s') if comm else 'n/a'} "
+            f"| {pct(x['compute_factor'])} ({'measured' if x['rank_compute'] else 'modelled'}) | {flag} |")
     why = [x for x in rows if x["why"]]
     if why:
         lines += [""] + [f"- **{x['world_size']} ranks, largest term of the gap**: {x['why']}." for x in why]
@@ -413,6 +416,39 @@ def prediction_section(r: Results) -> list[str]:
     return lines + [""]
 
 
+def rank_compute_section(r: Results) -> list[str]:
+    """One rank's compute at each world size's share of the batch, measured alone (tier1.rank_compute)."""
+    rows = [x for x in bound.per_world_size(r) if x["rank_compute"]]
+    if not rows:
+        return []
+    rc = r.rank_compute
+    on_gpu = rows[0]["on_gpu"]
+    lines = ["## Per-rank compute (measured)", "",
+             f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.get('method', '')}. The prediction "
+             "uses these times for each rank's compute instead of assuming it shrinks with the rank's share of the batch.",
+             ""]
+    if not on_gpu:
+        lines += [f"> CPU: each world size's rank ran with the threads an n-rank run gives each rank ({rc.get('cores')} "
+                  "cores / n), so the ratio mixes the smaller batch with fewer cores. GPU-busy share: not applicable "
+                  "on a CPU.", ""]
+    lines += ["| World size | Per-rank batch | Threads | Compute (median, min-max) | Relative to the full batch's "
+              "| Ideal (batch share) | Fixed per-step share | GPU busy |", "|---" * 8 + "|"]
+    for x in rows:
+        k, n = x["rank_compute"], x["world_size"]
+        times = rc["world_sizes"][str(n)]["compute_s"]
+        lines.append(
+            f"| {n} | {k['per_rank_batch']} ({bound._share(k['share_of_global_batch'])} of the batch) | {k['threads']} "
+            f"| {_s(times['median'])} ({fmt(times['min'], '', 3)}-{fmt(times['max'], '', 3)}) | {k['relative']:.2f} "
+            f"| {x['work']:.2f} | {pct(x['fixed_share']) if on_gpu else 'n/a (CPU)'} "
+            f"| {pct(x['busy_share']) if on_gpu else 'n/a (CPU)'} |")
+    lines += [""] + [f"- Compute at {bound._share(x['rank_compute']['share_of_global_batch'])} of the batch: "
+                     f"{x['rank_compute']['relative']:.2f} of the full batch's step"
+                     + (f" on {x['rank_compute']['threads']} thread(s)" if not on_gpu else "") + "."
+                     for x in rows if x["world_size"] > 1]
+    return lines + [""]
+
+
 def why_sections(r: Results) -> list[str]:
     """Why it scales, or why not: every section that explains the scaling numbers above."""
-    return machine_section(r) + collectives_section(r) + decomposition_section(r) + prediction_section(r)
+    return (machine_section(r) + collectives_section(r) + decomposition_section(r) + rank_compute_section(r)
+            + prediction_section(r))

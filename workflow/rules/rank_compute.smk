@@ -1,0 +1,24 @@
+rule rank_compute:
+    """One rank's forward+backward at each world size's share of the batch, alone, shapes warmed:
+    what the prediction uses for per-rank compute (tier1.rank_compute)."""
+    input:
+        data=out("data/train.jsonl"),
+        tokens=out("data/tokens.safetensors"),
+    output:
+        out("train/rank_compute.json"),
+    log:
+        out("logs/rank_compute.log"),
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+        gpu=gpus_for(1),
+    params:
+        story=stage_story("compute of one rank at each share of the batch"),
+        cfg=stage_params("train"),
+        launch=launcher(1),
+        sizes=" ".join(str(n) for n in WORLD_SIZES),
+    shell:
+        "{params.story} {log} -- {params.launch} tier1.rank_compute --config {params.cfg:q} --data {input.data} "
+        "--tokens {input.tokens} --world-sizes {params.sizes} --out {output}"
