@@ -36,10 +36,11 @@ from tier1.distributed import Context
 from tier1.provenance import available_cores
 from tier1.token_cache import PairTokens, pair_tokens
 from tier1.token_cache import load as load_token_cache
-from tier1.training import checkpoint
+from tier1.training import checkpoint, warm_steps
+from tier1.training.buckets import bucket
 from tier1.training.builder import build_trainer
 from tier1.training.record import rank_record, train_record
-from tier1.training.trainer import Trainer
+from tier1.training.trainer import UNSYNCED_STEPS, Trainer
 
 log = logging.getLogger("tier1.train")
 
@@ -145,7 +146,9 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 
     # after the timed window: the last steps again without gradient sync (the step decomposition)
     measuring = time.perf_counter()
-    unsynced = trainer.measure_unsynced()
+    warm = warm_steps.choose(trainer, UNSYNCED_STEPS, bucket)  # steps whose shapes every rank had met
+    unsynced = {**trainer.measure_unsynced(indices=warm["indices"]), "cold_steps_in_window": warm["cold_steps_in_window"],
+                "cold_steps_used": warm["cold_used"]}
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
     decomposition_s = time.perf_counter() - measuring
     ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced),

@@ -351,7 +351,10 @@ def decomposition_section(r: Results) -> list[str]:
              "When the steps the parts come from ran slower than the steady median, the parts are scaled to the step "
              "(marked *, with the factor) and other is 0. At 1 rank there is no sync: "
              "both are 0 by definition.", "",
-             "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps re-run | GPU busy |",
+             "The steps used are the window's last ones whose shapes every rank had met before (a first-shape "
+             "set-up in a synced step would otherwise be booked as communication); a short run with too few such "
+             "steps fills in with cold ones, named in the last column but one.", "",
+             "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps used | GPU busy |",
              "|---" * (len(TERMS) + 4) + "|"]
     on_gpu = any(tm["hardware"].get("gpus") for tm in r.train.values())
     for n, d in blocks.items():
@@ -362,7 +365,10 @@ def decomposition_section(r: Results) -> list[str]:
         scaled = d.get("scaled_to_step", 1.0)
         mark = f" (parts x{scaled:.2f}*)" if scaled < 1.0 else ""
         busy = pct(bound.busy_share(r, n)) if on_gpu else "n/a (CPU)"
-        lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {d['steps_rerun']} | {busy} |")
+        used = ", ".join(str(i) for i in d.get("step_indices") or [])
+        cold = d.get("cold_steps_used") or []
+        which = f"{d['steps_rerun']} (steps {used}" + (f"; cold: {', '.join(map(str, cold))}" if cold else "") + ")"
+        lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {which} | {busy} |")
     return lines + [""]
 
 

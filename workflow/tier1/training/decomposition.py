@@ -83,8 +83,16 @@ def decompose(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
         "per_rank": {"compute_s": compute_by_rank, "synced_forward_backward_s": synced_by_rank},
         "steps_rerun": len(parts[0]["unsynced_s"]) if world > 1 else 0,
         "step_indices": parts[0].get("step_indices", []),
+        # steps of the timed window that met a shape for the first time: never used (training.warm_steps)
+        "cold_steps_in_window": parts[0].get("cold_steps_in_window"),
+        # cold steps used anyway, only when the window had too few warm ones (a short run)
+        "cold_steps_used": parts[0].get("cold_steps_used") or [],
         "method": ("world size 1: no gradient sync, so exposed communication and stragglers are 0 by definition"
                    if world == 1 else
-                   f"the last {len(parts[0]['unsynced_s'])} steps' forward+backward re-run under DDP no_sync() "
-                   "after training (untimed, no optimizer step), beside the same steps' timed forward+backward"),
+                   f"the last {len(parts[0]['unsynced_s'])} steps whose shapes every rank had met before"
+                   + (f" (too few: cold step(s) {parts[0]['cold_steps_used']} filled in)"
+                      if parts[0].get("cold_steps_used") else "") + " (steps "
+                   f"{', '.join(str(i) for i in parts[0].get('step_indices', []))}): their forward+backward re-run under "
+                   "DDP no_sync() after training (untimed, no optimizer step, the same batches: warm), beside the same "
+                   "steps' timed forward+backward"),
     }

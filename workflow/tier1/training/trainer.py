@@ -169,7 +169,7 @@ class Trainer:
         self.times = StepTimes()
         distributed.barrier()
 
-    def measure_unsynced(self, steps: int = UNSYNCED_STEPS) -> dict[str, list]:
+    def measure_unsynced(self, steps: int = UNSYNCED_STEPS, indices: list[int] | None = None) -> dict[str, list]:
         """After `fit`: the last `steps` steps' forward and backward again, on the same batches
         with the same dropout masks, with DDP's gradient sync skipped. Beside the same steps'
         timed (synced) forward and backward, that gives compute and exposed communication.
@@ -177,9 +177,13 @@ class Trainer:
         Outside the timed window and leaving no trace: no optimizer step, the gradients are
         dropped, and the counters, step times and RNG state are put back. One rank has no sync to
         skip: its unsynced times are its synced ones and nothing runs again."""
-        k = min(steps, len(self.times.compute))
-        indices = list(range(self.step - k, self.step))
-        synced = self.times.compute[len(self.times.compute) - k:]
+        first_timed = self.step - len(self.times.compute)
+        if indices is None:  # the last steps; training.warm_steps picks steps whose shapes were met before
+            k = min(steps, len(self.times.compute))
+            indices = list(range(self.step - k, self.step))
+        indices = [i for i in indices if first_timed <= i < self.step]
+        k = len(indices)
+        synced = [self.times.compute[i - first_timed] for i in indices]
         if not self.ctx.distributed or k == 0:
             return {"step_indices": indices, "synced_s": list(synced), "unsynced_s": list(synced)}
         schedule = self.plan.schedule()

@@ -1,0 +1,66 @@
+"""The decomposition on warm shapes: it uses only steps whose shapes every rank had met, so a
+first-shape set-up is never booked as communication."""
+
+from __future__ import annotations
+
+import pytest
+
+from tier1.training import warm_steps
+from tier1.training.buckets import bucket
+from tier1.training.decomposition import decompose, rank_parts
+from tier1.training.plan import BatchPlan
+
+A, B, C, D = (frozenset({(0, 8, w)}) for w in (32, 48, 64, 80))
+
+
+def test_steps_that_meet_a_shape_first_are_never_picked():
+    shapes = [A, B, A, B, A, C, B]  # step 5 meets C first; steps 0 and 1 meet A and B first
+    chosen, cold = warm_steps.pick(shapes, first_timed=0, end=7, k=3)
+    assert chosen == [3, 4, 6] and cold == 3
+    # the untimed warm-up met step 0's shapes: step 0 is warm too
+    assert warm_steps.pick(shapes, 0, 3, k=3, warmed=A) == ([0, 2], 1)
+    # a resumed run met nothing before its window: shapes of earlier steps do not count
+    assert warm_steps.pick(shapes, 4, 7, k=3) == ([], 3)
+
+
+def synced_and_unsynced(shapes, compute=0.20, comm=0.03, setup=0.50):
+    """Each step's synced forward+backward (compute, exposed comm, and a step's first-shape set-up)
+    and its unsynced re-run, which replays a batch met before: no set-up."""
+    seen, synced = set(), []
+    for s in shapes:
+        synced.append(compute + comm + (setup if not s <= seen else 0.0))
+        seen |= s
+    return synced, [compute] * len(shapes)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_the_decomposition_books_no_first_shape_set_up_as_communication(world):
+    shapes = [A, B, A, B, A, B, A, B, C, D]  # the window's last two steps meet C and D first
+    synced, unsynced = synced_and_unsynced(shapes)
+    chosen, cold = warm_steps.pick(shapes, 0, len(shapes), k=3)
+    assert chosen == [5, 6, 7] and cold == 4
+
+    def parts(indices):
+        return [rank_parts({"step_indices": indices, "synced_s": [synced[i] for i in indices],
+                            "unsynced_s": [unsynced[i] for i in indices]}, [0.01], [0.02], 0.30)
+                for _ in range(world)]
+
+    warm = decompose(parts(chosen))
+    assert warm["seconds"]["exposed_comm"] == pytest.approx(0.03)  # the communication, nothing else
+    assert warm["step_indices"] == [5, 6, 7]
+    # the old rule, the last 3 steps whatever their shapes: steps 8 and 9's set-up booked as communication
+    old = decompose(parts([7, 8, 9]))
+    assert old["seconds"]["exposed_comm"] > 0.03 + 0.1
+
+
+def test_step_shapes_are_the_buckets_each_rank_meets():
+    ids = [[1] * n for n in (3, 5, 9, 12, 4, 6, 7, 8) * 4]  # 32 texts of known lengths
+    plan = BatchPlan(n_pairs=32, global_batch=16, world_size=2, grad_accum_steps=1, num_epochs=1, seed=0)
+    schedule = plan.schedule()
+    shapes = warm_steps.step_shapes(plan, [ids, ids], 0, 1, schedule, bucket)
+    assert len(shapes) == 2
+    for (_, batch), s in zip(schedule, shapes):
+        for rank in (0, 1):
+            local = plan.local_slice(batch, rank)
+            width = max(len(ids[i]) for i in local)
+            assert (rank, 8, width) in s
