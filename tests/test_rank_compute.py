@@ -8,7 +8,7 @@ import json
 import pytest
 
 from test_prediction import comm, decomposition, record
-from tier1 import gpu_busy
+from tier1 import gpu_busy, rank_compute
 from tier1.report import analysis, bound, prediction, table
 from tier1.report.collect import Results
 
@@ -138,5 +138,6 @@ def test_the_stage_times_one_rank_at_each_share_through_its_command_line(tiny_mo
     assert [per[n]["per_rank_batch"] for n in ("1", "2", "4")] == [16, 8, 4]
     assert per["1"]["relative_to_one_rank"] == 1.0
     for n in ("1", "2", "4"):
-        assert len(per[n]["compute_s"]["times"]) == 3 * 3 and all(t > 0 for t in per[n]["compute_s"]["times"])
+        times = per[n]["compute_s"]["times"]
+        assert len(times) == rank_compute.BATCHES * rank_compute.ROUNDS and all(t > 0 for t in times)
         assert per[n]["gpu_busy"] is None  # CPU: nothing to profile

@@ -99,6 +99,7 @@ COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ran
 wildcard_constraints:
     n=r"\d+",
     w=r"\d+",
+    b=r"\d+",
 
 
 def out(path):

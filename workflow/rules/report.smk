@@ -7,7 +7,7 @@ PLOTS = [
     "time_split",
     "decomposition",
     "collectives",
-]
+] + (["sweep"] if CFG.batch_sweep else [])
 
 
 rule report:
@@ -26,6 +26,8 @@ rule report:
         comm=expand(out("comm/ws{n}.json"), n=COMM_WORLD_SIZES),
         # one rank's compute at each world size's share of the batch (the prediction's)
         rank_compute=[out("train/rank_compute.json")] if len(WORLD_SIZES) > 1 else [],
+        # the batch sweep (batch_sweep): the steady step per global batch and world size
+        sweep=expand(out("sweep/b{b}/gpus{n}.json"), b=CFG.batch_sweep, n=WORLD_SIZES),
         # every job's wall time (Snakemake's benchmark files): the report's pipeline overhead
         benchmarks=[out(f"benchmarks/{job}.tsv") for job in benchmarked_jobs()],
         reference_train=[out("train/reference_gpus1/train_metrics.json")] if len(WORLD_SIZES) > 1 else [],
@@ -62,4 +64,5 @@ rule report:
         "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
         "--html {output.html} --captions {params.captions} --benchmarks {input.benchmarks} "
-        "--reference-train {input.reference_train} --rank-compute {input.rank_compute}"
+        "--reference-train {input.reference_train} --rank-compute {input.rank_compute} "
+        "--sweep {input.sweep}"

@@ -44,7 +44,22 @@ def from_command_line(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = BOOLEAN_WORDS[out[key].lower()]
     if "gpu_counts" in out:
         out["gpu_counts"] = normalise_gpu_counts(out["gpu_counts"])
+    if "batch_sweep" in out:
+        out["batch_sweep"] = normalise_batch_sweep(out["batch_sweep"])
     return out
+
+
+def normalise_batch_sweep(value: Any) -> list[int]:
+    """batch_sweep as YAML gives it, or as `--config batch_sweep=[8,32]` does (['8', '32']): ints."""
+    if value in (None, "", "[]"):
+        return []
+    items = value.strip("[] ").split(",") if isinstance(value, str) else value
+    if isinstance(items, int):
+        items = [items]
+    try:
+        return [int(str(n).strip()) for n in items if str(n).strip()]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"batch_sweep: {value!r} is not a list of global batch sizes such as [32, 128]") from err
 
 
 def normalise_gpu_counts(value: Any) -> list[int] | str:
@@ -114,6 +129,9 @@ class Tier1Config:
     bench_steps: int = 12
     bench_texts: int = 300
     bench_repeats: int = 3
+    # global batch sizes for the batch sweep (a short 1-rank and N-rank run each; strong scaling):
+    # where multi-GPU pays off; empty: no sweep
+    batch_sweep: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         counts = normalise_gpu_counts(self.gpu_counts)
@@ -136,6 +154,17 @@ class Tier1Config:
         if counts != AUTO:
             for n in self.world_sizes:
                 check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
+        sweep = tuple(sorted(set(normalise_batch_sweep(self.batch_sweep))))
+        if sweep and min(sweep) < 1:
+            raise ConfigError("batch_sweep: give global batch sizes >= 1, e.g. [32, 128], or [] for no sweep")
+        object.__setattr__(self, "batch_sweep", sweep)
+        if counts != AUTO:
+            for b in sweep:
+                for n in self.world_sizes:
+                    if b % (n * self.grad_accum_steps):
+                        raise ConfigError(f"batch_sweep: global batch {b} does not split over {n} ranks x "
+                                          f"{self.grad_accum_steps} accumulation steps; use multiples of "
+                                          f"{max(self.world_sizes) * self.grad_accum_steps}")
 
     def splits_over(self, world_size: int) -> bool:
         try:
@@ -183,6 +212,7 @@ class Tier1Config:
         out = dataclasses.asdict(self)
         if out["gpu_counts"] != AUTO:
             out["gpu_counts"] = list(self.gpu_counts)
+        out["batch_sweep"] = list(self.batch_sweep)
         return out
 
     def view(self, stage: type[View]) -> View:

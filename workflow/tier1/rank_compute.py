@@ -43,8 +43,8 @@ from tier1.training.trainer import Trainer
 
 log = logging.getLogger("tier1.rank_compute")
 
-BATCHES = 3  # distinct batches per world size (the run's first steps)
-ROUNDS = 3   # timed passes over them, world sizes taking turns
+BATCHES = 2  # distinct batches per world size (the run's first steps)
+ROUNDS = 2   # timed passes over them, world sizes taking turns (kept few: the default CPU pipeline stays under 6 minutes)
 
 
 def threads_for(n: int, cores: int, device: torch.device) -> int:

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                              "for the pipeline overhead)")
     parser.add_argument("--rank-compute", type=Path, nargs="?", default=None,
                         help="rank_compute.json: one rank's compute at each world size's share of the batch")
+    parser.add_argument("--sweep", type=Path, nargs="*", default=[],
+                        help="the batch sweep's records (sweep/b{B}/gpus{N}.json)")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                          else Tier1Config().view(ReportConfig))
     inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
                     args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps,
-                    args.benchmarks, args.reference_train, args.tokenize, args.rank_compute)
+                    args.benchmarks, args.reference_train, args.tokenize, args.rank_compute, args.sweep)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tier1.report import bound, prediction
+from tier1.report import bound, prediction, sweep
 from tier1.report.collect import CARD_EXPECTATION, Results
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
@@ -171,6 +171,9 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
     predicted = prediction_verdict(r)
     if predicted is not None:
         out.append(predicted)
+    where = sweep.sentence(r)
+    if where:
+        out.append(("where multi-GPU pays off", None, where + " (the batch sweep, below)"))
     return out
 
 

@@ -45,6 +45,7 @@ class Inputs:
     reference_train: Path | None = None  # train_metrics.json of the dropout-reference run (its timed window)
     tokenize: Path | None = None  # the tokenize stage's record (tokens.json): its work window, for the overhead
     rank_compute: Path | None = None  # one rank's compute at each world size's share of the batch
+    sweep: list[Path] = field(default_factory=list)  # the batch sweep's records, one per (batch, world size)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Results:
     reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
     tokenize: dict = field(default_factory=dict)                  # the tokenize stage's record (tokens.json)
     rank_compute: dict = field(default_factory=dict)              # tier1.rank_compute's record
+    sweep: dict[tuple[int, int], dict] = field(default_factory=dict)  # (global batch, world size) -> record
     # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokenize) is (kind, 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -117,6 +119,11 @@ def collect(inputs: Inputs) -> Results:
     if inputs.rank_compute is not None:
         r.rank_compute = read_json(inputs.rank_compute)
         r.paths[("rank_compute", 0)] = str(inputs.rank_compute)
+    for path in inputs.sweep:
+        record = read_json(path)
+        key = (record["global_batch"], record["world_size"])
+        r.sweep[key] = record
+        r.paths[("sweep", key)] = str(path)
     if inputs.reference_train is not None:
         r.reference_train = read_json(inputs.reference_train)
         r.paths[("reference_train", 1)] = str(inputs.reference_train)

@@ -322,6 +322,41 @@ def collectives(r: Results, path: Path) -> None:
     return _save(fig, path, r)
 
 
+def sweep(r: Results, path: Path) -> None:
+    """Where multi-GPU pays off: speedup against the per-GPU batch, one line per world size, each
+    world size's ideal (N) and the card's 3.0x at its GPU count marked."""
+    from tier1.report import sweep as batch_sweep
+    from tier1.report.collect import CARD_EXPECTATION
+
+    rows = [x for x in batch_sweep.rows(r) if x["speedup"] is not None and x["world_size"] > 1]
+    cpu = not any(x["on_gpu"] for x in rows)
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    sizes = sorted({x["world_size"] for x in rows})
+    for i, n in enumerate(sizes):
+        pts = sorted((x["per_rank_batch"], x["speedup"]) for x in rows if x["world_size"] == n)
+        shade = str(0.55 * i / max(1, len(sizes) - 1))
+        ax.plot(*zip(*pts), marker=MARKERS[i % 6], linestyle=STYLES[i % 4], color=shade,
+                label=f"{n} {'ranks' if cpu else 'GPUs'} (measured)")
+        if not cpu:
+            ax.axhline(n, color=shade, linestyle=":", linewidth=1, label=f"ideal at {n} GPUs ({n:.0f}x)")
+    card = CARD_EXPECTATION["training_speedup"]
+    ax.axhline(card, color="0.3", linestyle="-.", linewidth=1.2,
+               label=f"the card: {card:.1f}x at {CARD_EXPECTATION['gpus']} GPUs (not measured here)")
+    if cpu:
+        ax.axhline(1.0, color="0.6", linestyle=":", label="same time as 1 rank")
+    if rows:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x["per_rank_batch"] for x in rows})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel(f"per-{'rank' if cpu else 'GPU'} batch (pairs, log scale)")
+    ax.set_ylabel("1-rank time / N-rank time" if cpu else "speedup vs 1 GPU (x)")
+    ax.set_title("Where multi-GPU pays off" + (" (CPU rehearsal: time ratios, not speedups)" if cpu else ""))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper left")
+    return _save(fig, path, r)
+
+
 ALL = {"speedup": speedup, "throughput": throughput, "memory": memory, "loss": loss,
        "quality": quality, "time_split": time_split, "decomposition": decomposition,
-       "collectives": collectives}
+       "collectives": collectives, "sweep": sweep}

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL
-from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality
+from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality, sweep
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import CARD_EXPECTATION, Results
 from tier1.training.decomposition import LABELS, TERMS
@@ -454,7 +454,32 @@ def rank_compute_section(r: Results) -> list[str]:
     return lines + [""]
 
 
+def sweep_section(r: Results) -> list[str]:
+    """The batch sweep's table: per global batch and world size, the steady step, speedup,
+    efficiency and GPU-busy share."""
+    rows = sweep.rows(r)
+    if not rows:
+        return []
+    cpu = not any(x["on_gpu"] for x in rows)
+    what = "Time ratio (1 rank / N), CPU rehearsal" if cpu else "Speedup"
+    lines = ["## Where multi-GPU pays off (batch sweep)", "",
+             "Short runs at each global batch of `batch_sweep`, strong scaling (the batch split over the ranks): the "
+             "first batches once untimed so every shape is met, then the same batches as timed training steps; their "
+             "steps count toward nothing else. Speedup is the 1-rank step over the N-rank step at the same global "
+             "batch; efficiency is speedup / N. Plot `sweep.png`.", ""]
+    lines += [f"| Global batch | World size | Per-{'rank' if cpu else 'GPU'} batch | Steady step | 1-rank step | {what} "
+              "| Efficiency | GPU busy |", "|---" * 8 + "|"]
+    for x in rows:
+        lines.append(
+            f"| {x['global_batch']} | {x['world_size']} | {x['per_rank_batch']} | {_s(x['step_s'])} "
+            f"| {_s(x['one_rank_step_s'])} | {fmt(x['speedup'], '' if cpu else 'x')} "
+            f"| {'n/a (CPU rehearsal)' if cpu else pct(x['efficiency'])} "
+            f"| {'n/a (CPU)' if cpu else pct(x['busy_share'])} |")
+    where = sweep.sentence(r)
+    return lines + ([""] + [f"{where[0].upper()}{where[1:]}."] if where else []) + [""]
+
+
 def why_sections(r: Results) -> list[str]:
     """Why it scales, or why not: every section that explains the scaling numbers above."""
     return (machine_section(r) + collectives_section(r) + decomposition_section(r) + rank_compute_section(r)
-            + prediction_section(r))
+            + prediction_section(r) + sweep_section(r))

@@ -1,0 +1,125 @@
+"""Stage: the steady training step at one global batch size and world size, for the batch sweep.
+
+    python -m tier1.sweep_step --config '<train config json>' --batch 128 --data results/data/train.jsonl \\
+        --tokens results/data/tokens.safetensors --out results/sweep/b128/gpus1.json
+    torchrun --standalone --nproc_per_node 4 -m tier1.sweep_step ... --out results/sweep/b128/gpus4.json
+
+A short run at global batch B split over the ranks (strong scaling, whatever `scaling` says):
+the first SWEEP_STEPS batches once untimed (forward and backward: every shape met, DDP's buckets
+built), then the same batches as timed training steps. Its steps count toward nothing else: no
+model, no loss curve, no checkpoint. On CUDA two more steps run under the profiler for the GPU-busy
+share (tier1.gpu_busy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import statistics
+from pathlib import Path
+
+import torch
+
+from tier1 import atomic, distributed, gpu_busy, model, provenance
+from tier1 import device as devices
+from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.config import ConfigError, TrainConfig, config_hash
+from tier1.data.sources import read_jsonl
+from tier1.token_cache import load as load_token_cache
+from tier1.token_cache import pair_tokens
+from tier1.training.builder import build_trainer
+from tier1.training.trainer import StepTimes
+
+log = logging.getLogger("tier1.sweep_step")
+
+SWEEP_STEPS = 6
+PROFILED_STEPS = 2
+
+
+def sweep_config(cfg: TrainConfig, batch: int, n_pairs: int) -> TrainConfig:
+    """The run's training settings at global batch `batch`, strong scaling, enough epochs for the steps."""
+    if n_pairs < batch:
+        raise ConfigError(f"batch_sweep: global batch {batch} needs at least {batch} training pairs, but the run "
+                          f"prepared {n_pairs}; raise train_samples or leave {batch} out of batch_sweep")
+    epochs = math.ceil(SWEEP_STEPS / (n_pairs // batch))
+    return dataclasses.replace(cfg, batch_size=batch, scaling="strong", num_epochs=epochs, checkpoint_every=0)
+
+
+def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out: Path) -> dict | None:
+    started_at = provenance.utc_now()
+    ctx = distributed.setup()
+    try:
+        tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
+        cache = load_token_cache(tokens_path, cfg.max_seq_length) if tokens_path else None
+        tokens = pair_tokens(tokenizer, read_jsonl(data), cfg.max_seq_length, cache)
+        scfg = sweep_config(cfg, batch, len(tokens.anchor))
+        scfg.check_world_size(ctx.world_size)
+        torch.manual_seed(cfg.seed)
+        encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+        trainer = build_trainer(scfg, ctx, encoder, tokens)
+        batches = [b for _, b in trainer.plan.schedule()[:SWEEP_STEPS]]
+        for b in batches:  # untimed: every shape met once
+            trainer.compute_gradients(b)
+            trainer.optimizer.zero_grad(set_to_none=True)
+        distributed.barrier()
+        trainer.times = StepTimes()
+        for b in batches:
+            trainer.train_step(b)
+        distributed.barrier()
+        steps = list(trainer.times.step)
+        busy = None
+        if ctx.device.type == "cuda":
+            busy = gpu_busy.profile(lambda: [trainer.compute_gradients(b) for b in batches[:PROFILED_STEPS]],
+                                    PROFILED_STEPS)
+            trainer.optimizer.zero_grad(set_to_none=True)
+        ranks = distributed.all_gather_objects({"rank": ctx.rank, "median_step_s": statistics.median(steps),
+                                                "threads": ctx.threads, "gpu_busy": busy})
+        if not ctx.is_main:
+            return None
+        step_s = statistics.median(steps)
+        record = {
+            "stage": "sweep_step",
+            "started_at": started_at,
+            "global_batch": batch,
+            "world_size": ctx.world_size,
+            "per_rank_batch": batch // ctx.world_size,
+            "steady_step_s": step_s,
+            "step_times_s": steps,
+            "timed_steps": len(steps),
+            "gpu_busy": busy,
+            "gpu_busy_share": gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
+            "device_name": devices.device_name(ctx.device),
+            "on_gpu": ctx.device.type == "cuda",
+            "gpus": ctx.world_size if ctx.device.type == "cuda" else 0,
+            "ranks": ranks,
+            "method": (f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
+                       "batches once untimed (forward+backward), then the same batches as timed training steps; "
+                       "the median step"),
+            "finished_at": provenance.utc_now(),
+            **provenance.stamp(config_hash(dict(vars(scfg)))),
+        }
+        atomic.write_json(out, record)
+        log.info("batch %d on %d rank(s): steady step %.3f s", batch, ctx.world_size, step_s)
+        return record
+    finally:
+        distributed.teardown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser.add_argument("--batch", type=int, required=True, help="the global batch size")
+    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
+    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    args = parser.parse_args(argv)
+    setup_logging()
+    quiet_transformers()
+    cfg: TrainConfig = parse_stage_config(args.config, "train")
+    run(cfg, args.batch, args.data, args.tokens, args.out)
+
+
+if __name__ == "__main__":
+    run_main(main)
