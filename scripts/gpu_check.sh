@@ -16,6 +16,10 @@
 #   eval_base_fp32   the untrained model in fp32, for nDCG@10 in bf16 against fp32
 #   probe            largest train and encode batch on this GPU
 #   cosine           bf16-autocast vs fp32 embeddings of 300 test texts (tier1.gpu_summary cosine)
+#   train_shared2    2 ranks on this one GPU over gloo (share_gpu: the multi-rank CUDA path; not a speedup)
+#   rank_compute     one rank's compute and GPU-busy share at 1, 1/2 and 1/4 of the batch
+#   sweep_b*_gpus*   the batch sweep at SWEEP_BATCHES (1 rank, and 2 ranks sharing the GPU)
+#   report_scaling   tier1.report on the 1-rank and shared 2-rank runs, rank_compute and the sweep
 #   report           tier1.report on the files above (table and plots)
 # Then `python -m tier1.gpu_summary table` prints one table, written to $OUT (when set) or docs/gpu/.
 #
@@ -143,6 +147,7 @@ summarize() {
     if [[ -n ${OUT:-} ]]; then # the stages' JSON, logs and report (no weights, no token ids) in one file
         tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.safetensors' \
             --exclude=checkpoints --exclude="*.trec" logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained eval_base_fp32 probe report cosine.json \
+            train_shared2 rank_compute.json sweep report_scaling \
             2>/dev/null || true
     fi
     if ((${#FAILED[@]})); then
@@ -197,4 +202,33 @@ step report 120 "$PY" -m tier1.report --manifest "$D/manifest.json" --train "$WO
     --loss "$WORK/train/loss.csv" --eval-base "$WORK/eval_base/metrics.json" \
     --eval-trained "$WORK/eval_trained/metrics.json" --probe "$WORK/probe/gpus1.json" \
     --md "$WORK/report/performance.md" --csv "$WORK/report/performance.csv" --plots "${PLOTS[@]}" || true
+if ((${SCALING:-1})); then
+# Scaling on one GPU, last (a cut-off check loses only these; SCALING=0 skips them): the shared-GPU rehearsal (2 ranks on this
+# GPU over gloo: the multi-rank CUDA path, not a speedup), one rank's compute and GPU-busy share at
+# each share of the batch, and a short batch sweep; then a report of them beside the 1-rank run.
+SHARED_EPOCHS=${SHARED_EPOCHS:-1}
+step train_shared2 180 "$PY" -m tier1.launch --ranks 2 --gpus --share-gpu tier1.train \
+    --config "$(cfg train "{\"num_epochs\": $SHARED_EPOCHS}")" --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" \
+    --model-out "$WORK/train_shared2/model" --metrics-out "$WORK/train_shared2/train_metrics.json" \
+    --loss-out "$WORK/train_shared2/loss.csv" || true
+step rank_compute 120 "$PY" -m tier1.rank_compute --config "$(cfg train)" --data "$D/train.jsonl" \
+    --tokens "$D/tokens.safetensors" --world-sizes 1 2 4 --out "$WORK/rank_compute.json" || true
+SWEEP=()
+for b in ${SWEEP_BATCHES:-32 128 512}; do
+    for n in 1 2; do
+        launch=("$PY" -m tier1.launch --ranks "$n" --gpus)
+        if ((n > 1)); then launch+=(--share-gpu); fi
+        step "sweep_b${b}_gpus$n" 90 "${launch[@]}" tier1.sweep_step --config "$(cfg train)" --batch "$b" \
+            --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" --out "$WORK/sweep/b${b}_gpus$n.json" \
+            && SWEEP+=("$WORK/sweep/b${b}_gpus$n.json") || true
+    done
+done
+SPLOTS=()
+for p in speedup decomposition sweep; do SPLOTS+=("$WORK/report_scaling/plots/$p.png"); done
+step report_scaling 120 "$PY" -m tier1.report --manifest "$D/manifest.json" \
+    --train "$WORK/train/train_metrics.json" "$WORK/train_shared2/train_metrics.json" \
+    --loss "$WORK/train/loss.csv" "$WORK/train_shared2/loss.csv" --eval-base "$WORK/eval_base/metrics.json" \
+    --eval-trained "$WORK/eval_trained/metrics.json" --rank-compute "$WORK/rank_compute.json" --sweep "${SWEEP[@]}" \
+    --md "$WORK/report_scaling/performance.md" --csv "$WORK/report_scaling/performance.csv" --plots "${SPLOTS[@]}" || true
+fi
 summarize

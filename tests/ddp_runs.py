@@ -38,7 +38,8 @@ def train_variants(rank: int, world_size: int, model_path: str, pairs: list, var
             if i == 0:
                 first_grads = flat_grads(trainer.encoder).clone()
             trainer.apply_gradients()
-        results[name] = {"losses": losses, "grads": first_grads, "params": flat_params(trainer.encoder)}
+        results[name] = {"losses": losses, "grads": first_grads.cpu(), "params": flat_params(trainer.encoder).cpu(),
+                         "device": str(ctx.device)}
     if ctx.is_main:
         torch.save(results, Path(out))
     distributed.teardown()

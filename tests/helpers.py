@@ -47,19 +47,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, world_size: int, *args) -> None:
-    """Run fn(rank, world_size, *args) in world_size fresh processes joined by a gloo group."""
+def spawn(fn, world_size: int, *args, share_gpu: bool = False) -> None:
+    """Run fn(rank, world_size, *args) in world_size fresh processes joined by a gloo group; with
+    `share_gpu`, every rank on the one GPU (the shared-GPU rehearsal), else on the CPU."""
     import torch.multiprocessing as mp
 
     port = free_port()
-    mp.start_processes(_entry, args=(fn, world_size, port, args), nprocs=world_size, join=True,
+    mp.start_processes(_entry, args=(fn, world_size, port, args, share_gpu), nprocs=world_size, join=True,
                        start_method="spawn")
 
 
-def _entry(rank: int, fn, world_size: int, port: int, args) -> None:
+def _entry(rank: int, fn, world_size: int, port: int, args, share_gpu: bool = False) -> None:
     # These runs prove CPU/gloo equivalences; on a GPU machine they stay on the CPU too (CUDA is
-    # not initialised yet in a fresh process, so hiding the devices here is enough).
+    # not initialised yet in a fresh process, so hiding the devices here is enough), unless asked
+    # to share the GPU.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      CUDA_VISIBLE_DEVICES="")
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if share_gpu:
+        os.environ["TIER1_SHARE_GPU"] = "1"
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     fn(rank, world_size, *args)

@@ -133,12 +133,13 @@ def launcher(n):
     """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
     each job gets exactly n GPUs of its own (tier1.launch)."""
     timeout = f"TIER1_COLLECTIVE_TIMEOUT_S={CFG.collective_timeout_s:g}"
-    return f"env {timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "")
+    shared = " --share-gpu" if ON_GPUS and CFG.share_gpu else ""
+    return f"env {timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "") + shared
 
 
 def gpus_for(n):
     """The GPU resource of an n-rank job, so a cluster executor requests them."""
-    return int(n) if ON_GPUS else 0
+    return min(int(n), 1 if CFG.share_gpu else int(n)) if ON_GPUS else 0
 
 
 def trained_model(model):

@@ -132,6 +132,9 @@ class Tier1Config:
     # global batch sizes for the batch sweep (a short 1-rank and N-rank run each; strong scaling):
     # where multi-GPU pays off; empty: no sweep
     batch_sweep: tuple[int, ...] = ()
+    # N ranks on one GPU over gloo: a rehearsal of the multi-rank CUDA path (DDP, the comm hook's
+    # events, gathered negatives, per-rank dropout), never a speedup; refused unless asked
+    share_gpu: bool = False
 
     def __post_init__(self) -> None:
         counts = normalise_gpu_counts(self.gpu_counts)
@@ -189,14 +192,19 @@ class Tier1Config:
         """
         from tier1.gpus import auto_world_sizes
 
+        if self.share_gpu and not gpus:
+            raise ConfigError("share_gpu: true rehearses N ranks on one GPU, but jobs here see no GPU; "
+                              "leave share_gpu false (a CPU machine runs CPU ranks already)")
         if self.gpu_counts == AUTO:
-            counts = tuple(n for n in auto_world_sizes(len(gpus)) if self.splits_over(n))
+            sizes = (1, 2) if self.share_gpu and len(gpus) == 1 else auto_world_sizes(len(gpus))
+            counts = tuple(n for n in sizes if self.splits_over(n))
         else:
             counts = self.gpu_counts
-        if gpus and max(counts) > len(gpus):
+        if gpus and max(counts) > len(gpus) and not self.share_gpu:
             raise ConfigError(
                 f"gpu_counts: world size {max(counts)} needs {max(counts)} GPUs, but jobs here see {len(gpus)} "
-                f"({', '.join(gpus)}); use gpu_counts: auto, or world sizes of at most {len(gpus)}"
+                f"({', '.join(gpus)}); use gpu_counts: auto, or world sizes of at most {len(gpus)} "
+                f"(share_gpu: true runs them on one GPU as a rehearsal, not a speedup)"
             )
         return dataclasses.replace(self, gpu_counts=counts)
 

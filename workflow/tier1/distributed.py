@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from tier1 import device as devices
+from tier1.gpus import SHARE_GPU_ENV
 from tier1.lifeline import die_with_parent
 from tier1.provenance import available_cores
 
@@ -55,13 +56,21 @@ def setup(timeout_s: float | None = None) -> Context:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    shared = os.environ.get(SHARE_GPU_ENV) == "1"
     if torch.cuda.is_available():
-        if local_world > torch.cuda.device_count():
+        if shared:
+            # the shared-GPU rehearsal: every rank on the one GPU, over gloo (NCCL refuses two
+            # ranks on one device); it runs the multi-rank CUDA path and measures no speedup
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(device)
+        elif local_world > torch.cuda.device_count():
             # NCCL refuses two ranks on one GPU, and a shared GPU measures nothing per device.
             raise RuntimeError(f"{local_world} ranks on this node but {torch.cuda.device_count()} GPU(s) visible: "
-                               f"ranks never share a GPU; run at most {torch.cuda.device_count()} ranks per node")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+                               f"ranks never share a GPU; run at most {torch.cuda.device_count()} ranks per node "
+                               f"(or share_gpu: true for a rehearsal that is not a speedup)")
+        if not shared:
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
     elif os.environ.get("TIER1_REQUIRE_GPU") == "1":
         raise RuntimeError("this job was planned for GPUs but CUDA sees none (check the driver and "
                            "CUDA_VISIBLE_DEVICES); refusing to run it on the CPU")
@@ -75,7 +84,7 @@ def setup(timeout_s: float | None = None) -> Context:
             die_with_parent(signal.SIGKILL)  # a rank never outlives its torchrun
         if timeout_s is None:
             timeout_s = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S))
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" and not shared else "gloo"
         _init(backend, timeout_s, device)
     return Context(rank, world_size, local_rank, local_world, device, threads)
 

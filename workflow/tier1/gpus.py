@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 GPUS_ENV = "TIER1_GPUS"
+SHARE_GPU_ENV = "TIER1_SHARE_GPU"  # "1": all ranks on one GPU over gloo (config share_gpu; a rehearsal)
 HIDDEN = {"", "-1", "none", "NoDevFiles"}
 
 

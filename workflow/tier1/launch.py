@@ -19,15 +19,16 @@ import os
 import sys
 
 from tier1.cli import exit_without_teardown
-from tier1.gpus import GPUS_ENV, visible_gpus
+from tier1.gpus import GPUS_ENV, SHARE_GPU_ENV, visible_gpus
 from tier1.lifeline import die_with_parent, watch_owner
 
 REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
 TORCHRUN = "torch.distributed.run"
 
 
-def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, str]:
-    """The environment the ranks run in."""
+def job_environment(ranks: int, gpus: bool, env: dict[str, str], share_gpu: bool = False) -> dict[str, str]:
+    """The environment the ranks run in. `share_gpu`: every rank on the first GPU, over gloo (the
+    shared-GPU rehearsal of the multi-rank CUDA path; not a speedup)."""
     out = dict(env)
     # When a rank fails, torchrun asks the others to stop and waits this long before killing them;
     # a stopped (hung) rank never answers, so its 30 s default would only delay the end.
@@ -35,6 +36,11 @@ def job_environment(ranks: int, gpus: bool, env: dict[str, str]) -> dict[str, st
     if not gpus:
         return out
     seen = visible_gpus(env)
+    if share_gpu:
+        if not seen:
+            raise SystemExit("share_gpu: the shared-GPU rehearsal needs one GPU, and this job sees none")
+        seen, ranks = seen[:1], 1
+        out[SHARE_GPU_ENV] = "1"
     if len(seen) < ranks:
         raise SystemExit(f"this job needs {ranks} GPU(s) but sees {len(seen)} ({', '.join(seen) or 'none'}); "
                          f"lower gpu_counts or give the job more GPUs")
@@ -68,13 +74,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, required=True, help="ranks on this node")
     parser.add_argument("--gpus", action="store_true", help="one GPU per rank, required")
+    parser.add_argument("--share-gpu", action="store_true",
+                        help="with --gpus: every rank on the first GPU, over gloo (a rehearsal, not a speedup)")
     parser.add_argument("--nnodes", type=int, default=1, help="machines in the job (the same command runs on each)")
     parser.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT where the nodes meet (c10d rendezvous)")
     parser.add_argument("--rdzv-id", default="tier1", help="a job id the nodes share")
     parser.add_argument("module", help="the stage module, e.g. tier1.train")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    env = job_environment(args.ranks, args.gpus, dict(os.environ))
+    env = job_environment(args.ranks, args.gpus, dict(os.environ), args.share_gpu)
     cmd = command(args.ranks, args.module, args.args, args.nnodes, args.rdzv_endpoint, args.rdzv_id)
     # The job (torchrun, or the one rank) ends when whoever started it (Snakemake, a shell) dies;
     # torchrun then stops its ranks, and each rank also watches torchrun (distributed.setup).

@@ -92,7 +92,8 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
             "gpu_busy_share": gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
             "device_name": devices.device_name(ctx.device),
             "on_gpu": ctx.device.type == "cuda",
-            "gpus": ctx.world_size if ctx.device.type == "cuda" else 0,
+            # distinct GPUs under the ranks: fewer than the ranks in the shared-GPU rehearsal
+            "gpus": min(ctx.world_size, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0,
             "ranks": ranks,
             "method": (f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
                        "batches once untimed (forward+backward), then the same batches as timed training steps; "

@@ -24,7 +24,8 @@ def hardware_text(r: Results, times: bool = True) -> str:
     tm = r.train[max(r.train)]
     hw = tm["hardware"]
     if hw.get("gpus"):
-        return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.get('precision', '?')}"
+        shared = "; shared-GPU rehearsal: not a speedup" if analysis.shared_gpu(r) else ""
+        return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.get('precision', '?')}{shared}"
     where = f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks"
     return f"{where}: these times measure the code path, not GPU scaling" if times else where
 

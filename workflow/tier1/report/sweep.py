@@ -15,11 +15,12 @@ def rows(r) -> list[dict[str, Any]]:
         one = r.sweep.get((b, 1))
         step1 = one["steady_step_s"] if one else None
         speedup = step1 / rec["steady_step_s"] if step1 and rec.get("steady_step_s") else None
-        on_gpu = bool(rec.get("on_gpu")) and rec.get("gpus", 0) >= n
+        shared = bool(rec.get("on_gpu")) and rec.get("gpus", 0) < n  # the shared-GPU rehearsal
+        on_gpu = bool(rec.get("on_gpu")) and not shared
         out.append({"global_batch": b, "world_size": n, "per_rank_batch": rec["per_rank_batch"],
                     "step_s": rec.get("steady_step_s"), "one_rank_step_s": step1, "speedup": speedup,
                     "efficiency": speedup / n if speedup else None, "busy_share": rec.get("gpu_busy_share"),
-                    "on_gpu": on_gpu, "timed_steps": rec.get("timed_steps")})
+                    "on_gpu": on_gpu, "shared_gpu": shared, "timed_steps": rec.get("timed_steps")})
     return out
 
 
@@ -34,6 +35,9 @@ def sentence(r) -> str | None:
     best = max(at_n, key=lambda x: x["efficiency"])
     if not at_n[0]["on_gpu"]:
         ratios = ", ".join("{:.2f} at {} per rank".format(x["speedup"], x["per_rank_batch"]) for x in at_n)
+        if at_n[0]["shared_gpu"]:
+            return (f"shared-GPU rehearsal: not a speedup; the sweep's ratios at {n} ranks on one GPU ({ratios}) are "
+                    "time ratios of ranks sharing it; where multi-GPU pays off needs one GPU per rank")
         return (f"CPU rehearsal: the sweep's ratios at {n} ranks ({ratios}) are time ratios of ranks sharing the "
                 "CPU's cores, not speedups; where multi-GPU pays off needs GPUs")
     good = [x for x in at_n if x["efficiency"] >= EFFICIENT]

@@ -183,7 +183,8 @@ def to_markdown(r: Results) -> str:
     # On a CPU the ranks share cores: the ratio of times is shown, never called a speedup.
     ratio = (lambda x: fmt(x)) if cpu else (lambda x: fmt(x, "x"))
     ratio_head = (f"Wall-time ratio (1 / {largest} ranks), CPU rehearsal" if cpu
-                  else f"Wall-time speedup ({largest} vs 1)")
+                  else f"Wall-time ratio (1 / {largest} ranks), shared-GPU rehearsal: not a speedup"
+                  if analysis.shared_gpu(r) else f"Wall-time speedup ({largest} vs 1)")
     lines = ["# tier1 performance report", "", machine_line(r), "", "## Verdicts", ""]
     for name, ok, text in analysis.verdicts(r):
         mark = "n/a" if ok is None else ("PASS" if ok else "FAIL")
