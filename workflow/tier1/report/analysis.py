@@ -210,14 +210,14 @@ def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
     judged = [x for x in rows if x["flagged"] is not None]
     flagged = [x for x in judged if x["flagged"]]
     # a CPU rehearsal's ratios are time ratios (1 rank / n ranks), never written as speedups
-    unit, what = ("x", "speedup") if rows[0]["on_gpu"] else ("", "time ratio")
+    unit, what, wall = ("x", "speedup", "wall-time speedup") if rows[0]["on_gpu"] else ("", "time ratio", "wall-time ratio")
     parts = []
     for x in rows:
         n = x["world_size"]
         state = ("not judged (marked)" if x["marks"] else "n/a" if x["ratio"] is None
                  else f"{pct(x['ratio'])} of predicted, {x['judgement']}" + (" — BELOW" if x["flagged"] else ""))
         parts.append(f"{n} ranks: steady-step {what} {fmt(x['measured_step_speedup'], unit)} vs predicted "
-                     f"{fmt(x['predicted_speedup'], unit)} ({state}; wall-time {what} {fmt(walls.get(n), unit)})")
+                     f"{fmt(x['predicted_speedup'], unit)} ({state}; {wall} {fmt(walls.get(n), unit)})")
     worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
     text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
     cause = bound.sentence(r)

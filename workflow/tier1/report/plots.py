@@ -331,7 +331,7 @@ def sweep(r: Results, path: Path) -> None:
 
     rows = [x for x in batch_sweep.rows(r) if x["speedup"] is not None and x["world_size"] > 1]
     cpu = not any(x["on_gpu"] for x in rows)
-    fig, ax = plt.subplots(figsize=(7, 4.4))
+    fig, ax = plt.subplots(figsize=(9, 4.4))
     sizes = sorted({x["world_size"] for x in rows})
     for i, n in enumerate(sizes):
         pts = sorted((x["per_rank_batch"], x["speedup"]) for x in rows if x["world_size"] == n)
@@ -354,7 +354,7 @@ def sweep(r: Results, path: Path) -> None:
     ax.set_title("Where multi-GPU pays off" + (" (CPU rehearsal: time ratios, not speedups)" if cpu else ""))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="upper left")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, never over them
     return _save(fig, path, r)
 
 

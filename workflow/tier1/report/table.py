@@ -368,7 +368,8 @@ def decomposition_section(r: Results) -> list[str]:
         busy = pct(bound.busy_share(r, n)) if on_gpu else "n/a (CPU)"
         used = ", ".join(str(i) for i in d.get("step_indices") or [])
         cold = d.get("cold_steps_used") or []
-        which = f"{d['steps_rerun']} (steps {used}" + (f"; cold: {', '.join(map(str, cold))}" if cold else "") + ")"
+        rerun = f"{d['steps_rerun']} re-run" if n > 1 else "none re-run at 1 rank"
+        which = f"steps {used} ({rerun}" + (f"; cold: {', '.join(map(str, cold))}" if cold else "") + ")"
         lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {which} | {busy} |")
     return lines + [""]
 
