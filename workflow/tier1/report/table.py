@@ -398,8 +398,11 @@ def prediction_section(r: Results) -> list[str]:
     if not first["on_gpu"]:
         lines += [f"> CPU: ranks share the machine's {first['cores']} cores, so the model gives each of n ranks "
                   f"min(threads, {first['cores']}/n) cores: 1/n of the batch on about 1/n of the cores, and compute "
-                  f"does not shrink; the predicted time ratio (1 rank / n ranks) is at most 1. This measures the "
-                  f"distributed machinery, not GPU scaling.", ""]
+                  f"does not shrink; the predicted time ratio (1 rank / n ranks) is then at most 1. Where the per-rank "
+                  f"compute was measured (\"measured\" below), the prediction takes it instead, and the ratio follows "
+                  f"what one thread really did at its share of the batch beside the 1-rank process (its threads may "
+                  f"scale worse than linearly, or suffer more from other processes). This measures the distributed "
+                  f"machinery, not GPU scaling.", ""]
     lines += [f"| World size | Measured {what} (step) | Measured {what} (wall) | Predicted {what} | Measured / predicted "
               "| Predicted step | Predicted exposed all-reduce (hidden) | Bus bandwidth used | Compute per rank vs 1 rank "
               "| Flag |", "|---" * 10 + "|"]
