@@ -17,6 +17,8 @@ def test_batch_sweep_is_empty_by_default_and_read_from_the_command_line():
     assert Tier1Config.from_dict(from_command_line({"batch_sweep": "[]"})).batch_sweep == ()
     with pytest.raises(ConfigError, match="batch_sweep: global batch 6 does not split over 4 ranks"):
         Tier1Config.from_dict({"batch_sweep": [6], "gpu_counts": [1, 2, 4]})
+    with pytest.raises(ConfigError, match="batch_sweep: global batch 1024 needs at least 1024 training pairs"):
+        Tier1Config.from_dict({"batch_sweep": [1024], "gpu_counts": [1, 2, 4], "train_samples": 512})
     with pytest.raises(ConfigError, match="batch_sweep: 'a,b' is not a list"):
         from_command_line({"batch_sweep": "a,b"})
 

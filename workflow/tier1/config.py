@@ -161,6 +161,9 @@ class Tier1Config:
         if sweep and min(sweep) < 1:
             raise ConfigError("batch_sweep: give global batch sizes >= 1, e.g. [32, 128], or [] for no sweep")
         object.__setattr__(self, "batch_sweep", sweep)
+        if sweep and max(sweep) > self.train_samples:
+            raise ConfigError(f"batch_sweep: global batch {max(sweep)} needs at least {max(sweep)} training pairs, "
+                              f"but train_samples is {self.train_samples}; raise train_samples or leave it out")
         if counts != AUTO:
             for b in sweep:
                 for n in self.world_sizes:
