@@ -64,3 +64,23 @@ def test_step_shapes_are_the_buckets_each_rank_meets():
             local = plan.local_slice(batch, rank)
             width = max(len(ids[i]) for i in local)
             assert (rank, 8, width) in s
+
+
+def test_a_trained_run_re_uses_the_chosen_steps_own_times(tiny_model, pairs):
+    from tier1 import distributed, model
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.token_cache import pair_tokens
+    from tier1.training.builder import build_trainer
+
+    ctx = distributed.setup()
+    cfg = Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 8, "gpu_counts": [1], "max_seq_length": 32,
+                                 "length_buckets": 1}).view(TrainConfig)
+    encoder, tokenizer = model.load(str(tiny_model))
+    trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs[:48], 32))
+    trainer.fit()
+    warm = warm_steps.choose(trainer, 3, bucket)
+    assert warm["window_steps"] == 6 and len(warm["indices"]) == 3
+    assert set(warm["cold_used"]) <= set(warm["indices"]) and all(0 <= i < 6 for i in warm["indices"])
+    got = trainer.measure_unsynced(indices=warm["indices"])
+    assert got["step_indices"] == warm["indices"]
+    assert got["synced_s"] == [trainer.times.compute[i] for i in warm["indices"]]
