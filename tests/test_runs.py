@@ -16,12 +16,13 @@ CHANGED = {"run_name": "other", "train_samples": 100, "test_samples": 100, "num_
            "optimizer": "sgd", "loss_scale": 10.0, "gather_embeddings": False, "warmup_ratio": 0.0, "weight_decay": 0.0,
            "checkpoint_every": 5, "corpus_chunk_size": 128, "ignore_identical_ids": False, "repeats": 3,
            "collective_timeout_s": 60.0, "bench_steps": 5, "bench_texts": 10, "bench_repeats": 1,
-           "internode_busbw_gbps": 25.0}
+           "internode_busbw_gbps": 25.0, "batch_sweep": [8], "share_gpu": True}
 
 
 def run_hash(**changes) -> str:
     base = {"gpu_counts": [1, 2, 4]}
-    return config_hash(Tier1Config.from_dict({**base, **changes}).resolve([]).to_dict())
+    gpus = ["GPU-0"] if changes.get("share_gpu") else []  # share_gpu is refused without a GPU to share
+    return config_hash(Tier1Config.from_dict({**base, **changes}).resolve(gpus).to_dict())
 
 
 def test_every_setting_is_covered_here():
