@@ -15,7 +15,7 @@ rule rank_compute:
         timed=1,
         gpu=gpus_for(1),
     params:
-        story=stage_story("compute of one rank at each share of the batch"),
+        story=stage_story("compute of one rank at each share of the batch", timed=True),
         cfg=stage_params("train"),
         launch=launcher(1),
         sizes=" ".join(str(n) for n in WORLD_SIZES),

@@ -15,7 +15,7 @@ rule sweep_step:
         timed=1,
         gpu=lambda w: gpus_for(w.n),
     params:
-        story=stage_story(lambda w: f"batch sweep, global batch {w.b}, {w.n} rank(s)"),
+        story=stage_story(lambda w: f"batch sweep, global batch {w.b}, {w.n} rank(s)", timed=True),
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
