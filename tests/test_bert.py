@@ -181,3 +181,31 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, pairs):
         encoder(**batch).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in encoder.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("folder", ["packaged", "tiny_model"])
+def test_query_key_value_as_one_parameter_round_trip(folder, request, tmp_path):
+    """Query, key and value are one (3h, h) parameter in tier1.bert; loaded from the file's
+    three names and saved back under them, the file's tensors come back exactly."""
+    from safetensors.torch import load_file
+
+    path = Path(request.getfixturevalue(folder))
+    ours = bert.Bert.from_folder(path)
+    layer = ours.encoder.layer[0].attention.self
+    assert [name for name, _ in layer.named_parameters()] == ["qkv.weight", "qkv.bias"]
+    original = {k: v for k, v in load_file(str(path / bert.WEIGHTS)).items() if not k.startswith(bert._UNUSED)}
+    prefix = "encoder.layer.0.attention.self."
+    torch.testing.assert_close(layer.qkv.weight.detach(), torch.cat(
+        [original[prefix + f"{n}.weight"] for n in ("query", "key", "value")]), rtol=0, atol=0)
+    ours.save_pretrained(tmp_path / "saved")
+    saved = load_file(str(tmp_path / "saved" / bert.WEIGHTS))
+    assert set(saved) == set(original)
+    for name, tensor in original.items():
+        assert torch.equal(saved[name], tensor), name
+    # and transformers reads the saved folder as the same model
+    theirs = AutoModel.from_pretrained(tmp_path / "saved").eval()
+    ids = torch.tensor([[101, 2023, 2003, 102, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(ours(ids, mask)[:, :4], expected[:, :4], atol=2e-5, rtol=1e-4)

@@ -10,6 +10,7 @@ BertModel on the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -73,23 +74,44 @@ class _Embeddings(nn.Module):
 
 
 class _SelfAttention(nn.Module):
+    """Query, key and value as one (3h, h) parameter: one matrix product and no concatenation per
+    forward. Checkpoints keep BertModel's three names (query, key, value): loading merges them,
+    `state_dict` splits them again (tests/test_bert.py: the round trip equals the file)."""
+
+    NAMES = ("query", "key", "value")
+
     def __init__(self, c: SimpleNamespace):
         super().__init__()
         self.heads, self.dropout_p = c.num_attention_heads, c.attention_probs_dropout_prob
-        self.query = nn.Linear(c.hidden_size, c.hidden_size)
-        self.key = nn.Linear(c.hidden_size, c.hidden_size)
-        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+        self.qkv = nn.Linear(c.hidden_size, 3 * c.hidden_size)
+        self.register_state_dict_post_hook(_split_qkv)
+        self.register_load_state_dict_pre_hook(_merge_qkv)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, s, h = x.shape
-        # one matmul for query, key and value (the same numbers as three, in less time: about 4%
-        # of the CPU encoder's time); the parameters stay three, under BertModel's names
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        q, k, v = F.linear(x, weight, bias).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              dropout_p=self.dropout_p if self.training else 0.0)
         return out.transpose(1, 2).reshape(b, s, h)
+
+
+def _split_qkv(module, state_dict, prefix, local_metadata) -> None:
+    """state_dict hook: qkv.weight/bias as BertModel's query, key and value entries (copies, so a
+    safetensors file never holds tensors that share memory)."""
+    for kind in ("weight", "bias"):
+        fused = state_dict.pop(f"{prefix}qkv.{kind}", None)
+        if fused is None:
+            continue
+        for name, part in zip(_SelfAttention.NAMES, fused.chunk(3)):
+            state_dict[f"{prefix}{name}.{kind}"] = part.clone()
+
+
+def _merge_qkv(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: BertModel's query, key and value entries as one qkv entry."""
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{kind}" for name in _SelfAttention.NAMES]
+        if all(k in state_dict for k in keys):
+            state_dict[f"{prefix}qkv.{kind}"] = torch.cat([state_dict.pop(k) for k in keys])
 
 
 class _Output(nn.Module):
@@ -139,6 +161,51 @@ class _Stack(nn.Module):
         self.layer = nn.ModuleList(_Layer(c) for _ in range(c.num_hidden_layers))
 
 
+# On CUDA the attention kernel is chosen, not left to SDPA's default order: on torch 2.11 with
+# H100/H200 that order puts cuDNN first for a masked call, and cuDNN builds an execution plan per
+# new shape (0.4-0.55 s each, pytorch/pytorch and modelscope/FunASR#3704), returns NaN gradients
+# for widths with width % 128 == 64 under a mask (pytorch/pytorch#196678: 64 and 192 are on the
+# ladder) and misreads a mask of another dtype (pytorch/pytorch#191612). The memory-efficient
+# kernel takes an additive mask, builds nothing per shape and is clean on all three; MATH is the
+# fallback for inputs it refuses.
+CUDA_BACKENDS = ("EFFICIENT_ATTENTION", "MATH")
+
+
+def attention_backend(device: torch.device):
+    """The SDPA kernels allowed on this device (a context manager): CUDA_BACKENDS on a GPU,
+    SDPA's own choice elsewhere (on a CPU: its fused kernel, masked or not)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in CUDA_BACKENDS], set_priority=True)
+
+
+def backend_name(device: torch.device) -> str:
+    """What records and the report say about the attention kernel on `device`."""
+    if device.type == "cuda":
+        return "SDPA " + " then ".join(n.lower() for n in CUDA_BACKENDS) + ", additive mask"
+    return "SDPA default (CPU), boolean mask; none on a batch without padding"
+
+
+def attention_record(encoder: nn.Module, device: torch.device) -> str:
+    """The attention kernel a (sentence) encoder runs, for records and the report."""
+    if isinstance(getattr(encoder, "transformer", encoder), Bert):
+        return backend_name(device)
+    return "transformers' own attention (a model tier1.bert does not run)"
+
+
+def attention_mask_for(attention_mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The mask every layer's attention uses, built once per forward. On a GPU: additive, in the
+    dtype the attention runs in (autocast's or the activations'), as the memory-efficient kernel
+    requires; elsewhere boolean."""
+    keep = attention_mask[:, None, None, :].bool()
+    if x.device.type != "cuda":
+        return keep
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    return torch.zeros(keep.shape, dtype=dtype, device=x.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
 class Bert(nn.Module):
     """forward(input_ids, attention_mask) -> the last hidden states (batch, tokens, hidden)."""
 
@@ -149,17 +216,17 @@ class Bert(nn.Module):
         self.encoder = _Stack(config)
         self.checkpointing = False
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`attention_mask` None: no padding (the caller knows it from the lengths); attention then
+        runs unmasked, which is faster on a CPU."""
         x = self.embeddings(input_ids)
-        # A batch without padding needs no mask, and attention runs faster without one; asked
-        # only on the CPU, where the answer costs no wait for the device.
-        unpadded = attention_mask.device.type == "cpu" and bool(attention_mask.all())
-        mask = None if unpadded else attention_mask[:, None, None, :].bool()
-        for layer in self.encoder.layer:
-            if self.checkpointing and self.training:
-                x = checkpoint(layer, x, mask, use_reentrant=False)
-            else:
-                x = layer(x, mask)
+        mask = None if attention_mask is None else attention_mask_for(attention_mask, x)
+        with attention_backend(x.device):
+            for layer in self.encoder.layer:
+                if self.checkpointing and self.training:
+                    x = checkpoint(layer, x, mask, use_reentrant=False)
+                else:
+                    x = layer(x, mask)
         return x
 
     @classmethod
