@@ -38,6 +38,7 @@ def train_variants(rank: int, world_size: int, model_path: str, pairs: list, var
             if i == 0:
                 first_grads = flat_grads(trainer.encoder).clone()
             trainer.apply_gradients()
+        losses = trainer.read_losses(losses)  # kept on the device by the steps, read once
         results[name] = {"losses": losses, "grads": first_grads.cpu(), "params": flat_params(trainer.encoder).cpu(),
                          "device": str(ctx.device)}
     if ctx.is_main:

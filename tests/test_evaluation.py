@@ -17,7 +17,7 @@ import eval_runs
 import helpers
 
 CFG = {"model": "unused", "trust_remote_code": False, "eval_batch_size": 8, "max_seq_length": 32, "precision": "fp32",
-       "corpus_chunk_size": 4096, "ignore_identical_ids": True, "repeats": 1}
+       "corpus_chunk_size": 4096, "ignore_identical_ids": True, "repeats": 1, "pad_widths": "auto"}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tier1 import shapes
+
 
 class InputError(ValueError):
     """An input that cannot work (a setting, a file); the message names it and the fix."""
@@ -114,6 +116,9 @@ class Tier1Config:
     # 4 on a CPU, where compute scales with padded tokens, 1 on a GPU, where the extra kernel
     # launches cost more than the padding (measured: docs/performance.md)
     length_buckets: int | str = AUTO
+    # the widths batches are padded up to (tier1.shapes): "auto" (multiples of 64 on a GPU, of 16
+    # on a CPU, topped by max_seq_length) or a list; a run then meets few, known shapes
+    pad_widths: tuple[int, ...] | str = AUTO
     precision: str = "auto"
     optimizer: str = "adamw"
     loss_scale: float = 20.0
@@ -152,6 +157,13 @@ class Tier1Config:
             raise ConfigError(f"precision: {self.precision!r} is not one of 'auto', 'fp32', 'bf16'")
         if self.length_buckets != AUTO and not (isinstance(self.length_buckets, int) and self.length_buckets >= 1):
             raise ConfigError(f"length_buckets: {self.length_buckets!r} is neither 'auto' nor a whole number >= 1")
+        if self.pad_widths != AUTO:
+            widths = self.pad_widths
+            if isinstance(widths, str) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                                                  for w in widths) or not widths:
+                raise ConfigError(f"pad_widths: {widths!r} is neither 'auto' nor a list of whole numbers >= 1, "
+                                  "e.g. [32, 64, 128]")
+            object.__setattr__(self, "pad_widths", tuple(sorted(set(widths))))
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
         if counts != AUTO:
@@ -224,6 +236,8 @@ class Tier1Config:
         if out["gpu_counts"] != AUTO:
             out["gpu_counts"] = list(self.gpu_counts)
         out["batch_sweep"] = list(self.batch_sweep)
+        if out["pad_widths"] != AUTO:
+            out["pad_widths"] = list(self.pad_widths)
         return out
 
     def view(self, stage: type[View]) -> View:
@@ -256,6 +270,7 @@ class TrainConfig:
     scaling: str
     grad_accum_steps: int
     length_buckets: int | str
+    pad_widths: list[int] | str
     optimizer: str
     learning_rate: float
     warmup_ratio: float
@@ -288,6 +303,9 @@ class TrainConfig:
             return 1 if device_type == "cuda" else 4
         return int(self.length_buckets)
 
+    def widths(self, device_type: str) -> tuple[int, ...]:
+        return shapes.ladder(self.pad_widths, self.max_seq_length, device_type)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -295,10 +313,14 @@ class EvalConfig:
     trust_remote_code: bool
     eval_batch_size: int
     max_seq_length: int
+    pad_widths: list[int] | str
     precision: str
     corpus_chunk_size: int
     ignore_identical_ids: bool
     repeats: int
+
+    def widths(self, device_type: str) -> tuple[int, ...]:
+        return shapes.ladder(self.pad_widths, self.max_seq_length, device_type)
 
 
 @dataclass(frozen=True)
@@ -336,6 +358,7 @@ class BenchConfig:
     trust_remote_code: bool
     batch_size: int
     length_buckets: int | str
+    pad_widths: list[int] | str
     max_seq_length: int
     precision: str
     eval_batch_size: int

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from tier1 import atomic, distributed, disturbance, model, provenance, token_cache
+from tier1 import atomic, bert, distributed, disturbance, model, provenance, shapes, token_cache
 from tier1 import device as devices
 from tier1.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
 from tier1.config import EvalConfig, config_hash
@@ -32,33 +33,58 @@ from tier1.data.sources import BeirSet, read_beir_files
 from tier1.distributed import Context
 from tier1.evaluation import metrics as ir_metrics
 from tier1.evaluation import sharding, topk
+from tier1.packed import PackedIds
 from tier1.provenance import available_cores
+from tier1.shapes import ShapeLog
+from tier1.training import buckets
 
 log = logging.getLogger("tier1.evaluate")
 TOP_K = 100
 
 
-def encode_share(encoder, token_ids, batches, share, pad_id, device, dtype, bar) -> tuple[list[int], torch.Tensor]:
+def batch_tensors(packed: PackedIds, rows: list[int], pad_id: int, rungs: tuple[int, ...], device) -> tuple[dict, bool]:
+    """A batch padded to the ladder's rung above its longest text, on `device` (from pinned
+    memory without blocking on a GPU), and whether it holds padding."""
+    longest = int(packed.lengths[rows].max())
+    width = shapes.width(longest, rungs)
+    ids, mask = packed.pad(np.asarray(rows), width, pad_id)
+    tensors = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if device.type == "cuda":
+        tensors = {k: v.pin_memory().to(device, non_blocking=True) for k, v in tensors.items()}
+    return tensors, int(packed.lengths[rows].min()) < width
+
+
+def encode_share(encoder, packed, batches, share, pad_id, device, dtype, bar, rungs, seen: ShapeLog
+                 ) -> tuple[list[int], torch.Tensor]:
     """Encode this rank's batches; returns (item indices, embeddings) in that order."""
     items, outs = [], []
     with torch.inference_mode(), devices.autocast(device, dtype):
         for b in share:
-            batch = token_cache.collate(token_ids, batches[b], pad_id)
-            outs.append(encoder(**{k: v.to(device) for k, v in batch.items()}).float())
+            batch, padded = batch_tensors(packed, batches[b], pad_id, rungs, device)
+            seen.meet(tuple(batch["input_ids"].shape))
+            outs.append(buckets.encode(encoder, batch, padded).float())
             items.extend(batches[b])
             bar.update(len(batches[b]))
     dim = encoder.transformer.config.hidden_size
     return items, torch.cat(outs) if outs else torch.empty(0, dim, device=device)
 
 
-def encode_sharded(encoder, token_ids, batch_size, pad_id, ctx: Context, dtype, desc) -> tuple[list[int], torch.Tensor, dict]:
-    lengths = [len(t) for t in token_ids]
+def plan_shapes(packed: PackedIds, batch_size: int, rungs: tuple[int, ...]) -> set[tuple[int, int]]:
+    """The (rows, width) of every batch of `packed` (the plan is the same on every rank)."""
+    lengths = packed.lengths
+    return {(len(b), shapes.width(int(lengths[b].max()), rungs))
+            for b in sharding.plan_batches(lengths.tolist(), batch_size)}
+
+
+def encode_sharded(encoder, packed, batch_size, pad_id, ctx: Context, dtype, desc, rungs, seen: ShapeLog
+                   ) -> tuple[list[int], torch.Tensor, dict]:
+    lengths = packed.lengths.tolist()
     batches = sharding.plan_batches(lengths, batch_size)
     share = sharding.deal(batches, lengths, ctx.world_size)[ctx.rank]
     n_mine = sum(len(batches[b]) for b in share)
     bar = progress(n_mine, f"{desc} (rank {ctx.rank})", enabled=ctx.is_main)
     t0 = time.perf_counter()
-    items, emb = encode_share(encoder, token_ids, batches, share, pad_id, ctx.device, dtype, bar)
+    items, emb = encode_share(encoder, packed, batches, share, pad_id, ctx.device, dtype, bar, rungs, seen)
     devices.synchronize(ctx.device)
     bar.close()
     stats = {"items": len(items), "batches": len(share), "tokens": sum(lengths[i] for i in items),
@@ -75,29 +101,42 @@ def gather_rows(items: list[int], emb: torch.Tensor, total: int) -> torch.Tensor
     return out
 
 
-def warm_up(encoder, token_ids, batch_size: int, pad_id: int, ctx: Context, dtype) -> None:
-    """One untimed batch (the longest, as a worst case for kernel selection) and one collective,
-    so the timed window holds no first-call costs: CUDA context, cuBLAS handles, kernel choice.
-    Where first calls cost little (a CPU), two texts of that batch do (0.05-0.07 s against
-    0.63-0.66 s for the whole batch here; the first timed batch no slower either way)."""
-    lengths = [len(t) for t in token_ids]
-    batches = sharding.plan_batches(lengths, batch_size)
-    if batches:
-        rows = batches[-1] if devices.first_calls_cost(ctx.device) else batches[-1][:2]
-        with torch.inference_mode(), devices.autocast(ctx.device, dtype):
-            batch = token_cache.collate(token_ids, rows, pad_id)
-            encoder(**{k: v.to(ctx.device) for k, v in batch.items()})
+def warm_up(encoder, packed: list[PackedIds], batch_size: int, pad_id: int, ctx: Context, dtype, rungs,
+            seen: ShapeLog) -> None:
+    """Before the timed window, on a GPU: one untimed forward of every (rows, width) shape the
+    queries' and the corpus's batches have (kernel choice and set-up per shape, CUDA context,
+    cuBLAS handles), and one collective. Where first calls cost little (a CPU), two texts of the
+    longest batch (0.05-0.07 s against 0.63-0.66 s for the whole batch here; the first timed
+    batch no slower either way)."""
+    with torch.inference_mode(), devices.autocast(ctx.device, dtype):
+        if devices.first_calls_cost(ctx.device):
+            todo = sorted(set().union(*(plan_shapes(p, batch_size, rungs) for p in packed if len(p))))
+            for rows, width in todo:
+                ids = torch.full((rows, width), pad_id, dtype=torch.long, device=ctx.device)
+                mask = torch.ones((rows, width), dtype=torch.long, device=ctx.device)
+                mask[:, -1] = 0
+                encoder(input_ids=ids, attention_mask=mask)
+            seen.warm(todo)
+        elif len(packed[-1]):
+            batches = sharding.plan_batches(packed[-1].lengths.tolist(), batch_size)
+            batch, padded = batch_tensors(packed[-1], batches[-1][:2], pad_id, rungs, ctx.device)
+            buckets.encode(encoder, batch, padded)
     devices.synchronize(ctx.device)
     distributed.all_gather_objects(ctx.rank)
 
 
-def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg: EvalConfig, ctx: Context, dtype):
+def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg: EvalConfig, ctx: Context, dtype,
+                  seen: ShapeLog):
+    """`corpus_tokens`, `query_tokens`: PackedIds."""
     pad = tokenizer.pad_token_id
+    rungs = cfg.widths(ctx.device.type)
     distributed.barrier()
     t0 = time.perf_counter()
-    q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg.eval_batch_size, pad, ctx, dtype, "queries")
+    q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg.eval_batch_size, pad, ctx, dtype, "queries",
+                                             rungs, seen)
     queries = gather_rows(q_items, q_emb, len(query_tokens))
-    d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg.eval_batch_size, pad, ctx, dtype, "corpus")
+    d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg.eval_batch_size, pad, ctx, dtype, "corpus",
+                                             rungs, seen)
     t1 = time.perf_counter()
     best = topk.search(queries, d_emb, torch.tensor(d_items, dtype=torch.long), TOP_K,
                        cfg.corpus_chunk_size, exclude.to(ctx.device))
@@ -148,18 +187,23 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
         corpus_tokens = token_cache.token_ids(tokenizer, [token_cache.doc_text(beir.corpus[d]) for d in doc_ids], n)
         query_tokens = token_cache.token_ids(tokenizer, [beir.queries[q] for q in query_ids], n)
     exclude = torch.tensor([doc_pos.get(q, -1) if cfg.ignore_identical_ids else -1 for q in query_ids])
+    corpus_tokens, query_tokens = PackedIds.from_rows(corpus_tokens), PackedIds.from_rows(query_tokens)
     load_s = time.perf_counter() - t_load
 
-    warm_up(encoder, corpus_tokens, cfg.eval_batch_size, tokenizer.pad_token_id, ctx, dtype)
+    shape_log, rungs = ShapeLog(), cfg.widths(ctx.device.type)
+    warm_up(encoder, [query_tokens, corpus_tokens], cfg.eval_batch_size, tokenizer.pad_token_id, ctx, dtype, rungs,
+            shape_log)
     devices.reset_peak(ctx.device)
     walls, rank_stats, merged = [], None, None
     windows = []
     for _ in range(cfg.repeats):
         with disturbance.Watch(ctx.device) as watch:
-            merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx, dtype)
+            merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx,
+                                                     dtype, shape_log)
         walls.append(wall)
         windows.append(watch.record)
     rank_stats["window"] = disturbance.combine(windows)
+    rank_stats["shapes"] = shape_log.record(rungs, shapes.note(devices.first_calls_cost(ctx.device)))
     rank_stats["peak_memory"] = devices.peak_memory(ctx.device)
     rank_stats["device_name"] = devices.device_name(ctx.device)
     rank_stats["threads"] = ctx.threads
@@ -198,6 +242,8 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
             "merge": ranks[0]["merge_s"],
         },
         "precision": devices.dtype_name(dtype),
+        "shapes": shapes.combine([r["shapes"] for r in ranks]),
+        "attention": bert.attention_record(encoder, ctx.device),
         "disturbance": disturbed_by,
         "marks": marks,
         "ranks": ranks,

@@ -31,13 +31,18 @@ class SentenceEncoder(nn.Module):
         self.transformer = transformer
         self.head = head or Head()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`attention_mask` None: a batch without padding (tier1.training.buckets.encode)."""
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
         hidden = hidden if isinstance(hidden, torch.Tensor) else hidden.last_hidden_state
         if self.head.pooling == ("mean",):
+            if attention_mask is None:  # no padding: the plain mean, without building a mask
+                return F.normalize(hidden.mean(1).float(), p=2, dim=-1)
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         else:
+            if attention_mask is None:
+                attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
             pooled = torch.cat([pool(hidden, attention_mask, mode) for mode in self.head.pooling], dim=-1)
         return F.normalize(pooled.float(), p=2, dim=-1)
 

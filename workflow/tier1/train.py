@@ -86,7 +86,9 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
 
     def after_step(t: Trainer) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{t.loss_rows[-1]['loss']:.4f}")
+        read = [r["loss"] for r in t.loss_rows if r["loss"] is not None]  # read every few steps
+        if read:
+            bar.set_postfix(loss=f"{read[-1]:.4f}", refresh=False)
         if not t.done and cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0:
             saving = time.perf_counter()
             if ctx.is_main:
@@ -99,6 +101,7 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
 
     if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
+        trainer.warm_shapes()
     distributed.barrier()
     with disturbance.Watch(ctx.device) as watch:
         t0 = time.perf_counter()

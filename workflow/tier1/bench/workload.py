@@ -15,7 +15,7 @@ from pathlib import Path
 from tier1.data.sources import read_jsonl
 from tier1.token_cache import doc_text
 
-RECIPES = ("matched", "defaults")
+RECIPES = ("matched", "defaults", "host_overhead")
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,17 @@ class Workload:
     seed: int
     threads: int
     length_buckets: int | str = "auto"  # tier1's own (sentence-transformers pads each batch to its longest text)
+    pad_widths: list[int] | str = "auto"  # tier1's width ladder
     # "matched": sentence-transformers runs tier1's recipe (precision, no gradient clipping);
-    # "defaults": its own defaults (fp32, gradient clipping at 1.0), tier1 unchanged.
+    # "defaults": its own defaults (fp32, gradient clipping at 1.0), tier1 unchanged;
+    # "host_overhead": "matched" with a tiny model (tier1.bench.tiny), where a step is host work.
     recipe: str = "matched"
 
     def __post_init__(self) -> None:
         if self.steps < 2:
             raise ValueError("bench needs at least 2 training steps: the first is not timed")
+        if isinstance(self.pad_widths, list | tuple):
+            object.__setattr__(self, "pad_widths", list(self.pad_widths))
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe {self.recipe!r} is not one of {RECIPES}")
 

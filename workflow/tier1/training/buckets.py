@@ -1,62 +1,106 @@
-"""Length buckets: one side of a batch encoded in length-sorted parts, each padded only to its own
-longest text.
+"""Length buckets: one side of a batch encoded in length-sorted parts, each padded only to the
+ladder's rung above its own longest text.
 
 A batch padded to its longest text computes on every padding position. Docstring anchors are short
 and uneven (on the default data, 32% of an anchor batch's positions are text), so most of that
 work is wasted. Cut into parts of similar length, the same texts cost far fewer positions (72% text
 in four parts). The batch itself, its loss and its negatives are unchanged: the parts' embeddings
 are put back in batch order before the loss, and with the attention mask a text's embedding does
-not depend on the padding around it.
+not depend on the padding around it. Widths come from a short ladder (tier1.shapes), so a run
+meets a small, known set of shapes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from tier1.token_cache import collate
+from tier1 import shapes
+from tier1.packed import PackedIds
 
 MIN_ROWS = 8  # below this many texts a part costs more in per-call overhead than padding saves
 
 
 @dataclass(frozen=True)
 class LengthBuckets:
-    """Parts in ascending length; `inverse[i]` is the row of batch item i in the parts' concatenation."""
+    """Parts in ascending length; `inverse[i]` is the row of batch item i in the parts' concatenation.
+    `padded[j]`: whether part j holds any padding (known from the lengths, never asked of a tensor)."""
 
     parts: tuple[dict[str, torch.Tensor], ...]
     inverse: torch.Tensor
+    padded: tuple[bool, ...]
+    real_tokens: int
 
     def to(self, device: torch.device) -> LengthBuckets:
-        return LengthBuckets(tuple({k: v.to(device, non_blocking=True) for k, v in p.items()} for p in self.parts),
-                             self.inverse.to(device, non_blocking=True))
+        """On a GPU: copied from pinned host memory without blocking the host, so the copy is
+        queued behind the running step while the host goes on."""
+        if device.type == "cpu":
+            return self
+        pin = device.type == "cuda"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+
+        return LengthBuckets(tuple({k: move(v) for k, v in p.items()} for p in self.parts), move(self.inverse),
+                             self.padded, self.real_tokens)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
         """(texts, padded width) of each part."""
-        return [tuple(p["attention_mask"].shape) for p in self.parts]
-
-    @property
-    def real_tokens(self) -> int:
-        return sum(int(p["attention_mask"].sum()) for p in self.parts)
+        return [tuple(p["input_ids"].shape) for p in self.parts]
 
 
-def bucket(ids: list[list[int]], batch: list[int], pad_id: int, n_parts: int) -> LengthBuckets:
-    """The rows `batch` of `ids` in up to `n_parts` length-sorted parts of at least MIN_ROWS texts
-    (ties by position, so the parts are the same on every call)."""
-    k = max(1, min(n_parts, len(batch) // MIN_ROWS))
-    ranked = sorted(range(len(batch)), key=lambda r: (len(ids[batch[r]]), r))
-    bounds = [round(i * len(batch) / k) for i in range(k + 1)]
-    chunks = [ranked[a:b] for a, b in zip(bounds, bounds[1:])]
-    parts = tuple(collate(ids, [batch[r] for r in chunk], pad_id) for chunk in chunks)
-    inverse = torch.empty(len(batch), dtype=torch.long)
-    inverse[torch.tensor(ranked)] = torch.arange(len(batch))
-    return LengthBuckets(parts, inverse)
+def part_bounds(n_rows: int, n_parts: int) -> list[int]:
+    k = max(1, min(n_parts, n_rows // MIN_ROWS))
+    return [round(i * n_rows / k) for i in range(k + 1)]
+
+
+def ranked(lengths: np.ndarray) -> np.ndarray:
+    """Batch rows by (length, position): the parts are the same on every call."""
+    return np.argsort(lengths, kind="stable")
+
+
+def planned_shapes(lengths: np.ndarray, n_parts: int, rungs: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (rows, width) of each part `bucket` makes of a batch with these text lengths, from the
+    lengths alone (the shapes a timed window will meet, listed before it opens)."""
+    sorted_lengths = lengths[ranked(lengths)]
+    bounds = part_bounds(len(lengths), n_parts)
+    return [(b - a, shapes.width(int(sorted_lengths[b - 1]), rungs)) for a, b in zip(bounds, bounds[1:])]
+
+
+def bucket(ids: PackedIds, batch, pad_id: int, n_parts: int, rungs: tuple[int, ...]) -> LengthBuckets:
+    """The rows `batch` of `ids` in up to `n_parts` length-sorted parts of at least MIN_ROWS
+    texts, each padded to the lowest rung of `rungs` that holds its longest text."""
+    batch = np.asarray(batch, dtype=np.int64)
+    lengths = ids.lengths[batch]
+    order = ranked(lengths)
+    bounds = part_bounds(len(batch), n_parts)
+    parts, padded = [], []
+    for a, b in zip(bounds, bounds[1:]):
+        rows = order[a:b]
+        w = shapes.width(int(lengths[rows[-1]]), rungs)
+        input_ids, mask = ids.pad(batch[rows], w, pad_id)
+        parts.append({"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)})
+        padded.append(bool(int(lengths[rows].min()) < w))
+    inverse = np.empty(len(batch), dtype=np.int64)
+    inverse[order] = np.arange(len(batch))
+    return LengthBuckets(tuple(parts), torch.from_numpy(inverse), tuple(padded),
+                         int(np.minimum(lengths, rungs[-1]).sum()))
+
+
+def encode(encoder: torch.nn.Module, part: dict[str, torch.Tensor], padded: bool) -> torch.Tensor:
+    """One part's embeddings. On a CPU a part without padding goes without its mask: attention
+    runs faster unmasked there, and the answer came from the lengths, not from the device."""
+    if not padded and part["input_ids"].device.type == "cpu":
+        return encoder(input_ids=part["input_ids"], attention_mask=None)
+    return encoder(**part)
 
 
 def embed(encoder: torch.nn.Module, batch: LengthBuckets | dict[str, torch.Tensor]) -> torch.Tensor:
     """Embeddings in batch order, from length buckets or from one padded batch."""
     if isinstance(batch, dict):
         return encoder(**batch)
-    rows = torch.cat([encoder(**part) for part in batch.parts])
+    rows = torch.cat([encode(encoder, part, padded) for part, padded in zip(batch.parts, batch.padded)])
     return rows[batch.inverse]

@@ -31,16 +31,27 @@ class AllreduceSpan:
             return event
         return time.perf_counter()
 
-    def take(self):
-        """Seconds spanned by the step just finished (None if no bucket was reduced), then reset.
-        On a GPU, call it after the step's work is synchronised."""
-        start, end = self.first_launch, self.last_done
+    def take_marks(self):
+        """The step just finished's (first launch, last completion) marks, unread, then reset:
+        on a GPU reading them waits for the device, so `seconds` is called later."""
+        marks = (self.first_launch, self.last_done)
         self.first_launch = self.last_done = None
+        return marks
+
+    @staticmethod
+    def seconds(marks) -> float | None:
+        """Seconds spanned by `take_marks`' result (None if no bucket was reduced)."""
+        start, end = marks
         if start is None or end is None:
             return None
         if isinstance(start, float):
             return end - start
+        end.synchronize()
         return start.elapsed_time(end) / 1000.0
+
+    def take(self):
+        """Seconds spanned by the step just finished (None if no bucket was reduced), then reset."""
+        return self.seconds(self.take_marks())
 
 
 def timed_allreduce(state: AllreduceSpan, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:

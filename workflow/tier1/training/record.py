@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from tier1 import bert, flops, provenance, shapes
 from tier1 import device as devices
-from tier1 import flops, provenance
 from tier1.config import TrainConfig, config_hash
 from tier1.distributed import Context
 from tier1.model import dropout_probabilities
@@ -113,7 +113,24 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "threads": ctx.threads,
         "parameter_checksum": parameter_checksum(trainer.encoder),
         "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
+        "shapes": trainer.shape_log.record(trainer.rungs, shapes.note(devices.first_calls_cost(ctx.device))),
     }
+
+
+WALL_AVERAGE_SLACK = 0.10  # the wall-average step may exceed the steady median by this share
+
+
+def step_evenness(wall: float, steps: int, steady_s: float | None, device: torch.device) -> dict[str, Any]:
+    """The wall-average step beside the steady median, and why they differ when they do."""
+    average = wall / steps if steps else None
+    excess = average / steady_s - 1 if average and steady_s else None
+    why = None
+    if excess is not None and excess > WALL_AVERAGE_SLACK:
+        why = (f"the wall-average step is {excess:.0%} above the steady median: the first tenth of the steps "
+               "(left out of the median) ran slower, or time passed between steps (progress, checkpoints, waiting "
+               + ("for the host: on a GPU the step clocks are the device's, so host work between steps shows here)"
+                  if device.type == "cuda" else "for the other ranks)"))
+    return {"wall_average_step_s": average, "steady_step_s": steady_s, "excess": excess, "note": why}
 
 
 def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> dict[str, Any]:
@@ -156,6 +173,9 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         "samples_per_s": samples / wall if wall else None,
         "steady_step_s": step_s,
         "steady_step_spread": steady_spread(t.step),
+        "step_evenness": step_evenness(wall, ranks[0]["steps"], step_s, trainer.ctx.device),
+        "shapes": shapes.combine([r["shapes"] for r in ranks]),
+        "attention": bert.attention_record(trainer.encoder, trainer.ctx.device),
         "stalls": step_stalls,
         "marks": marks(start_step, plan.total_steps, step_stalls),
         "throughput": {

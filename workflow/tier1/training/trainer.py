@@ -12,14 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from tier1 import device as devices
 from tier1 import distributed, flops
 from tier1.config import TrainConfig
 from tier1.distributed import Context
+from tier1.packed import PackedIds
+from tier1.shapes import ShapeLog
 from tier1.token_cache import PairTokens
-from tier1.training.buckets import LengthBuckets, bucket
+from tier1.training.buckets import LengthBuckets, bucket, planned_shapes
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
 from tier1.training.plan import BatchPlan
@@ -28,6 +31,9 @@ from tier1.training.step import forward_backward
 # Steps run again without gradient sync after training (measure_unsynced): few, so that the
 # default CPU pipeline stays about as fast, enough for a median.
 UNSYNCED_STEPS = 3
+# Steps between reads of the loss (and of the step clocks) from the device: a read waits for the
+# device, so the step itself asks for none; the loss rows are complete after every read.
+READ_EVERY = 25
 
 
 @dataclass
@@ -37,6 +43,42 @@ class StepTimes:
     optimizer: list[float] = field(default_factory=list)
     step: list[float] = field(default_factory=list)
     allreduce_span: list[float] = field(default_factory=list)
+
+
+class StepClock:
+    """Marks in the device's own timeline: CUDA events on a GPU, read only when asked for
+    (`seconds`, at the end of a window or every READ_EVERY steps), so marking never waits for
+    the device; the host clock on a CPU, where the host is the device."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    @staticmethod
+    def seconds(start, end) -> float:
+        if isinstance(start, float):
+            return end - start
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+
+
+@dataclass
+class Prepared:
+    """One step's batches, collated and on their way to the device, with what they count."""
+
+    tokens: list[tuple[LengthBuckets, LengthBuckets]]
+    local: list[int]
+    real: int
+    padded: int
+    flops: float
+    shapes: list[tuple[int, int]]
+    host_s: float
 
 
 class Trainer:
@@ -57,18 +99,65 @@ class Trainer:
         self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
         self.loss_rows: list[dict] = []
         self.times = StepTimes()
+        self.rungs = cfg.widths(ctx.device.type)  # the padded widths (tier1.shapes)
+        self.n_parts = cfg.length_parts(ctx.device.type)
+        self.packed = (PackedIds.from_rows(tokens.anchor), PackedIds.from_rows(tokens.positive))
+        self.shape_log = ShapeLog()
+        self.in_window = False  # inside fit: a shape met for the first time here was not warmed
+        self.clock = StepClock(ctx.device)
+        self._unread: list[tuple[dict, torch.Tensor]] = []  # loss rows whose loss is still on the device
+        self._marks: list[tuple] = []  # (data_s, start, computed, applied, allreduce span) per unread step
 
     # -- data -------------------------------------------------------------------------------
-    def _tokens(self, indices: list[int]) -> tuple[LengthBuckets, LengthBuckets]:
-        def batch(ids):
-            cpu = bucket(ids, indices, self.tokens.pad_id, self.cfg.length_parts(self.ctx.device.type))
-            self.tokens_seen["real"] += cpu.real_tokens
-            for sequences, width in cpu.shapes:
-                self.tokens_seen["padded"] += sequences * width
-                self.flops += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
-            return cpu.to(self.ctx.device)
+    def prepare(self, global_indices: list[int]) -> Prepared:
+        """This rank's micro-batches of a step: collated (numpy), padded to the ladder and copied
+        to the device without blocking, so on a GPU the next step's batch is made while the
+        current step runs. Counted (tokens, FLOPs, shapes) only when the step runs."""
+        t0 = time.perf_counter()
+        local = self.plan.local_slice(global_indices, self.ctx.rank)
+        tokens, real, padded, work, met = [], 0, 0, 0.0, []
+        for micro in self.plan.micro_batches(local):
+            pair = []
+            for ids in self.packed:
+                cpu = bucket(ids, micro, self.tokens.pad_id, self.n_parts, self.rungs)
+                real += cpu.real_tokens
+                for sequences, width in cpu.shapes:
+                    padded += sequences * width
+                    work += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
+                    met.append((sequences, width))
+                pair.append(cpu.to(self.ctx.device))
+            tokens.append(tuple(pair))
+        return Prepared(tokens, local, real, padded, work, met, time.perf_counter() - t0)
 
-        return batch(self.tokens.anchor), batch(self.tokens.positive)
+    def planned_shapes(self, steps: list[list[int]]) -> set[tuple[int, int]]:
+        """The (rows, width) shapes these steps' batches will have on this rank, from the text
+        lengths alone."""
+        found = set()
+        for global_indices in steps:
+            local = self.plan.local_slice(global_indices, self.ctx.rank)
+            for micro in self.plan.micro_batches(local):
+                for ids in self.packed:
+                    found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts,
+                                                self.rungs))
+        return found
+
+    def warm_shapes(self) -> None:
+        """One untimed forward and backward of every shape the remaining steps will meet, so none
+        is first met inside the timed window (on a GPU: kernel choice and set-up per shape). Leaves
+        no trace: gradients dropped, RNG state restored, no optimizer step."""
+        todo = sorted(self.planned_shapes([b for _, b in self.plan.schedule()[self.step:]]) - self.shape_log.warmed)
+        device = self.ctx.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for rows, width in todo:
+                ids = torch.full((rows, width), self.tokens.pad_id, dtype=torch.long, device=device)
+                mask = torch.ones((rows, width), dtype=torch.long, device=device)
+                mask[:, -1] = 0  # padded, as every ladder-padded part may be: the masked path
+                with devices.autocast(device, self.autocast_dtype):
+                    out = self.encoder(input_ids=ids, attention_mask=mask)
+                out.float().sum().backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        devices.synchronize(device)
+        self.shape_log.warm(todo)
 
     def _seed_dropout(self, micro: int) -> None:
         # Dropout noise derives from (seed, step, micro-batch, rank, stream): a resumed run draws
@@ -79,32 +168,32 @@ class Trainer:
                           + 15485863 * self.dropout_stream)
 
     # -- one optimisation step --------------------------------------------------------------
-    def compute_gradients(self, global_indices: list[int], sync: bool = True) -> float:
-        """Forward and backward for one global batch; returns the global-batch loss.
-        `sync=False` skips DDP's gradient all-reduce (`no_sync()`): each rank keeps its own
-        gradients. Only the step decomposition uses it, after training."""
-        t0 = time.perf_counter()
-        local = self.plan.local_slice(global_indices, self.ctx.rank)
-        tokens = [self._tokens(m) for m in self.plan.micro_batches(local)]
-        t1 = time.perf_counter()
+    def compute_gradients(self, global_indices: list[int], sync: bool = True,
+                          prepared: Prepared | None = None) -> torch.Tensor:
+        """Forward and backward for one global batch; returns this rank's loss, on the device (no
+        read, no wait: `read_losses` gives the global-batch values). `sync=False` skips DDP's
+        gradient all-reduce (`no_sync()`): each rank keeps its own gradients. Only the step
+        decomposition uses it, after training."""
+        batch = prepared if prepared is not None else self.prepare(global_indices)
+        start = self.clock.mark()
         self.optimizer.zero_grad(set_to_none=True)
         skip_sync = self.model.no_sync() if not sync and self.ctx.distributed else contextlib.nullcontext()
         with skip_sync:
-            if len(tokens) == 1:
+            if len(batch.tokens) == 1:
                 self._seed_dropout(0)
-                loss = forward_backward(self.model, *tokens[0], self.autocast_dtype, self.cfg.loss_scale,
+                loss = forward_backward(self.model, *batch.tokens[0], self.autocast_dtype, self.cfg.loss_scale,
                                         self.cfg.gather_embeddings)
             else:
-                loss = self._cached_backward(tokens)
-        devices.synchronize(self.ctx.device)
-        t2 = time.perf_counter()
-        self.times.data.append(t1 - t0)
-        self.times.compute.append(t2 - t1)
-        span = self.allreduce.take()
-        if span is not None:
-            self.times.allreduce_span.append(span)
-        self.samples_seen += len(local)
-        return float(distributed.all_reduce_mean(loss.detach()).item())
+                loss = self._cached_backward(batch.tokens)
+        computed = self.clock.mark()
+        self._marks.append([batch.host_s, start, computed, None, self.allreduce.take_marks()])
+        self.samples_seen += len(batch.local)
+        self.tokens_seen["real"] += batch.real
+        self.tokens_seen["padded"] += batch.padded
+        self.flops += batch.flops
+        for shape in batch.shapes:
+            self.shape_log.meet(shape, timed=self.in_window)
+        return loss.detach()
 
     def _cached_backward(self, tokens: list[tuple[LengthBuckets, LengthBuckets]]) -> torch.Tensor:
         """Gradient accumulation that keeps the global batch's negatives.
@@ -137,21 +226,50 @@ class Trainer:
         return loss
 
     def apply_gradients(self) -> None:
-        t0 = time.perf_counter()
         self.optimizer.step()
         self.scheduler.step()
-        devices.synchronize(self.ctx.device)
-        self.times.optimizer.append(time.perf_counter() - t0)
+        self._marks[-1][3] = self.clock.mark()
         self.step += 1
 
-    def train_step(self, global_indices: list[int]) -> float:
-        t0 = time.perf_counter()
-        loss = self.compute_gradients(global_indices)
-        self.apply_gradients()
-        self.times.step.append(time.perf_counter() - t0)
+    def read_times(self) -> None:
+        """The unread steps' phase times into `times` (on a GPU: one wait, for the last mark)."""
+        for data_s, start, computed, applied, span in self._marks:
+            compute = self.clock.seconds(start, computed)
+            self.times.data.append(data_s)
+            self.times.compute.append(compute)
+            if applied is not None:
+                optimizer = self.clock.seconds(computed, applied)
+                self.times.optimizer.append(optimizer)
+                # on a CPU the batch was made on the step's own clock; on a GPU, during the previous step
+                self.times.step.append(compute + optimizer + (data_s if not self.clock.cuda else 0.0))
+            seconds = AllreduceSpan.seconds(span)
+            if seconds is not None:
+                self.times.allreduce_span.append(seconds)
+        self._marks = []
+
+    def read_losses(self, losses: list[torch.Tensor]) -> list[float]:
+        """Rank losses (device tensors) as global-batch losses: one all-reduce and one read."""
+        if not losses:
+            return []
+        return distributed.all_reduce_mean(torch.stack(losses).float()).tolist()
+
+    def read(self) -> None:
+        """Fill the loss rows and step times kept on the device since the last read; every rank
+        calls it at the same steps (the loss read is a collective). Device memory is read here
+        too, never inside a step."""
+        values = self.read_losses([loss for _, loss in self._unread])
+        for (row, _), value in zip(self._unread, values):
+            row["loss"] = value
+        self._unread = []
+        self.read_times()
         used = devices.used_memory(self.ctx.device)
         if used is not None:
             self.peak_used_memory = max(used, self.peak_used_memory or 0)
+
+    def train_step(self, global_indices: list[int], prepared: Prepared | None = None) -> torch.Tensor:
+        """One optimisation step; this rank's loss, still on the device."""
+        loss = self.compute_gradients(global_indices, prepared=prepared)
+        self.apply_gradients()
         return loss
 
     def warm_up(self) -> None:
@@ -165,8 +283,10 @@ class Trainer:
         counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
         self.compute_gradients(schedule[self.step][1])
         self.optimizer.zero_grad(set_to_none=True)
+        self._marks = []
         self.samples_seen, self.tokens_seen, self.flops = counters
         self.times = StepTimes()
+        devices.synchronize(self.ctx.device)
         distributed.barrier()
 
     def measure_unsynced(self, steps: int = UNSYNCED_STEPS, indices: list[int] | None = None) -> dict[str, list]:
@@ -188,6 +308,7 @@ class Trainer:
             return {"step_indices": indices, "synced_s": list(synced), "unsynced_s": list(synced)}
         schedule = self.plan.schedule()
         saved = (self.step, self.samples_seen, dict(self.tokens_seen), self.flops, self.times)
+        met = dict(self.shape_log.met)
         self.times = StepTimes()
         cuda = [self.ctx.device] if self.ctx.device.type == "cuda" else []
         distributed.barrier()
@@ -196,23 +317,41 @@ class Trainer:
                 for i in indices:
                     self.step = i  # the step's own dropout masks (_seed_dropout)
                     self.compute_gradients(schedule[i][1], sync=False)
+            self.read_times()
             unsynced = list(self.times.compute)
         finally:
             self.optimizer.zero_grad(set_to_none=True)
+            self._marks = []
+            self.shape_log.met = met
             self.step, self.samples_seen, self.tokens_seen, self.flops, self.times = saved
         distributed.barrier()
         return {"step_indices": indices, "synced_s": list(synced), "unsynced_s": unsynced}
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, after_step: Callable[[Trainer], None] | None = None) -> None:
-        """Run the plan's remaining steps; `after_step` (checkpoints, progress) follows each."""
-        for epoch, batch in self.plan.schedule()[self.step:]:
-            loss = self.train_step(batch)
-            self.loss_rows.append({"step": self.step, "epoch": epoch,
-                                   "samples_seen": self.step * self.plan.global_batch,
-                                   "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
-            if after_step is not None:
-                after_step(self)
+        """Run the plan's remaining steps; `after_step` (checkpoints, progress) follows each.
+        The step asks the device for nothing: its loss stays there until `read`, every
+        READ_EVERY steps, before each checkpoint and at the end; the next step's batch is made
+        while the device runs the current one."""
+        remaining = self.plan.schedule()[self.step:]
+        self.in_window = True
+        try:
+            prepared = self.prepare(remaining[0][1]) if remaining else None
+            for i, (epoch, batch) in enumerate(remaining):
+                loss = self.train_step(batch, prepared)
+                prepared = self.prepare(remaining[i + 1][1]) if i + 1 < len(remaining) else None
+                row = {"step": self.step, "epoch": epoch, "samples_seen": self.step * self.plan.global_batch,
+                       "loss": None, "lr": self.scheduler.get_last_lr()[0]}
+                self.loss_rows.append(row)
+                self._unread.append((row, loss))
+                every = self.cfg.checkpoint_every
+                if self.step % READ_EVERY == 0 or self.done or (every and self.step % every == 0):
+                    self.read()
+                if after_step is not None:
+                    after_step(self)
+        finally:
+            self.in_window = False
+        self.read()
 
     @property
     def done(self) -> bool:

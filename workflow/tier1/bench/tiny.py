@@ -1,0 +1,26 @@
+"""A tiny BERT (hidden 32, 2 layers) with the real model's tokenizer: the bench's host-overhead
+recipe. Its arithmetic is negligible at the real batch and sequence length, so a training step's
+time is what the host spends around it (Python, collation, tokenisation, kernel launches): on a
+CPU, the proxy of a launch-bound GPU step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from tier1 import bert
+from tier1.model import SentenceEncoder, load_tokenizer, save
+
+SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def make(base: str, folder: Path, max_seq_length: int, seed: int = 0) -> Path:
+    """`folder`: random weights of SIZE, `base`'s vocabulary and tokenizer, loadable by tier1 and
+    sentence-transformers (mean pooling, normalised) alike."""
+    config = SimpleNamespace(**{**vars(bert.read_config(Path(base))), **SIZE,
+                                "max_position_embeddings": max(512, max_seq_length)})
+    torch.manual_seed(seed)
+    save(SentenceEncoder(bert.Bert(config)), load_tokenizer(base), Path(folder), max_seq_length)
+    return Path(folder)
