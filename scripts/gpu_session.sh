@@ -1,39 +1,51 @@
 #!/usr/bin/env bash
 # Everything one lent GPU machine is asked to do, in one call (device time is scarce):
-#   1. scripts/gpu_check.sh: GPU tests and the stages on one GPU (capped at CHECK_LIMIT_S);
-#   2. the benchmark against sentence-transformers (tier1.bench.compare) on the pairs and corpus
-#      that check prepared (capped at BENCH_LIMIT_S, 200 s): after one warm-up process per side,
-#      sentence-transformers' defaults once per side (~35 s a process on an H200);
+#   1. scripts/gpu_check.sh (capped at CHECK_LIMIT_S, 260 s): the GPU tests (steps under CUDA's
+#      sync debug mode, masked bf16 attention at the ladder's widths), then the stages on one GPU:
+#      bf16 training at batch 128 x 256 tokens (steady and wall-average step, MFU, shapes met /
+#      warmed / first met in the timed window, attention kernel), the same in fp32 (bf16's
+#      speed-up), evaluation, probe, cosine;
+#   2. the benchmark against sentence-transformers (tier1.bench.compare, capped at BENCH_LIMIT_S,
+#      220 s) on the pairs and corpus that check prepared: one warm-up process per side, then
+#      sentence-transformers' defaults and the host-overhead recipe (tiny model), 3 repeats each,
+#      104 steps of 128 pairs per process (103 timed, after tier1's shape warm-up); compare.json is written
+#      after each recipe, so a cut keeps what was measured;
 #   3. nDCG@10 of the base model in bf16 against fp32.
 # Everything lands in $OUT (or docs/gpu/ when OUT is unset). Here, first:
 #   PYTHON=.venv/bin/python bash scripts/gpu_bundle.sh
-# then on the device machine, carrying .gpu_bundle:  bash scripts/gpu_session.sh
-# BENCH_ONLY=1 skips 1 and 3 (the one-GPU check and quality were measured on an H200 in
-# docs/gpu/20261126-h200) and gives the benchmark the call: its data prepared directly (stdlib
+# then on the device machine, carrying .gpu_bundle:  bash scripts/gpu_session.sh   (timeout 590 s)
+#   bash scripts/gpu_session.sh --dry-run   prints the check's commands and the bench's, runs nothing
+# BENCH_ONLY=1 skips 1 and 3 and gives the benchmark the call: its data prepared directly (stdlib
 # pairs if python-source fails), then one warm-up process per side, sentence-transformers'
-# defaults and then the matched recipe, 3 repeats each: 14 processes, ~8 minutes on an H200,
-# capped at 480 s (the last matched repeat may be cut; compare.json is written after each
-# recipe). The whole call stays under 10 minutes: run it with a device timeout of 590 s.
+# defaults, the matched recipe and the host-overhead recipe, 3 repeats each, capped at 480 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${OUT:-docs/gpu}
 WORK=${GPU_CHECK_DIR:-/tmp/tier1-gpu-check}
 BENCH_ONLY=${BENCH_ONLY:-0}
-CHECK_LIMIT_S=${CHECK_LIMIT_S:-300}
+DRY=0
+[[ ${1:-} == --dry-run ]] && DRY=1
+CHECK_LIMIT_S=${CHECK_LIMIT_S:-260}
 if ((BENCH_ONLY)); then
-    BENCH_LIMIT_S=${BENCH_LIMIT_S:-480} REPEATS=${REPEATS:-3} RECIPES=${RECIPES:-defaults matched}
+    BENCH_LIMIT_S=${BENCH_LIMIT_S:-480} REPEATS=${REPEATS:-3} RECIPES=${RECIPES:-defaults matched host_overhead}
 else
-    BENCH_LIMIT_S=${BENCH_LIMIT_S:-200} REPEATS=${REPEATS:-1} RECIPES=${RECIPES:-defaults}
+    BENCH_LIMIT_S=${BENCH_LIMIT_S:-220} REPEATS=${REPEATS:-3} RECIPES=${RECIPES:-defaults host_overhead}
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 mkdir -p "$DEST"
 t0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t0)) s"; }
 
+if ((DRY)); then
+    echo "== 1. gpu_check (limit ${CHECK_LIMIT_S} s)"
+    PYTHON=$PY bash scripts/gpu_check.sh --dry-run
+    echo "== 2. bench (limit ${BENCH_LIMIT_S} s): $PY -m tier1.bench.compare --recipes $RECIPES, $REPEATS repeats"
+    exit 0
+fi
 if ((!BENCH_ONLY)); then
     echo "== 1. gpu_check (limit ${CHECK_LIMIT_S} s)"
-    EPOCHS=${EPOCHS:-2} timeout --kill-after=10 "$CHECK_LIMIT_S" bash scripts/gpu_check.sh
+    TRAIN_SAMPLES=${TRAIN_SAMPLES:-13312} EPOCHS=${EPOCHS:-2} timeout --kill-after=10 "$CHECK_LIMIT_S" bash scripts/gpu_check.sh
     echo "   gpu_check exit $? after $(elapsed)"
     if [[ ! -f $DEST/gpu_check_files.tar.gz ]]; then # cut off before its summary: keep its logs
         tar -czf "$DEST/gpu_check_files.tar.gz" -C "$WORK" logs steps.tsv 2>/dev/null
@@ -59,12 +71,12 @@ stage_cfg() {
 import json, sys
 from tier1.config import Tier1Config, stage_json
 values = {"gpu_counts": [1], "batch_size": 128, "max_seq_length": 256, "eval_batch_size": 512,
-          "bench_steps": 40, "bench_texts": 1000, "bench_repeats": int(sys.argv[2]), "dataset": sys.argv[4],
-          "train_samples": 5120, "test_samples": 1000, **(json.loads(sys.argv[3]) or {})}
+          "bench_steps": 104, "bench_texts": 1000, "bench_repeats": int(sys.argv[2]), "dataset": sys.argv[4],
+          "train_samples": 13312, "test_samples": 1000, **(json.loads(sys.argv[3]) or {})}
 print(stage_json(Tier1Config.from_dict(values), sys.argv[1]))' "$1" "$REPEATS" "${BENCH_OVERRIDES:-null}" "${2:-python-source}"
 }
 CFG=$(stage_cfg bench)
-if ((BENCH_ONLY)); then # the pairs and texts gpu_check would have prepared (40 steps of 128 pairs)
+if ((BENCH_ONLY)); then # the pairs and texts gpu_check would have prepared (104 steps of 128 pairs)
     for dataset in python-source stdlib; do
         echo "   preparing the bench's data ($dataset) in $WORK/data"
         timeout 90 "$PY" -m tier1.prepare --config "$(stage_cfg prepare "$dataset")" --train "$WORK/data/train.jsonl" \

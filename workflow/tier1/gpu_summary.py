@@ -123,6 +123,20 @@ def six(value: Any) -> str:
     return number(value, ".6f")
 
 
+def shape_counts(record: dict) -> str:
+    met, warmed = dig(record, "shapes.met"), dig(record, "shapes.warmed")
+    if met is None:
+        return NA
+    return (f"{len(met)} met, {len(warmed or [])} warmed, "
+            f"{plain(dig(record, 'shapes.first_met_in_window'))} first met in the timed window")
+
+
+def bf16_speedup(records: dict) -> str:
+    """fp32's steady step over bf16's (above 1: bf16 is faster)."""
+    a, b = first(records.get("train", {}), *STEP_TIME), first(records.get("train_fp32", {}), *STEP_TIME)
+    return number(b / a, ".2f") + "x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else NA
+
+
 STEP_TIME = ("steady_step_s", "time_split_median_s.step", "ranks.0.median_step_s")
 PEAK = ("ranks.0.peak_memory.max_memory_allocated", "ranks.0.peak_memory.peak_rss")
 
@@ -132,6 +146,9 @@ ROWS = [
     Row("Training precision", "train", key("precision")),
     Row("Training steps (global batch)", "train", steps_and_batch),
     Row("Train step time, median", "train", key(*STEP_TIME, show=seconds)),
+    Row("Train step time, wall-average", "train", key("step_evenness.wall_average_step_s", show=seconds)),
+    Row("Train shapes (rows x width)", "train", shape_counts),
+    Row("Attention kernel", "train", key("attention")),
     Row("Train samples/s", "train", key("samples_per_s", show=rate)),
     Row("Train tokens/s", "train", key("throughput.tokens_per_s", show=rate)),
     Row("Train padded tokens/s", "train", key("throughput.padded_tokens_per_s", show=rate)),
@@ -145,7 +162,9 @@ ROWS = [
     Row("Train tokens/s (fp32 run)", "train_fp32", key("throughput.tokens_per_s", show=rate)),
     Row("Train MFU (fp32 run)", "train_fp32", key("throughput.mfu", show=fraction_as_percent)),
     Row("Train peak memory allocated (fp32 run)", "train_fp32", key(*PEAK, show=gib)),
+    Row("bf16 speed-up per step (fp32 step / bf16 step)", "*", bf16_speedup),
     Row("Encode documents/s (base model)", "eval_base", key("documents_per_s", show=rate)),
+    Row("Evaluation shapes (rows x width)", "eval_trained", shape_counts),
     Row("Encode documents/s (trained model)", "eval_trained", key("documents_per_s", show=rate)),
     Row("Evaluation wall time, median (trained)", "eval_trained", key("wall_time_s", show=seconds)),
     Row("Evaluation peak memory allocated", "eval_trained", key("ranks.0.peak_memory.max_memory_allocated", show=gib)),
@@ -192,7 +211,7 @@ def step_text(secs: float | None, status: int | None) -> str:
 
 def rows(records: dict[str, dict], steps: list[tuple[str, float | None, int | None]]) -> list[tuple[str, str]]:
     """(label, value) of every row of the table, the check's step times last."""
-    out = [(row.label, row.value(records.get(row.record, {}))) for row in ROWS]
+    out = [(row.label, row.value(records if row.record == "*" else records.get(row.record, {}))) for row in ROWS]
     out.extend((f"Time: {name}", step_text(secs, status)) for name, secs, status in steps)
     if steps:
         out.append(("Time: all steps", f"{sum(s for _, s, _ in steps if s is not None):.1f} s"))
