@@ -119,6 +119,9 @@ class Tier1Config:
     # the widths batches are padded up to (tier1.shapes): "auto" (multiples of 64 on a GPU, of 16
     # on a CPU, topped by max_seq_length) or a list; a run then meets few, known shapes
     pad_widths: tuple[int, ...] | str = AUTO
+    # torch.compile of the encoder for training: "auto" is off on every device until it is
+    # measured to pay (on this CPU it did not: docs/performance.md)
+    compile: str = AUTO
     precision: str = "auto"
     optimizer: str = "adamw"
     loss_scale: float = 20.0
@@ -164,6 +167,10 @@ class Tier1Config:
                 raise ConfigError(f"pad_widths: {widths!r} is neither 'auto' nor a list of whole numbers >= 1, "
                                   "e.g. [32, 64, 128]")
             object.__setattr__(self, "pad_widths", tuple(sorted(set(widths))))
+        if isinstance(self.compile, bool):  # YAML reads a bare on/off as a boolean
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        if self.compile not in (AUTO, "on", "off"):
+            raise ConfigError(f"compile: {self.compile!r} is not one of 'auto', 'on', 'off'")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
         if counts != AUTO:
@@ -271,6 +278,7 @@ class TrainConfig:
     grad_accum_steps: int
     length_buckets: int | str
     pad_widths: list[int] | str
+    compile: str
     optimizer: str
     learning_rate: float
     warmup_ratio: float
@@ -305,6 +313,10 @@ class TrainConfig:
 
     def widths(self, device_type: str) -> tuple[int, ...]:
         return shapes.ladder(self.pad_widths, self.max_seq_length, device_type)
+
+    def compiled(self, device_type: str) -> bool:
+        """Whether training runs the encoder under torch.compile ("auto": not yet on any device)."""
+        return self.compile == "on"
 
 
 @dataclass(frozen=True)

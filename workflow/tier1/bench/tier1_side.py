@@ -37,7 +37,8 @@ def train(w: Workload) -> dict:
     tokenizer = model.load_tokenizer(w.model)
     ids = pair_tokens(tokenizer, pairs, w.max_seq_length)
     cfg = TrainConfig(model=w.model, trust_remote_code=False, num_epochs=1, batch_size=w.batch_size, scaling="strong",
-                      grad_accum_steps=1, length_buckets=w.length_buckets, pad_widths=w.pad_widths, optimizer="adamw",
+                      grad_accum_steps=1, length_buckets=w.length_buckets, pad_widths=w.pad_widths, compile="auto",
+                      optimizer="adamw",
                       learning_rate=w.learning_rate, warmup_ratio=w.warmup_ratio,
                       weight_decay=w.weight_decay, loss_scale=w.loss_scale, gather_embeddings=True,
                       max_seq_length=w.max_seq_length, precision=w.precision, gradient_checkpointing=False,

@@ -48,6 +48,10 @@ def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, toke
     # from_pretrained returns eval mode; training needs train mode for dropout and for gradient
     # checkpointing, which transformers applies only while training.
     encoder = encoder.to(ctx.device).train()
+    if cfg.compiled(ctx.device.type):
+        # in place, so parameter names, checkpoints and saved models are those of the plain module;
+        # one graph per (rows, width) of the ladder, never recompiled for a new length
+        encoder.transformer.compile(dynamic=False)
     allreduce = AllreduceSpan()
     model = wrap(encoder, ctx, allreduce)
     optimizer = make_optimizer(cfg, encoder.parameters())
