@@ -39,7 +39,7 @@ from tier1.token_cache import load as load_token_cache
 from tier1.training import checkpoint, warm_steps
 from tier1.training.buckets import bucket
 from tier1.training.builder import build_trainer
-from tier1.training.record import rank_record, train_record
+from tier1.training.record import rank_record, step_evenness, train_record
 from tier1.training.trainer import UNSYNCED_STEPS, Trainer
 
 log = logging.getLogger("tier1.train")
@@ -170,6 +170,10 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     metrics["warm_up_step"] = devices.first_calls_cost(ctx.device)  # an untimed step before the timed window
     metrics["disturbance"], disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
     metrics["marks"] += disturbed
+    metrics["step_evenness"] = step_evenness(metrics["wall_time_s"], trainer.times.step, metrics["steady_step_s"],
+                                             bool(disturbed))
+    if metrics["step_evenness"]["note"]:
+        log.warning("%s", metrics["step_evenness"]["note"])
     metrics["finished_at"] = provenance.utc_now()
     atomic.write_json(out.metrics, metrics)
     checkpoint.clear(out.checkpoints)

@@ -120,17 +120,31 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
 WALL_AVERAGE_SLACK = 0.10  # the wall-average step may exceed the steady median by this share
 
 
-def step_evenness(wall: float, steps: int, steady_s: float | None, device: torch.device) -> dict[str, Any]:
-    """The wall-average step beside the steady median, and why they differ when they do."""
-    average = wall / steps if steps else None
+def step_evenness(wall: float, step_times: list[float], steady_s: float | None, disturbed: bool) -> dict[str, Any]:
+    """The wall-average step beside the steady median, and where the difference went when the
+    average is over WALL_AVERAGE_SLACK above: the first tenth of the steps (left out of the median),
+    slow steps after it, or time between the steps (progress, checkpoints, host work a GPU waited
+    for: there the step clocks are the device's)."""
+    n = len(step_times)
+    average = wall / n if n else None
     excess = average / steady_s - 1 if average and steady_s else None
+    parts = None
     why = None
-    if excess is not None and excess > WALL_AVERAGE_SLACK:
-        why = (f"the wall-average step is {excess:.0%} above the steady median: the first tenth of the steps "
-               "(left out of the median) ran slower, or time passed between steps (progress, checkpoints, waiting "
-               + ("for the host: on a GPU the step clocks are the device's, so host work between steps shows here)"
-                  if device.type == "cuda" else "for the other ranks)"))
-    return {"wall_average_step_s": average, "steady_step_s": steady_s, "excess": excess, "note": why}
+    if excess is not None:
+        head = max(1, n // 10) if n > 1 else 0
+        parts = {"first_tenth_s": sum(t - steady_s for t in step_times[:head]),
+                 "slow_steps_after_s": sum(max(0.0, t - steady_s) for t in step_times[head:]),
+                 "between_steps_s": wall - sum(step_times)}
+        if excess > WALL_AVERAGE_SLACK:
+            largest = max(parts, key=parts.get)
+            what = {"first_tenth_s": "the first tenth of the steps, left out of the median, ran slower",
+                    "slow_steps_after_s": "steps after the first tenth were uneven",
+                    "between_steps_s": "time passed between the steps"}[largest]
+            why = (f"the wall-average step is {excess:.0%} above the steady median; most of the difference "
+                   f"({parts[largest]:.2f} s of {wall - n * steady_s:.2f} s): {what}"
+                   + ("; other work shared the machine during the window" if disturbed else ""))
+    return {"wall_average_step_s": average, "steady_step_s": steady_s, "excess": excess,
+            "where_s": parts, "note": why}
 
 
 def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> dict[str, Any]:
@@ -173,7 +187,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         "samples_per_s": samples / wall if wall else None,
         "steady_step_s": step_s,
         "steady_step_spread": steady_spread(t.step),
-        "step_evenness": step_evenness(wall, ranks[0]["steps"], step_s, trainer.ctx.device),
+        "step_evenness": step_evenness(wall, t.step, step_s, False),
         "shapes": shapes.combine([r["shapes"] for r in ranks]),
         "attention": bert.attention_record(trainer.encoder, trainer.ctx.device),
         "stalls": step_stalls,
