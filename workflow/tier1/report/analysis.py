@@ -57,6 +57,9 @@ def scaling_rows(r: Results) -> list[dict]:
             "threads_per_rank": ranks[0]["threads"] if ranks else None,
             "allreduce_span_s": tm.get("time_split_median_s", {}).get("gradient_allreduce_span"),
             "steady_step_s": tm.get("steady_step_s"),
+            "step_evenness": tm.get("step_evenness"),  # the wall-average step beside it (older records: none)
+            "shapes": tm.get("shapes"),
+            "attention": tm.get("attention"),
             "tokens_per_s": tm.get("throughput", {}).get("tokens_per_s"),
             "mfu": tm.get("throughput", {}).get("mfu"),
         })

@@ -236,6 +236,17 @@ def to_markdown(r: Results) -> str:
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
             f"| {o.get('gathered_embeddings', 'n/a')} | {o.get('learning_rate', 'n/a')} | {o.get('grad_accum_steps', 'n/a')} |")
 
+    lines += ["", "Steps, wall-average against the steady median, and the shapes met (rows x padded width):", ""]
+    for n in sizes:
+        e, sh = rows[n].get("step_evenness") or {}, rows[n].get("shapes") or {}
+        if e.get("wall_average_step_s") is None:
+            continue
+        lines.append(f"- {n} rank(s): wall-average {fmt(e['wall_average_step_s'], ' s', 3)} against "
+                     f"{fmt(e['steady_step_s'], ' s', 3)} ({e['excess']:+.0%}): "
+                     + (f"**{e['note']}**" if e.get("note") else "within 10%")
+                     + (f"; {len(sh.get('met', []))} shapes met, {len(sh.get('warmed', []))} warmed, "
+                        f"{sh.get('first_met_in_window')} first met in the timed window" if sh else "")
+                     + (f"; attention: {rows[n]['attention']}" if rows[n].get("attention") else ""))
     lines += ["", "Tokens/s counts text tokens (padding left out); the steady step is the median step time after "
               "the first tenth of the steps; MFU is model FLOPs (6 x non-embedding parameters per padded token plus "
               "the attention term) per second over the device's dense peak for the training precision.", "",
