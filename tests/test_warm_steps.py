@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tier1.packed import PackedIds
 from tier1.training import warm_steps
 from tier1.training.buckets import bucket
 from tier1.training.decomposition import decompose, rank_parts
@@ -57,7 +58,12 @@ def test_step_shapes_are_the_buckets_each_rank_meets():
     ids = [[1] * n for n in (3, 5, 9, 12, 4, 6, 7, 8) * 4]  # 32 texts of known lengths
     plan = BatchPlan(n_pairs=32, global_batch=16, world_size=2, grad_accum_steps=1, num_epochs=1, seed=0)
     schedule = plan.schedule()
-    shapes = warm_steps.step_shapes(plan, [ids, ids], 0, 1, schedule, bucket)
+    rungs = tuple(range(1, 13))  # a rung at every width: each part padded to its own longest text
+
+    def shaped(rows, micro, pad_id, parts):
+        return bucket(PackedIds.from_rows(rows), micro, pad_id, parts, rungs)
+
+    shapes = warm_steps.step_shapes(plan, [ids, ids], 0, 1, schedule, shaped)
     assert len(shapes) == 2
     for (_, batch), s in zip(schedule, shapes):
         for rank in (0, 1):
@@ -78,7 +84,7 @@ def test_a_trained_run_re_uses_the_chosen_steps_own_times(tiny_model, pairs):
     encoder, tokenizer = model.load(str(tiny_model))
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs[:48], 32))
     trainer.fit()
-    warm = warm_steps.choose(trainer, 3, bucket)
+    warm = warm_steps.choose(trainer, 3, trainer.part_shapes)
     assert warm["window_steps"] == 6 and len(warm["indices"]) == 3
     assert set(warm["cold_used"]) <= set(warm["indices"]) and all(0 <= i < 6 for i in warm["indices"])
     got = trainer.measure_unsynced(indices=warm["indices"])

@@ -37,7 +37,6 @@ from tier1.provenance import available_cores
 from tier1.token_cache import PairTokens, pair_tokens
 from tier1.token_cache import load as load_token_cache
 from tier1.training import checkpoint, warm_steps
-from tier1.training.buckets import bucket
 from tier1.training.builder import build_trainer
 from tier1.training.record import rank_record, step_evenness, train_record
 from tier1.training.trainer import UNSYNCED_STEPS, Trainer
@@ -149,7 +148,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 
     # after the timed window: the last steps again without gradient sync (the step decomposition)
     measuring = time.perf_counter()
-    warm = warm_steps.choose(trainer, UNSYNCED_STEPS, bucket)  # steps whose shapes every rank had met
+    warm = warm_steps.choose(trainer, UNSYNCED_STEPS, trainer.part_shapes)  # steps whose shapes every rank had met
     unsynced = {**trainer.measure_unsynced(indices=warm["indices"]), "cold_steps_in_window": warm["cold_steps_in_window"],
                 "cold_steps_used": warm["cold_used"]}
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)

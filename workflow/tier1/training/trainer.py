@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -140,6 +141,13 @@ class Trainer:
                     found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts,
                                                 self.rungs))
         return found
+
+    def part_shapes(self, rows: list[list[int]], micro: list[int], pad_id: int, parts: int) -> SimpleNamespace:
+        """`bucket`'s shapes for one side's micro-batch, from the lengths alone (the signature
+        training.warm_steps calls with `rows` one of self.tokens' sides)."""
+        packed = self.packed[0] if rows is self.tokens.anchor else self.packed[1]
+        return SimpleNamespace(shapes=planned_shapes(packed.lengths[np.asarray(micro, dtype=np.int64)], parts,
+                                                     self.rungs))
 
     def warm_shapes(self) -> None:
         """One untimed forward and backward of every shape the remaining steps will meet, so none
