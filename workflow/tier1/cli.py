@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -62,6 +63,23 @@ def parse_stage_config(text: str, stage: str):
     if text.endswith((".yaml", ".yml")):
         return config_file_view(Path(text), stage)
     return parse_stage_json(text, stage)
+
+
+def training_stage_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of every stage that trains on the prepared pairs (train, rank_compute,
+    sweep_step): its config, the pairs and the token cache."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
+    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    return parser
+
+
+def start_stage(config: str, stage: str):
+    """A stage's first lines: logging set up, transformers quiet, the stage's typed config view."""
+    setup_logging()
+    quiet_transformers()
+    return parse_stage_config(config, stage)
 
 
 def config_file_view(path: Path, stage: str):

@@ -18,7 +18,6 @@ the share of the step the GPU spends in kernels (tier1.gpu_busy).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from tier1 import atomic, distributed, gpu_busy, model, provenance
 from tier1 import device as devices
-from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.cli import run_main, start_stage, training_stage_parser
 from tier1.config import TrainConfig, config_hash
 from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
@@ -143,16 +142,11 @@ def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
-    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
-    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    parser = training_stage_parser(__doc__)
     parser.add_argument("--world-sizes", type=int, nargs="+", required=True, help="the run's world sizes")
     parser.add_argument("--out", type=Path, required=True, help="rank_compute.json to write")
     args = parser.parse_args(argv)
-    setup_logging()
-    quiet_transformers()
-    cfg: TrainConfig = parse_stage_config(args.config, "train")
+    cfg: TrainConfig = start_stage(args.config, "train")
     run(cfg, args.data, args.tokens, args.world_sizes, args.out)
 
 

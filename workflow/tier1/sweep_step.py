@@ -13,7 +13,6 @@ share (tier1.gpu_busy).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -24,7 +23,7 @@ import torch
 
 from tier1 import atomic, distributed, gpu_busy, model, provenance
 from tier1 import device as devices
-from tier1.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.cli import run_main, start_stage, training_stage_parser
 from tier1.config import ConfigError, TrainConfig, config_hash
 from tier1.data.sources import read_jsonl
 from tier1.token_cache import load as load_token_cache
@@ -109,16 +108,11 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = training_stage_parser(__doc__)
     parser.add_argument("--batch", type=int, required=True, help="the global batch size")
-    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
-    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
     parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     args = parser.parse_args(argv)
-    setup_logging()
-    quiet_transformers()
-    cfg: TrainConfig = parse_stage_config(args.config, "train")
+    cfg: TrainConfig = start_stage(args.config, "train")
     run(cfg, args.batch, args.data, args.tokens, args.out)
 
 

@@ -16,7 +16,6 @@ metrics file; a rerun of the same configuration resumes from the last one.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
 import logging
@@ -29,7 +28,7 @@ import torch
 
 from tier1 import atomic, distributed, disturbance, model, provenance
 from tier1 import device as devices
-from tier1.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.cli import progress, run_main, start_stage, training_stage_parser
 from tier1.config import TrainConfig, config_hash
 from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
@@ -183,10 +182,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
-    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
-    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    parser = training_stage_parser(__doc__)
     parser.add_argument("--model-out", type=Path, required=True, help="folder for the trained model")
     parser.add_argument("--metrics-out", type=Path, required=True, help="train_metrics.json")
     parser.add_argument("--loss-out", type=Path, required=True, help="loss.csv (one row per step)")
@@ -196,9 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop (as if killed) after this many steps, counted over all repeats, "
                              "leaving the checkpoint; for resume tests")
     args = parser.parse_args(argv)
-    setup_logging()
-    quiet_transformers()
-    cfg: TrainConfig = parse_stage_config(args.config, "train")
+    cfg: TrainConfig = start_stage(args.config, "train")
     ctx = distributed.setup()
     try:
         train(cfg, ctx, args.data, Outputs(args.model_out, args.metrics_out, args.loss_out),
