@@ -76,6 +76,7 @@ def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[i
             for batch in picked[n]:
                 trainer.compute_gradients(batch)
                 trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.read_times()  # the step clock is read after the steps, never inside one
             if timed:
                 times[n] += trainer.times.compute
                 data[n] += trainer.times.data

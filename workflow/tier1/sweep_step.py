@@ -62,10 +62,12 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
         for b in batches:  # untimed: every shape met once
             trainer.compute_gradients(b)
             trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.read_times()
         distributed.barrier()
         trainer.times = StepTimes()
         for b in batches:
             trainer.train_step(b)
+        trainer.read_times()  # the step clock is read after the steps, never inside one
         distributed.barrier()
         steps = list(trainer.times.step)
         busy = None
