@@ -342,7 +342,7 @@ def sweep(r: Results, path: Path) -> None:
             ax.axhline(n, color=shade, linestyle=":", linewidth=1, label=f"ideal at {n} GPUs ({n:.0f}x)")
     card = CARD_EXPECTATION["training_speedup"]
     ax.axhline(card, color="0.3", linestyle="-.", linewidth=1.2,
-               label=f"the card: {card:.1f}x at {CARD_EXPECTATION['gpus']} GPUs (not measured here)")
+               label=f"the card: {card:.1f}x at {CARD_EXPECTATION['gpus']} GPUs\n(not measured here)")
     if cpu:
         ax.axhline(1.0, color="0.6", linestyle=":", label="same time as 1 rank")
     if rows:
