@@ -28,11 +28,9 @@ from tier1 import atomic, distributed, gpu_busy, model, provenance
 from tier1 import device as devices
 from tier1.cli import run_main, start_stage, training_stage_parser
 from tier1.config import TrainConfig, config_hash
-from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
 from tier1.provenance import available_cores
-from tier1.token_cache import load as load_token_cache
-from tier1.token_cache import pair_tokens
+from tier1.token_cache import training_pairs
 from tier1.training.builder import make_optimizer
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.lr_schedule import warmup_then_decay
@@ -110,11 +108,9 @@ def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: lis
         raise RuntimeError("tier1.rank_compute runs as one process: it times one rank alone, without DDP")
     cores = available_cores()
     torch.manual_seed(cfg.seed)
-    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
     encoder = encoder.to(ctx.device).train()
-    tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
-    cache = load_token_cache(tokens_path, cfg.max_seq_length) if tokens_path else None
-    tokens = pair_tokens(tokenizer, read_jsonl(data), cfg.max_seq_length, cache)
+    tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
     sizes = sorted(set(world_sizes) | {1})
     per_n = measure(cfg, ctx, encoder, tokens, sizes, cores)
     settings = dict(vars(cfg))

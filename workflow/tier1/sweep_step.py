@@ -25,9 +25,7 @@ from tier1 import atomic, distributed, gpu_busy, model, provenance
 from tier1 import device as devices
 from tier1.cli import run_main, start_stage, training_stage_parser
 from tier1.config import ConfigError, TrainConfig, config_hash
-from tier1.data.sources import read_jsonl
-from tier1.token_cache import load as load_token_cache
-from tier1.token_cache import pair_tokens
+from tier1.token_cache import training_pairs
 from tier1.training.builder import build_trainer
 from tier1.training.trainer import StepTimes
 
@@ -50,13 +48,11 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
     started_at = provenance.utc_now()
     ctx = distributed.setup()
     try:
-        tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
-        cache = load_token_cache(tokens_path, cfg.max_seq_length) if tokens_path else None
-        tokens = pair_tokens(tokenizer, read_jsonl(data), cfg.max_seq_length, cache)
+        torch.manual_seed(cfg.seed)
+        encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+        tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
         scfg = sweep_config(cfg, batch, len(tokens.anchor))
         scfg.check_world_size(ctx.world_size)
-        torch.manual_seed(cfg.seed)
-        encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
         trainer = build_trainer(scfg, ctx, encoder, tokens)
         batches = [b for _, b in trainer.plan.schedule()[:SWEEP_STEPS]]
         for b in batches:  # untimed: every shape met once

@@ -84,6 +84,13 @@ def pair_tokens(tokenizer, pairs: list[dict[str, str]], max_seq_length: int, cac
     return PairTokens(cache["anchor"], cache["positive"], tokenizer.pad_token_id)
 
 
+def training_pairs(tokenizer, data: Path, tokens_path: Path | None, max_seq_length: int) -> PairTokens:
+    """The training pairs' token ids: from the tokenize stage's cache where one is given (checked
+    on load), else tokenised here."""
+    cache = load(tokens_path, max_seq_length) if tokens_path else None
+    return pair_tokens(tokenizer, read_jsonl(data), max_seq_length, cache)
+
+
 def build(tokenizer, pairs: list[dict[str, str]], beir: BeirSet, max_seq_length: int) -> dict:
     doc_ids, query_ids = sorted(beir.corpus), sorted(beir.queries)
     return {

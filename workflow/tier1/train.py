@@ -30,11 +30,9 @@ from tier1 import atomic, distributed, disturbance, model, provenance
 from tier1 import device as devices
 from tier1.cli import progress, run_main, start_stage, training_stage_parser
 from tier1.config import TrainConfig, config_hash
-from tier1.data.sources import read_jsonl
 from tier1.distributed import Context
 from tier1.provenance import available_cores
-from tier1.token_cache import PairTokens, pair_tokens
-from tier1.token_cache import load as load_token_cache
+from tier1.token_cache import PairTokens, training_pairs
 from tier1.training import checkpoint, warm_steps
 from tier1.training.builder import build_trainer
 from tier1.training.record import rank_record, step_evenness, train_record
@@ -120,10 +118,8 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
           tokens: Path | None = None, dropout_stream: int = 0) -> dict | None:
     cfg.check_world_size(ctx.world_size)
     started_at = provenance.utc_now()
-    pairs = read_jsonl(data)
-    cache = load_token_cache(tokens, cfg.max_seq_length) if tokens else None
     tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
-    ids = pair_tokens(tokenizer, pairs, cfg.max_seq_length, cache)
+    ids = training_pairs(tokenizer, data, tokens, cfg.max_seq_length)
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": vars(cfg), "world": ctx.world_size, "data": data_hash,
                                "dropout_stream": dropout_stream})
