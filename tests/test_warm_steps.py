@@ -60,10 +60,11 @@ def test_step_shapes_are_the_buckets_each_rank_meets():
     schedule = plan.schedule()
     rungs = tuple(range(1, 13))  # a rung at every width: each part padded to its own longest text
 
-    def shaped(rows, micro, pad_id, parts):
-        return bucket(PackedIds.from_rows(rows), micro, pad_id, parts, rungs)
+    def shapes_of(global_indices, rank):  # what Trainer.shapes_of gives: the buckets of the rank's slice
+        return {shape for micro in plan.micro_batches(plan.local_slice(global_indices, rank))
+                for shape in bucket(PackedIds.from_rows(ids), micro, 0, 1, rungs).shapes}
 
-    shapes = warm_steps.step_shapes(plan, [ids, ids], 0, 1, schedule, shaped)
+    shapes = warm_steps.step_shapes(plan.world_size, schedule, shapes_of)
     assert len(shapes) == 2
     for (_, batch), s in zip(schedule, shapes):
         for rank in (0, 1):
@@ -84,7 +85,7 @@ def test_a_trained_run_re_uses_the_chosen_steps_own_times(tiny_model, pairs):
     encoder, tokenizer = model.load(str(tiny_model))
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs[:48], 32))
     trainer.fit()
-    warm = warm_steps.choose(trainer, 3, trainer.part_shapes)
+    warm = warm_steps.choose(trainer, 3)
     assert warm["window_steps"] == 6 and len(warm["indices"]) == 3
     assert set(warm["cold_used"]) <= set(warm["indices"]) and all(0 <= i < 6 for i in warm["indices"])
     got = trainer.measure_unsynced(indices=warm["indices"])

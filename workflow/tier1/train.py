@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 
     # after the timed window: the last steps again without gradient sync (the step decomposition)
     measuring = time.perf_counter()
-    warm = warm_steps.choose(trainer, UNSYNCED_STEPS, trainer.part_shapes)  # steps whose shapes every rank had met
+    warm = warm_steps.choose(trainer, UNSYNCED_STEPS)  # steps whose shapes every rank had met
     unsynced = {**trainer.measure_unsynced(indices=warm["indices"]), "cold_steps_in_window": warm["cold_steps_in_window"],
                 "cold_steps_used": warm["cold_used"]}
     allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)

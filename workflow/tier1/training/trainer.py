@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -133,21 +132,16 @@ class Trainer:
     def planned_shapes(self, steps: list[list[int]]) -> set[tuple[int, int]]:
         """The (rows, width) shapes these steps' batches will have on this rank, from the text
         lengths alone."""
-        found = set()
-        for global_indices in steps:
-            local = self.plan.local_slice(global_indices, self.ctx.rank)
-            for micro in self.plan.micro_batches(local):
-                for ids in self.packed:
-                    found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts,
-                                                self.rungs))
-        return found
+        return set().union(*(self.shapes_of(global_indices, self.ctx.rank) for global_indices in steps))
 
-    def part_shapes(self, rows: list[list[int]], micro: list[int], pad_id: int, parts: int) -> SimpleNamespace:
-        """`bucket`'s shapes for one side's micro-batch, from the lengths alone (the signature
-        training.warm_steps calls with `rows` one of self.tokens' sides)."""
-        packed = self.packed[0] if rows is self.tokens.anchor else self.packed[1]
-        return SimpleNamespace(shapes=planned_shapes(packed.lengths[np.asarray(micro, dtype=np.int64)], parts,
-                                                     self.rungs))
+    def shapes_of(self, global_indices: list[int], rank: int) -> set[tuple[int, int]]:
+        """The (rows, width) shapes one step's batch has on `rank`, from the text lengths alone
+        (the buckets `prepare` builds)."""
+        found = set()
+        for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank)):
+            for ids in self.packed:
+                found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
+        return found
 
     def warm_shapes(self) -> None:
         """One untimed forward and backward of every shape the remaining steps will meet, so none

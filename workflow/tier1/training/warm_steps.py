@@ -15,19 +15,12 @@ from collections.abc import Callable, Iterable
 Shapes = frozenset  # of (rank, rows, width)
 
 
-def step_shapes(plan, ids_by_side: Iterable[list[list[int]]], pad_id: int, parts: int,
-                schedule: list[tuple[int, list[int]]], bucket: Callable) -> list[Shapes]:
-    """Per step of `schedule`, the (rank, rows, width) shapes every rank's micro-batches meet."""
-    sides = list(ids_by_side)
-    out = []
-    for _, global_indices in schedule:
-        shapes = set()
-        for rank in range(plan.world_size):
-            for micro in plan.micro_batches(plan.local_slice(global_indices, rank)):
-                for ids in sides:
-                    shapes.update((rank, *shape) for shape in bucket(ids, micro, pad_id, parts).shapes)
-        out.append(frozenset(shapes))
-    return out
+def step_shapes(world_size: int, schedule: list[tuple[int, list[int]]],
+                shapes_of: Callable[[list[int], int], Iterable[tuple[int, int]]]) -> list[Shapes]:
+    """Per step of `schedule`, the (rank, rows, width) shapes every rank's micro-batches meet;
+    `shapes_of(global_indices, rank)` gives one rank's (Trainer.shapes_of)."""
+    return [frozenset((rank, *shape) for rank in range(world_size) for shape in shapes_of(global_indices, rank))
+            for _, global_indices in schedule]
 
 
 def pick(shapes: list[Shapes], first_timed: int, end: int, k: int, warmed: Iterable = ()) -> tuple[list[int], int]:
@@ -44,7 +37,7 @@ def pick(shapes: list[Shapes], first_timed: int, end: int, k: int, warmed: Itera
     return (warm[-k:] if k else []), cold
 
 
-def choose(trainer, k: int, bucket: Callable) -> dict:
+def choose(trainer, k: int) -> dict:
     """For a trainer after `fit`: the timed steps the decomposition re-runs (warm ones), and how
     many steps of the window were cold. The untimed warm-up step (when the device has one) ran the
     window's first batch, so its shapes count as met."""
@@ -53,8 +46,7 @@ def choose(trainer, k: int, bucket: Callable) -> dict:
     end = trainer.step
     first = end - len(trainer.times.compute)
     schedule = trainer.plan.schedule()[:end]
-    shapes = step_shapes(trainer.plan, (trainer.tokens.anchor, trainer.tokens.positive), trainer.tokens.pad_id,
-                         trainer.cfg.length_parts(trainer.ctx.device.type), schedule, bucket)
+    shapes = step_shapes(trainer.plan.world_size, schedule, trainer.shapes_of)
     warmed = shapes[first] if devices.first_calls_cost(trainer.ctx.device) and first < end else ()
     chosen, cold = pick(shapes, first, end, k, warmed)
     # too few warm steps (a short run): the latest cold ones fill in, named so the report says it
