@@ -139,7 +139,7 @@ def launcher(n):
 
 def gpus_for(n):
     """The GPU resource of an n-rank job, so a cluster executor requests them."""
-    return min(int(n), 1 if CFG.share_gpu else int(n)) if ON_GPUS else 0
+    return (1 if CFG.share_gpu else int(n)) if ON_GPUS else 0
 
 
 def trained_model(model):

@@ -90,8 +90,11 @@ class _SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, s, h = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout_p if self.training else 0.0)
+        # the kernel choice around the call itself, so a checkpointed layer's recompute in backward
+        # (after the forward's context has closed) makes the same choice
+        with attention_backend(x.device):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=self.dropout_p if self.training else 0.0)
         return out.transpose(1, 2).reshape(b, s, h)
 
 
@@ -221,12 +224,11 @@ class Bert(nn.Module):
         runs unmasked, which is faster on a CPU."""
         x = self.embeddings(input_ids)
         mask = None if attention_mask is None else attention_mask_for(attention_mask, x)
-        with attention_backend(x.device):
-            for layer in self.encoder.layer:
-                if self.checkpointing and self.training:
-                    x = checkpoint(layer, x, mask, use_reentrant=False)
-                else:
-                    x = layer(x, mask)
+        for layer in self.encoder.layer:
+            if self.checkpointing and self.training:
+                x = checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
         return x
 
     @classmethod

@@ -8,6 +8,7 @@ without torch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -26,8 +27,8 @@ class PackedIds:
         values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1]))
         return cls(values, offsets)
 
-    @property
-    def lengths(self) -> np.ndarray:
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:  # read several times per batch: computed once
         return np.diff(self.offsets)
 
     def __len__(self) -> int:

@@ -147,7 +147,8 @@ class Trainer:
         """One untimed forward and backward of every shape the remaining steps will meet, so none
         is first met inside the timed window (on a GPU: kernel choice and set-up per shape). Leaves
         no trace: gradients dropped, RNG state restored, no optimizer step."""
-        todo = sorted(self.planned_shapes([b for _, b in self.plan.schedule()[self.step:]]) - self.shape_log.warmed)
+        planned = self.planned_shapes([b for _, b in self.plan.schedule()[self.step:]])
+        todo = sorted(planned - self.shape_log.warmed - set(self.shape_log.met))  # the warm-up step met some
         device = self.ctx.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for rows, width in todo:
@@ -159,7 +160,7 @@ class Trainer:
                 out.float().sum().backward()
         self.optimizer.zero_grad(set_to_none=True)
         devices.synchronize(device)
-        self.shape_log.warm(todo)
+        self.shape_log.warm(planned)  # those the warm-up step met are warm too
 
     def _seed_dropout(self, micro: int) -> None:
         # Dropout noise derives from (seed, step, micro-batch, rank, stream): a resumed run draws

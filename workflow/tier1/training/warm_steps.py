@@ -47,7 +47,9 @@ def choose(trainer, k: int) -> dict:
     first = end - len(trainer.times.compute)
     schedule = trainer.plan.schedule()[:end]
     shapes = step_shapes(trainer.plan.world_size, schedule, trainer.shapes_of)
-    warmed = shapes[first] if devices.first_calls_cost(trainer.ctx.device) and first < end else ()
+    # where first calls cost, the warm-up step ran the window's first batch and warm_shapes every
+    # shape of the window on each rank, before it opened
+    warmed = frozenset().union(*shapes[first:end]) if devices.first_calls_cost(trainer.ctx.device) else ()
     chosen, cold = pick(shapes, first, end, k, warmed)
     # too few warm steps (a short run): the latest cold ones fill in, named so the report says it
     filler = [i for i in range(end - 1, first - 1, -1) if i not in chosen][:max(0, k - len(chosen))]
