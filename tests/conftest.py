@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Timed jobs of the tests' runs hold a machine lock of their own, apart from any real run on this
-# machine (tier1.machine_lock); a test of the lock itself points both runs at one folder.
+# machine (tier1.runtime.machine_lock); a test of the lock itself points both runs at one folder.
 os.environ.setdefault("TIER1_LOCK_DIR", tempfile.mkdtemp(prefix="tier1-test-locks-"))
 sys.path.insert(0, str(Path(__file__).parent))
 

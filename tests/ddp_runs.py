@@ -17,9 +17,10 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 def train_variants(rank: int, world_size: int, model_path: str, pairs: list, variants: list, out: str) -> None:
     """For each variant (a dict of config overrides), 5 steps: losses, first gradients, final params."""
-    from tier1 import distributed, model
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
     from tier1.training.builder import build_trainer
 
     ctx = distributed.setup()
@@ -49,9 +50,10 @@ def train_variants(rank: int, world_size: int, model_path: str, pairs: list, var
 def unsynced_rerun(rank: int, world_size: int, model_path: str, pairs: list, out: str) -> None:
     """Train a few steps, then re-run the last ones without gradient sync (the step
     decomposition): record whether anything the run produced changed."""
-    from tier1 import distributed, model
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
     from tier1.training import decomposition
     from tier1.training.builder import build_trainer
 

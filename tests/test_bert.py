@@ -1,4 +1,4 @@
-"""tier1.bert and tier1.fast_tokenizer against transformers' BertModel and AutoTokenizer, the
+"""tier1.encoder.bert and tier1.encoder.tokenizer against transformers' BertModel and AutoTokenizer, the
 implementations they stand in for, on the same folders and real text."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from tier1 import bert, model
-from tier1.fast_tokenizer import FastTokenizer
-from tier1.token_cache import collate, doc_text, token_ids
+from tier1.encoder import bert, model
+from tier1.encoder.token_cache import collate, doc_text, token_ids
+from tier1.encoder.tokenizer import FastTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
     """Long texts are tokenised up to a character budget where that cannot change the kept ids;
     texts where it could (a word across the cut, long runs of blanks, one endless word) must fall
     back to the whole text. Each case against AutoTokenizer on the whole text."""
-    from tier1.fast_tokenizer import CHARS_PER_TOKEN
+    from tier1.encoder.tokenizer import CHARS_PER_TOKEN
 
     limit = 16
     budget = CHARS_PER_TOKEN * limit
@@ -67,7 +67,7 @@ def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
 
 def test_an_added_token_across_the_cut_is_not_split(packaged):
     """[MASK] is matched before words are split: a cut inside it must not turn it into "[" + "ma"."""
-    from tier1.fast_tokenizer import CHARS_PER_TOKEN
+    from tier1.encoder.tokenizer import CHARS_PER_TOKEN
 
     limit = 8
     budget = CHARS_PER_TOKEN * limit
@@ -80,7 +80,7 @@ def test_an_added_token_across_the_cut_is_not_split(packaged):
 def test_tokenizers_transformers_would_change_stay_on_transformers(packaged, tmp_path):
     """Settings in tokenizer_config.json that AutoTokenizer applies on top of tokenizer.json, and
     pipelines other than BERT's WordPiece, are not taken over."""
-    from tier1.fast_tokenizer import FILES, FastTokenizer
+    from tier1.encoder.tokenizer import FILES, FastTokenizer
 
     for name in FILES:
         if (Path(packaged) / name).is_file():
@@ -138,7 +138,7 @@ def test_hidden_states_are_bertmodels(folder, request, pairs):
 
 
 def test_saved_model_loads_in_transformers_and_back(tiny_model, tmp_path, pairs):
-    """A trained model saved from tier1.bert is a BertModel folder: transformers reads the same
+    """A trained model saved from tier1.encoder.bert is a BertModel folder: transformers reads the same
     weights, and tier1 reads them back."""
     encoder, tokenizer = model.load(str(tiny_model))
     with torch.no_grad():
@@ -185,7 +185,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, pairs):
 
 @pytest.mark.parametrize("folder", ["packaged", "tiny_model"])
 def test_query_key_value_as_one_parameter_round_trip(folder, request, tmp_path):
-    """Query, key and value are one (3h, h) parameter in tier1.bert; loaded from the file's
+    """Query, key and value are one (3h, h) parameter in tier1.encoder.bert; loaded from the file's
     three names and saved back under them, the file's tensors come back exactly."""
     from safetensors.torch import load_file
 

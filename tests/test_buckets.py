@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tier1 import model, shapes
-from tier1.packed import PackedIds
-from tier1.token_cache import collate, pair_tokens
+from tier1.encoder import model, shapes
+from tier1.encoder.packed_ids import PackedIds
+from tier1.encoder.token_cache import collate, pair_tokens
 from tier1.training.buckets import MIN_ROWS, bucket, embed, planned_shapes
 from tier1.training.loss import in_batch_negatives_loss
 

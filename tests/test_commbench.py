@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from tier1 import commbench
-from tier1.commbench import MiB
 from tier1.config import CommbenchConfig, Tier1Config, parse_stage_json, stage_json
+from tier1.stages import commbench
+from tier1.stages.commbench import MiB
 
 from helpers import REPO, spawn
 
@@ -107,7 +107,7 @@ def test_the_stage_view_and_the_gathered_block():
 
 
 def test_gradient_size_counts_the_trainable_parameters(tiny_model):
-    from tier1 import model
+    from tier1.encoder import model
 
     params, nbytes, width = commbench.model_sizes(str(tiny_model))
     encoder, _ = model.load(str(tiny_model))
@@ -124,7 +124,7 @@ BLOCK = 8 * 32 * 4
 def _sweep_rank(rank: int, world_size: int, out: str) -> None:
     import torch
 
-    from tier1 import distributed
+    from tier1.runtime import distributed
 
     ctx = distributed.setup(timeout_s=60)
     try:
@@ -174,7 +174,7 @@ def test_two_rank_sweep_summary_and_matmul_probe(sweep):
 def test_one_rank_is_refused(tmp_path):
     cfg = stage_json(Tier1Config(gpu_counts=[1]), "commbench")
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "tier1.commbench", "--config", cfg, "--out", str(tmp_path / "x.json")],
+    proc = subprocess.run([sys.executable, "-m", "tier1.stages.commbench", "--config", cfg, "--out", str(tmp_path / "x.json")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode != 0 and "2 or more ranks" in proc.stderr
     assert not (tmp_path / "x.json").exists()
@@ -189,7 +189,7 @@ def test_nccl_sweep_on_two_gpus(tmp_path, tiny_model):
     cfg = stage_json(Tier1Config(gpu_counts=[1, 2], model=str(tiny_model), batch_size=8), "commbench")
     out = tmp_path / "ws2.json"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
-    subprocess.run([sys.executable, "-m", "tier1.launch", "--ranks", "2", "--gpus", "tier1.commbench", "--config", cfg,
+    subprocess.run([sys.executable, "-m", "tier1.runtime.launch", "--ranks", "2", "--gpus", "tier1.stages.commbench", "--config", cfg,
                     "--out", str(out), "--max-bytes", str(64 * MiB)], check=True, env=env, timeout=300)
     record = json.loads(out.read_text())
     assert record["backend"] == "nccl" and record["device_type"] == "cuda"

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from tier1 import console
+from tier1.runtime import console
 
 
 def _job(tmp_path, code: str, capsys):
@@ -13,15 +13,15 @@ def _job(tmp_path, code: str, capsys):
 
 
 def test_a_job_that_works(tmp_path, capsys):
-    code = ("print('12:00:00 INFO tier1.train [rank 0]: trained 16 steps'); "
-            "print('12:00:00 INFO tier1.train [rank 1]: trained 16 steps'); "
+    code = ("print('12:00:00 INFO tier1.stages.train [rank 0]: trained 16 steps'); "
+            "print('12:00:00 INFO tier1.stages.train [rank 1]: trained 16 steps'); "
             "print('train x2: 100%|####| 16/16 [00:52<00:00]'); print('noise from a library')")
     rc, log, err = _job(tmp_path, code, capsys)
     assert rc == 0
     assert "noise from a library" in log and "[rank 1]" in log  # the log keeps everything
     lines = err.splitlines()
     assert lines[0] == "[tier1] train, 2 rank(s): started"
-    assert "[tier1] train, 2 rank(s): 12:00:00 INFO tier1.train [rank 0]: trained 16 steps" in lines
+    assert "[tier1] train, 2 rank(s): 12:00:00 INFO tier1.stages.train [rank 0]: trained 16 steps" in lines
     assert any("16/16" in line for line in lines)
     assert not any("[rank 1]" in line or "noise" in line for line in lines)
     assert lines[-1].startswith("[tier1] train, 2 rank(s): done in ")
@@ -61,8 +61,9 @@ def test_a_failed_job_is_named_by_its_console_label_under_quiet_rules(tmp_path):
     smk_log = tmp_path / "snakemake.log"
     smk_log.write_text(
         "RuleException:\nCalledProcessError in file \"/w/workflow/rules/train.smk\", line 26:\n"
-        f"Command 'set -euo pipefail;  /v/bin/python -m tier1.console --timed cpu --label 'train, 2 rank(s)' --log {job_log} "
-        "-- env X=1 /v/bin/python -m tier1.launch --ranks 2 tier1.train --config '{\"a\": 1}'' returned non-zero exit status 1.\n"
+        f"Command 'set -euo pipefail;  /v/bin/python -m tier1.runtime.console --timed cpu --label 'train, 2 rank(s)' --log {job_log} "
+        "-- env X=1 /v/bin/python -m tier1.runtime.launch --ranks 2 tier1.stages.train --config '{\"a\": 1}'' "
+        "returned non-zero exit status 1.\n"
         "Shutting down, this might take some time.\n")
     assert console.failed_jobs(smk_log) == [{"job": "train, 2 rank(s)", "log": job_log, "exit": 1}]
     text = console.end_of_failed_run([str(smk_log)], "snakemake --cores 4 all", [])
@@ -78,8 +79,8 @@ def test_the_job_lives_by_whatever_started_its_wrappers(tmp_path):
     import os
     import subprocess
 
-    probe = "import json, os; from tier1 import lifeline; print(json.dumps([lifeline.owner(os.getpid()), lifeline.inherited()]))"
-    job = (f"{sys.executable} -m tier1.console --label probe --log {tmp_path}/probe.log -- "
+    probe = "import json, os; from tier1.runtime import lifeline; print(json.dumps([lifeline.owner(os.getpid()), lifeline.inherited()]))"
+    job = (f"{sys.executable} -m tier1.runtime.console --label probe --log {tmp_path}/probe.log -- "
            f"env X=1 {sys.executable} -c {json.dumps(probe)}")
     subprocess.run(["bash", "-c", f"{job}; true"], check=True, capture_output=True)
     owner, inherited = json.loads((tmp_path / "probe.log").read_text())

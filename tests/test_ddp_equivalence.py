@@ -82,7 +82,7 @@ def test_naive_per_rank_loss_does_not_match(runs):
 
 
 def test_single_process_gather_is_identity():
-    from tier1.distributed import all_gather_with_grad
+    from tier1.runtime.distributed import all_gather_with_grad
 
     x = torch.randn(3, 4, requires_grad=True)
     assert all_gather_with_grad(x) is x

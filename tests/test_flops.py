@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tier1 import flops, model
+from tier1.encoder import model
+from tier1.measure import flops
 
 # The tiny BERT of helpers.make_tiny_model: hidden 32, 2 layers, intermediate 64.
 H, LAYERS, INTER = 32, 2, 64
@@ -109,5 +110,5 @@ def test_module_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys; import tier1.flops; assert 'torch' not in sys.modules"
+    code = "import sys; import tier1.measure.flops; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_stopwatch_times_the_kernels_not_the_launch():
-    from tier1.device import Stopwatch
+    from tier1.runtime.device import Stopwatch
 
     device = torch.device("cuda", 0)
     a = torch.randn(4096, 4096, device=device)
@@ -27,7 +27,7 @@ def test_stopwatch_times_the_kernels_not_the_launch():
 
 
 def test_device_memory_counts_more_than_the_allocator():
-    from tier1.device import used_memory
+    from tier1.runtime.device import used_memory
 
     device = torch.device("cuda", 0)
     x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
@@ -35,7 +35,7 @@ def test_device_memory_counts_more_than_the_allocator():
 
 
 def test_nvml_samples_this_device_by_uuid():
-    from tier1.gpu_activity import GpuSampler
+    from tier1.measure.gpu_activity import GpuSampler
 
     device = torch.device("cuda", 0)
     with GpuSampler(device, interval=0.02) as sampler:
@@ -49,9 +49,10 @@ def test_nvml_samples_this_device_by_uuid():
 
 
 def test_a_bf16_training_step_on_the_gpu(tiny_model, pairs):
-    from tier1 import distributed, model
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
     from tier1.training.builder import build_trainer
 
     ctx = distributed.setup()
@@ -68,9 +69,10 @@ def test_a_bf16_training_step_on_the_gpu(tiny_model, pairs):
 
 
 def _gpu_trainer(tiny_model, pairs, **kw):
-    from tier1 import distributed, model
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
     from tier1.training.builder import build_trainer
 
     ctx = distributed.setup()
@@ -116,11 +118,11 @@ def test_steps_run_without_a_host_sync(tiny_model, pairs, monkeypatch, length_bu
 
 @pytest.mark.parametrize("width", [64, 128, 192, 256])
 def test_masked_bf16_attention_matches_fp32_with_finite_gradients(width):
-    """The chosen kernel (tier1.bert.CUDA_BACKENDS) at ladder widths, including width % 128 == 64
+    """The chosen kernel (tier1.encoder.bert.CUDA_BACKENDS) at ladder widths, including width % 128 == 64
     where cuDNN's masked backward returns NaN on torch 2.11 (pytorch/pytorch#196678)."""
     from types import SimpleNamespace
 
-    from tier1 import bert
+    from tier1.encoder import bert
 
     torch.manual_seed(0)
     config = SimpleNamespace(**{**bert.DEFAULTS, "vocab_size": 1000, "hidden_size": 128, "num_hidden_layers": 2,

@@ -1,4 +1,4 @@
-"""The one-GPU check's summary table (tier1.gpu_summary) on hand-made stage files, and the
+"""The one-GPU check's summary table (tier1.tools.gpu_summary) on hand-made stage files, and the
 check script's plan (scripts/gpu_check.sh --dry-run)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from tier1 import gpu_summary
+from tier1.tools import gpu_summary
 
 from helpers import REPO
 

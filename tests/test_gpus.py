@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tier1 import gpus, launch
 from tier1.config import ConfigError, Tier1Config, normalise_gpu_counts
+from tier1.runtime import gpus, launch
 
 MACHINE = ["GPU-aaaa-0", "GPU-bbbb-1", "GPU-cccc-2", "GPU-dddd-3"]  # NVML's, in PCI bus order
 
@@ -67,13 +67,13 @@ def test_a_job_gets_exactly_its_gpus_by_uuid(machine):
 
 
 def test_launch_command_runs_one_rank_plainly_and_several_under_torchrun():
-    assert launch.command(1, "tier1.train", ["--x"])[1:] == ["-m", "tier1.train", "--x"]
-    several = launch.command(4, "tier1.train", ["--x"])
+    assert launch.command(1, "tier1.stages.train", ["--x"])[1:] == ["-m", "tier1.stages.train", "--x"]
+    several = launch.command(4, "tier1.stages.train", ["--x"])
     assert "torch.distributed.run" in several and "--nproc_per_node=4" in several and "--max-restarts=0" in several
 
 
 def test_a_job_meant_for_gpus_refuses_the_cpu(monkeypatch):
-    from tier1 import distributed
+    from tier1.runtime import distributed
 
     monkeypatch.setenv("TIER1_REQUIRE_GPU", "1")
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)

@@ -1,4 +1,4 @@
-"""The machine's timed-window lock (tier1.machine_lock): a second holder waits and says for whom, and
+"""The machine's timed-window lock (tier1.runtime.machine_lock): a second holder waits and says for whom, and
 a lock whose holder died is taken over."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tier1.machine_lock import TimedWindow, holder, keys
+from tier1.runtime.machine_lock import TimedWindow, holder, keys
 
-HOLD = ("import sys, time; from tier1.machine_lock import TimedWindow\n"
+HOLD = ("import sys, time; from tier1.runtime.machine_lock import TimedWindow\n"
         "with TimedWindow('cpu', 'quick', 'train, 2 rank(s)'):\n"
         "    print('holding', flush=True); time.sleep(float(sys.argv[1]))\n")
 

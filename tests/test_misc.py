@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tier1.atomic import atomic_path, write_text
+from tier1.runtime.atomic import atomic_path, write_text
 
 from helpers import REPO
 
@@ -47,7 +47,7 @@ def test_leftover_temporaries_of_a_target_go_with_its_next_write(tmp_path):
 def test_written_file_and_its_rename_are_flushed_to_disk(tmp_path, monkeypatch):
     import os
 
-    from tier1 import atomic
+    from tier1.runtime import atomic
 
     events = []
     fsync, replace = os.fsync, os.replace
@@ -73,7 +73,7 @@ def test_conda_env_and_pip_pins_agree():
 
 def test_config_error_is_one_clear_line(tmp_path):
     bad = tmp_path / "missing.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "tier1.prepare", "--config",
+    proc = subprocess.run([sys.executable, "-m", "tier1.stages.prepare", "--config",
                            f'{{"dataset": "{bad}", "train_samples": 1, "test_samples": 1, "seed": 0}}',
                            *[a for name in ("train", "corpus", "queries", "qrels", "manifest")
                              for a in (f"--{name}", str(tmp_path / name))]], capture_output=True, text=True)
@@ -83,7 +83,7 @@ def test_config_error_is_one_clear_line(tmp_path):
 
 EXITING_STAGE = """
 import logging, sys
-from tier1.cli import run_main, setup_logging
+from tier1.runtime.cli import run_main, setup_logging
 
 def main():
     setup_logging()

@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tier1 import distributed, model
 from tier1.config import EvalConfig, Tier1Config, TrainConfig
 from tier1.data.sources import read_beir
 from tier1.data.split import beir_from_pairs
-from tier1.evaluate import Outputs as EvalOutputs
-from tier1.evaluate import evaluate
-from tier1.prepare import write_beir_folder
-from tier1.sentence_modules import DEFAULT_SOURCE, Head, read_head
-from tier1.token_cache import collate, doc_text
-from tier1.train import Outputs as TrainOutputs
-from tier1.train import train
+from tier1.encoder import model
+from tier1.encoder.sentence_modules import DEFAULT_SOURCE, Head, read_head
+from tier1.encoder.token_cache import collate, doc_text
+from tier1.runtime import distributed
+from tier1.stages.evaluate import Outputs as EvalOutputs
+from tier1.stages.evaluate import evaluate
+from tier1.stages.prepare import write_beir_folder
+from tier1.stages.train import Outputs as TrainOutputs
+from tier1.stages.train import train
 
 NORMALIZE = {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from tier1 import preflight
-from tier1.preflight import Findings
-from tier1.provenance import available_cores
+from tier1.runtime.provenance import available_cores
+from tier1.stages import preflight
+from tier1.stages.preflight import Findings
 
 from helpers import REPO
 
@@ -251,7 +251,7 @@ def test_preflight_command_on_cpu(tmp_path):
     out = tmp_path / "preflight.json"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TIER1_GPUS", None)
-    subprocess.run([sys.executable, "-m", "tier1.preflight", "--world-sizes", "1", "2", "4", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "tier1.stages.preflight", "--world-sizes", "1", "2", "4", "--out", str(out)],
                    check=True, env=env, capture_output=True, text=True)
     record = json.loads(out.read_text())
     assert record["stage"] == "preflight" and record["world_sizes"] == [1, 2, 4]

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from tier1 import probe as probe_mod
-from tier1.batch_search import Failure, SearchLog, attempt, largest_fitting, summarise
 from tier1.config import ProbeConfig
-from tier1.distributed import Context
+from tier1.measure.batch_search import Failure, SearchLog, attempt, largest_fitting, summarise
+from tier1.runtime.distributed import Context
+from tier1.stages import probe as probe_mod
 
 import helpers
 
@@ -106,7 +106,7 @@ def test_agreed_fit_records_the_failure_and_cleans_up():
 
 def _agree_rank(rank: int, world_size: int, out: str) -> None:
     """Rank 1 runs out of memory on batch 8 only; every rank must still reach the same decisions."""
-    from tier1 import distributed
+    from tier1.runtime import distributed
 
     ctx = distributed.setup()
     search = SearchLog(limit=64)
@@ -226,7 +226,7 @@ PROBE_CFG = ('{"model": "x", "trust_remote_code": false, "max_seq_length": 32, "
 def test_cpu_probe_says_not_applicable_for_each_world_size(tmp_path):
     """One process on a CPU writes every world size's record (the CPU rule runs it once)."""
     outs = [tmp_path / "gpus1.json", tmp_path / "gpus2.json"]
-    subprocess.run([sys.executable, "-m", "tier1.probe", "--config", PROBE_CFG, "--tokens", str(tmp_path / "absent.pt"),
+    subprocess.run([sys.executable, "-m", "tier1.stages.probe", "--config", PROBE_CFG, "--tokens", str(tmp_path / "absent.pt"),
                     "--world-size", "1", "2", "--out", *map(str, outs)], check=True, capture_output=True)
     for size, out in zip((1, 2), outs):
         got = json.loads(out.read_text())
@@ -235,7 +235,7 @@ def test_cpu_probe_says_not_applicable_for_each_world_size(tmp_path):
 
 
 def test_probe_wants_a_file_per_world_size(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tier1.probe", "--config", PROBE_CFG, "--tokens", "absent.pt",
+    proc = subprocess.run([sys.executable, "-m", "tier1.stages.probe", "--config", PROBE_CFG, "--tokens", "absent.pt",
                            "--world-size", "1", "2", "--out", str(tmp_path / "one.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "give one each" in proc.stderr
     assert not (tmp_path / "one.json").exists()

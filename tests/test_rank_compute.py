@@ -8,9 +8,10 @@ import json
 import pytest
 
 from test_prediction import comm, decomposition, record
-from tier1 import gpu_busy, rank_compute
+from tier1.measure import gpu_busy
 from tier1.report import analysis, bound, prediction, table
 from tier1.report.collect import Results
+from tier1.stages import rank_compute
 
 FIXED_S = 0.15       # what every step costs whatever its batch (host, launches, set-up)
 PER_SAMPLE_S = 0.03 / 64  # the arithmetic, per pair of the 64-pair global batch
@@ -131,7 +132,7 @@ def test_the_stage_times_one_rank_at_each_share_through_its_command_line(tiny_mo
     cfg = stage_json(Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 16, "gpu_counts": [1, 2, 4]}),
                      "train")
     out = tmp_path / "rank_compute.json"
-    subprocess.run([sys.executable, "-m", "tier1.rank_compute", "--config", cfg, "--data", str(data),
+    subprocess.run([sys.executable, "-m", "tier1.stages.rank_compute", "--config", cfg, "--data", str(data),
                     "--world-sizes", "1", "2", "4", "--out", str(out)], check=True, timeout=600)
     rec = json.loads(out.read_text())
     per = rec["world_sizes"]

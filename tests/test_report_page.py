@@ -194,8 +194,8 @@ FAILED_QUERY = "other processes: NVML sample 1 failed (NVMLError_Unknown: Unknow
 
 
 def gpu_windows(kind, n, record, sampler_failed: bool):
-    """Each rank's timed-window record of a GPU run, with the marks tier1.disturbance judges from them."""
-    from tier1 import disturbance
+    """Each rank's timed-window record of a GPU run, with the marks tier1.measure.disturbance judges from them."""
+    from tier1.measure import disturbance
 
     gpu = ({"sampled": False, "samples": 0, "unobserved": FAILED_QUERY,
             "sm_clock_mhz_min": None} if sampler_failed else
@@ -235,7 +235,7 @@ def test_a_failed_gpu_sampler_is_unobserved_in_the_report_and_draws_no_speedup(t
 
 
 def test_a_cpu_run_says_the_gpu_watch_is_not_applicable(tmp_path):
-    from tier1.gpu_activity import NOT_A_GPU
+    from tier1.measure.gpu_activity import NOT_A_GPU
 
     def edit(kind, n, record):
         if kind == "train":

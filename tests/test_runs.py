@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tier1 import compare
 from tier1.config import ConfigError, Tier1Config, config_hash
+from tier1.tools import compare_runs as compare
 
 # a value other than the default for every setting
 CHANGED = {"run_name": "other", "train_samples": 100, "test_samples": 100, "num_epochs": 2, "batch_size": 16,

@@ -26,7 +26,7 @@ def test_the_sweep_plans_one_job_per_size_and_world_size_and_the_report_reads_th
     assert sorted(swept) == expected
     jobs = proc.stdout.split("\n\n")
     job = next(j for j in jobs if "output: results/default/sweep/b32/gpus4.json" in j)
-    assert "timed=1" in job and "--ranks 4 " in job and "tier1.sweep_step" in job and "--batch 32 " in job
+    assert "timed=1" in job and "--ranks 4 " in job and "tier1.stages.sweep_step" in job and "--batch 32 " in job
     assert "--world-sizes 1 2 4 " in next(j for j in jobs if "rule rank_compute:" in j)
 
 

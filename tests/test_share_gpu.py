@@ -9,9 +9,9 @@ import pytest
 from test_prediction import decomposition, record
 from test_sweep import sweep_record
 from tier1.config import ConfigError, Tier1Config
-from tier1.launch import job_environment
 from tier1.report import analysis, sweep
 from tier1.report.collect import Results
+from tier1.runtime.launch import job_environment
 
 ONE_GPU = ["GPU-0000"]
 

@@ -12,9 +12,10 @@ import contextlib
 import pytest
 import torch
 
-from tier1 import distributed, model
 from tier1.config import Tier1Config, TrainConfig
-from tier1.token_cache import pair_tokens
+from tier1.encoder import model
+from tier1.encoder.token_cache import pair_tokens
+from tier1.runtime import distributed
 from tier1.training import trainer as trainer_module
 from tier1.training.builder import build_trainer
 from tier1.training.plan import BatchPlan

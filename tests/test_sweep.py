@@ -79,19 +79,19 @@ def test_on_a_cpu_the_sweep_says_its_ratios_are_not_speedups():
 
 @pytest.mark.slow
 def test_the_sweep_stage_times_its_steps_through_its_command_line_on_two_ranks(tiny_model, pairs, tmp_path):
-    """One size of the sweep as its rule runs it: tier1.launch with 2 ranks, the stage's own command line."""
+    """One size of the sweep as its rule runs it: tier1.runtime.launch with 2 ranks, the stage's own command line."""
     import json
     import subprocess
     import sys
 
-    from tier1 import sweep_step
     from tier1.config import stage_json
+    from tier1.stages import sweep_step
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs[:64]))
     cfg = stage_json(Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 8, "gpu_counts": [1, 2]}), "train")
     out = tmp_path / "b8" / "gpus2.json"
-    subprocess.run([sys.executable, "-m", "tier1.launch", "--ranks", "2", "tier1.sweep_step", "--config", cfg,
+    subprocess.run([sys.executable, "-m", "tier1.runtime.launch", "--ranks", "2", "tier1.stages.sweep_step", "--config", cfg,
                     "--batch", "8", "--data", str(data), "--out", str(out)], check=True, timeout=600)
     rec = json.loads(out.read_text())
     assert (rec["global_batch"], rec["world_size"], rec["per_rank_batch"]) == (8, 2, 4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tier1 import device as devices
 from tier1.evaluation import sharding, topk
+from tier1.runtime import device as devices
 
 
 def full_ranking(q, d, k, exclude=None):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tier1 import distributed
 from tier1.config import Tier1Config, TrainConfig
-from tier1.train import Interrupted, Outputs, train
+from tier1.runtime import distributed
+from tier1.stages.train import Interrupted, Outputs, train
 from tier1.training import checkpoint
 
 
@@ -93,7 +93,7 @@ def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_m
 
 
 def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
-    from tier1 import model, token_cache
+    from tier1.encoder import model, token_cache
 
     ids = token_cache.token_ids
     _, tokenizer = model.load(str(tiny_model))
@@ -122,8 +122,8 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def built(tiny_model_path, pairs, **kw):
-    from tier1 import model
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
     from tier1.training.builder import build_trainer
 
     cfg = config(tiny_model_path, **kw)
@@ -179,8 +179,8 @@ def test_warm_up_leaves_no_trace(dropout_model, pairs):
 
 
 def test_another_dropout_stream_changes_only_the_masks(dropout_model, pairs):
-    from tier1 import model
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
     from tier1.training.builder import build_trainer
 
     cfg = config(dropout_model)
@@ -194,8 +194,8 @@ def test_another_dropout_stream_changes_only_the_masks(dropout_model, pairs):
 
 
 def test_model_flops_count_each_padded_batch(dropout_model, pairs):
-    from tier1 import flops
-    from tier1.token_cache import collate
+    from tier1.encoder.token_cache import collate
+    from tier1.measure import flops
 
     trainer = built(dropout_model, pairs)
     batch = trainer.plan.schedule()[0][1]

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from tier1 import token_cache
+from tier1.encoder import token_cache
 from tier1.training import checkpoint
 
 CPU = torch.device("cpu")
@@ -52,9 +52,9 @@ def test_token_cache_keeps_keys_and_types(tmp_path):
 
 
 def test_crafted_token_cache_is_refused_without_running(tmp_path, tiny_model):
-    from tier1 import distributed
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.train import Outputs, train
+    from tier1.runtime import distributed
+    from tier1.stages.train import Outputs, train
 
     path, marker = tmp_path / "tokens.safetensors", tmp_path / "marker"
     crafted(path, marker)

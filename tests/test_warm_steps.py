@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tier1.packed import PackedIds
+from tier1.encoder.packed_ids import PackedIds
 from tier1.training import warm_steps
 from tier1.training.buckets import bucket
 from tier1.training.decomposition import decompose, rank_parts
@@ -74,9 +74,10 @@ def test_step_shapes_are_the_buckets_each_rank_meets():
 
 
 def test_a_trained_run_re_uses_the_chosen_steps_own_times(tiny_model, pairs):
-    from tier1 import distributed, model
     from tier1.config import Tier1Config, TrainConfig
-    from tier1.token_cache import pair_tokens
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
     from tier1.training.builder import build_trainer
 
     ctx = distributed.setup()

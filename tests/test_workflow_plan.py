@@ -102,7 +102,7 @@ def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gp
     assert rule_jobs(proc, "preflight") == ["results/default/preflight.json"]
     assert rule_jobs(proc, "commbench") == sorted(f"results/default/comm/ws{n}.json" for n in comm)
     sizes = " ".join(str(n) for n in trained(proc))
-    assert f"-m tier1.preflight --world-sizes {sizes} --out results/default/preflight.json" in proc.stdout
+    assert f"-m tier1.stages.preflight --world-sizes {sizes} --out results/default/preflight.json" in proc.stdout
     paths = " ".join(f"results/default/comm/ws{n}.json" for n in comm)
     assert f"--preflight results/default/preflight.json --comm {paths} --md" in report_command(proc)
     # timed like training: one at a time, and on a cluster with the GPUs of its world size
@@ -110,7 +110,7 @@ def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gp
     for n in comm:
         job = next(j for j in jobs if f"output: results/default/comm/ws{n}.json" in j)
         assert "timed=1" in job and f"gpu={n if gpus else 0}" in job
-        assert f"--ranks {n} " in job and "tier1.commbench" in job
+        assert f"--ranks {n} " in job and "tier1.stages.commbench" in job
 
 
 def test_the_report_reads_the_record_of_every_stage_it_times(workdir):

@@ -81,4 +81,4 @@ def seconds_until_gone(folder: Path, t0: float, limit_s: float) -> float:
 
 def ranks(folder: Path) -> list[psutil.Process]:
     """The training ranks (torchrun's workers) working in `folder`."""
-    return [p for p in processes_in(folder) if "tier1.train" in p.cmdline() and "tier1.launch" not in p.cmdline()]
+    return [p for p in processes_in(folder) if "tier1.stages.train" in p.cmdline() and "tier1.runtime.launch" not in p.cmdline()]

@@ -18,5 +18,5 @@ rule check_gpus:
         launch=launcher(max(WORLD_SIZES)),
         model=CFG.model,
     shell:
-        "{params.story} {log} -- {params.launch} tier1.check_gpus --model {params.model:q} --out {output} "
-        "&& {params.py} -m tier1.check_gpus --show {output}"
+        "{params.story} {log} -- {params.launch} tier1.stages.check_gpus --model {params.model:q} --out {output} "
+        "&& {params.py} -m tier1.stages.check_gpus --show {output}"

@@ -17,4 +17,4 @@ rule commbench:
         cfg=stage_params("commbench"),
         launch=lambda w: launcher(w.n),
     shell:
-        "{params.story} {log} -- {params.launch} tier1.commbench --config {params.cfg:q} --out {output}"
+        "{params.story} {log} -- {params.launch} tier1.stages.commbench --config {params.cfg:q} --out {output}"

@@ -9,11 +9,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
-from tier1 import console
-from tier1.checks import check_inputs
+from tier1.runtime import console
+from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
-from tier1.checksum import token_cache_problem
-from tier1.gpus import visible_gpus
+from tier1.runtime.checksum import token_cache_problem
+from tier1.runtime.gpus import visible_gpus
 
 RUN_STARTED = time.time()
 # The command that goes on from where this run stops (what the end-of-run screen tells the user).
@@ -65,7 +65,7 @@ RESULTS = f"results/{CFG.run_name}"
 REPORT_MD = f"{RESULTS}/report/performance.md"
 REPORT_HTML = f"{RESULTS}/report/index.html"
 # One fingerprint of the whole resolved config, stamped into every file this run writes
-# (tier1.provenance), beside each stage's own hash of the keys it depends on.
+# (tier1.runtime.provenance), beside each stage's own hash of the keys it depends on.
 # (kept out of the params, which would rerun every job whenever any setting changes)
 os.environ.update(TIER1_RUN=CFG.run_name, TIER1_RUN_CONFIG_HASH=config_hash(CFG.to_dict()))
 
@@ -112,18 +112,18 @@ def stage_params(stage):
     return stage_json(CFG, stage)
 
 
-# What a timed job holds the machine's lock on (tier1.machine_lock): every GPU this run may use,
+# What a timed job holds the machine's lock on (tier1.runtime.machine_lock): every GPU this run may use,
 # or the whole machine on a CPU, so that no other run on the machine times at the same moment.
 TIMED_DEVICES = ",".join(GPUS) if ON_GPUS else "cpu"
 
 
 def stage_story(label, timed=False):
     """The wrapper every job's command runs in: its output to the log file, its start, progress and
-    end (or the end of its log, when it fails) to the console (tier1.console). It also carries the
+    end (or the end of its log, when it fails) to the console (tier1.runtime.console). It also carries the
     job's lifeline (the job ends when Snakemake does), and for a timed job (timed=True, beside
     the `timed` resource) holds the machine's lock while it runs."""
     lock = f" --timed {shlex.quote(TIMED_DEVICES)}" if timed else ""
-    story = lambda text: f"{PYTHON} -m tier1.console{lock} --label {shlex.quote(text)} --log"
+    story = lambda text: f"{PYTHON} -m tier1.runtime.console{lock} --label {shlex.quote(text)} --log"
     if callable(label):
         return lambda wildcards: story(label(wildcards))
     return story(label)
@@ -131,10 +131,10 @@ def stage_story(label, timed=False):
 
 def launcher(n):
     """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
-    each job gets exactly n GPUs of its own (tier1.launch)."""
+    each job gets exactly n GPUs of its own (tier1.runtime.launch)."""
     timeout = f"TIER1_COLLECTIVE_TIMEOUT_S={CFG.collective_timeout_s:g}"
     shared = " --share-gpu" if ON_GPUS and CFG.share_gpu else ""
-    return f"env {timeout} {PYTHON} -m tier1.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "") + shared
+    return f"env {timeout} {PYTHON} -m tier1.runtime.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "") + shared
 
 
 def gpus_for(n):

@@ -29,7 +29,7 @@ rule evaluate:
         launch=lambda w: launcher(w.w),
         base=CFG.model,
     shell:
-        "{params.story} {log} -- {params.launch} tier1.evaluate --config {params.cfg:q} "
+        "{params.story} {log} -- {params.launch} tier1.stages.evaluate --config {params.cfg:q} "
         "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --tokens {input.tokens} "
         "--model {params.base:q} --metrics-out {output.base_metrics} --run-out {output.base_run} "
         "--model {input.trained:q} --metrics-out {output.metrics} --run-out {output.run}"

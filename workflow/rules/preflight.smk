@@ -19,4 +19,4 @@ rule preflight:
         py=PYTHON,
         world_sizes=" ".join(map(str, WORLD_SIZES)),
     shell:
-        "{params.story} {log} -- {params.py} -m tier1.preflight --world-sizes {params.world_sizes} --out {output}"
+        "{params.story} {log} -- {params.py} -m tier1.stages.preflight --world-sizes {params.world_sizes} --out {output}"

@@ -17,6 +17,6 @@ rule prepare:
         py=PYTHON,
         cfg=stage_params("prepare"),
     shell:
-        "{params.story} {log} -- {params.py} -m tier1.prepare --config {params.cfg:q} --train {output.train} "
+        "{params.story} {log} -- {params.py} -m tier1.stages.prepare --config {params.cfg:q} --train {output.train} "
         "--corpus {output.corpus} --queries {output.queries} --qrels {output.qrels} "
         "--manifest {output.manifest}"

@@ -21,14 +21,14 @@ if ON_GPUS:
             cfg=stage_params("probe"),
             launch=lambda w: launcher(w.n),
         shell:
-            "{params.story} {log} -- {params.launch} tier1.probe --config {params.cfg:q} --tokens {input.tokens} "
+            "{params.story} {log} -- {params.launch} tier1.stages.probe --config {params.cfg:q} --tokens {input.tokens} "
             "--world-size {wildcards.n} --out {output}"
 
 else:
 
     rule probe:
         """On a CPU there is no device memory limit to find: every world size's file says 'not
-        applicable', written in the workflow's own process (tier1.probe_record, no torch, no job to
+        applicable', written in the workflow's own process (tier1.records.probe, no torch, no job to
         start)."""
         input:
             tokens=out("data/tokens.safetensors"),
@@ -41,6 +41,6 @@ else:
         params:
             cfg=stage_params("probe"),
         run:
-            from tier1.probe_record import main_from_workflow
+            from tier1.records.probe import main_from_workflow
 
             main_from_workflow(output, WORLD_SIZES, params.cfg, log[0])

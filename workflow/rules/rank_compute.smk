@@ -1,6 +1,6 @@
 rule rank_compute:
     """One rank's forward+backward at each world size's share of the batch, alone, shapes warmed:
-    what the prediction uses for per-rank compute (tier1.rank_compute)."""
+    what the prediction uses for per-rank compute (tier1.stages.rank_compute)."""
     input:
         data=out("data/train.jsonl"),
         tokens=out("data/tokens.safetensors"),
@@ -20,5 +20,5 @@ rule rank_compute:
         launch=launcher(1),
         sizes=" ".join(str(n) for n in WORLD_SIZES),
     shell:
-        "{params.story} {log} -- {params.launch} tier1.rank_compute --config {params.cfg:q} --data {input.data} "
+        "{params.story} {log} -- {params.launch} tier1.stages.rank_compute --config {params.cfg:q} --data {input.data} "
         "--tokens {input.tokens} --world-sizes {params.sizes} --out {output}"

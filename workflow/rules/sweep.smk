@@ -19,5 +19,5 @@ rule sweep_step:
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
-        "{params.story} {log} -- {params.launch} tier1.sweep_step --config {params.cfg:q} --batch {wildcards.b} "
+        "{params.story} {log} -- {params.launch} tier1.stages.sweep_step --config {params.cfg:q} --batch {wildcards.b} "
         "--data {input.data} --tokens {input.tokens} --out {output}"

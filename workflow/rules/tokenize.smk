@@ -20,6 +20,6 @@ rule tokenize:
         py=PYTHON,
         cfg=stage_params("tokenize"),
     shell:
-        "{params.story} {log} -- {params.py} -m tier1.token_cache --config {params.cfg:q} --train {input.train} "
+        "{params.story} {log} -- {params.py} -m tier1.stages.tokenize --config {params.cfg:q} --train {input.train} "
         "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --out {output.tokens} "
         "--record-out {output.record}"

@@ -22,7 +22,7 @@ rule train:
         cfg=stage_params("train"),
         launch=lambda w: launcher(w.n),
     shell:
-        "{params.story} {log} -- {params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"
 
 
@@ -51,5 +51,5 @@ rule train_dropout_reference:
         cfg=stage_params("train"),
         launch=launcher(1),
     shell:
-        "{params.story} {log} -- {params.launch} tier1.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--dropout-stream 1 --model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tier1 import shapes
+from tier1.encoder import shapes
 
 
 class InputError(ValueError):
@@ -116,7 +116,7 @@ class Tier1Config:
     # 4 on a CPU, where compute scales with padded tokens, 1 on a GPU, where the extra kernel
     # launches cost more than the padding (measured: docs/performance.md)
     length_buckets: int | str = AUTO
-    # the widths batches are padded up to (tier1.shapes): "auto" (multiples of 64 on a GPU, of 16
+    # the widths batches are padded up to (tier1.encoder.shapes): "auto" (multiples of 64 on a GPU, of 16
     # on a CPU, topped by max_seq_length) or a list; a run then meets few, known shapes
     pad_widths: tuple[int, ...] | str = AUTO
     # torch.compile of the encoder for training: "auto" is off on every device until it is
@@ -212,7 +212,7 @@ class Tier1Config:
         without GPUs, leaving out a world size the batch does not split over (3 GPUs, batch 32);
         an explicit world size above the GPU count is refused, since ranks never share a GPU.
         """
-        from tier1.gpus import auto_world_sizes
+        from tier1.runtime.gpus import auto_world_sizes
 
         if self.share_gpu and not gpus:
             raise ConfigError("share_gpu: true rehearses N ranks on one GPU, but jobs here see no GPU; "

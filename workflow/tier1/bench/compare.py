@@ -23,13 +23,15 @@ from pathlib import Path
 
 import torch
 
-from tier1 import atomic, flops, provenance, shapes
-from tier1 import device as devices
 from tier1.bench import tiny
 from tier1.bench.workload import RECIPES, Workload, bench_device, short_precision
-from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import BenchConfig, config_hash
-from tier1.model import resolve_model_path
+from tier1.encoder import shapes
+from tier1.encoder.model import resolve_model_path
+from tier1.measure import flops
+from tier1.runtime import atomic, provenance
+from tier1.runtime import device as devices
+from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 
 log = logging.getLogger("tier1.bench")
 TINY = "BERT of hidden size 32 and 2 layers (tier1.bench.tiny)"

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from tier1 import atomic, disturbance
 from tier1.bench.workload import Workload, bench_device
-from tier1.cli import quiet_transformers, run_main, setup_logging
-from tier1.provenance import available_cores
+from tier1.measure import disturbance
+from tier1.runtime import atomic
+from tier1.runtime.cli import quiet_transformers, run_main, setup_logging
+from tier1.runtime.provenance import available_cores
 
 SIDES = {"tier1": "tier1.bench.tier1_side", "sentence-transformers": "tier1.bench.st_side"}
 

@@ -9,7 +9,7 @@ import time
 import torch
 
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, training_pairs
-from tier1.device import synchronize
+from tier1.runtime.device import synchronize
 
 
 def _model(w: Workload):

@@ -6,16 +6,16 @@ import time
 
 import torch
 
-from tier1 import bert, model, shapes
-from tier1 import device as devices
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, short_precision, training_pairs
 from tier1.config import TrainConfig
-from tier1.distributed import Context
-from tier1.evaluate import batch_tensors, warm_up
+from tier1.encoder import bert, model, shapes
+from tier1.encoder.packed_ids import PackedIds
+from tier1.encoder.shapes import ShapeLog
+from tier1.encoder.token_cache import pair_tokens, token_ids
 from tier1.evaluation import sharding
-from tier1.packed import PackedIds
-from tier1.shapes import ShapeLog
-from tier1.token_cache import pair_tokens, token_ids
+from tier1.runtime import device as devices
+from tier1.runtime.distributed import Context
+from tier1.stages.evaluate import batch_tensors, warm_up
 from tier1.training import buckets
 from tier1.training.builder import build_trainer
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import torch
 
-from tier1 import bert
-from tier1.model import SentenceEncoder, load_tokenizer, save
+from tier1.encoder import bert
+from tier1.encoder.model import SentenceEncoder, load_tokenizer, save
 
 # no dropout: with it SDPA leaves its fused kernel for the math path on both sides, which at batch
 # 32 x 64 tokens is arithmetic again on a 2-core CPU

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tier1.data.sources import read_jsonl
-from tier1.token_cache import doc_text
+from tier1.encoder.token_cache import doc_text
 
 RECIPES = ("matched", "defaults", "host_overhead")
 

@@ -147,7 +147,7 @@ def pairs_from_files(jobs: list[tuple[Path, Path, str]], workers: int | None = N
     None takes every available core, or one process for fewer than MIN_FILES_FOR_POOL files.
     """
     if workers is None:
-        from tier1.provenance import available_cores
+        from tier1.runtime.provenance import available_cores
 
         workers = available_cores() if len(jobs) >= MIN_FILES_FOR_POOL else 1
     if workers <= 1:

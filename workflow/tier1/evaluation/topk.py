@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from tier1 import device as devices
+from tier1.runtime import device as devices
 
 NO_DOC = torch.iinfo(torch.long).max  # index of padding slots; sorts after every real document
 TINY = torch.finfo(torch.float32).tiny

@@ -19,11 +19,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from tier1 import atomic, provenance
-from tier1.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 from tier1.config import ReportConfig, Tier1Config
 from tier1.report import html, plots, table
 from tier1.report.collect import Inputs, collect
+from tier1.runtime import atomic, provenance
+from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 
 log = logging.getLogger("tier1.report")
 

@@ -1,7 +1,7 @@
 """What bounds the step at each world size, in words: the GPU-busy share of the steady step and
 the share of a rank's compute that does not shrink with its batch.
 
-- GPU-busy share: kernel seconds per step at the rank's batch (tier1.rank_compute, profiled
+- GPU-busy share: kernel seconds per step at the rank's batch (tier1.stages.rank_compute, profiled
   outside every timed window) over the n-rank run's steady step. Under HOST_BOUND_BELOW the GPU
   idles most of the step: the host (Python, launches, syncs) or set-up bounds it.
 - Fixed share: one rank's compute at its share w of the batch, relative to the whole batch's
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tier1 import gpu_busy
+from tier1.measure import gpu_busy
 from tier1.report import prediction
 
 HOST_BOUND_BELOW = 0.5

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tier1.atomic import read_json
+from tier1.runtime.atomic import read_json
 
 # The original card's table (4x A40), shown beside the measurements, never mixed with them.
 CARD_EXPECTATION = {
@@ -64,7 +64,7 @@ class Results:
     benchmarks_left_out: list[str] = field(default_factory=list)  # the report job's own (an earlier report's)
     reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
     tokenize: dict = field(default_factory=dict)                  # the tokenize stage's record (tokens.json)
-    rank_compute: dict = field(default_factory=dict)              # tier1.rank_compute's record
+    rank_compute: dict = field(default_factory=dict)              # tier1.stages.rank_compute's record
     sweep: dict[tuple[int, int], dict] = field(default_factory=dict)  # (global batch, world size) -> record
     # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokenize) is (kind, 0)
     paths: dict[tuple[str, int], str] = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """What the disturbance instruments observed in the timed windows, said per instrument: a window
-no instrument could watch is not a quiet one (its time carries an "unobserved" mark, tier1.disturbance)."""
+no instrument could watch is not a quiet one (its time carries an "unobserved" mark, tier1.measure.disturbance)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tier1.atomic import atomic_path  # noqa: E402
 from tier1.report import analysis  # noqa: E402
 from tier1.report.collect import Results  # noqa: E402
+from tier1.runtime.atomic import atomic_path  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 STYLES = ["-", "--", ":", "-."]

@@ -109,7 +109,7 @@ def predict_step(base: Baseline, n: int, work: float, slowdown: float, comm: Com
                  compute_factor: float | None = None) -> dict[str, Any]:
     """Predicted parts of the n-rank step. `work`: the rank's share of the 1-rank batch; `slowdown`:
     1-rank hardware share / n-rank share; `compute_factor`: one rank's compute at its share over the
-    1-rank compute, measured (tier1.rank_compute); without it, work x slowdown (compute shrinks with
+    1-rank compute, measured (tier1.stages.rank_compute); without it, work x slowdown (compute shrinks with
     the batch)."""
     compute = base.compute_s * (work * slowdown if compute_factor is None else compute_factor)
     backward = BACKWARD_FRACTION * compute
@@ -193,7 +193,7 @@ def measured_comm(comm: dict | None, record: dict, n: int) -> Comm | None:
 
 
 def measured_compute_factor(rank_compute: dict, n: int, hardware: float, on_gpu: bool) -> dict[str, Any] | None:
-    """One rank's compute at world size n over the 1-rank compute, from tier1.rank_compute's record,
+    """One rank's compute at world size n over the 1-rank compute, from tier1.stages.rank_compute's record,
     measured side by side in one process. The rank ran alone with the hardware it would have had
     if it had it to itself (a whole GPU; cores/n threads); where n ranks share less than that
     (more ranks than GPUs or cores: they time-slice), the time grows by the shortfall."""
@@ -274,7 +274,7 @@ def explain(term: str, n: int, measured: dict, pred: dict, comm: Comm | None, on
             return (f"{head}; {n} ranks share {cores} CPU cores ({threads} thread(s) each): per-rank compute "
                     f"shrinks at best with the cores each rank has, and grew more than that")
         return (f"{head}; per-rank compute grew past the one measured alone at this per-rank batch "
-                "(tier1.rank_compute): the ranks slowed each other (shared host, memory bandwidth, clocks)"
+                "(tier1.stages.rank_compute): the ranks slowed each other (shared host, memory bandwidth, clocks)"
                 if measured.get("compute_measured_alone") else
                 f"{head}; per-rank compute did not shrink with the per-rank batch: a fixed per-step cost each rank "
                 "pays (host, launches, set-up) or small batches using the GPU less well; the per-rank compute "

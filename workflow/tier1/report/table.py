@@ -439,7 +439,7 @@ def prediction_section(r: Results) -> list[str]:
 
 
 def rank_compute_section(r: Results) -> list[str]:
-    """One rank's compute at each world size's share of the batch, measured alone (tier1.rank_compute)."""
+    """One rank's compute at each world size's share of the batch, measured alone (tier1.stages.rank_compute)."""
     rows = [x for x in bound.per_world_size(r) if x["rank_compute"]]
     if not rows:
         return []

@@ -6,7 +6,7 @@ and uneven (on the default data, 32% of an anchor batch's positions are text), s
 work is wasted. Cut into parts of similar length, the same texts cost far fewer positions (72% text
 in four parts). The batch itself, its loss and its negatives are unchanged: the parts' embeddings
 are put back in batch order before the loss, and with the attention mask a text's embedding does
-not depend on the padding around it. Widths come from a short ladder (tier1.shapes), so a run
+not depend on the padding around it. Widths come from a short ladder (tier1.encoder.shapes), so a run
 meets a small, known set of shapes.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tier1 import shapes
-from tier1.packed import PackedIds
+from tier1.encoder import shapes
+from tier1.encoder.packed_ids import PackedIds
 
 MIN_ROWS = 8  # below this many texts a part costs more in per-call overhead than padding saves
 

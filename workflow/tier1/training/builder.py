@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from tier1 import device as devices
 from tier1.config import TrainConfig
-from tier1.distributed import Context
-from tier1.model import SentenceEncoder
-from tier1.token_cache import PairTokens
+from tier1.encoder.model import SentenceEncoder
+from tier1.encoder.token_cache import PairTokens
+from tier1.runtime import device as devices
+from tier1.runtime.distributed import Context
 from tier1.training.comm_hook import AllreduceSpan, timed_allreduce
 from tier1.training.lr_schedule import warmup_then_decay
 from tier1.training.plan import BatchPlan

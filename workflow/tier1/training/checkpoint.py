@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from tier1 import distributed
-from tier1.atomic import atomic_path, remove_temporaries, write_text
+from tier1.runtime import distributed
+from tier1.runtime.atomic import atomic_path, remove_temporaries, write_text
 
 log = logging.getLogger("tier1.checkpoint")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tier1 import distributed
+from tier1.runtime import distributed
 
 
 def in_batch_negatives_loss(anchors: torch.Tensor, positives: torch.Tensor, scale: float,

@@ -8,11 +8,13 @@ from typing import Any
 
 import torch
 
-from tier1 import bert, flops, provenance, shapes
-from tier1 import device as devices
 from tier1.config import TrainConfig, config_hash
-from tier1.distributed import Context
-from tier1.model import dropout_probabilities
+from tier1.encoder import bert, shapes
+from tier1.encoder.model import dropout_probabilities
+from tier1.measure import flops
+from tier1.runtime import device as devices
+from tier1.runtime import provenance
+from tier1.runtime.distributed import Context
 from tier1.training import decomposition
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tier1 import device as devices
-from tier1.model import SentenceEncoder
+from tier1.encoder.model import SentenceEncoder
+from tier1.runtime import device as devices
 from tier1.training.buckets import embed
 from tier1.training.loss import in_batch_negatives_loss
 

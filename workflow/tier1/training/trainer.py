@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tier1 import device as devices
-from tier1 import distributed, flops
 from tier1.config import TrainConfig
-from tier1.distributed import Context
-from tier1.packed import PackedIds
-from tier1.shapes import ShapeLog
-from tier1.token_cache import PairTokens
+from tier1.encoder.packed_ids import PackedIds
+from tier1.encoder.shapes import ShapeLog
+from tier1.encoder.token_cache import PairTokens
+from tier1.measure import flops
+from tier1.runtime import device as devices
+from tier1.runtime import distributed
+from tier1.runtime.distributed import Context
 from tier1.training.buckets import LengthBuckets, bucket, planned_shapes
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
@@ -99,7 +100,7 @@ class Trainer:
         self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
         self.loss_rows: list[dict] = []
         self.times = StepTimes()
-        self.rungs = cfg.widths(ctx.device.type)  # the padded widths (tier1.shapes)
+        self.rungs = cfg.widths(ctx.device.type)  # the padded widths (tier1.encoder.shapes)
         self.n_parts = cfg.length_parts(ctx.device.type)
         self.packed = (PackedIds.from_rows(tokens.anchor), PackedIds.from_rows(tokens.positive))
         self.shape_log = ShapeLog()

@@ -41,7 +41,7 @@ def choose(trainer, k: int) -> dict:
     """For a trainer after `fit`: the timed steps the decomposition re-runs (warm ones), and how
     many steps of the window were cold. The untimed warm-up step (when the device has one) ran the
     window's first batch, so its shapes count as met."""
-    from tier1 import device as devices
+    from tier1.runtime import device as devices
 
     end = trainer.step
     first = end - len(trainer.times.compute)

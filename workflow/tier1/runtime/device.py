@@ -1,0 +1,135 @@
+"""The device a rank computes on: its precision, autocast, synchronisation, memory and name.
+
+One code path for CPU and GPU: every CUDA-only call is made here, behind a device check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+
+import torch
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a `precision` setting, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in `dtype`, or nothing when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def first_calls_cost(device: torch.device) -> bool:
+    """Whether a device's first calls cost seconds (CUDA context, cuBLAS handles, kernel
+    selection), so that a full untimed warm-up pays for itself. A CPU's do not: there a training
+    warm-up step cost 2.4-3.1 s and kept 0.3-0.4 s out of the timed window (docs/performance.md)."""
+    return device.type == "cuda"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a host clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Times the work queued inside a `with` block: CUDA events on a GPU (the kernels' own time,
+    not the host's launch time), the host clock on a CPU. `seconds` is read after the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: float | None = None
+
+    def __enter__(self) -> Stopwatch:
+        if self.device.type == "cuda":
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            self.seconds = self._start.elapsed_time(end) / 1000.0
+        else:
+            self.seconds = time.perf_counter() - self._start
+
+
+def used_memory(device: torch.device) -> int | None:
+    """Bytes in use on the whole device (CUDA context, NCCL buffers and other processes included,
+    which the caching allocator's counters leave out); None on CPU."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return total - free
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from tier1.runtime.provenance import cpu_model
+
+    return f"cpu ({cpu_model()})"
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, int]:
+    """Bytes: allocated and reserved on a GPU; the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return {
+            "max_memory_allocated": torch.cuda.max_memory_allocated(device),
+            "max_memory_reserved": torch.cuda.max_memory_reserved(device),
+        }
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def capacity(device: torch.device) -> int | None:
+    """Total device memory in bytes; None on CPU (no device memory limit)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def free_cached(device: torch.device) -> None:
+    """Return cached blocks to the device, so the next allocation sees what is really free."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def ieee_fp32_matmul():
+    """float32 matrix products in full float32 (not TF32 or bf16) inside the block, whatever the global setting.
+
+    Uses the `fp32_precision` flags only: PyTorch raises when these and the legacy `allow_tf32` are mixed.
+    """
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value

@@ -1,0 +1,123 @@
+"""Stage 2, prepare: training pairs and the BEIR-form evaluation set.
+
+    python -m tier1.stages.prepare --config '{"dataset": "stdlib", ...}' --train results/data/train.jsonl \\
+        --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \\
+        --qrels results/data/test/qrels/test.tsv --manifest results/data/manifest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tier1.config import ConfigError, PrepareConfig, config_hash
+from tier1.data import sources, split
+from tier1.runtime import atomic, provenance
+from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
+
+log = logging.getLogger("tier1.stages.prepare")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where preparation writes: the training pairs, the BEIR test set and the manifest (last)."""
+
+    train: Path
+    corpus: Path
+    queries: Path
+    qrels: Path
+    manifest: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Outputs:
+        """The standard layout: train.jsonl, test/ as a BEIR folder, manifest.json."""
+        test = folder / "test"
+        return cls(folder / "train.jsonl", test / "corpus.jsonl", test / "queries.jsonl",
+                   test / "qrels" / "test.tsv", folder / "manifest.json")
+
+
+def write_beir(beir: sources.BeirSet, corpus: Path, queries: Path, qrels: Path) -> None:
+    atomic.write_text(corpus, "".join(json.dumps({"_id": d, **doc}) + "\n" for d, doc in beir.corpus.items()))
+    atomic.write_text(queries, "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in beir.queries.items()))
+    atomic.write_text(qrels, "query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{s}\n" for q, docs in beir.qrels.items() for d, s in docs.items()
+    ))
+
+
+def write_beir_folder(beir: sources.BeirSet, folder: Path) -> None:
+    write_beir(beir, folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv")
+
+
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
+    started = time.perf_counter()  # the stage's own work: reading, extracting and splitting the data
+    source = sources.load(cfg.dataset)
+    log.info("loaded %d pairs from %s", len(source.pairs), source.description)
+    if any(source.dropped.values()):
+        log.warning("left out %d rows with an empty text and %d repeating an earlier id or text",
+                    source.dropped["dropped_empty"], source.dropped["dropped_duplicates"])
+    if source.beir_test is not None:
+        test_set = split.sample_queries(source.beir_test, cfg.test_samples, cfg.seed)
+        train = split.shuffled(source.pairs, cfg.seed, key=lambda p: p["id"])[: cfg.train_samples]
+    else:
+        train, test = split.split_pairs(source.pairs, cfg.train_samples, cfg.test_samples, cfg.seed)
+        test_set = split.beir_from_pairs(test)
+    if not train:
+        raise ConfigError(f"dataset: {cfg.dataset!r} gives no training pairs")
+    if len(train) < cfg.train_samples:
+        log.warning("train_samples: %d asked for, only %d available", cfg.train_samples, len(train))
+    work_s = time.perf_counter() - started
+
+    write_beir(test_set, out.corpus, out.queries, out.qrels)
+    atomic.write_text(out.train, "".join(json.dumps(p) + "\n" for p in train))
+    settings = dataclasses.asdict(cfg)
+    manifest = {
+        "stage": "prepare",
+        "dataset": source.description,
+        "seed": cfg.seed,
+        "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
+        "counts": {
+            "available_pairs": len(source.pairs),
+            "dropped_empty": source.dropped["dropped_empty"],
+            "dropped_duplicates": source.dropped["dropped_duplicates"],
+            "train_pairs": len(train),
+            "test_queries": len(test_set.queries),
+            "corpus_documents": len(test_set.corpus),
+        },
+        # what the data is, whatever produced it (the stdlib default differs from one Python to the next)
+        "content_sha256": {"train": _sha256(out.train), "test": _sha256(out.corpus, out.queries, out.qrels)},
+        "config": settings,
+        **provenance.stamp(config_hash(settings)),
+    }
+    atomic.write_json(out.manifest, manifest)  # last: its presence means complete
+    log.info("wrote %s", manifest["counts"])
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    for name, what in (("train", "training pairs (jsonl)"), ("corpus", "BEIR corpus.jsonl"),
+                       ("queries", "BEIR queries.jsonl"), ("qrels", "BEIR qrels (tsv)"),
+                       ("manifest", "manifest.json, written last")):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=what)
+    args = parser.parse_args(argv)
+    setup_logging()
+    cfg: PrepareConfig = parse_stage_config(args.config, "prepare")
+    prepare(cfg, Outputs(args.train, args.corpus, args.queries, args.qrels, args.manifest))
+
+
+if __name__ == "__main__":
+    run_main(main)
