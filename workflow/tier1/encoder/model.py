@@ -98,6 +98,21 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
     return SentenceEncoder(transformer, head), tokenizer
 
 
+def identity(encoder: SentenceEncoder, device: torch.device) -> dict[str, str]:
+    """Which encoder implementation ran, its version and its attention path: what every record
+    and the report state, so that a figure says whose code it measured."""
+    if isinstance(encoder.transformer, bert.Bert):
+        from importlib.metadata import version
+
+        return {"implementation": "tier1-bert", "version": version("tier1"),
+                "attention": bert.attention_record(encoder, device)}
+    import transformers
+
+    attention = getattr(encoder.transformer.config, "_attn_implementation", None) or "eager"
+    return {"implementation": "transformers", "version": transformers.__version__,
+            "attention": f"transformers {attention}"}
+
+
 def _hub_modules(repo: str) -> Path:
     """The sentence-transformers files of a hub model (no weights), for read_head."""
     from huggingface_hub import snapshot_download
