@@ -413,7 +413,7 @@ def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model
                             {"anchor": "short question", "positive": "word " * 31}]
     prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=32, test_samples=2, seed=3),
             out := Outputs.in_folder(tmp_path / "data"))
-    tokenize.main(["--config", json.dumps({"model": str(tiny_model), "trust_remote_code": False, "max_seq_length": 32}),
+    tokenize.main(["--config", json.dumps({"model": str(tiny_model), "trust_remote_code": False, "encoder": "auto", "max_seq_length": 32}),
                       "--train", str(out.train), "--corpus", str(out.corpus), "--queries", str(out.queries),
                       "--qrels", str(out.qrels), "--out", str(tmp_path / "tokens.safetensors"),
                       "--record-out", str(tmp_path / "tokens.json")])

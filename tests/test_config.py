@@ -90,3 +90,21 @@ def test_a_training_job_checks_only_its_own_world_size():
     assert view.per_device_batch(3) == 2
     with pytest.raises(ConfigError, match="batch_size"):
         view.check_world_size(4)
+
+
+def test_the_encoder_setting_reruns_every_stage_that_loads_the_model_and_no_other():
+    """`encoder` changes which code turns text into embeddings: the token ids (tokenize: AutoTokenizer
+    under transformers), training, evaluation, the memory probe and the bench rerun; the data and
+    the collectives (sized from the parameter count, the same under both) stay cached."""
+    auto, reference = Tier1Config(), Tier1Config(encoder="transformers")
+    for stage in ("tokenize", "train", "evaluate", "probe", "bench"):
+        assert stage_json(auto, stage) != stage_json(reference, stage), stage
+        assert parse_stage_json(stage_json(reference, stage), stage).encoder == "transformers"
+    for stage in ("prepare", "commbench", "report"):
+        assert stage_json(auto, stage) == stage_json(reference, stage), stage
+    assert config_hash(auto.to_dict()) != config_hash(reference.to_dict())
+
+
+def test_an_unknown_encoder_is_a_named_config_error():
+    with pytest.raises(ConfigError, match=r"encoder: 'bert' is not one of 'auto', 'transformers'"):
+        Tier1Config(encoder="bert")

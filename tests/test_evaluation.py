@@ -16,7 +16,7 @@ from tier1.stages.prepare import write_beir_folder
 import eval_runs
 import helpers
 
-CFG = {"model": "unused", "trust_remote_code": False, "eval_batch_size": 8, "max_seq_length": 32, "precision": "fp32",
+CFG = {"model": "unused", "trust_remote_code": False, "encoder": "auto", "eval_batch_size": 8, "max_seq_length": 32, "precision": "fp32",
        "corpus_chunk_size": 4096, "ignore_identical_ids": True, "repeats": 1, "pad_widths": "auto"}
 
 

@@ -122,8 +122,8 @@ def test_cls_copy_of_the_packaged_model_gives_its_embeddings_and_ndcg(cls_model,
 
     write_beir_folder(beir_from_pairs(pairs[:150]), tmp_path / "beir")
     test_set = read_beir(tmp_path / "beir")
-    cfg = EvalConfig(model=str(cls_model), trust_remote_code=False, eval_batch_size=16, max_seq_length=64, pad_widths="auto",
-                     precision="fp32", corpus_chunk_size=4096, ignore_identical_ids=False, repeats=1)
+    cfg = EvalConfig(model=str(cls_model), trust_remote_code=False, encoder="auto", eval_batch_size=16, max_seq_length=64,
+                     pad_widths="auto", precision="fp32", corpus_chunk_size=4096, ignore_identical_ids=False, repeats=1)
     ours = evaluate(str(cls_model), test_set, cfg, distributed.setup(), EvalOutputs.in_folder(tmp_path / "eval"))
     assert ours["model_head"]["pooling"] == ["cls"] and ours["model_head"]["normalize"]
     assert ours["model_head"]["folder_max_seq_length"] == 256 and ours["max_seq_length"] == 64

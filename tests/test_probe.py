@@ -202,8 +202,8 @@ def test_probe_caps_and_records_failures(tiny_model, monkeypatch):
         return real_step(model, anchors, positives, *args, **kw)
 
     monkeypatch.setattr(probe_mod, "forward_backward", step_that_fits_five)
-    cfg = ProbeConfig(model=str(tiny_model), trust_remote_code=False, max_seq_length=32, precision="fp32", gradient_checkpointing=False,
-                      loss_scale=20.0)
+    cfg = ProbeConfig(model=str(tiny_model), trust_remote_code=False, encoder="auto", max_seq_length=32, precision="fp32",
+                      gradient_checkpointing=False, loss_scale=20.0)
     got = probe_mod.probe(cfg, CPU, fake_cache())
     assert got["max_train_batch_per_device"] == 5 and got["max_train_batch_global"] == 5
     train = got["train_search"]
@@ -219,7 +219,7 @@ def test_probe_caps_and_records_failures(tiny_model, monkeypatch):
     json.dumps(got)  # what the stage writes
 
 
-PROBE_CFG = ('{"model": "x", "trust_remote_code": false, "max_seq_length": 32, "precision": "auto", '
+PROBE_CFG = ('{"model": "x", "trust_remote_code": false, "encoder": "auto", "max_seq_length": 32, "precision": "auto", '
              '"gradient_checkpointing": false, "loss_scale": 20.0}')
 
 
@@ -263,8 +263,8 @@ def test_probe_on_a_gpu(tiny_model, monkeypatch):
     monkeypatch.setattr(probe_mod, "KERNEL_BATCH_LIMIT", 64)
     device = torch.device("cuda", torch.cuda.current_device())
     ctx = Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=device, threads=1)
-    cfg = ProbeConfig(model=str(tiny_model), trust_remote_code=False, max_seq_length=32, precision="bf16", gradient_checkpointing=False,
-                      loss_scale=20.0)
+    cfg = ProbeConfig(model=str(tiny_model), trust_remote_code=False, encoder="auto", max_seq_length=32, precision="bf16",
+                      gradient_checkpointing=False, loss_scale=20.0)
     got = probe_mod.probe(cfg, ctx, fake_cache())
     assert got["max_train_batch_per_device"] == 64 and got["max_encode_batch_per_device"] == 4
     assert got["train_search"]["failed_trials"] == 0

@@ -17,6 +17,8 @@ rule check_gpus:
         py=PYTHON,
         launch=launcher(max(WORLD_SIZES)),
         model=CFG.model,
+        encoder=CFG.encoder,
     shell:
-        "{params.story} {log} -- {params.launch} tier1.stages.check_gpus --model {params.model:q} --out {output} "
+        "{params.story} {log} -- {params.launch} tier1.stages.check_gpus --model {params.model:q} --encoder {params.encoder} "
+        "--out {output} "
         "&& {params.py} -m tier1.stages.check_gpus --show {output}"

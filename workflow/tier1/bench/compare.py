@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                      precision=short_precision(dtype), texts=cfg.bench_texts, eval_batch_size=cfg.eval_batch_size,
                      learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                      loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads,
-                     recipe=recipe, **settings)
+                     recipe=recipe, encoder=cfg.encoder, **settings)
         # a machine's cold start (measure's docstring) is paid once, before the first recipe
         warm_up = not report["recipes"]
         result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe, warm_up)

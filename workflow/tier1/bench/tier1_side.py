@@ -34,17 +34,17 @@ def train(w: Workload) -> dict:
     is waited for at the end of step 1 and of step N only."""
     ctx = _context(w)
     pairs = training_pairs(w)
-    tokenizer = model.load_tokenizer(w.model)
+    tokenizer = model.load_tokenizer(w.model, encoder=w.encoder)
     ids = pair_tokens(tokenizer, pairs, w.max_seq_length)
-    cfg = TrainConfig(model=w.model, trust_remote_code=False, num_epochs=1, batch_size=w.batch_size, scaling="strong",
-                      grad_accum_steps=1, length_buckets=w.length_buckets, pad_widths=w.pad_widths, compile="auto",
+    cfg = TrainConfig(model=w.model, trust_remote_code=False, encoder=w.encoder, num_epochs=1, batch_size=w.batch_size,
+                      scaling="strong", grad_accum_steps=1, length_buckets=w.length_buckets, pad_widths=w.pad_widths, compile="auto",
                       optimizer="adamw",
                       learning_rate=w.learning_rate, warmup_ratio=w.warmup_ratio,
                       weight_decay=w.weight_decay, loss_scale=w.loss_scale, gather_embeddings=True,
                       max_seq_length=w.max_seq_length, precision=w.precision, gradient_checkpointing=False,
                       seed=w.seed, checkpoint_every=0, repeats=1)
     torch.manual_seed(w.seed)
-    encoder, _ = model.load(w.model)
+    encoder, _ = model.load(w.model, encoder=w.encoder)
     trainer = build_trainer(cfg, ctx, encoder, ids)
     timed_pairs = [pairs[i] for _, batch in trainer.plan.schedule()[1:] for i in batch]
     t0 = time.perf_counter()
@@ -100,7 +100,7 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
     the embeddings in text order."""
     ctx = _context(w)
     texts = encode_texts(w)
-    encoder, tokenizer = model.load(w.model)
+    encoder, tokenizer = model.load(w.model, encoder=w.encoder)
     encoder = encoder.to(ctx.device).eval()
     dtype = devices.autocast_dtype(w.precision, ctx.device)
     # first-call costs, untimed: on a GPU every shape the timed encoding meets (as the evaluation

@@ -41,6 +41,7 @@ class Workload:
     # "defaults": its own defaults (fp32, gradient clipping at 1.0), tier1 unchanged;
     # "host_overhead": "matched" with a tiny model (tier1.bench.tiny), where a step is host work.
     recipe: str = "matched"
+    encoder: str = "auto"  # the config key: whose code runs tier1's side (tier1.encoder.model.load)
 
     def __post_init__(self) -> None:
         if self.steps < 2:

@@ -192,10 +192,14 @@ def backend_name(device: torch.device) -> str:
 
 
 def attention_record(encoder: nn.Module, device: torch.device) -> str:
-    """The attention kernel a (sentence) encoder runs, for records and the report."""
-    if isinstance(getattr(encoder, "transformer", encoder), Bert):
+    """The attention kernel a (sentence) encoder runs, for records and the report. A transformers
+    model runs the attention its config names (`_attn_implementation`, set when it loads: "sdpa"
+    where the architecture has it, else "eager"), without tier1's kernel choice."""
+    transformer = getattr(encoder, "transformer", encoder)
+    if isinstance(transformer, Bert):
         return backend_name(device)
-    return "transformers' own attention (a model tier1.encoder.bert does not run)"
+    used = getattr(transformer.config, "_attn_implementation", None) or "eager"
+    return f"transformers {used}" + (", SDPA's own kernel choice" if used == "sdpa" else "")
 
 
 def attention_mask_for(attention_mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -69,14 +69,16 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     raise ValueError(f"unknown pooling mode {mode!r}")
 
 
-def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False):
+def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False, encoder: str = "auto"):
     """(encoder, tokenizer) for a model spec; `trust_remote_code` (the config key) lets a model
-    folder that ships its own code run it, as tier1.input_checks requires. A plain BERT in a local
-    folder runs on tier1.encoder.bert, without importing transformers; any other model on transformers."""
+    folder that ships its own code run it, as tier1.input_checks requires. `encoder` (the config
+    key): "auto" runs a plain BERT in a local folder on tier1.encoder.bert, without importing
+    transformers, and any other model on transformers; "transformers" runs every model on
+    transformers' AutoModel (and AutoTokenizer)."""
     path = resolve_model_path(spec)
-    tokenizer = load_tokenizer(path, trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code, encoder)
     head = head_of(path)
-    if not trust_remote_code and bert.supports(Path(path)):
+    if encoder == "auto" and not trust_remote_code and bert.supports(Path(path)):
         transformer = bert.Bert.from_folder(Path(path))
         transformer.checkpointing = gradient_checkpointing
         return SentenceEncoder(transformer, head), tokenizer
@@ -101,16 +103,14 @@ def load(spec: str, gradient_checkpointing: bool = False, trust_remote_code: boo
 def identity(encoder: SentenceEncoder, device: torch.device) -> dict[str, str]:
     """Which encoder implementation ran, its version and its attention path: what every record
     and the report state, so that a figure says whose code it measured."""
+    attention = bert.attention_record(encoder, device)
     if isinstance(encoder.transformer, bert.Bert):
         from importlib.metadata import version
 
-        return {"implementation": "tier1-bert", "version": version("tier1"),
-                "attention": bert.attention_record(encoder, device)}
+        return {"implementation": "tier1-bert", "version": version("tier1"), "attention": attention}
     import transformers
 
-    attention = getattr(encoder.transformer.config, "_attn_implementation", None) or "eager"
-    return {"implementation": "transformers", "version": transformers.__version__,
-            "attention": f"transformers {attention}"}
+    return {"implementation": "transformers", "version": transformers.__version__, "attention": attention}
 
 
 def _hub_modules(repo: str) -> Path:

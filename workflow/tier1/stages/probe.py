@@ -107,7 +107,7 @@ def agreed_fit(trial: Callable[[], object], b: int, search: SearchLog, device: t
 
 
 def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
-    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
     encoder = encoder.to(ctx.device)
     tokens = trial_tokens(cache, tokenizer.pad_token_id)
     pair_model = PairEncoder(encoder)

@@ -110,7 +110,7 @@ def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: lis
         raise RuntimeError("tier1.stages.rank_compute runs as one process: it times one rank alone, without DDP")
     cores = available_cores()
     torch.manual_seed(cfg.seed)
-    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
     encoder = encoder.to(ctx.device).train()
     tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
     sizes = sorted(set(world_sizes) | {1})

@@ -51,7 +51,7 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
     ctx = distributed.setup()
     try:
         torch.manual_seed(cfg.seed)
-        encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+        encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
         tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
         scfg = sweep_config(cfg, batch, len(tokens.anchor))
         scfg.check_world_size(ctx.world_size)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg: TokenizeConfig = parse_stage_config(args.config, "tokenize")
     from tier1.encoder.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
     beir = read_beir_files(args.corpus, args.queries, args.qrels)
     pairs = read_jsonl(args.train)
     started = time.perf_counter()  # the tokenising only: loading the tokenizer and texts is start-up

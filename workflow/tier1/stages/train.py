@@ -71,7 +71,7 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
     wall time, the step it started from and what could have disturbed the timed window.
     `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
-    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code)
+    encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
     trainer = build_trainer(cfg, ctx, encoder, tokens, dropout_stream)
     if state is not None:
         trainer.load_state_dict(state)
@@ -120,7 +120,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
           tokens: Path | None = None, dropout_stream: int = 0) -> dict | None:
     cfg.check_world_size(ctx.world_size)
     started_at = provenance.utc_now()
-    tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code)
+    tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code, cfg.encoder)
     ids = training_pairs(tokenizer, data, tokens, cfg.max_seq_length)
     data_hash = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = config_hash({"cfg": vars(cfg), "world": ctx.world_size, "data": data_hash,

@@ -10,7 +10,7 @@ import torch
 
 from tier1.config import TrainConfig, config_hash
 from tier1.encoder import bert, shapes
-from tier1.encoder.model import dropout_probabilities
+from tier1.encoder.model import dropout_probabilities, identity
 from tier1.measure import flops
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
@@ -192,6 +192,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         "step_evenness": step_evenness(wall, t.step, step_s, False),
         "shapes": shapes.combine([r["shapes"] for r in ranks]),
         "attention": bert.attention_record(trainer.encoder, trainer.ctx.device),
+        "encoder": identity(trainer.encoder, trainer.ctx.device),
         "stalls": step_stalls,
         "marks": marks(start_step, plan.total_steps, step_stalls),
         "throughput": {
