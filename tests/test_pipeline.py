@@ -230,3 +230,24 @@ def test_a_cls_pooling_model_runs_end_to_end_and_stays_cls(tmp_path, tiny_model)
     for name in ("modules.json", "1_Pooling/config.json"):
         assert (json.loads((results / "train/gpus1/model" / name).read_text())
                 == json.loads((source / name).read_text()))
+
+
+def test_the_transformers_encoder_runs_the_pipeline_and_says_so(workdir):
+    """`encoder: transformers` end to end, beside the default (auto) run of the same tiny config:
+    every stage that loads the model runs transformers' model, the records and the report say so,
+    and training follows the same losses (the tiny model has no dropout)."""
+    smk(workdir, "--cores", "4", "all", "--configfile", TINY, "--config", "encoder=transformers",
+        "run_name=transformers")
+    ours, theirs = workdir / "results/default", workdir / "results/transformers"
+    for n in (1, 2):
+        record = json.loads((theirs / f"train/gpus{n}/train_metrics.json").read_text())
+        assert record["encoder"]["implementation"] == "transformers", n
+        assert json.loads((ours / f"train/gpus{n}/train_metrics.json").read_text())["encoder"]["implementation"] \
+            == "tier1-bert"
+        a, b = ([float(row.split(",")[3]) for row in (run / f"train/gpus{n}/loss.csv").read_text().splitlines()[1:]]
+                for run in (ours, theirs))
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5), n
+    report = (theirs / "report/performance.md").read_text()
+    assert "- Encoder: transformers " in report and "transformers' AutoModel; attention: transformers sdpa" in report
+    assert "- Encoder: tier1-bert " in (ours / "report/performance.md").read_text()
+    assert "## Verdicts" in report
