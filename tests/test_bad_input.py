@@ -395,6 +395,7 @@ def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
     (lambda w: "dataset=" + jsonl(w / "pairs.jsonl", [{"id": "same", **r} for r in pair_rows(60)]).name,
      "has 1 usable pairs (0 rows with an empty text and 59 repeating"),
     (lambda w: "num_epochs=1000000000", "num_epochs"),
+    (lambda w: "encoder=bert", "'bert' is not one of ['auto', 'transformers']"),
 ])
 def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, setting, words):
     proc = plan(workdir, setting(workdir))
