@@ -350,8 +350,8 @@ def test_prepare_counts_what_it_left_out(tmp_path):
     rows = pair_rows(50) + [{"anchor": "QUESTION number 3 ", "positive": "new"}, {"anchor": "x", "positive": " "}]
     manifest = prepare(PrepareConfig(dataset=str(jsonl(tmp_path / "p.jsonl", rows)), train_samples=20,
                                      test_samples=10, seed=1), Outputs.in_folder(tmp_path / "out"))
-    assert manifest["counts"]["dropped_duplicates"] == 1 and manifest["counts"]["dropped_empty"] == 1
-    assert manifest["counts"]["available_pairs"] == 50
+    assert manifest.counts["dropped_duplicates"] == 1 and manifest.counts["dropped_empty"] == 1
+    assert manifest.counts["available_pairs"] == 50
 
 
 def test_repeated_positive_is_dropped_case_and_space_insensitive():

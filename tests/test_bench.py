@@ -8,6 +8,7 @@ import pytest
 
 from tier1.bench import compare
 from tier1.config import Tier1Config, stage_json
+from tier1.records import BenchRecord
 
 from helpers import real_pairs
 
@@ -26,8 +27,8 @@ def test_both_sides_get_identical_inputs(tmp_path, tiny_model):
     compare.main(["--config", stage_json(cfg, "bench"), "--pairs", str(tmp_path / "train.jsonl"),
                   "--corpus", str(tmp_path / "corpus.jsonl"), "--md", str(out / "compare.md"),
                   "--json", str(out / "compare.json")])
-    report = json.loads((out / "compare.json").read_text())
-    result = report["recipes"]["matched"]
+    report = BenchRecord.read(out / "compare.json")
+    result = report.recipes["matched"]
     tier1, st = result["sides"]["tier1"]["inputs"], result["sides"]["sentence-transformers"]["inputs"]
     assert result["inputs_differ"] == {}
     assert tier1 == st

@@ -4,6 +4,8 @@ import torch
 
 from tier1.bench import compare
 from tier1.bench.workload import Workload
+from tier1.records import BenchRecord
+from tier1.runtime import provenance
 
 
 def fake_side(calls: list[str]):
@@ -17,6 +19,11 @@ def fake_side(calls: list[str]):
         return {"train": {"steps_per_s": 1.0 if slow else 4.0, "inputs": inputs, "marks": [], "model_flops_per_step": 1.0},
                 "encode": {"texts_per_s": 10.0 if slow else 40.0, "precision": "fp32", "marks": []}}
     return run_side
+
+
+def bench_record(repeats: int, matched: dict) -> BenchRecord:
+    return BenchRecord(device="d", threads=1, repeats=repeats, config={}, recipes={"matched": matched},
+                       host_overhead_ratio=None, host_overhead_ms_per_step=None, **provenance.stamp("n/a"))
 
 
 def workload(tmp_path) -> Workload:
@@ -34,7 +41,7 @@ def test_a_warm_up_round_runs_first_and_stays_out_of_the_medians(tmp_path, monke
     for side in compare.SIDES:
         assert result["sides"][side]["train_steps_per_s"]["all"] == [4.0, 4.0]
         assert result["warm_up"][side] == {"train_steps_per_s": 1.0, "encode_texts_per_s": 10.0}
-    md = compare.markdown({"device": "d", "threads": 1, "repeats": 2, "recipes": {"matched": result}})
+    md = compare.markdown(bench_record(2, result))
     assert "one process per side ran untimed" in md
 
 
@@ -44,5 +51,5 @@ def test_without_a_warm_up_every_process_is_measured(tmp_path, monkeypatch):
     result = compare.measure(workload(tmp_path), 1, tmp_path)
     assert calls == ["tier1_1.json", "sentence-transformers_1.json"]
     assert result["warm_up"] is None
-    md = compare.markdown({"device": "d", "threads": 1, "repeats": 1, "recipes": {"matched": result}})
+    md = compare.markdown(bench_record(1, result))
     assert "untimed" not in md

@@ -83,8 +83,8 @@ def test_beir_folder_with_train_qrels(tmp_path, pairs):
         "query-id\tcorpus-id\tscore\n" + "".join(f"q:{p['id']}\t{p['id']}\t1\n" for p in pairs[:20]))
     manifest = prepare(PrepareConfig(dataset=str(folder), train_samples=15, test_samples=10, seed=1),
                        Outputs.in_folder(tmp_path / "out"))
-    assert manifest["counts"]["train_pairs"] == 15 and manifest["counts"]["test_queries"] == 10
-    assert manifest["counts"]["corpus_documents"] == 40  # a BEIR corpus is kept whole
+    assert manifest.counts["train_pairs"] == 15 and manifest.counts["test_queries"] == 10
+    assert manifest.counts["corpus_documents"] == 40  # a BEIR corpus is kept whole
     qrels = (tmp_path / "out" / "test" / "qrels" / "test.tsv").read_text().splitlines()
     assert qrels[0] == "query-id\tcorpus-id\tscore" and len(qrels) == 11
 
@@ -100,11 +100,11 @@ def test_prepare_writes_manifest_and_beir_from_pairs(tmp_path, pairs):
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     manifest = prepare(PrepareConfig(dataset=str(path), train_samples=60, test_samples=30, seed=42),
                        Outputs.in_folder(tmp_path / "data"))
-    assert manifest["counts"] == {"available_pairs": len(pairs), "dropped_empty": 0, "dropped_duplicates": 0,
-                                  "train_pairs": 60, "test_queries": 30, "corpus_documents": 30}
+    assert manifest.counts == {"available_pairs": len(pairs), "dropped_empty": 0, "dropped_duplicates": 0,
+                               "train_pairs": 60, "test_queries": 30, "corpus_documents": 30}
     for key in ("config_hash", "git_revision", "hardware", "libraries"):
-        assert key in manifest
-    assert 0 < manifest["work_s"] < 60  # reading and splitting, for the report's pipeline overhead
+        assert getattr(manifest, key)
+    assert 0 < manifest.work_s < 60  # reading and splitting, for the report's pipeline overhead
     beir = sources.read_beir(tmp_path / "data" / "test")
     train_ids = {json.loads(line)["id"] for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()}
     assert not train_ids & set(beir.corpus)

@@ -115,7 +115,7 @@ def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path
     plain = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "plain"))
     cached = evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "cached"),
                       token_cache.load(tmp_path / "tokens.safetensors", CFG["max_seq_length"]))
-    assert cached["metrics"] == plain["metrics"]
+    assert cached.metrics == plain.metrics
     assert (tmp_path / "plain" / "run.trec").read_text() == (tmp_path / "cached" / "run.trec").read_text()
     with pytest.raises(ValueError, match="rerun the tokenize stage"):
         token_cache.load(tmp_path / "tokens.safetensors", 16)  # ids cut at another length

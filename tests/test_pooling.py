@@ -125,8 +125,8 @@ def test_cls_copy_of_the_packaged_model_gives_its_embeddings_and_ndcg(cls_model,
     cfg = EvalConfig(model=str(cls_model), trust_remote_code=False, encoder="auto", eval_batch_size=16, max_seq_length=64,
                      pad_widths="auto", precision="fp32", corpus_chunk_size=4096, ignore_identical_ids=False, repeats=1)
     ours = evaluate(str(cls_model), test_set, cfg, distributed.setup(), EvalOutputs.in_folder(tmp_path / "eval"))
-    assert ours["model_head"]["pooling"] == ["cls"] and ours["model_head"]["normalize"]
-    assert ours["model_head"]["folder_max_seq_length"] == 256 and ours["max_seq_length"] == 64
+    assert ours.model_head["pooling"] == ["cls"] and ours.model_head["normalize"]
+    assert ours.model_head["folder_max_seq_length"] == 256 and ours.max_seq_length == 64
 
     st = SentenceTransformer(str(cls_model), device="cpu")
     st.max_seq_length = 64
@@ -135,9 +135,9 @@ def test_cls_copy_of_the_packaged_model_gives_its_embeddings_and_ndcg(cls_model,
                                        {d: doc_text(test_set.corpus[d]) for d in test_set.corpus},
                                        relevant, batch_size=16, write_csv=False)
     ref = next(v for k, v in ir(st).items() if k.endswith("ndcg@10"))
-    print(f"nDCG@10 of the CLS copy on {len(relevant)} queries: tier1 {ours['metrics']['ndcg@10']:.6f}, "
+    print(f"nDCG@10 of the CLS copy on {len(relevant)} queries: tier1 {ours.metrics['ndcg@10']:.6f}, "
           f"sentence-transformers {ref:.6f}")
-    assert ours["metrics"]["ndcg@10"] == pytest.approx(ref, abs=1e-6)
+    assert ours.metrics["ndcg@10"] == pytest.approx(ref, abs=1e-6)
 
 
 def test_trained_model_keeps_cls_pooling_and_reloads_in_sentence_transformers(tiny_model, pairs, tmp_path):
@@ -149,7 +149,7 @@ def test_trained_model_keeps_cls_pooling_and_reloads_in_sentence_transformers(ti
     cfg = Tier1Config(model=str(source), batch_size=8, num_epochs=1, max_seq_length=32, learning_rate=1e-3,
                       gpu_counts=(1,)).view(TrainConfig)
     record = train(cfg, distributed.setup(), data, TrainOutputs.in_folder(tmp_path / "train"))
-    assert record["model_head"]["pooling"] == ["cls"] and record["model_head"]["normalize"] is False
+    assert record.model_head["pooling"] == ["cls"] and record.model_head["normalize"] is False
     saved = tmp_path / "train" / "model"
     for name in ("modules.json", "1_Pooling/config.json"):
         assert json.loads((saved / name).read_text()) == json.loads((source / name).read_text())

@@ -3,13 +3,13 @@ and the CPU path for real."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from tier1.records import PreflightRecord
 from tier1.runtime.provenance import available_cores
 from tier1.stages import preflight
 from tier1.stages.preflight import Findings
@@ -253,20 +253,20 @@ def test_preflight_command_on_cpu(tmp_path):
     env.pop("TIER1_GPUS", None)
     subprocess.run([sys.executable, "-m", "tier1.stages.preflight", "--world-sizes", "1", "2", "4", "--out", str(out)],
                    check=True, env=env, capture_output=True, text=True)
-    record = json.loads(out.read_text())
-    assert record["stage"] == "preflight" and record["world_sizes"] == [1, 2, 4]
-    assert record["backend"] == "gloo" and record["gpu"] is None
-    assert "no GPU visible" in record["unavailable"]["gpu"]
-    assert record["cpu"]["cores_available"] == available_cores()
-    assert {"git_revision", "hardware", "libraries", "started_at", "finished_at"} <= set(record)
-    assert 0 < record["work_s"] < 60  # the inspection, for the report's pipeline overhead
+    record = PreflightRecord.read(out)
+    assert record.stage == "preflight" and record.world_sizes == [1, 2, 4]
+    assert record.backend == "gloo" and record.gpu is None
+    assert "no GPU visible" in record.unavailable["gpu"]
+    assert record.cpu["cores_available"] == available_cores()
+    assert record.git_revision and record.hardware and record.libraries and record.started_at and record.finished_at
+    assert 0 < record.work_s < 60  # the inspection, for the report's pipeline overhead
 
 
 @pytest.mark.gpu
 def test_preflight_on_gpus():
     record = preflight.collect([1])
-    gpu = record["gpu"]
-    assert gpu is not None and gpu["count"] >= 1, record["unavailable"]
+    gpu = record.gpu
+    assert gpu is not None and gpu["count"] >= 1, record.unavailable
     first = next(d for d in gpu["devices"] if d["used_by_jobs"])
     assert first["name"] and first["uuid"].startswith("GPU-") and first["memory_total_bytes"] > 0
     assert first["clocks_mhz"]["sm_max"] > 0 and first["pcie"]["width_max"] > 0

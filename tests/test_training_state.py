@@ -38,7 +38,7 @@ def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
     assert (tmp_path / "cut" / "checkpoints" / "last.json").exists()
     assert not (tmp_path / "cut" / "train_metrics.json").exists()  # nothing looks finished
     resumed = train(config(tiny_model), ctx, data, folder(tmp_path / "cut"))
-    assert resumed["resumed_from_step"] == 4
+    assert resumed.resumed_from_step == 4
     a = load_file(tmp_path / "full" / "model" / "model.safetensors")
     b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
@@ -46,7 +46,7 @@ def test_resume_ends_with_the_uninterrupted_model(tmp_path, tiny_model, data):
         assert torch.equal(a[k], b[k]), k
     assert [r.split(",")[3] for r in (tmp_path / "full" / "loss.csv").read_text().splitlines()] == \
            [r.split(",")[3] for r in (tmp_path / "cut" / "loss.csv").read_text().splitlines()]
-    assert full["final_loss"] == resumed["final_loss"]
+    assert full.final_loss == resumed.final_loss
     assert list((tmp_path / "cut" / "checkpoints").iterdir()) == []  # cleared once complete
 
 
@@ -55,23 +55,24 @@ def test_checkpoint_of_another_config_is_ignored(tmp_path, tiny_model, data):
     with pytest.raises(Interrupted):
         train(config(tiny_model), ctx, data, folder(tmp_path / "run"), stop_after=3)
     other = train(config(tiny_model, loss_scale=10.0), ctx, data, folder(tmp_path / "run"))
-    assert other["resumed_from_step"] == 0
+    assert other.resumed_from_step == 0
 
 
 def test_metrics_record_what_the_loss_saw_and_each_rank(tmp_path, tiny_model, data):
     ctx = distributed.setup()
     m = train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"))
-    assert m["objective"]["global_batch"] == 8 and m["objective"]["negatives_per_anchor"] == 7
-    assert m["samples_total"] == m["expected_samples"] == 48 * 2
-    assert len(m["wall_times_s"]) == 2 and m["started_at"] < m["finished_at"]
-    assert m["ranks"][0]["samples"] == 96 and m["checksums_equal"]
-    assert max(m["ranks"][0]["peak_memory"].values()) > 0
-    assert m["throughput"]["model_flops_per_step"] > 0 and m["throughput"]["tokens_per_s"] > 0
+    assert m.objective["global_batch"] == 8 and m.objective["negatives_per_anchor"] == 7
+    assert m.samples_total == m.expected_samples == 48 * 2
+    assert len(m.wall_times_s) == 2 and m.started_at < m.finished_at
+    assert m.ranks[0]["samples"] == 96 and m.checksums_equal
+    assert max(m.ranks[0]["peak_memory"].values()) > 0
+    assert m.throughput["model_flops_per_step"] > 0 and m.throughput["tokens_per_s"] > 0
     # not resumed; a stall is timing (a loaded machine makes one), named only with the steps that were one
-    assert all(x.startswith(("disturbed", "stalled")) for x in m["marks"]), m["marks"]
-    assert any(x.startswith("stalled") for x in m["marks"]) == bool(m["stalls"])
-    for key in ("config_hash", "git_revision", "hardware", "libraries"):
-        assert key in m
+    assert all(x.startswith(("disturbed", "stalled")) for x in m.marks), m.marks
+    assert any(x.startswith("stalled") for x in m.marks) == bool(m.stalls)
+    assert m.config_hash and m.hardware and m.libraries
+    # the record names the encoder that ran: the tiny BERT folder runs tier1's own
+    assert m.encoder["implementation"] == "tier1-bert" and m.encoder["version"] and m.encoder["attention"]
     steps = (tmp_path / "r" / "loss.csv").read_text().splitlines()
     assert steps[0] == "step,epoch,samples_seen,loss,lr" and len(steps) == 1 + 12
 
@@ -86,10 +87,10 @@ def test_resume_inside_a_later_repeat_keeps_the_earlier_repeats(tmp_path, tiny_m
     state = checkpoint.load(ckpt, fingerprint, torch.device("cpu"))
     assert state["repeat"] == 1 and state["step"] == 4 and len(state["walls"]) == 1
     m = train(config(tiny_model, repeats=2), ctx, data, folder(tmp_path / "r"))
-    assert len(m["wall_times_s"]) == 2 and m["wall_times_s"][0] == state["walls"][0]
-    assert m["resumed_from_step"] == 4
+    assert len(m.wall_times_s) == 2 and m.wall_times_s[0] == state["walls"][0]
+    assert m.resumed_from_step == 4
     full = train(config(tiny_model), ctx, data, folder(tmp_path / "once"))
-    assert m["final_loss"] == full["final_loss"]
+    assert m.final_loss == full.final_loss
 
 
 def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
@@ -104,7 +105,7 @@ def test_token_cache_gives_the_same_training(tmp_path, tiny_model, data, pairs):
     ctx = distributed.setup()
     plain = train(config(tiny_model), ctx, data, folder(tmp_path / "plain"))
     cached = train(config(tiny_model), ctx, data, folder(tmp_path / "cached"), tokens=tmp_path / "tokens.safetensors")
-    assert cached["final_loss"] == plain["final_loss"]
+    assert cached.final_loss == plain.final_loss
     cache["train_ids"] = cache["train_ids"][::-1]
     token_cache.save(cache, tmp_path / "tokens.safetensors")
     with pytest.raises(ValueError, match="other training pairs"):

@@ -12,6 +12,7 @@ compare.md, with both sides' recorded inputs and the lowest cosine between their
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from tier1.config import BenchConfig, config_hash
 from tier1.encoder import shapes
 from tier1.encoder.model import resolve_model_path
 from tier1.measure import flops
+from tier1.records import BenchRecord
 from tier1.runtime import atomic, provenance
 from tier1.runtime import device as devices
 from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
@@ -133,10 +135,10 @@ def add_mfu(result: dict, device: torch.device) -> None:
         side["peak_source"] = source
 
 
-def markdown(report: dict) -> str:
-    lines = [f"# tier1 against sentence-transformers ({report['device']})", "",
-             f"Same model, pairs, texts, batch, sequence length and {report['threads']} thread(s) on both sides; "
-             f"one process per side and repeat ({report['repeats']} repeats, order alternating). Medians, "
+def markdown(report: BenchRecord) -> str:
+    lines = [f"# tier1 against sentence-transformers ({report.device})", "",
+             f"Same model, pairs, texts, batch, sequence length and {report.threads} thread(s) on both sides; "
+             f"one process per side and repeat ({report.repeats} repeats, order alternating). Medians, "
              "with the slowest and fastest repeat. A ratio above 1 means tier1 is faster. Training is timed "
              "from the end of step 1 to the end of the last step on both sides, the device waited for only "
              "there; **tokenisation is counted on both sides**: sentence-transformers' collator tokenises each "
@@ -147,14 +149,14 @@ def markdown(report: dict) -> str:
              "SentenceTransformer.encode tokenises as it goes, so encoding is shown both ways."
              + (" Before the first recipe, one process per side ran untimed (a freshly started machine runs its "
                 "first processes slower); its numbers are under `warm_up` in compare.json, not in the medians."
-                if any(r.get("warm_up") for r in report["recipes"].values()) else ""), ""]
-    if "host_overhead_ratio" in report:
-        h = report["recipes"]["host_overhead"]["train_ms_per_step"]
+                if any(r.get("warm_up") for r in report.recipes.values()) else ""), ""]
+    if report.host_overhead_ratio is not None:
+        h = report.host_overhead_ms_per_step
         lines += [f"**Host overhead per training step** (recipe host_overhead: a {TINY} with the real batch, "
                   "sequence length and tokenizer, so arithmetic is negligible): "
                   f"tier1 {h['tier1']:.1f} ms, sentence-transformers {h['sentence-transformers']:.1f} ms; "
-                  f"host_overhead_ratio (sentence-transformers / tier1) {report['host_overhead_ratio']:.2f}x.", ""]
-    for result in report["recipes"].values():
+                  f"host_overhead_ratio (sentence-transformers / tier1) {report.host_overhead_ratio:.2f}x.", ""]
+    for result in report.recipes.values():
         t1, st = result["sides"]["tier1"], result["sides"]["sentence-transformers"]
         what = {"matched": "sentence-transformers runs tier1's recipe (same precision, no gradient clipping)",
                 "defaults": "sentence-transformers with its defaults (fp32, gradient clipping)",
@@ -208,8 +210,9 @@ def main(argv: list[str] | None = None) -> None:
                                else ["matched", "host_overhead"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     threads = provenance.available_cores()
-    report = {"device": devices.device_name(device), "threads": threads, "repeats": cfg.bench_repeats,
-              "config": vars(cfg), "recipes": {}, **provenance.stamp(config_hash(vars(cfg)))}
+    report = BenchRecord(device=devices.device_name(device), threads=threads, repeats=cfg.bench_repeats,
+                         config=vars(cfg), recipes={}, host_overhead_ratio=None, host_overhead_ms_per_step=None,
+                         **provenance.stamp(config_hash(vars(cfg))))
     tiny_folder = tempfile.TemporaryDirectory()
     for recipe in recipes:
         base = resolve_model_path(cfg.model)
@@ -227,17 +230,17 @@ def main(argv: list[str] | None = None) -> None:
                      loss_scale=cfg.loss_scale, seed=cfg.seed, threads=threads,
                      recipe=recipe, encoder=cfg.encoder, **settings)
         # a machine's cold start (measure's docstring) is paid once, before the first recipe
-        warm_up = not report["recipes"]
+        warm_up = not report.recipes
         result = measure(w, cfg.bench_repeats, args.json.parent / "measurements" / recipe, warm_up)
         add_mfu(result, device)
-        report["recipes"][recipe] = result
+        report = dataclasses.replace(report, recipes={**report.recipes, recipe: result})
         if recipe == "host_overhead":  # sentence-transformers' host time per step over tier1's
-            report["host_overhead_ratio"] = result["train_steps_ratio"]
-            report["host_overhead_ms_per_step"] = result["train_ms_per_step"]
+            report = dataclasses.replace(report, host_overhead_ratio=result["train_steps_ratio"],
+                                         host_overhead_ms_per_step=result["train_ms_per_step"])
         log.info("%s: training %.2fx, encoding %.2fx (tier1 / sentence-transformers)", recipe,
                  result["train_steps_ratio"], result["encode_texts_ratio"])
         # after each recipe, so a run cut short keeps what it measured
-        atomic.write_json(args.json, report)
+        report.write(args.json)
         atomic.write_text(args.md, markdown(report))
 
 

@@ -63,11 +63,22 @@ def train(w: Workload) -> dict:
     timed = ends[-1] - ends[0]
     return {
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, "losses": losses_seen,
+        "encoder": identity(st),
         "inputs": fingerprint(w, anchors, positives, encode_texts(w), str(st.device), torch.get_num_threads(),
                               "bf16" if bf16 else "fp32", learning_rate=args.learning_rate,
                               weight_decay=args.weight_decay, warmup_steps=args.get_warmup_steps(w.steps),
                               loss_scale=loss.scale, grad_clip=args.max_grad_norm or None),
     }
+
+
+def identity(st) -> dict[str, str]:
+    """The encoder sentence-transformers ran (transformers' model under it), in the form of
+    tier1.encoder.model.identity."""
+    import transformers
+
+    attention = getattr(st[0].auto_model.config, "_attn_implementation", None) or "eager"
+    return {"implementation": "transformers", "version": transformers.__version__,
+            "attention": f"transformers {attention}"}
 
 
 def encode(w: Workload) -> tuple[dict, torch.Tensor]:

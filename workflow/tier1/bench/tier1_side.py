@@ -8,7 +8,7 @@ import torch
 
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, short_precision, training_pairs
 from tier1.config import TrainConfig
-from tier1.encoder import bert, model, shapes
+from tier1.encoder import model, shapes
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.encoder.token_cache import pair_tokens, token_ids
@@ -70,7 +70,7 @@ def train(w: Workload) -> dict:
         "model_flops_per_step": trainer.flops / len(ends),
         "shapes": {"met": len(shapes["met"]), "warmed": len(shapes["warmed"]),
                    "first_met_in_window": shapes["first_met_in_window"]},
-        "attention": bert.attention_record(trainer.encoder, ctx.device),
+        "encoder": model.identity(trainer.encoder, ctx.device),
         "inputs": fingerprint(w, [p["anchor"] for p in pairs], [p["positive"] for p in pairs], encode_texts(w),
                               str(ctx.device), torch.get_num_threads(), short_precision(trainer.autocast_dtype),
                               learning_rate=w.learning_rate, weight_decay=w.weight_decay,

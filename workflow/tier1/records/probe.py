@@ -1,25 +1,53 @@
-"""The probe's stage file, on GPUs and on a CPU. Without GPUs there is no device memory limit to
-find, so each world size's file says "not applicable" rather than inventing a number. Torch-free,
-so the workflow writes those files in its own process (the CPU probe rule), with no job to start."""
+"""probe/gpus{n}.json: the largest training and encoding batch that fit the device, on GPUs and on
+a CPU. Without GPUs there is no device memory limit to find, so each world size's file says "not
+applicable" rather than inventing a number. Torch-free, so the workflow writes those files in its
+own process (the CPU probe rule), with no job to start."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tier1.config import config_hash
-from tier1.runtime import atomic, provenance
+from tier1.records.stamped import Stamped
+from tier1.runtime import provenance
+
+
+@dataclass(frozen=True)
+class ProbeRecord(Stamped):
+    KIND = "probe"
+
+    stage: str
+    world_size: int
+    started_at: str
+    max_train_batch_per_device: int | None
+    max_train_batch_global: int | None
+    max_encode_batch_per_device: int | None
+    device_capacity_bytes: int | None
+    train_search: dict[str, Any] | None    # None where nothing was searched (no GPU)
+    encode_search: dict[str, Any] | None
+    trial_batches: int | None
+    not_applicable: str | None             # why there is no figure (no GPU); None on GPUs
+    work_s: float
+    encoder: dict[str, str] | None         # the encoder searched with; None where none ran
+    config: dict[str, Any]
+    finished_at: str
+
 
 NOT_APPLICABLE = {"max_train_batch_per_device": None, "max_train_batch_global": None,
-                  "max_encode_batch_per_device": None, "not_applicable": "no GPU: there is no device memory limit to probe",
+                  "max_encode_batch_per_device": None, "device_capacity_bytes": None, "train_search": None,
+                  "encode_search": None, "trial_batches": None,
+                  "not_applicable": "no GPU: there is no device memory limit to probe", "encoder": None,
                   "work_s": 0.0}  # nothing searched: the whole job is start-up and writing
 
 
 def write_record(out: Path, world_size: int, started_at: str, result: dict, settings: dict) -> None:
-    """A probe stage file (GPU or CPU): what was found, the config keys, provenance."""
-    atomic.write_json(Path(out), {"stage": "probe", "world_size": world_size, "started_at": started_at, **result,
-                                  "config": settings, **provenance.stamp(config_hash(settings)),
-                                  "finished_at": provenance.utc_now()})
+    """A probe stage file (GPU or CPU): what was found (`result`: the searched fields), the config
+    keys, provenance."""
+    ProbeRecord(stage="probe", world_size=world_size, started_at=started_at, **result, config=settings,
+                **provenance.stamp(config_hash(settings)), finished_at=provenance.utc_now()).write(out)
 
 
 def write_not_applicable(outs: list[Path], world_sizes: list[int], settings: dict, started_at: str | None = None) -> None:

@@ -10,7 +10,6 @@ parameter checksums after training, never from memory in use.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from tier1.data.sources import read_jsonl
 from tier1.encoder import model
 from tier1.encoder.token_cache import pair_tokens
 from tier1.measure.gpu_activity import GpuSampler
-from tier1.runtime import atomic, distributed, provenance
+from tier1.records import CheckGpusRecord
 from tier1.runtime import device as devices
+from tier1.runtime import distributed, provenance
 from tier1.runtime.cli import quiet_transformers, run_main, setup_logging
 from tier1.runtime.distributed import Context
 from tier1.training.builder import build_trainer
@@ -40,7 +40,7 @@ def load_pairs(data: Path | None, n: int) -> list[dict]:
 
 
 def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, ctx: Context,
-          encoder: str = "auto") -> dict | None:
+          encoder: str = "auto") -> CheckGpusRecord | None:
     cfg = Tier1Config(batch_size=per_rank_batch * ctx.world_size, gpu_counts=(ctx.world_size,),
                       model=model_spec, encoder=encoder, max_seq_length=64, learning_rate=1e-5).view(TrainConfig)
     say = log.info if ctx.is_main else log.debug  # progress lines, once per job
@@ -61,25 +61,28 @@ def check(model_spec: str, data: Path | None, steps: int, per_rank_batch: int, c
         return None
     did_work = all(r["samples"] > 0 and r["steps"] == trainer.plan.total_steps for r in ranks)
     same = len({r["parameter_checksum"] for r in ranks}) == 1
-    return {"world_size": ctx.world_size, "ranks": ranks, "all_ranks_did_work": did_work,
-            "checksums_equal": same, "verdict_ok": did_work and same, **provenance.stamp("n/a")}
+    return CheckGpusRecord(world_size=ctx.world_size, encoder=model.identity(trainer.encoder, ctx.device), ranks=ranks,
+                           all_ranks_did_work=did_work, checksums_equal=same, verdict_ok=did_work and same,
+                           **provenance.stamp("n/a"))
 
 
-def print_table(result: dict) -> None:
+def print_table(result: CheckGpusRecord) -> None:
     print(f"{'rank':>4}  {'device':<8} {'name':<34} {'samples':>7} {'steps':>5} {'peak MB':>9} {'GPU-Util %':>10}  checksum")
-    for r in result["ranks"]:
+    for r in result.ranks:
         mem = max(r["peak_memory"].values()) / 2**20
         activity = r["activity"]
         util = activity.get("gpu_util_mean_pct")
         util = "unobserved" if activity.get("unobserved") else "n/a" if util is None else f"{util:.0f}"
         print(f"{r['rank']:>4}  {r['device']:<8} {r['device_name'][:34]:<34} {r['samples']:>7} {r['steps']:>5} "
               f"{mem:>9.0f} {util:>10}  {r['parameter_checksum']}")
-    n = result["world_size"]
-    if result["verdict_ok"]:
+    n = result.world_size
+    encoder = result.encoder
+    print(f"encoder: {encoder['implementation']} {encoder['version']}, attention: {encoder['attention']}")
+    if result.verdict_ok:
         print(f"all {n} ranks did work: every rank processed its samples and ended with the same parameters")
     else:
-        print(f"NOT all {n} ranks did work (did work: {result['all_ranks_did_work']}, "
-              f"checksums equal: {result['checksums_equal']})")
+        print(f"NOT all {n} ranks did work (did work: {result.all_ranks_did_work}, "
+              f"checksums equal: {result.checksums_equal})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="print the table of an earlier check (its summary.json) and exit")
     args = parser.parse_args(argv)
     if args.show is not None:
-        print_table(json.loads(args.show.read_text()))
+        print_table(CheckGpusRecord.read(args.show))
         return
     setup_logging()
     quiet_transformers()
@@ -105,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         if result is not None:
             print_table(result)
             if args.out:
-                atomic.write_json(args.out, result)
-            if not result["verdict_ok"]:
+                result.write(args.out)
+            if not result.verdict_ok:
                 raise SystemExit(1)
     finally:
         distributed.teardown()

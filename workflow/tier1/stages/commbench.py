@@ -34,8 +34,9 @@ import torch.distributed as dist
 
 from tier1.config import CommbenchConfig, config_hash
 from tier1.measure import disturbance, flops
-from tier1.runtime import atomic, distributed, provenance
+from tier1.records import CollectivesRecord
 from tier1.runtime import device as devices
+from tier1.runtime import distributed, provenance
 from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
@@ -299,12 +300,11 @@ def main(argv: list[str] | None = None) -> None:
         result = benchmark(ctx, gradient_bytes, per_device * hidden * ELEMENT_BYTES, dtype, args.max_bytes)
         if ctx.is_main:
             settings = dataclasses.asdict(cfg)
-            record = {"stage": "commbench", "started_at": started_at, **result,
-                      "model": {"spec": cfg.model, "trainable_parameters": params, "embedding_width": hidden,
-                                "per_device_batch": per_device},
-                      "config": settings, **provenance.stamp(config_hash(settings)),
-                      "finished_at": provenance.utc_now()}
-            atomic.write_json(args.out, record)
+            CollectivesRecord(stage="commbench", started_at=started_at, **result,
+                              model={"spec": cfg.model, "trainable_parameters": params, "embedding_width": hidden,
+                                     "per_device_batch": per_device},
+                              config=settings, **provenance.stamp(config_hash(settings)),
+                              finished_at=provenance.utc_now()).write(args.out)
             s = result["summary"]["gradient_all_reduce"]
             log.info("x%d %s: gradient all-reduce (%d B) %.3g s, busbw %.3g GB/s; %s", ctx.world_size,
                      result["backend"], gradient_bytes, s["time_s"]["median"], s["busbw_gbps"],

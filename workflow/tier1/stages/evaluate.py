@@ -27,12 +27,13 @@ import torch
 
 from tier1.config import EvalConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files
-from tier1.encoder import bert, model, shapes, token_cache
+from tier1.encoder import model, shapes, token_cache
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.evaluation import metrics as ir_metrics
 from tier1.evaluation import sharding, topk
 from tier1.measure import disturbance
+from tier1.records import EvaluationRecord
 from tier1.runtime import atomic, distributed, provenance
 from tier1.runtime import device as devices
 from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
@@ -169,7 +170,7 @@ class Outputs:
 
 
 def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out: Outputs,
-             cache: dict | None = None) -> dict | None:
+             cache: dict | None = None) -> EvaluationRecord | None:
     """`cache`: the tokenize stage's token cache (token_cache.load), read once for every model of
     a launch; without it the texts are tokenised here."""
     started_at = provenance.utc_now()
@@ -222,45 +223,45 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     wall = statistics.median(walls)
     settings = dataclasses.asdict(cfg)
     disturbed_by, marks = disturbance.judge([r["window"] for r in ranks], available_cores())
-    result = {
-        "stage": "evaluate",
-        "model": model_spec,
-        "model_head": encoder.head.record(),  # the pooling that ran, the folder's own max_seq_length
-        "max_seq_length": cfg.max_seq_length,
-        "world_size": ctx.world_size,
-        "started_at": started_at,
-        "finished_at": None,
-        "metrics": ir_metrics.mean(per_q),
-        "queries": len(query_ids),
-        "queries_judged": len(per_q),
-        "documents": len(doc_ids),
-        "wall_time_s": wall,
-        "wall_times_s": walls,
-        "documents_per_s": len(doc_ids) / wall if wall else None,
-        "timings_s": {
+    result = EvaluationRecord(
+        stage="evaluate",
+        model=model_spec,
+        model_head=encoder.head.record(),  # the pooling that ran, the folder's own max_seq_length
+        max_seq_length=cfg.max_seq_length,
+        world_size=ctx.world_size,
+        started_at=started_at,
+        metrics=ir_metrics.mean(per_q),
+        queries=len(query_ids),
+        queries_judged=len(per_q),
+        documents=len(doc_ids),
+        wall_time_s=wall,
+        wall_times_s=walls,
+        documents_per_s=len(doc_ids) / wall if wall else None,
+        timings_s={
             "load": load_s,
             "encode_per_rank": [r["encode_s"] for r in ranks],
             "similarity_topk_per_rank": [r["search_s"] for r in ranks],
             "merge": ranks[0]["merge_s"],
         },
-        "precision": devices.dtype_name(dtype),
-        "shapes": shapes.combine([r["shapes"] for r in ranks]),
-        "attention": bert.attention_record(encoder, ctx.device),
-        "disturbance": disturbed_by,
-        "marks": marks,
-        "ranks": ranks,
-        "config": settings,
+        precision=devices.dtype_name(dtype),
+        shapes=shapes.combine([r["shapes"] for r in ranks]),
+        encoder=model.identity(encoder, ctx.device),
+        disturbance=disturbed_by,
+        marks=marks,
+        ranks=ranks,
+        config=settings,
         **provenance.stamp(config_hash(settings)),
-    }
+        finished_at=None,
+    )
     run_lines = "".join(
         f"{qid} Q0 {doc} {rank} {score:.6f} tier1\n"
         for qid, docs in ranking.items() for rank, (doc, score) in enumerate(docs, start=1)
     )
     atomic.write_text(out.run, run_lines)
-    result["finished_at"] = provenance.utc_now()
-    atomic.write_json(out.metrics, result)
+    result = dataclasses.replace(result, finished_at=provenance.utc_now())
+    result.write(out.metrics)
     log.info("%s on %d rank(s): nDCG@10 %.4f, %.1f s (%.0f documents/s)", model_spec, ctx.world_size,
-             result["metrics"]["ndcg@10"], wall, result["documents_per_s"] or 0)
+             result.metrics["ndcg@10"], wall, result.documents_per_s or 0)
     return result
 
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tier1.runtime import atomic, provenance
+from tier1.records import PreflightRecord
+from tier1.runtime import provenance
 from tier1.runtime.cli import run_main, setup_logging
 
 log = logging.getLogger("tier1.stages.preflight")
@@ -384,7 +385,7 @@ def gpu_section(job_gpus: list[str], found: Findings) -> dict[str, Any] | None:
     }
 
 
-def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> dict[str, Any]:
+def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> PreflightRecord:
     """The whole preflight record for a run of `world_sizes` (GPUs as tier1.runtime.gpus sees them)."""
     # torch before the clock starts: importing it is start-up, not inspecting the machine
     import torch.distributed as dist
@@ -404,21 +405,21 @@ def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> dict[s
     gpu = gpu_section(job_gpus, found)
     backends = {"nccl": dist.is_nccl_available(), "gloo": dist.is_gloo_available()}
     work_s = time.perf_counter() - started
-    return {
-        "stage": "preflight",
-        "started_at": started_at,
-        "work_s": work_s,  # the inspection itself; the report's pipeline overhead counts the rest of the job
-        "world_sizes": list(world_sizes),
-        "backend": "nccl" if gpu else "gloo",
-        "backends_available": backends,
-        "cpu": cpu,
-        "gpu": gpu,
+    return PreflightRecord(
+        stage="preflight",
+        started_at=started_at,
+        work_s=work_s,  # the inspection itself; the report's pipeline overhead counts the rest of the job
+        world_sizes=list(world_sizes),
+        backend="nccl" if gpu else "gloo",
+        backends_available=backends,
+        cpu=cpu,
+        gpu=gpu,
         # every variable that steers NCCL (and PyTorch's NCCL wrapper), recorded on CPU runs too
-        "nccl_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "TORCH_NCCL_"))},
-        "unavailable": found.unavailable,
+        nccl_env={k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "TORCH_NCCL_"))},
+        unavailable=found.unavailable,
         **provenance.stamp("n/a"),
-        "finished_at": provenance.utc_now(),
-    }
+        finished_at=provenance.utc_now(),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -428,10 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     record = collect(args.world_sizes)
-    atomic.write_json(args.out, record)
-    gpus = record["gpu"]["count"] if record["gpu"] else 0
-    log.info("preflight: %s, %d cores, %d GPU(s); unavailable: %s", record["cpu"]["model"],
-             record["cpu"]["cores_available"], gpus, ", ".join(record["unavailable"]) or "nothing")
+    record.write(args.out)
+    gpus = record.gpu["count"] if record.gpu else 0
+    log.info("preflight: %s, %d cores, %d GPU(s); unavailable: %s", record.cpu["model"],
+             record.cpu["cores_available"], gpus, ", ".join(record.unavailable) or "nothing")
 
 
 if __name__ == "__main__":

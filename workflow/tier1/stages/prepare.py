@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tier1.config import ConfigError, PrepareConfig, config_hash
 from tier1.data import sources, split
+from tier1.records import ManifestRecord
 from tier1.runtime import atomic, provenance
 from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
 
@@ -61,7 +62,7 @@ def _sha256(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
+def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
     started = time.perf_counter()  # the stage's own work: reading, extracting and splitting the data
     source = sources.load(cfg.dataset)
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
@@ -83,12 +84,12 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
     write_beir(test_set, out.corpus, out.queries, out.qrels)
     atomic.write_text(out.train, "".join(json.dumps(p) + "\n" for p in train))
     settings = dataclasses.asdict(cfg)
-    manifest = {
-        "stage": "prepare",
-        "dataset": source.description,
-        "seed": cfg.seed,
-        "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
-        "counts": {
+    manifest = ManifestRecord(
+        stage="prepare",
+        dataset=source.description,
+        seed=cfg.seed,
+        work_s=work_s,  # the report's pipeline overhead counts the rest of the job
+        counts={
             "available_pairs": len(source.pairs),
             "dropped_empty": source.dropped["dropped_empty"],
             "dropped_duplicates": source.dropped["dropped_duplicates"],
@@ -97,12 +98,12 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> dict:
             "corpus_documents": len(test_set.corpus),
         },
         # what the data is, whatever produced it (the stdlib default differs from one Python to the next)
-        "content_sha256": {"train": _sha256(out.train), "test": _sha256(out.corpus, out.queries, out.qrels)},
-        "config": settings,
+        content_sha256={"train": _sha256(out.train), "test": _sha256(out.corpus, out.queries, out.qrels)},
+        config=settings,
         **provenance.stamp(config_hash(settings)),
-    }
-    atomic.write_json(out.manifest, manifest)  # last: its presence means complete
-    log.info("wrote %s", manifest["counts"])
+    )
+    manifest.write(out.manifest)  # last: its presence means complete
+    log.info("wrote %s", manifest.counts)
     return manifest
 
 

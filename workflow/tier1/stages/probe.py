@@ -154,7 +154,7 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
             "max_encode_batch_per_device": encode_found,
             "device_capacity_bytes": devices.capacity(ctx.device),
             "train_search": train_search, "encode_search": encode_search, "trial_batches": TRIAL_BATCHES,
-            "work_s": work_s}
+            "not_applicable": None, "work_s": work_s, "encoder": model.identity(encoder, ctx.device)}
 
 
 def main(argv: list[str] | None = None) -> None:

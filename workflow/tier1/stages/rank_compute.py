@@ -28,8 +28,9 @@ from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import training_pairs
 from tier1.measure import gpu_busy
-from tier1.runtime import atomic, distributed, provenance
+from tier1.records import RankComputeRecord
 from tier1.runtime import device as devices
+from tier1.runtime import distributed, provenance
 from tier1.runtime.cli import run_main, start_stage, training_stage_parser
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
@@ -103,7 +104,7 @@ def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[i
     return out
 
 
-def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: list[int], out: Path) -> dict:
+def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: list[int], out: Path) -> RankComputeRecord:
     started_at = provenance.utc_now()
     ctx = distributed.setup()
     if ctx.distributed:
@@ -116,24 +117,25 @@ def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: lis
     sizes = sorted(set(world_sizes) | {1})
     per_n = measure(cfg, ctx, encoder, tokens, sizes, cores)
     settings = dict(vars(cfg))
-    record = {
-        "stage": "rank_compute",
-        "started_at": started_at,
-        "device": str(ctx.device),
-        "device_name": devices.device_name(ctx.device),
-        "cores": cores,
-        "scaling": cfg.scaling,
-        "global_batch_1": cfg.global_batch(1),
-        "batches": BATCHES,
-        "rounds": ROUNDS,
-        "method": (f"one process, no DDP: rank 0's slice of the run's first {BATCHES} global batches at each world "
-                   f"size, every batch met once untimed, then {ROUNDS} timed rounds with the world sizes taking turns; "
-                   "forward+backward only (no optimizer step); on a CPU with the threads each rank of that run has"),
-        "world_sizes": per_n,
-        "finished_at": provenance.utc_now(),
+    record = RankComputeRecord(
+        stage="rank_compute",
+        started_at=started_at,
+        device=str(ctx.device),
+        device_name=devices.device_name(ctx.device),
+        cores=cores,
+        scaling=cfg.scaling,
+        global_batch_1=cfg.global_batch(1),
+        batches=BATCHES,
+        rounds=ROUNDS,
+        method=(f"one process, no DDP: rank 0's slice of the run's first {BATCHES} global batches at each world "
+                f"size, every batch met once untimed, then {ROUNDS} timed rounds with the world sizes taking turns; "
+                "forward+backward only (no optimizer step); on a CPU with the threads each rank of that run has"),
+        encoder=model.identity(encoder, ctx.device),
+        world_sizes=per_n,
+        finished_at=provenance.utc_now(),
         **provenance.stamp(config_hash(settings)),
-    }
-    atomic.write_json(out, record)
+    )
+    record.write(out)
     for n, x in per_n.items():
         log.info("compute of one rank at world size %s (batch %d, %d thread(s)): %.3f s, %.2f of 1 rank's",
                  n, x["per_rank_batch"], x["threads"], x["compute_s"]["median"], x["relative_to_one_rank"] or 0)

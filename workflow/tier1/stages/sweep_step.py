@@ -25,8 +25,9 @@ from tier1.config import ConfigError, TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import training_pairs
 from tier1.measure import gpu_busy
-from tier1.runtime import atomic, distributed, provenance
+from tier1.records import SweepRecord
 from tier1.runtime import device as devices
+from tier1.runtime import distributed, provenance
 from tier1.runtime.cli import run_main, start_stage, training_stage_parser
 from tier1.training.builder import build_trainer
 from tier1.training.trainer import StepTimes
@@ -46,7 +47,7 @@ def sweep_config(cfg: TrainConfig, batch: int, n_pairs: int) -> TrainConfig:
     return dataclasses.replace(cfg, batch_size=batch, scaling="strong", num_epochs=epochs, checkpoint_every=0)
 
 
-def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out: Path) -> dict | None:
+def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out: Path) -> SweepRecord | None:
     started_at = provenance.utc_now()
     ctx = distributed.setup()
     try:
@@ -78,29 +79,30 @@ def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out:
         if not ctx.is_main:
             return None
         step_s = statistics.median(steps)
-        record = {
-            "stage": "sweep_step",
-            "started_at": started_at,
-            "global_batch": batch,
-            "world_size": ctx.world_size,
-            "per_rank_batch": batch // ctx.world_size,
-            "steady_step_s": step_s,
-            "step_times_s": steps,
-            "timed_steps": len(steps),
-            "gpu_busy": busy,
-            "gpu_busy_share": gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
-            "device_name": devices.device_name(ctx.device),
-            "on_gpu": ctx.device.type == "cuda",
+        record = SweepRecord(
+            stage="sweep_step",
+            started_at=started_at,
+            global_batch=batch,
+            world_size=ctx.world_size,
+            per_rank_batch=batch // ctx.world_size,
+            steady_step_s=step_s,
+            step_times_s=steps,
+            timed_steps=len(steps),
+            gpu_busy=busy,
+            gpu_busy_share=gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
+            device_name=devices.device_name(ctx.device),
+            on_gpu=ctx.device.type == "cuda",
             # distinct GPUs under the ranks: fewer than the ranks in the shared-GPU rehearsal
-            "gpus": min(ctx.world_size, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0,
-            "ranks": ranks,
-            "method": (f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
-                       "batches once untimed (forward+backward), then the same batches as timed training steps; "
-                       "the median step"),
-            "finished_at": provenance.utc_now(),
+            gpus=min(ctx.world_size, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0,
+            encoder=model.identity(trainer.encoder, ctx.device),
+            ranks=ranks,
+            method=(f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
+                    "batches once untimed (forward+backward), then the same batches as timed training steps; "
+                    "the median step"),
+            finished_at=provenance.utc_now(),
             **provenance.stamp(config_hash(dict(vars(scfg)))),
-        }
-        atomic.write_json(out, record)
+        )
+        record.write(out)
         log.info("batch %d on %d rank(s): steady step %.3f s", batch, ctx.world_size, step_s)
         return record
     finally:

@@ -21,20 +21,21 @@ from pathlib import Path
 from tier1.config import TokenizeConfig, config_hash
 from tier1.data.sources import read_beir_files, read_jsonl
 from tier1.encoder.token_cache import build, count_truncated, save
-from tier1.runtime import atomic, provenance
+from tier1.records import TokensRecord
+from tier1.runtime import provenance
 from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
 
 log = logging.getLogger("tier1.stages.tokenize")
 
 
-def record(cfg: TokenizeConfig, cache: dict, work_s: float) -> dict:
+def record(cfg: TokenizeConfig, cache: dict, work_s: float) -> TokensRecord:
     """What the stage tokenised and in how many seconds; the cache itself is not JSON."""
     settings = dataclasses.asdict(cfg)
     counts = {"train_pairs": len(cache["anchor"]), "documents": len(cache["corpus"]), "queries": len(cache["queries"])}
-    return {"stage": "tokenize", "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
-            "counts": {**counts, "texts": 2 * counts["train_pairs"] + counts["documents"] + counts["queries"]},
-            "truncated": cache["truncated"], "max_seq_length": cache["max_seq_length"],
-            "config": settings, **provenance.stamp(config_hash(settings))}
+    return TokensRecord(stage="tokenize", work_s=work_s,  # the report's pipeline overhead counts the rest of the job
+                        counts={**counts, "texts": 2 * counts["train_pairs"] + counts["documents"] + counts["queries"]},
+                        truncated=cache["truncated"], max_seq_length=cache["max_seq_length"],
+                        config=settings, **provenance.stamp(config_hash(settings)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     work_s = time.perf_counter() - started
     save(cache, args.out)
     if args.record_out is not None:
-        atomic.write_json(args.record_out, record(cfg, cache, work_s))
+        record(cfg, cache, work_s).write(args.record_out)
     log.info("token ids of %d pairs, %d documents and %d queries -> %s", len(cache["anchor"]),
              len(cache["corpus"]), len(cache["queries"]), args.out)
 

@@ -30,6 +30,7 @@ from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import PairTokens, training_pairs
 from tier1.measure import disturbance
+from tier1.records import TrainRecord
 from tier1.runtime import atomic, distributed, provenance
 from tier1.runtime import device as devices
 from tier1.runtime.cli import progress, run_main, start_stage, training_stage_parser
@@ -37,7 +38,7 @@ from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 from tier1.training import checkpoint, warm_steps
 from tier1.training.builder import build_trainer
-from tier1.training.record import rank_record, step_evenness, train_record
+from tier1.training.record import rank_record, train_record
 from tier1.training.trainer import UNSYNCED_STEPS, Trainer
 
 log = logging.getLogger("tier1.stages.train")
@@ -117,7 +118,7 @@ def write_loss_csv(path: Path, rows: list[dict]) -> None:
 
 
 def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: int | None = None,
-          tokens: Path | None = None, dropout_stream: int = 0) -> dict | None:
+          tokens: Path | None = None, dropout_stream: int = 0) -> TrainRecord | None:
     cfg.check_world_size(ctx.world_size)
     started_at = provenance.utc_now()
     tokenizer = model.load_tokenizer(cfg.model, cfg.trust_remote_code, cfg.encoder)
@@ -158,24 +159,16 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     with atomic.atomic_path(out.model) as tmp:
         model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length)
     write_loss_csv(out.loss, trainer.loss_rows)
-    metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at)
-    # a second timed window, the decomposition's measurement (the report's pipeline overhead
-    # counts it as the stage's work, not as overhead)
-    metrics["decomposition_s"] = decomposition_s
-    metrics["model_head"] = trainer.encoder.head.record()  # the pooling trained, the folder's own max_seq_length
-    metrics["warm_up_step"] = devices.first_calls_cost(ctx.device)  # an untimed step before the timed window
-    metrics["disturbance"], disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
-    metrics["marks"] += disturbed
-    metrics["step_evenness"] = step_evenness(metrics["wall_time_s"], trainer.times.step, metrics["steady_step_s"],
-                                             bool(disturbed))
-    if metrics["step_evenness"]["note"]:
-        log.warning("%s", metrics["step_evenness"]["note"])
-    metrics["finished_at"] = provenance.utc_now()
-    atomic.write_json(out.metrics, metrics)
+    disturbed_by, disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
+    metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at, decomposition_s,
+                           disturbed_by, disturbed)
+    if metrics.step_evenness["note"]:
+        log.warning("%s", metrics.step_evenness["note"])
+    metrics.write(out.metrics)
     checkpoint.clear(out.checkpoints)
     log.info("trained %d steps on %d rank(s) in %.1f s (%.1f samples/s); checksums equal: %s",
-             trainer.plan.total_steps, ctx.world_size, metrics["wall_time_s"], metrics["samples_per_s"] or 0,
-             metrics["checksums_equal"])
+             trainer.plan.total_steps, ctx.world_size, metrics.wall_time_s, metrics.samples_per_s or 0,
+             metrics.checksums_equal)
     return metrics
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from tier1.config import TrainConfig, config_hash
-from tier1.encoder import bert, shapes
+from tier1.encoder import shapes
 from tier1.encoder.model import dropout_probabilities, identity
 from tier1.measure import flops
+from tier1.records import TrainRecord
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
 from tier1.runtime.distributed import Context
@@ -167,8 +168,12 @@ def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> di
 
 
 def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: list[float], start_step: int,
-                 allreduce_s: float | None, started_at: str) -> dict[str, Any]:
-    """train_metrics.json: times, throughput, per-rank accounting, objective and provenance."""
+                 allreduce_s: float | None, started_at: str, decomposition_s: float,
+                 disturbed_by: dict[str, Any], disturbed: list[str]) -> TrainRecord:
+    """train_metrics.json: times, throughput, per-rank accounting, objective and provenance.
+    `decomposition_s` is the decomposition's own timed window (the report's pipeline overhead counts
+    it as the stage's work); `disturbed_by` and `disturbed` are disturbance.judge's verdict on the
+    ranks' windows."""
     plan, t = trainer.plan, trainer.times
     samples = sum(r["samples"] for r in ranks)
     wall = statistics.median(walls)
@@ -176,50 +181,53 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
     step_s, step_stalls = steady(t.step), stalls(t.step)
     n_params = sum(p.numel() for p in trainer.encoder.parameters())
     settings = dict(vars(cfg))
-    return {
-        "stage": "train",
-        "world_size": plan.world_size,
-        "started_at": started_at,
-        "finished_at": None,
-        "wall_time_s": wall,
-        "wall_times_s": walls,
-        "resumed_from_step": start_step,
-        "steps": plan.total_steps,
+    return TrainRecord(
+        stage="train",
+        world_size=plan.world_size,
+        started_at=started_at,
+        wall_time_s=wall,
+        wall_times_s=walls,
+        resumed_from_step=start_step,
+        steps=plan.total_steps,
         # the same median as wall_time_s (one repeat's samples over the median repeat's time)
-        "samples_per_s": samples / wall if wall else None,
-        "steady_step_s": step_s,
-        "steady_step_spread": steady_spread(t.step),
-        "step_evenness": step_evenness(wall, t.step, step_s, False),
-        "shapes": shapes.combine([r["shapes"] for r in ranks]),
-        "attention": bert.attention_record(trainer.encoder, trainer.ctx.device),
-        "encoder": identity(trainer.encoder, trainer.ctx.device),
-        "stalls": step_stalls,
-        "marks": marks(start_step, plan.total_steps, step_stalls),
-        "throughput": {
+        samples_per_s=samples / wall if wall else None,
+        steady_step_s=step_s,
+        steady_step_spread=steady_spread(t.step),
+        step_evenness=step_evenness(wall, t.step, step_s, bool(disturbed)),
+        shapes=shapes.combine([r["shapes"] for r in ranks]),
+        encoder=identity(trainer.encoder, trainer.ctx.device),
+        stalls=step_stalls,
+        marks=marks(start_step, plan.total_steps, step_stalls) + disturbed,
+        throughput={
             "tokens_per_s": tokens["real"] / wall if wall else None,
             "padded_tokens_per_s": tokens["padded"] / wall if wall else None,
             "tokens": tokens,
             **utilisation(trainer, ranks, step_s),
         },
-        "samples_total": samples,
-        "expected_samples": plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,
-        "objective": objective(cfg, plan.world_size),
-        "precision": devices.dtype_name(trainer.autocast_dtype),
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "dropout": {**dropout_probabilities(trainer.encoder), "stream": trainer.dropout_stream},
-        "time_split_median_s": {
+        samples_total=samples,
+        expected_samples=plan.steps_per_epoch * plan.global_batch * plan.num_epochs - start_step * plan.global_batch,
+        objective=objective(cfg, plan.world_size),
+        precision=devices.dtype_name(trainer.autocast_dtype),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        dropout={**dropout_probabilities(trainer.encoder), "stream": trainer.dropout_stream},
+        time_split_median_s={
             "data": median(t.data), "forward_backward_with_comm": median(t.compute),
             "optimizer": median(t.optimizer), "step": median(t.step),
             # first bucket launched -> last bucket reduced, host-timed; overlaps the backward pass
             "gradient_allreduce_span": median(t.allreduce_span),
         },
         # compute, exposed communication, data, optimizer, stragglers, other (training.decomposition)
-        "decomposition": decomposition.decompose([r.get("step_parts") for r in ranks]),
-        "allreduce_gradients_s": allreduce_s,
-        "gradient_bytes": 4 * n_params,
-        "checksums_equal": len({r["parameter_checksum"] for r in ranks}) == 1,
-        "ranks": ranks,
-        "final_loss": trainer.loss_rows[-1]["loss"] if trainer.loss_rows else None,
-        "config": settings,
+        decomposition=decomposition.decompose([r.get("step_parts") for r in ranks]),
+        allreduce_gradients_s=allreduce_s,
+        gradient_bytes=4 * n_params,
+        checksums_equal=len({r["parameter_checksum"] for r in ranks}) == 1,
+        ranks=ranks,
+        final_loss=trainer.loss_rows[-1]["loss"] if trainer.loss_rows else None,
+        config=settings,
+        decomposition_s=decomposition_s,
+        model_head=trainer.encoder.head.record(),  # the pooling trained, the folder's own max_seq_length
+        warm_up_step=devices.first_calls_cost(trainer.ctx.device),  # an untimed step before the timed window
+        disturbance=disturbed_by,
         **provenance.stamp(config_hash(settings)),
-    }
+        finished_at=provenance.utc_now(),
+    )

@@ -1,0 +1,22 @@
+"""compare.json of the bench stage: tier1 against sentence-transformers, recipe by recipe. Each
+recipe's sides are free-form measurement blocks; each side names the encoder that ran (`encoder`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tier1.records.stamped import Stamped
+
+
+@dataclass(frozen=True)
+class BenchRecord(Stamped):
+    KIND = "bench"
+
+    device: str
+    threads: int
+    repeats: int
+    config: dict[str, Any]
+    recipes: dict[str, dict[str, Any]]  # recipe -> its measurement (bench.compare.measure)
+    host_overhead_ratio: float | None   # None until the host_overhead recipe has run
+    host_overhead_ms_per_step: dict[str, float] | None

@@ -1,0 +1,37 @@
+"""comm/ws{n}.json of the commbench stage: all-reduce and all-gather times and bandwidths at one
+world size, the sizes training moves among them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tier1.records.stamped import Stamped
+
+
+@dataclass(frozen=True)
+class CollectivesRecord(Stamped):
+    KIND = "collectives"
+
+    stage: str
+    started_at: str
+    world_size: int
+    work_s: float
+    backend: str
+    device_type: str
+    device_names: list[str]
+    threads_per_rank: int | None
+    dtype: str
+    definitions: dict[str, str]
+    gradient_bytes: int
+    embedding_block_bytes: int
+    all_reduce: list[dict[str, Any]]
+    all_gather: list[dict[str, Any]]
+    summary: dict[str, Any]
+    matmul: dict[str, Any] | None
+    disturbance: dict[str, Any]
+    marks: list[str]
+    rank_windows: list[dict[str, Any]]
+    model: dict[str, Any]
+    config: dict[str, Any]
+    finished_at: str
