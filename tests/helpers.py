@@ -68,3 +68,18 @@ def _entry(rank: int, fn, world_size: int, port: int, args, share_gpu: bool = Fa
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     fn(rank, world_size, *args)
+
+
+def record(kind, **given):
+    """A record of class `kind` (tier1.records) holding the fields `given` and every other field
+    empty: a dict field {}, a list field [], anything else None. Hand-made report inputs."""
+    import dataclasses
+
+    def empty(f):
+        kind_of = str(f.type)
+        return {} if kind_of.startswith("dict") else [] if kind_of.startswith("list") else None
+
+    unknown = set(given) - set(kind.field_names())
+    if unknown:
+        raise TypeError(f"{kind.__name__} has no field(s) {sorted(unknown)}")
+    return kind(**{f.name: given[f.name] if f.name in given else empty(f) for f in dataclasses.fields(kind)})

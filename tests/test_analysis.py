@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from tier1.records import EvaluationRecord, TrainRecord
 from tier1.report import analysis
 from tier1.report.collect import Results
 
+from helpers import record
+
 
 def train_record(n: int, wall: float, gpus: int, *, samples=None, checksums_equal=True, global_batch=32,
-                 negatives=31, step_s=None, allreduce_s=None, cores=16) -> dict:
+                 negatives=31, step_s=None, allreduce_s=None, cores=16) -> TrainRecord:
     per_rank = samples if samples is not None else [512 // n] * n
-    return {
-        "world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "samples_per_s": 512 / wall,
-        "steps": 16, "expected_samples": 512, "checksums_equal": checksums_equal,
-        "objective": {"global_batch": global_batch, "negatives_per_anchor": negatives},
-        "hardware": {"gpus": ["NVIDIA A40"] * gpus, "cores": cores},
-        "ranks": [{"rank": r, "samples": s, "threads": 4, "peak_memory": {"max_memory_allocated": 1e9},
-                   "device_capacity_bytes": 46e9 if gpus else None} for r, s in enumerate(per_rank)],
-        "time_split_median_s": {"step": step_s if step_s is not None else wall / 16},
-        "allreduce_gradients_s": allreduce_s, "gradient_bytes": 90_000_000,
-    }
+    return record(
+        TrainRecord, world_size=n, wall_time_s=wall, wall_times_s=[wall], samples_per_s=512 / wall,
+        steps=16, expected_samples=512, checksums_equal=checksums_equal,
+        objective={"global_batch": global_batch, "negatives_per_anchor": negatives},
+        hardware={"gpus": ["NVIDIA A40"] * gpus, "cores": cores},
+        ranks=[{"rank": r, "samples": s, "threads": 4, "peak_memory": {"max_memory_allocated": 1e9},
+                "device_capacity_bytes": 46e9 if gpus else None} for r, s in enumerate(per_rank)],
+        time_split_median_s={"step": step_s if step_s is not None else wall / 16},
+        allreduce_gradients_s=allreduce_s, gradient_bytes=90_000_000,
+    )
 
 
-def eval_record(n: int, wall: float, ndcg: float) -> dict:
-    return {"world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "documents_per_s": 300 / wall,
-            "metrics": {"ndcg@10": ndcg, "mrr@10": ndcg}}
+def eval_record(n: int, wall: float, ndcg: float) -> EvaluationRecord:
+    return record(EvaluationRecord, world_size=n, wall_time_s=wall, wall_times_s=[wall], documents_per_s=300 / wall,
+                  metrics={"ndcg@10": ndcg, "mrr@10": ndcg})
 
 
 def results(train_walls: dict[int, float], gpus: int, ndcg: dict[int, float] | None = None, **kw) -> Results:
@@ -69,7 +74,7 @@ def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
     ok, _ = verdict(results({1: 60.0, 2: 30.0}, gpus=2, ndcg={2: 0.80}), "same model")
     assert ok is False  # |ΔnDCG@10| 0.03 > 0.01
     r = results({1: 60.0, 2: 30.0}, gpus=2)
-    r.train[2]["objective"]["negatives_per_anchor"] = 15  # no gathered negatives: another loss
+    r.train[2].objective["negatives_per_anchor"] = 15  # no gathered negatives: another loss
     ok, text = verdict(r, "same model")
     assert ok is False and "NO" in text
 
@@ -77,7 +82,7 @@ def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
 def test_all_ranks_worked_needs_every_rank_counted_and_equal_checksums():
     assert verdict(results({1: 60.0, 2: 30.0}, gpus=2), "all ranks worked")[0] is True
     idle = results({1: 60.0, 2: 30.0}, gpus=2, samples=None)
-    idle.train[2]["ranks"][1]["samples"] = 0
+    idle.train[2].ranks[1]["samples"] = 0
     assert verdict(idle, "all ranks worked")[0] is False
     diverged = results({1: 60.0, 2: 30.0}, gpus=2, checksums_equal=False)
     assert verdict(diverged, "all ranks worked")[0] is False
@@ -123,7 +128,7 @@ def test_speedup_and_efficiency_rows():
 
 def test_a_marked_time_gets_no_speedup_and_no_verdict():
     r = results({1: 600.0, 4: 150.0}, gpus=4)
-    r.train[4]["marks"] = ["resumed at step 6 of 16: the wall time covers only the steps after it"]
+    r.train[4] = dataclasses.replace(r.train[4], marks=["resumed at step 6 of 16: the wall time covers only the steps after it"])
     rows = {x["world_size"]: x for x in analysis.scaling_rows(r)}
     assert rows[4]["train_speedup"] is None and rows[4]["train_marks"]
     ok, text = verdict(r, "scaling")

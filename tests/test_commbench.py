@@ -3,6 +3,7 @@ real 2-rank gloo sweep on small messages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -199,19 +200,27 @@ def test_nccl_sweep_on_two_gpus(tmp_path, tiny_model):
 
 
 def test_the_report_collects_preflight_and_comm_by_world_size(tmp_path):
+    from tier1.records import CollectivesRecord, ManifestRecord, PreflightRecord, TrainRecord
     from tier1.report.collect import Inputs, collect
 
-    def put(name, data):
-        path = tmp_path / name
-        path.write_text(json.dumps(data) if not isinstance(data, str) else data)
-        return path
+    from helpers import record
 
-    inputs = Inputs(manifest=put("manifest.json", {}), train=[put("t1.json", {"world_size": 1})],
-                    loss=[put("l1.csv", "step,loss\n1,0.5\n")], eval_base=[], eval_trained=[],
-                    preflight=put("preflight.json", {"stage": "preflight", "cpu": {"cores_available": 2}}),
-                    comm=[put("ws4.json", {"world_size": 4, "backend": "gloo"}),
-                          put("ws2.json", {"world_size": 2, "backend": "gloo"})])
+    def put(name, kind, **fields):
+        path = tmp_path / name
+        record(kind, **fields).write(path)
+        return str(path)
+
+    (tmp_path / "l1.csv").write_text("step,loss\n1,0.5\n")
+    inputs = Inputs({"manifest": put("manifest.json", ManifestRecord), "train": {"1": put("t1.json", TrainRecord, world_size=1)},
+                     "loss": {"1": str(tmp_path / "l1.csv")},
+                     "preflight": put("preflight.json", PreflightRecord, stage="preflight", cpu={"cores_available": 2}),
+                     "comm": {"4": put("ws4.json", CollectivesRecord, world_size=4, backend="gloo"),
+                              "2": put("ws2.json", CollectivesRecord, world_size=2, backend="gloo")}})
     r = collect(inputs)
-    assert r.preflight["cpu"]["cores_available"] == 2
-    assert sorted(r.comm) == [2, 4] and r.comm[4]["world_size"] == 4
+    assert r.preflight.cpu["cores_available"] == 2
+    assert sorted(r.comm) == [2, 4] and r.comm[4].world_size == 4
     assert r.source("comm", 2).endswith("ws2.json") and r.source("preflight", 0).endswith("preflight.json")
+    # a record given as another world size than its own is refused, naming the file
+    inputs = dataclasses.replace(inputs, records={**inputs.records, "comm": {"2": str(tmp_path / "ws4.json")}})
+    with pytest.raises(ValueError, match="ws4.json: a record of world size 4, given as world size 2"):
+        collect(inputs)

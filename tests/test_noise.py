@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from test_prediction import comm, decomposition, gpu_results, record
+from test_prediction import comm, decomposition, gpu_results, preflight, record
+from tier1.records import TrainRecord
 from tier1.report import analysis, noise, plots, prediction
 from tier1.report.collect import Results
 from tier1.training.decomposition import decompose, rank_parts
 from tier1.training.record import steady_spread
 
+from helpers import record as record_of
 
-def with_spread(rec: dict, se: float) -> dict:
-    rec["steady_step_spread"] = {"steps": 30, "median_se_relative": se}
-    return rec
+
+def with_spread(rec: TrainRecord, se: float) -> TrainRecord:
+    return dataclasses.replace(rec, steady_step_spread={"steps": 30, "median_se_relative": se})
 
 
 def test_the_spread_of_steady_steps_gives_the_medians_standard_error():
@@ -25,10 +29,11 @@ def test_the_spread_of_steady_steps_gives_the_medians_standard_error():
 
 
 def test_repeats_spread_counts_when_larger_than_the_steps():
-    rec = {"steady_step_spread": {"median_se_relative": 0.01}, "wall_times_s": [10.0, 12.0]}
+    rec = record_of(TrainRecord, steady_step_spread={"median_se_relative": 0.01}, wall_times_s=[10.0, 12.0])
     assert noise.relative_uncertainty(rec) == pytest.approx(1.0 / 11)
-    assert noise.ratio_uncertainty({}, {}) is None
-    assert noise.ratio_uncertainty(rec, {"steady_step_spread": {"median_se_relative": 0.0}}) == pytest.approx(1 / 11)
+    assert noise.ratio_uncertainty(record_of(TrainRecord), record_of(TrainRecord)) is None
+    steady = record_of(TrainRecord, steady_step_spread={"median_se_relative": 0.0})
+    assert noise.ratio_uncertainty(rec, steady) == pytest.approx(1 / 11)
 
 
 @pytest.mark.parametrize("ratio,se,expect", [
@@ -46,8 +51,7 @@ def test_a_ratio_is_judged_only_clear_of_the_noise(ratio, se, expect):
 
 def four_rank_run(step4: float, se: float) -> Results:
     r = gpu_results(decomposition(step4, 0.225, data=0.005, optimizer=0.05, n=4), busbw=10.0)
-    for rec in r.train.values():
-        with_spread(rec, se)
+    r.train = {n: with_spread(rec, se) for n, rec in r.train.items()}
     return r
 
 
@@ -67,7 +71,7 @@ def test_the_verdict_flips_no_more_on_noise_and_names_both_ratios():
 
 def test_a_cpu_rehearsal_says_what_the_prediction_verdict_means():
     r = Results()
-    r.preflight = {"cpu": {"cores_available": 2}}
+    r.preflight = preflight(2)
     r.train[1] = record(1, decomposition(1.0, 0.8, optimizer=0.1), gpus=0, cores=2, threads=2)
     r.train[2] = record(2, decomposition(1.1, 0.8, optimizer=0.2, n=2), gpus=0, cores=2, threads=1)
     r.comm[2] = comm(2, 50.0)
@@ -94,7 +98,7 @@ def test_parts_slower_than_the_step_are_scaled_to_it_never_past_it():
 def test_the_stacked_bars_are_never_taller_than_their_step(tmp_path):
     r = gpu_results(decomposition(0.30, 0.225, data=0.005, optimizer=0.05, n=4), busbw=10.0)
     # an older record: the parts 0.055 s past the step, "other" negative to close it
-    r.train[4]["decomposition"]["seconds"] = {"compute": 0.30, "exposed_comm": 0.0, "data": 0.005, "optimizer": 0.05,
+    r.train[4].decomposition["seconds"] = {"compute": 0.30, "exposed_comm": 0.0, "data": 0.005, "optimizer": 0.05,
                                               "stragglers": 0.0, "other": -0.055}
     fig = plots.decomposition(r, tmp_path / "decomposition.png")
     tops: dict[float, float] = {}

@@ -3,11 +3,16 @@ ranks sharing cores, the below-80% flag and the gap's largest term, projections.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from tier1.records import CollectivesRecord, PreflightRecord, TrainRecord
 from tier1.report import analysis, prediction
 from tier1.report.collect import Results
 from tier1.training.decomposition import decompose, rank_parts
+
+from helpers import record as record_of
 
 MB = 1e6
 GRAD = 90 * MB
@@ -19,9 +24,13 @@ def sweep(busbw_gbps: float, n: int, sizes=(2**20, 2**24, GRAD, 2**28), latency=
              "time_s": {"median": latency + b * 2 * (n - 1) / n / (busbw_gbps * 1e9)}} for b in sizes]
 
 
-def comm(n: int, busbw: float, gather_s: float = 0.0) -> dict:
-    return {"world_size": n, "all_reduce": sweep(busbw, n),
-            "summary": {"loss_all_gather": {"time_s": {"median": gather_s}}}}
+def comm(n: int, busbw: float, gather_s: float = 0.0) -> CollectivesRecord:
+    return record_of(CollectivesRecord, world_size=n, all_reduce=sweep(busbw, n),
+                     summary={"loss_all_gather": {"time_s": {"median": gather_s}}})
+
+
+def preflight(cores: int, gpus: int | None = None) -> PreflightRecord:
+    return record_of(PreflightRecord, cpu={"cores_available": cores}, gpu={"count": gpus} if gpus else None)
 
 
 def decomposition(step, compute, data=0.0, optimizer=0.0, stragglers=0.0, exposed=0.0, n=1) -> dict:
@@ -32,13 +41,13 @@ def decomposition(step, compute, data=0.0, optimizer=0.0, stragglers=0.0, expose
     return decompose(parts)
 
 
-def record(n: int, d: dict, gpus: int, *, cores=16, threads=None, global_batch=64, marks=()) -> dict:
-    return {"world_size": n, "steps": 10, "marks": list(marks), "decomposition": d, "steady_step_s": d["step_s"],
-            "gradient_bytes": GRAD, "objective": {"global_batch": global_batch, "gathered_embeddings": True},
-            "hardware": {"gpus": ["NVIDIA H100"] * gpus, "cores": cores},
-            "wall_time_s": 10 * d["step_s"], "wall_times_s": [10 * d["step_s"]],
-            "ranks": [{"rank": r, "threads": threads or max(1, cores // n), "peak_memory": {"max_memory_allocated": 1e9}}
-                      for r in range(n)]}
+def record(n: int, d: dict, gpus: int, *, cores=16, threads=None, global_batch=64, marks=()) -> TrainRecord:
+    return record_of(TrainRecord, world_size=n, steps=10, marks=list(marks), decomposition=d, steady_step_s=d["step_s"],
+                     gradient_bytes=GRAD, objective={"global_batch": global_batch, "gathered_embeddings": True},
+                     hardware={"gpus": ["NVIDIA H100"] * gpus, "cores": cores},
+                     wall_time_s=10 * d["step_s"], wall_times_s=[10 * d["step_s"]],
+                     ranks=[{"rank": r, "threads": threads or max(1, cores // n),
+                             "peak_memory": {"max_memory_allocated": 1e9}} for r in range(n)])
 
 
 def gpu_results(measured4: dict, busbw=10.0, marks=()) -> Results:
@@ -46,7 +55,7 @@ def gpu_results(measured4: dict, busbw=10.0, marks=()) -> Results:
     r.train[1] = record(1, decomposition(1.0, 0.9, data=0.02, optimizer=0.05), gpus=4)
     r.train[4] = record(4, measured4, gpus=4, marks=marks)
     r.comm[4] = comm(4, busbw)
-    r.preflight = {"cpu": {"cores_available": 16}, "gpu": {"count": 4}}
+    r.preflight = preflight(16, 4)
     return r
 
 
@@ -102,7 +111,7 @@ def test_a_marked_run_is_shown_but_not_flagged():
 def test_cpu_ranks_sharing_cores_get_no_compute_speedup():
     # 2 cores: 1 rank with 2 threads; 2 ranks with 1 each; 4 ranks time-slice the 2 cores
     r = Results()
-    r.preflight = {"cpu": {"cores_available": 2}, "gpu": None}
+    r.preflight = preflight(2)
     r.train[1] = record(1, decomposition(1.0, 0.8, data=0.02, optimizer=0.1), gpus=0, cores=2, threads=2)
     for n in (2, 4):
         r.train[n] = record(n, decomposition(1.6, 0.8, data=0.02, optimizer=0.1 * n, exposed=0.3, n=n),
@@ -122,7 +131,7 @@ def test_cpu_ranks_sharing_cores_get_no_compute_speedup():
 
 def test_cpu_gap_in_compute_names_the_shared_cores():
     r = Results()
-    r.preflight = {"cpu": {"cores_available": 2}}
+    r.preflight = preflight(2)
     r.train[1] = record(1, decomposition(1.0, 0.8, optimizer=0.1), gpus=0, cores=2, threads=2)
     r.train[2] = record(2, decomposition(2.0, 1.7, optimizer=0.2, n=2), gpus=0, cores=2, threads=1)
     r.comm[2] = comm(2, 50.0)
@@ -133,7 +142,7 @@ def test_cpu_gap_in_compute_names_the_shared_cores():
 
 def test_projection_uses_the_stated_internode_bandwidth_beyond_the_machine():
     r = gpu_results(decomposition(0.30, 0.225, data=0.005, optimizer=0.05, n=4), busbw=100.0)
-    r.preflight["gpu"]["count"] = 8
+    r.preflight.gpu["count"] = 8
     within = {p["world_size"]: p for p in analysis.projection(r)}
     assert within[8]["beyond_machine"] is False and within[16]["beyond_machine"] is True
     assert within[16]["bus_bandwidth_GBps"] == pytest.approx(100.0)
@@ -155,7 +164,7 @@ def test_the_report_sections_show_the_flag_and_the_cpu_note(tmp_path):
 
     measured = decomposition(0.60, 0.23, data=0.005, optimizer=0.05, exposed=0.25, stragglers=0.01, n=4)
     r = gpu_results(measured, busbw=9.0)
-    r.comm[4].update(backend="nccl", gradient_bytes=GRAD, all_gather=[])
+    r.comm[4] = dataclasses.replace(r.comm[4], backend="nccl", gradient_bytes=GRAD, all_gather=[])
     text = "\n".join(table.why_sections(r))
     for heading in ("## Machine", "## Collectives", "## Step decomposition", "## Predicted vs measured"):
         assert heading in text

@@ -3,40 +3,44 @@ stage itself on a tiny model through its command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from test_prediction import comm, decomposition, record
+from test_prediction import comm, decomposition, preflight, record
 from tier1.measure import gpu_busy
+from tier1.records import RankComputeRecord
 from tier1.report import analysis, bound, prediction, table
 from tier1.report.collect import Results
 from tier1.stages import rank_compute
+
+from helpers import record as record_of
 
 FIXED_S = 0.15       # what every step costs whatever its batch (host, launches, set-up)
 PER_SAMPLE_S = 0.03 / 64  # the arithmetic, per pair of the 64-pair global batch
 
 
-def rank_compute_record(compute: dict[int, float], kernel: dict[int, float] | None = None) -> dict:
-    return {"stage": "rank_compute", "cores": 16, "method": "synthetic", "world_sizes": {
+def rank_compute_record(compute: dict[int, float], kernel: dict[int, float] | None = None) -> RankComputeRecord:
+    return record_of(RankComputeRecord, stage="rank_compute", cores=16, method="synthetic", world_sizes={
         str(n): {"per_rank_batch": 64 // n, "share_of_global_batch": 1 / n, "threads": 16,
                  "compute_s": {"median": t, "min": t, "max": t, "times": [t]}, "data_s": 0.001,
                  "relative_to_one_rank": t / compute[1],
                  "gpu_busy": {"kernel_s_per_step": kernel[n]} if kernel else None}
-        for n, t in compute.items()}}
+        for n, t in compute.items()})
 
 
 def run_on_gpus(compute: dict[int, float], measured_step: dict[int, float], kernel=None, with_rank_compute=True):
     """A 1-, 2- and 4-GPU run whose steps are what `compute` gives each rank plus a little
     data, optimizer and exposed communication; busbw fast enough to hide the all-reduce."""
     r = Results()
-    r.preflight = {"cpu": {"cores_available": 16}, "gpu": {"count": 4}}
+    r.preflight = preflight(16, 4)
     for n in (1, 2, 4):
         d = decomposition(measured_step[n], compute[n], data=0.002, optimizer=0.01, n=n,
                           exposed=0.002 if n > 1 else 0.0)
         r.train[n] = record(n, d, gpus=4)
-        r.train[n].update(expected_samples=640, checksums_equal=True)
-        for x in r.train[n]["ranks"]:
+        r.train[n] = dataclasses.replace(r.train[n], expected_samples=640, checksums_equal=True)
+        for x in r.train[n].ranks:
             x["samples"] = 640 // n
         if n > 1:
             r.comm[n] = comm(n, 100.0)
@@ -78,7 +82,7 @@ def test_a_host_bound_run_is_named_so_and_its_speedup_predicted_within_20_percen
 
 def test_without_the_measurement_the_old_model_promised_a_speedup_the_run_cannot_have():
     r = host_bound()
-    r.rank_compute = {}
+    r.rank_compute = None
     rows = {x["world_size"]: x for x in prediction.world_size_rows(r)}
     assert rows[4]["predicted_speedup"] > 2.5 and rows[4]["ratio"] < 0.5
 
@@ -102,12 +106,12 @@ def test_the_report_shows_compute_at_each_share_of_the_batch():
 
 def test_on_a_cpu_the_busy_share_is_said_not_to_apply():
     r = Results()
-    r.preflight = {"cpu": {"cores_available": 2}}
+    r.preflight = preflight(2)
     r.train[1] = record(1, decomposition(1.0, 0.8, optimizer=0.1), gpus=0, cores=2, threads=2)
     r.train[2] = record(2, decomposition(1.1, 0.8, optimizer=0.2, n=2), gpus=0, cores=2, threads=1)
     r.comm[2] = comm(2, 50.0)
     r.rank_compute = rank_compute_record({1: 0.8, 2: 0.75})
-    r.rank_compute["world_sizes"]["2"]["threads"] = 1
+    r.rank_compute.world_sizes["2"]["threads"] = 1
     assert "GPU-busy share: not applicable on a CPU rehearsal" in analysis.prediction_verdict(r)[2]
     row = prediction.world_size_rows(r)[1]
     assert row["compute_factor"] == pytest.approx(0.75 / 0.8)  # 1 thread alone = the rank's share of 2 cores
@@ -134,8 +138,9 @@ def test_the_stage_times_one_rank_at_each_share_through_its_command_line(tiny_mo
     out = tmp_path / "rank_compute.json"
     subprocess.run([sys.executable, "-m", "tier1.stages.rank_compute", "--config", cfg, "--data", str(data),
                     "--world-sizes", "1", "2", "4", "--out", str(out)], check=True, timeout=600)
-    rec = json.loads(out.read_text())
-    per = rec["world_sizes"]
+    rec = RankComputeRecord.read(out)
+    assert rec.encoder["implementation"] == "tier1-bert"
+    per = rec.world_sizes
     assert [per[n]["per_rank_batch"] for n in ("1", "2", "4")] == [16, 8, 4]
     assert per["1"]["relative_to_one_rank"] == 1.0
     for n in ("1", "2", "4"):

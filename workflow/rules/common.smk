@@ -147,13 +147,21 @@ def trained_model(model):
     return out(f"train/{model}/model")
 
 
-def benchmarked_jobs():
-    """The jobs of a run whose benchmark files the report sums (all but the report itself)."""
-    jobs = ["preflight", "prepare", "tokenize"]
-    jobs += [f"probe_gpus{n}" for n in WORLD_SIZES] if ON_GPUS else ["probe"]
-    jobs += [f"commbench_ws{n}" for n in COMM_WORLD_SIZES]
-    jobs += [f"train_gpus{n}" for n in WORLD_SIZES] + (["train_reference_gpus1"] if len(WORLD_SIZES) > 1 else [])
-    jobs += [f"eval_ws{w}" for w in WORLD_SIZES]
+def timed_jobs():
+    """The jobs of a run whose benchmark files the report sums (all but the report itself), in the
+    order they run, each with the records that hold its timed windows (`kind` or `kind:world size`,
+    as the report's index names them)."""
+    jobs = {"preflight": ["preflight"], "prepare": ["manifest"], "tokenize": ["tokens"]}
+    if ON_GPUS:
+        jobs |= {f"probe_gpus{n}": [f"probe:{n}"] for n in WORLD_SIZES}
+    else:  # one job writes every world size's "not applicable" record
+        jobs["probe"] = [f"probe:{min(WORLD_SIZES)}"]
+    jobs |= {f"commbench_ws{n}": [f"comm:{n}"] for n in COMM_WORLD_SIZES}
+    jobs |= {f"train_gpus{n}": [f"train:{n}"] for n in WORLD_SIZES}
+    if len(WORLD_SIZES) > 1:
+        jobs["train_reference_gpus1"] = ["reference_train"]
+    # one launch evaluates the base model and the model trained on w ranks, each timed
+    jobs |= {f"eval_ws{w}": [f"eval_base:{w}", f"eval_trained:{w}"] for w in WORLD_SIZES}
     return jobs
 
 

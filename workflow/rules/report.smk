@@ -1,3 +1,5 @@
+import json
+
 PLOTS = [
     "speedup",
     "throughput",
@@ -10,27 +12,51 @@ PLOTS = [
 ] + (["sweep"] if CFG.batch_sweep else [])
 
 
+def report_records():
+    """Every record the report reads, by kind: one file, or world size -> file
+    (tier1.report.collect.RECORDS names the class each kind is read through)."""
+    records = {
+        "manifest": out("data/manifest.json"),
+        "tokens": out("data/tokens.json"),
+        "preflight": out("preflight.json"),
+        "train": {str(n): out(f"train/gpus{n}/train_metrics.json") for n in WORLD_SIZES},
+        "loss": {str(n): out(f"train/gpus{n}/loss.csv") for n in WORLD_SIZES},
+        "probe": {str(n): out(f"probe/gpus{n}.json") for n in WORLD_SIZES},
+        "eval_base": {str(w): out(f"eval/base/ws{w}/metrics.json") for w in WORLD_SIZES},
+        "eval_trained": {str(n): out(f"eval/gpus{n}/ws{n}/metrics.json") for n in WORLD_SIZES},
+        "comm": {str(n): out(f"comm/ws{n}.json") for n in COMM_WORLD_SIZES},
+        # the batch sweep (batch_sweep): the steady step per global batch and world size
+        "sweep": {f"b{b}_gpus{n}": out(f"sweep/b{b}/gpus{n}.json") for b in CFG.batch_sweep for n in WORLD_SIZES},
+    }
+    if len(WORLD_SIZES) > 1:  # only needed to compare world sizes
+        # the 1-rank run with other dropout masks (the same-model yardstick)
+        records["reference_train"] = out("train/reference_gpus1/train_metrics.json")
+        records["reference_loss"] = out("train/reference_gpus1/loss.csv")
+        # one rank's compute at each world size's share of the batch (the prediction's)
+        records["rank_compute"] = out("train/rank_compute.json")
+    return records
+
+
+def report_index():
+    """The report's inputs by name: the records, and every job's wall time (its Snakemake
+    benchmark file) with the records of its timed windows, for the pipeline overhead."""
+    jobs = {
+        job: {"benchmark": out(f"benchmarks/{job}.tsv"), "windows": windows} for job, windows in timed_jobs().items()
+    }
+    return {"records": report_records(), "jobs": jobs}
+
+
+def report_inputs(wildcards):
+    """report_index()'s files, as the rule's named inputs."""
+    index = report_index()
+    files = {k: list(v.values()) if isinstance(v, dict) else v for k, v in index["records"].items()}
+    return files | {"benchmarks": [job["benchmark"] for job in index["jobs"].values()]}
+
+
 rule report:
     """The performance table, verdicts and plots, from the files the stages wrote."""
     input:
-        manifest=out("data/manifest.json"),
-        tokenize=out("data/tokens.json"),
-        train=expand(out("train/gpus{n}/train_metrics.json"), n=WORLD_SIZES),
-        loss=expand(out("train/gpus{n}/loss.csv"), n=WORLD_SIZES),
-        probe=expand(out("probe/gpus{n}.json"), n=WORLD_SIZES),
-        eval_base=expand(out("eval/base/ws{w}/metrics.json"), w=WORLD_SIZES),
-        eval_trained=[out(f"eval/gpus{n}/ws{n}/metrics.json") for n in WORLD_SIZES],
-        # Only needed to compare world sizes: the 1-rank run with other dropout masks.
-        reference_loss=[out("train/reference_gpus1/loss.csv")] if len(WORLD_SIZES) > 1 else [],
-        preflight=out("preflight.json"),
-        comm=expand(out("comm/ws{n}.json"), n=COMM_WORLD_SIZES),
-        # one rank's compute at each world size's share of the batch (the prediction's)
-        rank_compute=[out("train/rank_compute.json")] if len(WORLD_SIZES) > 1 else [],
-        # the batch sweep (batch_sweep): the steady step per global batch and world size
-        sweep=expand(out("sweep/b{b}/gpus{n}.json"), b=CFG.batch_sweep, n=WORLD_SIZES),
-        # every job's wall time (Snakemake's benchmark files): the report's pipeline overhead
-        benchmarks=[out(f"benchmarks/{job}.tsv") for job in benchmarked_jobs()],
-        reference_train=[out("train/reference_gpus1/train_metrics.json")] if len(WORLD_SIZES) > 1 else [],
+        unpack(report_inputs),
     output:
         # the whole report on one page, listed first in snakemake --report ("Benchmark report")
         html=report(
@@ -57,12 +83,8 @@ rule report:
         history=out("history"),
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
         cfg=stage_params("report"),
+        records=json.dumps(report_index()),
     shell:
-        "{params.story} {log} -- {params.py} -m tier1.report --config {params.cfg:q} --manifest {input.manifest} "
-        "--tokenize {input.tokenize} --train {input.train} --loss {input.loss} "
-        "--eval-base {input.eval_base} --eval-trained {input.eval_trained} --probe {input.probe} "
-        "--reference-loss {input.reference_loss} --preflight {input.preflight} --comm {input.comm} "
+        "{params.story} {log} -- {params.py} -m tier1.report --config {params.cfg:q} --records {params.records:q} "
         "--md {output.md} --csv {output.csv} --plots {output.plots} --history {params.history} "
-        "--html {output.html} --captions {params.captions} --benchmarks {input.benchmarks} "
-        "--reference-train {input.reference_train} --rank-compute {input.rank_compute} "
-        "--sweep {input.sweep}"
+        "--html {output.html} --captions {params.captions}"

@@ -1,21 +1,24 @@
 """Stage 8, report: regenerate the performance table and plots from the stages' files.
 
-    python -m tier1.report --config '{"internode_busbw_gbps": null}' --manifest results/data/manifest.json \\
-        --tokenize results/data/tokens.json \\
-        --train results/train/gpus{1,2,4}/train_metrics.json --loss results/train/gpus{1,2,4}/loss.csv \\
-        --eval-base results/eval/base/ws{1,2,4}/metrics.json \\
-        --eval-trained results/eval/gpus1/ws1/metrics.json ... --probe results/probe/gpus{1,2,4}.json \\
-        --preflight results/preflight.json --comm results/comm/ws{2,4}.json \\
-        --benchmarks results/benchmarks/{prepare,tokenize,train_gpus1,...}.tsv \\
-        --reference-train results/train/reference_gpus1/train_metrics.json \\
-        --md results/report/performance.md --csv results/report/performance.csv \\
-        --plots results/report/plots/{speedup,throughput,...}.png --history results/history \\
+    python -m tier1.report --config '{"internode_busbw_gbps": null}' --records results/report/records.json \
+        --md results/report/performance.md --csv results/report/performance.csv \
+        --plots results/report/plots/{speedup,throughput,...}.png --history results/history \
         --html results/report/index.html --captions workflow/report
+
+--records names every file the report reads (JSON text, or a file holding it), as the report rule
+builds it from its named inputs:
+
+    {"records": {"manifest": "results/data/manifest.json", "tokens": "results/data/tokens.json",
+                 "train": {"1": "results/train/gpus1/train_metrics.json", ...}, "loss": {"1": ...}, ...},
+     "jobs": {"train_gpus1": {"benchmark": "results/benchmarks/train_gpus1.tsv", "windows": ["train:1"]}, ...}}
+
+(tier1.report.collect.Inputs: the kinds and what each is read through).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -46,7 +49,7 @@ def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: 
     if history is not None:
         # A rerun with another config replaces the report; the history keeps every report made.
         first = next(iter(r.train.values()))
-        keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first['config_hash']}"
+        keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first.config_hash}"
         atomic.write_text(keep / csv.name, csv_text)
         atomic.write_text(keep / md.name, md_text)
         if html_path is not None:
@@ -58,29 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "--configfile", dest="config", default=None,
                         help=CONFIG_HELP + "; default: the defaults")
-    parser.add_argument("--manifest", type=Path, required=True, help="the prepare stage's manifest.json")
-    parser.add_argument("--tokenize", type=Path, default=None,
-                        help="the tokenize stage's tokens.json (its work window, for the pipeline overhead)")
-    parser.add_argument("--train", type=Path, nargs="+", required=True, help="train_metrics.json files")
-    parser.add_argument("--loss", type=Path, nargs="+", required=True, help="loss.csv files, in --train's order")
-    parser.add_argument("--eval-base", type=Path, nargs="+", required=True, help="the base model's metrics.json files")
-    parser.add_argument("--eval-trained", type=Path, nargs="+", required=True,
-                        help="each trained model's metrics.json")
-    parser.add_argument("--probe", type=Path, nargs="*", default=[], help="probe JSON files")
-    parser.add_argument("--reference-loss", type=Path, nargs="?", default=None,
-                        help="loss.csv of the 1-rank run with other dropout masks (the same-model yardstick)")
-    parser.add_argument("--preflight", type=Path, default=None, help="the preflight stage's preflight.json")
-    parser.add_argument("--comm", type=Path, nargs="*", default=[],
-                        help="the commbench stage's files, one per world size above 1")
-    parser.add_argument("--benchmarks", type=Path, nargs="*", default=[],
-                        help="Snakemake benchmark files of the run's jobs (<job>.tsv), for the pipeline overhead")
-    parser.add_argument("--reference-train", type=Path, nargs="?", default=None,
-                        help="train_metrics.json of the 1-rank run with other dropout masks (its timed window, "
-                             "for the pipeline overhead)")
-    parser.add_argument("--rank-compute", type=Path, nargs="?", default=None,
-                        help="rank_compute.json: one rank's compute at each world size's share of the batch")
-    parser.add_argument("--sweep", type=Path, nargs="*", default=[],
-                        help="the batch sweep's records (sweep/b{B}/gpus{N}.json)")
+    parser.add_argument("--records", required=True,
+                        help="the run's records by name: JSON text, or a JSON file (see above)")
     parser.add_argument("--md", type=Path, required=True, help="performance.md to write")
     parser.add_argument("--csv", type=Path, required=True, help="performance.csv to write")
     parser.add_argument("--plots", type=Path, nargs="*", default=[],
@@ -94,9 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg: ReportConfig = (parse_stage_config(args.config, "report") if args.config
                          else Tier1Config().view(ReportConfig))
-    inputs = Inputs(args.manifest, args.train, args.loss, args.eval_base, args.eval_trained, args.probe,
-                    args.reference_loss, args.preflight, args.comm, cfg.internode_busbw_gbps,
-                    args.benchmarks, args.reference_train, args.tokenize, args.rank_compute, args.sweep)
+    text = args.records if args.records.lstrip().startswith("{") else Path(args.records).read_text()
+    inputs = Inputs.from_json(json.loads(text), cfg.internode_busbw_gbps)
     build(inputs, args.md, args.csv, args.plots, args.history, args.html, args.captions)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tier1.records import EvaluationRecord, TrainRecord
 from tier1.report import bound, prediction, sweep
 from tier1.report.collect import CARD_EXPECTATION, Results
 
@@ -17,17 +18,19 @@ def speedup(base_s: float | None, s: float | None) -> float | None:
     return base_s / s if base_s and s else None
 
 
-def _timing(prefix: str, m: dict, base_s: float | None, n: int, rate_key: str, rate_name: str) -> dict:
-    """Median, spread, throughput, speedup and efficiency of one timed stage at world size n.
-    A marked time (resumed, stalled, disturbed) gets no speedup: it is not a clean measurement."""
-    t = m.get("wall_time_s")
-    s = speedup(base_s, t) if not m.get("marks") else None
+def _timing(prefix: str, m: TrainRecord | EvaluationRecord | None, base_s: float | None, n: int, rate: float | None,
+            rate_name: str) -> dict:
+    """Median, spread, throughput, speedup and efficiency of one timed stage at world size n (`m`
+    None: not run there). A marked time (resumed, stalled, disturbed) gets no speedup: it is not a
+    clean measurement."""
+    t = m.wall_time_s if m else None
+    s = speedup(base_s, t) if m and not m.marks else None
     return {
-        f"{prefix}_marks": list(m.get("marks", [])),
+        f"{prefix}_marks": list(m.marks) if m else [],
         f"{prefix}_wall_s": t,
-        f"{prefix}_wall_min_s": min(m["wall_times_s"]) if m else None,
-        f"{prefix}_wall_max_s": max(m["wall_times_s"]) if m else None,
-        rate_name: m.get(rate_key),
+        f"{prefix}_wall_min_s": min(m.wall_times_s) if m else None,
+        f"{prefix}_wall_max_s": max(m.wall_times_s) if m else None,
+        rate_name: rate,
         f"{prefix}_speedup": s,
         f"{prefix}_efficiency": s / n if s else None,
     }
@@ -36,34 +39,38 @@ def _timing(prefix: str, m: dict, base_s: float | None, n: int, rate_key: str, r
 def scaling_rows(r: Results) -> list[dict]:
     rows = []
     # a marked 1-rank time is no baseline either
-    t1 = None if r.train.get(1, {}).get("marks") else r.train.get(1, {}).get("wall_time_s")
-    e1 = None if r.eval_base.get(1, {}).get("marks") else r.eval_base.get(1, {}).get("wall_time_s")
+    t1 = _clean_wall(r.train.get(1))
+    e1 = _clean_wall(r.eval_base.get(1))
     for n in sorted(set(r.train) | set(r.eval_base)):
-        tm, em, pm = r.train.get(n, {}), r.eval_base.get(n, {}), r.probe.get(n, {})
-        ranks = tm.get("ranks", [])
+        tm, em, pm = r.train.get(n), r.eval_base.get(n), r.probe.get(n)
+        ranks = tm.ranks if tm else []
         peaks = [peak_bytes(x["peak_memory"]) for x in ranks]
         capacities = [x.get("device_capacity_bytes") for x in ranks]
         rows.append({
             "world_size": n,
-            **_timing("train", tm, t1, n, "samples_per_s", "train_samples_per_s"),
-            **_timing("eval", em, e1, n, "documents_per_s", "eval_documents_per_s"),
+            **_timing("train", tm, t1, n, tm.samples_per_s if tm else None, "train_samples_per_s"),
+            **_timing("eval", em, e1, n, em.documents_per_s if em else None, "eval_documents_per_s"),
             "peak_memory_per_device_bytes": max(peaks) if peaks else None,
             # whole-device use (CUDA context, NCCL buffers included); GPU only
             "peak_device_used_bytes": max((x.get("peak_device_used_bytes") or 0 for x in ranks), default=0) or None,
             "memory_capacity_bytes": sum(capacities) if capacities and all(capacities) else None,
-            "max_batch_per_device": pm.get("max_train_batch_per_device"),
-            "max_batch_global": pm.get("max_train_batch_global"),
-            "objective": tm.get("objective", {}),
+            "max_batch_per_device": pm.max_train_batch_per_device if pm else None,
+            "max_batch_global": pm.max_train_batch_global if pm else None,
+            "objective": tm.objective if tm else {},
             "threads_per_rank": ranks[0]["threads"] if ranks else None,
-            "allreduce_span_s": tm.get("time_split_median_s", {}).get("gradient_allreduce_span"),
-            "steady_step_s": tm.get("steady_step_s"),
-            "step_evenness": tm.get("step_evenness"),  # the wall-average step beside it (older records: none)
-            "shapes": tm.get("shapes"),
-            "attention": tm.get("attention"),
-            "tokens_per_s": tm.get("throughput", {}).get("tokens_per_s"),
-            "mfu": tm.get("throughput", {}).get("mfu"),
+            "allreduce_span_s": tm.time_split_median_s.get("gradient_allreduce_span") if tm else None,
+            "steady_step_s": tm.steady_step_s if tm else None,
+            "step_evenness": tm.step_evenness if tm else None,  # the wall-average step beside it
+            "shapes": tm.shapes if tm else None,
+            "tokens_per_s": tm.throughput.get("tokens_per_s") if tm else None,
+            "mfu": tm.throughput.get("mfu") if tm else None,
         })
     return rows
+
+
+def _clean_wall(m: TrainRecord | EvaluationRecord | None) -> float | None:
+    """A 1-rank time fit to be a baseline: none when it is marked."""
+    return m.wall_time_s if m and not m.marks else None
 
 
 def peak_bytes(mem: dict) -> int:
@@ -91,33 +98,33 @@ def loss_agreement(r: Results) -> dict:
 
 def on_gpus(r: Results, n: int) -> bool:
     """Whether the n-rank run had one GPU per rank."""
-    return len(r.train[n]["hardware"].get("gpus", [])) >= n
+    return len(r.train[n].hardware.get("gpus", [])) >= n
 
 
 def shared_gpu(r: Results) -> bool:
     """Some world size ran more ranks than GPUs (share_gpu): a rehearsal, never a speedup."""
-    return any(0 < len(tm["hardware"].get("gpus", [])) < n for n, tm in r.train.items())
+    return any(0 < len(tm.hardware.get("gpus", [])) < n for n, tm in r.train.items())
 
 
 def cpu_rehearsal(r: Results) -> bool:
     """No run had a GPU: every rank was a CPU process on the same machine."""
-    return bool(r.train) and not any(tm["hardware"].get("gpus") for tm in r.train.values())
+    return bool(r.train) and not any(tm.hardware.get("gpus") for tm in r.train.values())
 
 
 def oversubscription(r: Results) -> list[str]:
     """Sentences for the world sizes whose ranks share cores or devices."""
     notes = []
     for n, tm in sorted(r.train.items()):
-        gpus = len(tm["hardware"].get("gpus", []))
+        gpus = len(tm.hardware.get("gpus", []))
         if gpus and n > gpus:
             notes.append(f"Shared-GPU rehearsal: not a speedup. {n} ranks ran on {gpus} GPU(s) over gloo "
                          f"(`share_gpu`): ranks shared devices, so this is not a {n}-GPU measurement; it proves the "
                          "multi-rank CUDA path runs (DDP, the comm hook's CUDA events, the gathered negatives, "
                          "per-rank dropout, distributed evaluation) and that the ranks train the same model.")
-    shared = [(n, tm) for n, tm in sorted(r.train.items()) if n > 1 and not tm["hardware"].get("gpus")]
+    shared = [(n, tm) for n, tm in sorted(r.train.items()) if n > 1 and not tm.hardware.get("gpus")]
     if shared:
-        cores = shared[0][1]["hardware"]["cores"]
-        threads = ", ".join(f"{tm['ranks'][0]['threads']} at {n} ranks" for n, tm in shared)
+        cores = shared[0][1].hardware["cores"]
+        threads = ", ".join(f"{tm.ranks[0]['threads']} at {n} ranks" for n, tm in shared)
         notes.append(
             f"CPU rehearsal: there is no GPU, so the {' and '.join(str(n) for n, _ in shared)} ranks are CPU "
             f"processes sharing this machine's {cores} cores (threads per rank: {threads}). A GPU speedup "
@@ -151,12 +158,12 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
                         f"evaluation speedup {fmt(row['eval_speedup'], 'x')}, efficiency "
                         f"{pct(row['eval_efficiency'])}" + _host_bound(r)))
     if 1 in r.eval_trained:
-        ref = r.eval_trained[1]["metrics"]["ndcg@10"]
-        diffs = {n: abs(m["metrics"]["ndcg@10"] - ref) for n, m in r.eval_trained.items() if n != 1}
+        ref = r.eval_trained[1].metrics["ndcg@10"]
+        diffs = {n: abs(m.metrics["ndcg@10"] - ref) for n, m in r.eval_trained.items() if n != 1}
         agree = loss_agreement(r)
-        same_objective = all(r.train[n]["objective"]["global_batch"] == r.train[1]["objective"]["global_batch"]
-                             and r.train[n]["objective"]["negatives_per_anchor"]
-                             == r.train[1]["objective"]["negatives_per_anchor"]
+        same_objective = all(r.train[n].objective["global_batch"] == r.train[1].objective["global_batch"]
+                             and r.train[n].objective["negatives_per_anchor"]
+                             == r.train[1].objective["negatives_per_anchor"]
                              for n in r.train)
         loss_ok = all(v is not None and v <= agree["tolerance"] for v in agree["rms"].values())
         ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective and loss_ok
@@ -173,11 +180,11 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
     worked = []
     ok = True
     for n, tm in sorted(r.train.items()):
-        counts = [x["samples"] for x in tm["ranks"]]
-        good = all(c > 0 for c in counts) and sum(counts) == tm["expected_samples"] and tm["checksums_equal"]
+        counts = [x["samples"] for x in tm.ranks]
+        good = all(c > 0 for c in counts) and sum(counts) == tm.expected_samples and tm.checksums_equal
         ok &= good
-        worked.append(f"{n}: samples per rank {counts} (sum {sum(counts)} of {tm['expected_samples']}), "
-                      f"checksums {'equal' if tm['checksums_equal'] else 'DIFFER'}")
+        worked.append(f"{n}: samples per rank {counts} (sum {sum(counts)} of {tm.expected_samples}), "
+                      f"checksums {'equal' if tm.checksums_equal else 'DIFFER'}")
     out.append(("all ranks worked", ok, "; ".join(worked)))
     predicted = prediction_verdict(r)
     if predicted is not None:

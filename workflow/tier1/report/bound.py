@@ -30,9 +30,9 @@ def fixed_share(relative: float | None, work: float) -> float | None:
 
 
 def busy_share(r, n: int) -> float | None:
-    x = ((r.rank_compute or {}).get("world_sizes") or {}).get(str(n)) or {}
+    x = (r.rank_compute.world_sizes.get(str(n)) if r.rank_compute else None) or {}
     kernel = (x.get("gpu_busy") or {}).get("kernel_s_per_step")
-    return gpu_busy.busy_share(kernel, (r.train.get(n) or {}).get("steady_step_s"))
+    return gpu_busy.busy_share(kernel, r.train[n].steady_step_s if n in r.train else None)
 
 
 def per_world_size(r) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """Read what the stages wrote into one structure the table and the plots share.
 
-The report reads exactly the files Snakemake hands it and keeps their paths, so every number
-in the table can name the file it came from. World sizes come from the files themselves.
+The report reads exactly the files the report rule names in its index (kind -> file, or world
+size -> file), each through its record class (tier1.records), and keeps their paths, so every
+number in the table can name the file it came from. A record's own world size must match the one
+the index gives it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,20 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tier1.runtime.atomic import read_json
+from tier1.records import (
+    CollectivesRecord,
+    EvaluationRecord,
+    ManifestRecord,
+    PreflightRecord,
+    ProbeRecord,
+    RankComputeRecord,
+    Record,
+    SweepRecord,
+    TokensRecord,
+    TrainRecord,
+)
 
 # The original card's table (4x A40), shown beside the measurements, never mixed with them.
 CARD_EXPECTATION = {
@@ -26,52 +40,88 @@ CARD_EXPECTATION = {
 }
 
 
+# The kinds of file the report reads, by the name the report rule's index gives them: the record
+# class each is read through (tier1.records), or the loss-curve reader.
+RECORDS: dict[str, type[Record]] = {
+    "manifest": ManifestRecord,          # the data set (prepare)
+    "tokens": TokensRecord,              # what was tokenised, and its work window (tokenize)
+    "preflight": PreflightRecord,        # the machine as the run found it
+    "train": TrainRecord,                # per world size
+    "reference_train": TrainRecord,      # the 1-rank run with other dropout masks (its timed window)
+    "eval_base": EvaluationRecord,       # the base model, per world size
+    "eval_trained": EvaluationRecord,    # each trained model at its own world size
+    "probe": ProbeRecord,                # per world size
+    "comm": CollectivesRecord,           # collective bandwidths, per world size above 1
+    "rank_compute": RankComputeRecord,   # one rank's compute at each world size's share of the batch
+    "sweep": SweepRecord,                # the batch sweep, one per (global batch, world size)
+}
+LOSS = ("loss", "reference_loss")        # loss.csv files: per world size, and the dropout reference's
+PER_WORLD_SIZE = ("train", "loss", "eval_base", "eval_trained", "probe", "comm")
+
+
 @dataclass(frozen=True)
 class Inputs:
-    """The stage files a report is made from (lists in any order; loss files in train's order)."""
+    """The files a report is made from, by name (the report rule's index, tier1.report's --records):
+    `records` maps each kind (RECORDS, LOSS) to a file, or, for the kinds in PER_WORLD_SIZE, a
+    world size to a file (any other label for the sweep); `jobs` maps each job of the run to its
+    Snakemake benchmark file and the records (`kind` or `kind:world size`) that hold its timed
+    windows, for the pipeline overhead."""
 
-    manifest: Path
-    train: list[Path]
-    loss: list[Path]
-    eval_base: list[Path]
-    eval_trained: list[Path]
-    probe: list[Path] = field(default_factory=list)
-    reference_loss: Path | None = None  # the 1-rank run with other dropout masks
-    preflight: Path | None = None  # the machine as the run found it
-    comm: list[Path] = field(default_factory=list)  # collective bandwidths, one file per world size > 1
+    records: dict[str, Any]
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     internode_busbw_gbps: float | None = None  # the user's figure (config), for projections past the machine
-    # Snakemake benchmark files of the run's jobs (results/benchmarks/<job>.tsv), for the overhead
-    benchmarks: list[Path] = field(default_factory=list)
-    reference_train: Path | None = None  # train_metrics.json of the dropout-reference run (its timed window)
-    tokenize: Path | None = None  # the tokenize stage's record (tokens.json): its work window, for the overhead
-    rank_compute: Path | None = None  # one rank's compute at each world size's share of the batch
-    sweep: list[Path] = field(default_factory=list)  # the batch sweep's records, one per (batch, world size)
+
+    @classmethod
+    def from_json(cls, index: dict[str, Any], internode_busbw_gbps: float | None = None) -> Inputs:
+        unknown = sorted(set(index) - {"records", "jobs"})
+        if unknown or "records" not in index:
+            raise ValueError(f"the report's index holds {sorted(index)}: expected 'records' and 'jobs'")
+        return cls(index["records"], index.get("jobs", {}), internode_busbw_gbps)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of the run: its benchmark file and where its timed windows are recorded."""
+
+    benchmark: str
+    seconds: list[float]      # Snakemake's wall seconds, one per repetition
+    windows: list[str]        # `kind` or `kind:world size`; empty: the job times nothing
 
 
 @dataclass
 class Results:
-    train: dict[int, dict] = field(default_factory=dict)          # world size -> train_metrics
-    loss: dict[int, list[dict]] = field(default_factory=dict)     # world size -> loss rows
-    eval_base: dict[int, dict] = field(default_factory=dict)      # world size -> metrics of base model
-    eval_trained: dict[int, dict] = field(default_factory=dict)   # trained world size -> metrics
-    probe: dict[int, dict] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    train: dict[int, TrainRecord] = field(default_factory=dict)             # world size -> record
+    loss: dict[int, list[dict]] = field(default_factory=dict)               # world size -> loss rows
+    eval_base: dict[int, EvaluationRecord] = field(default_factory=dict)    # world size -> base model's
+    eval_trained: dict[int, EvaluationRecord] = field(default_factory=dict)  # trained world size -> record
+    probe: dict[int, ProbeRecord] = field(default_factory=dict)
+    manifest: ManifestRecord | None = None
     reference_loss: list[dict] = field(default_factory=list)
-    preflight: dict = field(default_factory=dict)                 # the machine: CPU, GPUs, links, NCCL
-    comm: dict[int, dict] = field(default_factory=dict)           # world size -> commbench record
-    internode_busbw_gbps: float | None = None                     # stated in the config, not measured
-    benchmarks: dict[str, dict] = field(default_factory=dict)     # job -> {"path", "s": wall s per repetition}
-    benchmarks_left_out: list[str] = field(default_factory=list)  # the report job's own (an earlier report's)
-    reference_train: dict = field(default_factory=dict)           # the dropout-reference run's train_metrics
-    tokenize: dict = field(default_factory=dict)                  # the tokenize stage's record (tokens.json)
-    rank_compute: dict = field(default_factory=dict)              # tier1.stages.rank_compute's record
-    sweep: dict[tuple[int, int], dict] = field(default_factory=dict)  # (global batch, world size) -> record
-    # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokenize) is (kind, 0)
-    paths: dict[tuple[str, int], str] = field(default_factory=dict)
+    preflight: PreflightRecord | None = None                                # the machine: CPU, GPUs, links, NCCL
+    comm: dict[int, CollectivesRecord] = field(default_factory=dict)        # world size -> commbench record
+    internode_busbw_gbps: float | None = None                               # stated in the config, not measured
+    jobs: dict[str, Job] = field(default_factory=dict)                      # the run's jobs, in the order given
+    reference_train: TrainRecord | None = None                              # the dropout-reference run's
+    tokens: TokensRecord | None = None                                      # the tokenize stage's record
+    rank_compute: RankComputeRecord | None = None
+    sweep: dict[tuple[int, int], SweepRecord] = field(default_factory=dict)  # (global batch, world size) -> record
+    # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokens) is (kind, 0)
+    paths: dict[tuple[str, Any], str] = field(default_factory=dict)
 
     def source(self, kind: str, n: int) -> str:
         """The file a value of `kind` ("train", "eval_base", ...) at world size n was read from."""
         return self.paths[(kind, n)]
+
+    def window(self, ref: str) -> tuple[Record | None, str | None]:
+        """The record (and its file) a job's `kind` or `kind:world size` reference names; None when
+        the report holds no such record."""
+        kind, _, key = ref.partition(":")
+        if kind not in RECORDS or kind == "sweep":
+            raise ValueError(f"the report's index names a timed window {ref!r}: no record kind {kind!r}")
+        if kind in PER_WORLD_SIZE:
+            n = int(key)
+            return getattr(self, kind).get(n), self.paths.get((kind, n))
+        return getattr(self, kind), self.paths.get((kind, 0))
 
 
 def read_loss(path: Path) -> list[dict]:
@@ -95,43 +145,44 @@ def read_benchmark(path: Path) -> list[float]:
 
 
 def collect(inputs: Inputs) -> Results:
-    r = Results(manifest=read_json(inputs.manifest), internode_busbw_gbps=inputs.internode_busbw_gbps)
-    r.paths[("manifest", 0)] = str(inputs.manifest)
-    if len(inputs.loss) != len(inputs.train):
-        raise ValueError(f"{len(inputs.train)} training records but {len(inputs.loss)} loss files")
-    for kind, paths in (("train", inputs.train), ("eval_base", inputs.eval_base),
-                        ("eval_trained", inputs.eval_trained), ("probe", inputs.probe), ("comm", inputs.comm)):
-        for path in paths:
-            record = read_json(path)
-            n = record["world_size"]
-            getattr(r, kind)[n] = record
-            r.paths[(kind, n)] = str(path)
-    for train_path, loss_path in zip(inputs.train, inputs.loss):
-        r.loss[read_json(train_path)["world_size"]] = read_loss(loss_path)
-    if inputs.reference_loss is not None:
-        r.reference_loss = read_loss(inputs.reference_loss)
-    if inputs.preflight is not None:
-        r.preflight = read_json(inputs.preflight)
-        r.paths[("preflight", 0)] = str(inputs.preflight)
-    if inputs.tokenize is not None:
-        r.tokenize = read_json(inputs.tokenize)
-        r.paths[("tokenize", 0)] = str(inputs.tokenize)
-    if inputs.rank_compute is not None:
-        r.rank_compute = read_json(inputs.rank_compute)
-        r.paths[("rank_compute", 0)] = str(inputs.rank_compute)
-    for path in inputs.sweep:
-        record = read_json(path)
-        key = (record["global_batch"], record["world_size"])
-        r.sweep[key] = record
-        r.paths[("sweep", key)] = str(path)
-    if inputs.reference_train is not None:
-        r.reference_train = read_json(inputs.reference_train)
-        r.paths[("reference_train", 1)] = str(inputs.reference_train)
-    for path in inputs.benchmarks:
-        if path.stem == "report":  # the report cannot time itself: this one is an earlier report's
-            r.benchmarks_left_out.append(str(path))
-            continue
-        if path.stem in r.benchmarks:
-            raise ValueError(f"two benchmark files for job {path.stem!r}: {r.benchmarks[path.stem]['path']}, {path}")
-        r.benchmarks[path.stem] = {"path": str(path), "s": read_benchmark(path)}
+    r = Results(internode_busbw_gbps=inputs.internode_busbw_gbps)
+    for kind, given in inputs.records.items():
+        if kind not in RECORDS and kind not in LOSS:
+            raise ValueError(f"the report's index names {kind!r}: not a kind the report reads "
+                             f"({', '.join([*RECORDS, *LOSS])})")
+        if kind in PER_WORLD_SIZE or kind == "sweep":
+            if not isinstance(given, dict):
+                raise ValueError(f"the report's index gives {kind!r} one file: expected one per world size")
+            for key, path in given.items():
+                _add(r, kind, key, Path(path))
+        else:
+            _add(r, kind, None, Path(given))
+    if set(r.loss) != set(r.train):
+        raise ValueError(f"training records at world sizes {sorted(r.train)} but loss files at {sorted(r.loss)}")
+    for name, job in inputs.jobs.items():
+        r.jobs[name] = Job(str(job["benchmark"]), read_benchmark(Path(job["benchmark"])), list(job["windows"]))
     return r
+
+
+def _add(r: Results, kind: str, key: str | None, path: Path) -> None:
+    if kind in LOSS:
+        rows = read_loss(path)
+        if kind == "loss":
+            r.loss[int(key)] = rows
+        else:
+            r.reference_loss = rows
+        return
+    record = RECORDS[kind].read(path)
+    if kind == "sweep":
+        where = (record.global_batch, record.world_size)
+        r.sweep[where] = record
+        r.paths[("sweep", where)] = str(path)
+    elif kind in PER_WORLD_SIZE:
+        n = int(key)
+        if record.world_size != n:
+            raise ValueError(f"{path}: a record of world size {record.world_size}, given as world size {n}")
+        getattr(r, kind)[n] = record
+        r.paths[(kind, n)] = str(path)
+    else:
+        setattr(r, kind, record)
+        r.paths[(kind, 0)] = str(path)

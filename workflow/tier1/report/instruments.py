@@ -11,8 +11,8 @@ def _windows(r: Results) -> list[tuple[str, int, dict]]:
     out = []
     for kind, records in (("training", r.train), ("evaluation", r.eval_base)):
         for n, record in sorted(records.items()):
-            for rank, x in enumerate(record.get("ranks", [])):
-                if isinstance(x, dict) and isinstance(x.get("window"), dict):
+            for rank, x in enumerate(record.ranks):
+                if isinstance(x.get("window"), dict):
                     out.append((f"{kind} on {n} rank(s)", rank, x["window"]))
     return out
 

@@ -10,20 +10,22 @@ threshold lies outside ratio x (1 +- NOISE_SIGMAS x uncertainty).
 
 from __future__ import annotations
 
+from tier1.records import TrainRecord
+
 NOISE_SIGMAS = 2.0  # a ratio this many uncertainties from the threshold is judged
 
 
-def relative_uncertainty(record: dict) -> float | None:
+def relative_uncertainty(record: TrainRecord) -> float | None:
     """One run's steady step, relative: the larger of its median's standard error and its
-    repeats' half range; None when the record holds neither (an older record, or too few steps)."""
-    se = (record.get("steady_step_spread") or {}).get("median_se_relative")
-    walls = [w for w in record.get("wall_times_s") or [] if w]
+    repeats' half range; None when the record holds neither (too few steps, one repeat)."""
+    se = (record.steady_step_spread or {}).get("median_se_relative")
+    walls = [w for w in record.wall_times_s if w]
     repeats = (max(walls) - min(walls)) / 2 / (sum(walls) / len(walls)) if len(walls) > 1 else None
     known = [x for x in (se, repeats) if x is not None]
     return max(known) if known else None
 
 
-def ratio_uncertainty(one: dict, other: dict) -> float | None:
+def ratio_uncertainty(one: TrainRecord, other: TrainRecord) -> float | None:
     """Relative uncertainty of a ratio of the two runs' steady steps."""
     a, b = relative_uncertainty(one), relative_uncertainty(other)
     if a is None and b is None:

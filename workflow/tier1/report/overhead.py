@@ -1,27 +1,24 @@
 """Pipeline overhead: the run's job wall time minus the timed windows of its stages.
 
 A job's wall time is Snakemake's benchmark file of it (`benchmark:` in the rule; column `s`, the
-seconds its shell command ran, one row per repetition). Its timed windows are what the stage files
-the report reads say they timed: training and evaluation, the sum of `wall_times_s` over repeats (training adds
-`decomposition_s`, the steps it re-runs to measure the step decomposition);
+seconds its shell command ran, one row per repetition). Its timed windows are what the stage records
+the report rule names for it say they timed: training and evaluation, the sum of `wall_times_s` over
+repeats (training adds `decomposition_s`, the steps it re-runs to measure the step decomposition);
 every other stage, `work_s`, the seconds of its own work (inspecting the machine, preparing the
 data set, tokenising, the probe's batch search, the collectives sweep). Everything else is
 overhead: process and torchrun start-up, imports, model and input loading, warm-up, writing
-files, and whole jobs whose stage file records no window (one written before
-the stages recorded `work_s`, or one the report was not given).
+files, and whole jobs with no timed window or whose record the report was not given.
 
-Jobs are named by their benchmark file's stem, as the rules name those files: `train_gpus{n}`,
-`train_reference_gpus1`, `eval_ws{w}` (the base and the trained model at world size w, one
-launch; older runs: `eval_base_ws{w}`, `eval_gpus{n}_ws{w}`), `preflight`, `prepare`,
-`tokenize`, `probe_gpus{n}` and `commbench_ws{n}` have timed windows; any other job has none.
-The report job cannot time itself, so a `report` file (an earlier report's) is left out.
+The jobs, their benchmark files and the records of their windows come from the report rule's index
+(tier1.report.collect.Inputs.jobs), in the order the rule lists them; nothing is read from a name.
+The report job cannot time itself, so it is not among them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from tier1.records import EvaluationRecord, Record, TrainRecord
 from tier1.report.analysis import fmt, pct
 from tier1.report.collect import Results
 
@@ -32,16 +29,6 @@ AROUND = {
 }
 UNTIMED = "the whole job: it has no timed window"
 NOT_GIVEN = "the whole job: its stage record was not given to the report"
-NO_WORK_S = "the whole job: its stage record holds no `work_s` (written before stages recorded their work)"
-# the order the jobs run in, by name prefix; other jobs go last
-ORDER = ("check_gpus", "preflight", "prepare", "tokenize", "probe", "commbench_", "train_gpus", "train_reference",
-         "eval_ws", "eval_base_", "eval_gpus")
-
-
-def _order(name: str) -> tuple[int, int, str]:
-    rank = next((i for i, p in enumerate(ORDER) if name.startswith(p)), len(ORDER))
-    digits = re.findall(r"\d+", name)
-    return rank, int(digits[-1]) if digits else 0, name
 
 
 @dataclass(frozen=True)
@@ -59,76 +46,35 @@ class Job:
         return self.wall_s - (self.timed_s or 0.0)
 
 
-def _windows(kind: str, record: dict) -> float | None:
-    """The seconds `record` says its stage timed; None when it records none (an older file)."""
-    if kind == "work":
-        return None if record.get("work_s") is None else float(record["work_s"])
-    # training's second window: the step decomposition's re-run steps and all-reduce timing
-    return float(sum(_walls(record))) + float(record.get("decomposition_s") or 0.0)
+def seconds_timed(record: Record) -> float:
+    """The seconds `record` says its stage timed: every repeat's timed run (training adds the step
+    decomposition's re-run steps), or the stage's own work."""
+    if isinstance(record, TrainRecord):
+        return float(sum(record.wall_times_s)) + float(record.decomposition_s)
+    if isinstance(record, EvaluationRecord):
+        return float(sum(record.wall_times_s))
+    return float(record.work_s)
 
 
-def _walls(record: dict) -> list[float]:
-    return list(record.get("wall_times_s") or [record["wall_time_s"]])
-
-
-def _what(kind: str, record: dict | None, timed: float | None) -> str:
-    if timed is not None:
-        if kind == "train" and "decomposition_s" not in record:  # a record from before it was timed
-            return AROUND[kind] + ", the step decomposition's re-run steps"
-        return AROUND[kind]
-    if record:
-        return NO_WORK_S
-    return NOT_GIVEN if kind else UNTIMED
-
-
-def timed_window(name: str, r: Results) -> tuple[str, dict | None, str | None]:
-    """(kind, record, source) for a job: kind "train"/"eval" for timed runs, "work" for a stage's
-    own work (`work_s`), record None when the report was not given it; "" for a job that times nothing."""
-    once = {"preflight": (r.preflight, "preflight"), "prepare": (r.manifest, "manifest"), "tokenize": (r.tokenize, "tokenize")}
-    if name in once:  # one file per run, kept at world size 0
-        record, key = once[name]
-        return "work", record or None, r.paths.get((key, 0))
-    if name == "probe":  # on a CPU one job writes every world size's "not applicable" record
-        first = min(r.probe, default=None)
-        return "work", r.probe.get(first), r.paths.get(("probe", first))
-    if m := re.fullmatch(r"probe_gpus(\d+)", name):
-        n = int(m[1])
-        return "work", r.probe.get(n), r.paths.get(("probe", n))
-    if m := re.fullmatch(r"commbench_ws(\d+)", name):
-        n = int(m[1])
-        return "work", r.comm.get(n), r.paths.get(("comm", n))
-    if name == "train_reference_gpus1":
-        return "train", r.reference_train or None, r.paths.get(("reference_train", 1))
-    if m := re.fullmatch(r"train_gpus(\d+)", name):
-        n = int(m[1])
-        return "train", r.train.get(n), r.paths.get(("train", n))
-    if m := re.fullmatch(r"eval_ws(\d+)", name):
-        # one launch evaluates the base model and the model trained on w ranks, each timed
-        w = int(m[1])
-        base, trained = r.eval_base.get(w), r.eval_trained.get(w)
-        if not (base and trained):
-            return "eval", None, None
-        both = {"wall_times_s": _walls(base) + _walls(trained)}
-        return "eval", both, f"{r.paths.get(('eval_base', w))} + {r.paths.get(('eval_trained', w))}"
-    if m := re.fullmatch(r"eval_base_ws(\d+)", name):
-        w = int(m[1])
-        return "eval", r.eval_base.get(w), r.paths.get(("eval_base", w))
-    if m := re.fullmatch(r"eval_gpus(\d+)_ws(\d+)", name):
-        n, w = int(m[1]), int(m[2])
-        # the report reads each trained model evaluated at its own world size only
-        found = r.eval_trained.get(w) if n == w else None
-        return "eval", found, r.paths.get(("eval_trained", w)) if found else None
-    return "", None, None
+def kind_of(record: Record) -> str:
+    return "train" if isinstance(record, TrainRecord) else "eval" if isinstance(record, EvaluationRecord) else "work"
 
 
 def jobs(r: Results) -> list[Job]:
     out = []
-    for name, bench in sorted(r.benchmarks.items(), key=lambda kv: _order(kv[0])):
-        kind, record, source = timed_window(name, r)
-        seconds = bench["s"]
-        timed = _windows(kind, record) if record else None
-        out.append(Job(name, bench["path"], seconds[-1], len(seconds), timed, source if timed is not None else None,
-                       _what(kind, record, timed)))
+    for name, job in r.jobs.items():
+        found = [r.window(ref) for ref in job.windows]
+        records = [record for record, _ in found]
+        wall = job.seconds[-1]
+        if not job.windows:
+            timed, source, what = None, None, UNTIMED
+        elif any(record is None for record in records):
+            # one window missing (a launch evaluating two models, say): none is half-counted
+            timed, source, what = None, None, NOT_GIVEN
+        else:
+            timed = sum(seconds_timed(record) for record in records)
+            source, what = " + ".join(path for _, path in found), AROUND[kind_of(records[0])]
+        out.append(Job(name, job.benchmark, wall, len(job.seconds), timed, source, what))
     return out
 
 
@@ -152,8 +98,8 @@ def totals(js: list[Job]) -> Totals:
 
 def markdown(r: Results) -> list[str]:
     lines = ["## Pipeline overhead", ""]
-    if not r.benchmarks:
-        return lines + ["No Snakemake benchmark files were given to the report (`--benchmarks`), so the "
+    if not r.jobs:
+        return lines + ["No Snakemake benchmark files were given to the report (its index's `jobs`), so the "
                         "pipeline overhead is not shown.", ""]
     js = jobs(r)
     t = totals(js)
@@ -163,7 +109,7 @@ def markdown(r: Results) -> list[str]:
               "work (`work_s`: inspecting the machine, preparing the data set, tokenising, the collectives sweep, "
               "the probe's batch search, which is none on a CPU). Overhead is everything outside a timed window: process and "
               "torchrun start-up, imports, loading the model and inputs, warm-up, writing, and "
-              "whole jobs whose stage file records no window (an older file, or one not given to the report). "
+              "whole jobs with no timed window or whose stage record was not given to the report. "
               "The wall times are summed, so jobs that ran at the same time each count; the report job "
               "itself and Snakemake's own planning between jobs are not in the sum (no benchmark file measures them).",
               "",
@@ -183,15 +129,12 @@ def markdown(r: Results) -> list[str]:
         lines += ["", "Repeated jobs (`repeat()` in the rule): only the last repetition counts, the one whose stage "
                   "files the report reads: " + ", ".join(f"{j.name} ({j.repetitions} repetitions)" for j in repeated)
                   + "."]
-    if r.benchmarks_left_out:
-        lines += ["", "Left out: " + ", ".join(f"`{p}`" for p in r.benchmarks_left_out)
-                  + " (the report job's own, from an earlier report)."]
     return lines + [""]
 
 
 def csv_rows(r: Results) -> list[dict]:
     """Long-form rows for performance.csv: per job, then the totals."""
-    if not r.benchmarks:
+    if not r.jobs:
         return []
     js = jobs(r)
     t = totals(js)

@@ -22,10 +22,10 @@ def hardware_text(r: Results, times: bool = True) -> str:
     """The run's hardware in a few words, for the figure itself; on a CPU, a figure of times also
     says what such times can and cannot tell (a figure of scores or memory has no such caveat)."""
     tm = r.train[max(r.train)]
-    hw = tm["hardware"]
+    hw = tm.hardware
     if hw.get("gpus"):
         shared = "; shared-GPU rehearsal: not a speedup" if analysis.shared_gpu(r) else ""
-        return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.get('precision', '?')}{shared}"
+        return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.precision}{shared}"
     where = f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks"
     return f"{where}: these times measure the code path, not GPU scaling" if times else where
 
@@ -124,12 +124,12 @@ def memory(r: Results, path: Path):
     fig, ax = plt.subplots(figsize=(6, 4))
     labels, values = [], []
     for n, tm in sorted(r.train.items()):
-        for x in tm["ranks"]:
+        for x in tm.ranks:
             labels.append(f"{n}:{x['rank']}")
             values.append(analysis.peak_bytes(x["peak_memory"]) / 1e9)
     ax.bar(labels, values, color="0.5", edgecolor="black")
     ax.set_xlabel("world size : rank")
-    on_gpu = bool(next(iter(r.train.values()))["hardware"].get("gpus"))
+    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
     ax.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
     ax.set_title("Peak memory per device during training")
     ax.grid(axis="y", alpha=0.3)
@@ -157,14 +157,14 @@ def loss(r: Results, path: Path):
 def quality(r: Results, path: Path):
     names, ndcg, mrr = [], [], []
     if r.eval_base:
-        m = r.eval_base[min(r.eval_base)]["metrics"]
+        m = r.eval_base[min(r.eval_base)].metrics
         names.append("base\n(before training)")
         ndcg.append(m["ndcg@10"])
         mrr.append(m["mrr@10"])
     for n, e in sorted(r.eval_trained.items()):
         names.append(f"trained on\n{n} rank{'s' if n > 1 else ''}")
-        ndcg.append(e["metrics"]["ndcg@10"])
-        mrr.append(e["metrics"]["mrr@10"])
+        ndcg.append(e.metrics["ndcg@10"])
+        mrr.append(e.metrics["mrr@10"])
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs = range(len(names))
     for offset, values, color, label in ((-0.2, ndcg, "0.3", "nDCG@10"), (0.2, mrr, "0.8", "MRR@10")):
@@ -189,16 +189,16 @@ def time_split_parts(r: Results) -> dict[str, dict[int, dict]]:
     """
     out: dict[str, dict[int, dict]] = {"training": {}, "evaluation": {}}
     for n, tm in sorted(r.train.items()):
-        split, steps = tm.get("time_split_median_s", {}), tm.get("steps", 0)
+        split, steps = tm.time_split_median_s, tm.steps
         parts = {"data": (split.get("data") or 0) * steps,
                  "forward+backward+comm": (split.get("forward_backward_with_comm") or 0) * steps,
                  "optimizer": (split.get("optimizer") or 0) * steps}
-        out["training"][n] = _with_other(parts, tm["wall_time_s"], tm.get("marks", []))
+        out["training"][n] = _with_other(parts, tm.wall_time_s, tm.marks)
     for n, em in sorted(r.eval_base.items()):
-        t = em.get("timings_s", {})
+        t = em.timings_s
         parts = {"encode": max(t.get("encode_per_rank") or [0]),
                  "top-k + merge": max(t.get("similarity_topk_per_rank") or [0]) + (t.get("merge") or 0)}
-        out["evaluation"][n] = _with_other(parts, em["wall_time_s"], em.get("marks", []))
+        out["evaluation"][n] = _with_other(parts, em.wall_time_s, em.marks)
     return out
 
 
@@ -270,12 +270,12 @@ def decomposition(r: Results, path: Path) -> None:
     from tier1.training.decomposition import LABELS, TERMS
 
     predicted = {x["world_size"]: x["predicted"] for x in prediction.world_size_rows(r)}
-    steps = {n: (r.train[n].get("decomposition") or {}).get("step_s") for n in r.train}
+    steps = {n: (r.train[n].decomposition or {}).get("step_s") for n in r.train}
     sizes = sorted(r.train)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.38
     for i, n in enumerate(sizes):
-        measured = r.train[n].get("decomposition")
+        measured = r.train[n].decomposition
         bars = [(i - width / 2, fit_to_step(measured["seconds"], steps[n]) if measured else None, "black"),
                 (i + width / 2, fit_to_step(predicted[n]["seconds"], predicted[n]["step_s"])
                  if n in predicted else None, "0.5")]
@@ -306,11 +306,11 @@ def collectives(r: Results, path: Path) -> None:
     for i, (n, c) in enumerate(sorted(r.comm.items())):
         shade = str(0.6 * i / max(1, len(r.comm) - 1))
         for key, ls, name in (("all_reduce", "-", "all-reduce"), ("all_gather", ":", "all-gather")):
-            rows = c.get(key) or []
+            rows = getattr(c, key)
             if rows:
                 ax.plot([x["bytes"] for x in rows], [x["busbw_gbps"] for x in rows], linestyle=ls,
                         marker=MARKERS[i % 6], markersize=4, color=shade, label=f"{name}, {n} ranks")
-        gradient = c.get("gradient_bytes") or gradient
+        gradient = c.gradient_bytes or gradient
     if gradient:
         ax.axvline(gradient, color="0.5", linestyle="--", linewidth=1, label=f"gradient ({gradient / 1e6:.0f} MB)")
     ax.set_xscale("log", base=2)

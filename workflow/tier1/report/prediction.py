@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tier1.records import CollectivesRecord, PreflightRecord, RankComputeRecord, TrainRecord
 from tier1.report import noise
 from tier1.training.decomposition import LABELS, TERMS
 
@@ -143,15 +144,15 @@ def largest_gap(measured: dict[str, float], predicted: dict[str, float]) -> str 
 
 # -- from the collected results ---------------------------------------------------------------
 
-def baseline(record: dict) -> Baseline | None:
+def baseline(record: TrainRecord) -> Baseline | None:
     """The 1-rank split: the decomposition when the record has one, else the phase medians, else
     the whole step as compute."""
-    d = record.get("decomposition")
+    d = record.decomposition
     if d and d.get("step_s"):
         s = d["seconds"]
         return Baseline(d["step_s"], s["compute"], s["data"], s["optimizer"])
-    split = record.get("time_split_median_s", {})
-    step = record.get("steady_step_s") or split.get("step")
+    split = record.time_split_median_s
+    step = record.steady_step_s or split.get("step")
     if not step:
         return None
     if split.get("forward_backward_with_comm"):
@@ -160,44 +161,44 @@ def baseline(record: dict) -> Baseline | None:
     return Baseline(step, step, measured_split=False)
 
 
-def _hardware(record: dict, preflight: dict) -> tuple[bool, int, int]:
-    hw = record.get("hardware", {})
+def _hardware(record: TrainRecord, preflight: PreflightRecord | None) -> tuple[bool, int, int]:
+    hw = record.hardware
     gpus = len(hw.get("gpus", []))
-    cores = (preflight.get("cpu") or {}).get("cores_available") or hw.get("cores") or 1
+    cores = (preflight.cpu.get("cores_available") if preflight else None) or hw.get("cores") or 1
     return gpus > 0, gpus, cores
 
 
-def _threads(record: dict) -> int | None:
-    ranks = record.get("ranks") or [{}]
-    return ranks[0].get("threads")
+def _threads(record: TrainRecord) -> int | None:
+    return record.ranks[0].get("threads") if record.ranks else None
 
 
-def measured_comm(comm: dict | None, record: dict, n: int) -> Comm | None:
+def measured_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int) -> Comm | None:
     """The n-rank collectives from comm/ws{n}.json; without it, from the train record's own
     gradient all-reduce timing (no gather, last bucket scaled from it)."""
-    nbytes = record.get("gradient_bytes")
+    nbytes = record.gradient_bytes
     if not nbytes or n < 2:
         return None
-    gathered = record.get("objective", {}).get("gathered_embeddings", True)
-    if comm and comm.get("all_reduce"):
-        sweep = comm["all_reduce"]
+    gathered = record.objective.get("gathered_embeddings", True)
+    if comm and comm.all_reduce:
+        sweep = comm.all_reduce
         t = allreduce_seconds(sweep, nbytes)
-        gather = comm.get("summary", {}).get("loss_all_gather", {}).get("time_s", {}).get("median") or 0.0
+        gather = comm.summary.get("loss_all_gather", {}).get("time_s", {}).get("median") or 0.0
         return Comm(t, allreduce_seconds(sweep, min(nbytes, DDP_BUCKET_BYTES)), GATHER_ROUNDS * gather if gathered else 0.0,
                     busbw_from_time(nbytes, n, t), f"comm/ws{n}.json all-reduce sweep at {nbytes / 1e6:.1f} MB")
-    t = record.get("allreduce_gradients_s")
+    t = record.allreduce_gradients_s
     if not t:
         return None
     return Comm(t, t * min(1.0, DDP_BUCKET_BYTES / nbytes), 0.0, busbw_from_time(nbytes, n, t),
                 f"the train record's gradient all-reduce at {n} ranks")
 
 
-def measured_compute_factor(rank_compute: dict, n: int, hardware: float, on_gpu: bool) -> dict[str, Any] | None:
+def measured_compute_factor(rank_compute: RankComputeRecord | None, n: int, hardware: float,
+                            on_gpu: bool) -> dict[str, Any] | None:
     """One rank's compute at world size n over the 1-rank compute, from tier1.stages.rank_compute's record,
     measured side by side in one process. The rank ran alone with the hardware it would have had
     if it had it to itself (a whole GPU; cores/n threads); where n ranks share less than that
     (more ranks than GPUs or cores: they time-slice), the time grows by the shortfall."""
-    per = (rank_compute or {}).get("world_sizes") or {}
+    per = rank_compute.world_sizes if rank_compute else {}
     x, one = per.get(str(n)), per.get("1")
     if not x or not one or not one["compute_s"]["median"]:
         return None
@@ -220,22 +221,22 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
         return []
     on_gpu, gpus, cores = _hardware(one, r.preflight)
     share1 = hardware_share(1, on_gpu, gpus, cores, _threads(one))
-    g1 = one.get("objective", {}).get("global_batch") or 1
+    g1 = one.objective.get("global_batch") or 1
     out = []
     for n, rec in sorted(r.train.items()):
-        g = rec.get("objective", {}).get("global_batch") or g1
+        g = rec.objective.get("global_batch") or g1
         share = hardware_share(n, on_gpu, gpus, cores, _threads(rec))
         work, slowdown = g / g1 / n, share1 / share
         comm = measured_comm(r.comm.get(n), rec, n)
-        rank = measured_compute_factor(getattr(r, "rank_compute", {}), n, share, on_gpu)
+        rank = measured_compute_factor(r.rank_compute, n, share, on_gpu)
         pred = predict_step(base, n, work, slowdown, comm, rank["factor"] if rank else None)
         pred_speedup = predicted_speedup(base, pred["step_s"], g / g1)
-        d = rec.get("decomposition")
-        step = (d or {}).get("step_s") or rec.get("steady_step_s")
+        d = rec.decomposition
+        step = (d or {}).get("step_s") or rec.steady_step_s
         measured = predicted_speedup(base, step, g / g1) if step else None
         ratio = measured / pred_speedup if measured and pred_speedup else None
-        marks = [f"{n}-rank run: {m}" for m in rec.get("marks", [])]
-        marks += [f"1-rank run: {m}" for m in one.get("marks", [])] if n != 1 else []
+        marks = [f"{n}-rank run: {m}" for m in rec.marks]
+        marks += [f"1-rank run: {m}" for m in one.marks] if n != 1 else []
         uncertainty = noise.ratio_uncertainty(one, rec) if n != 1 else None
         flagged, judgement = noise.judge(ratio, flag_below, uncertainty)
         if marks or n == 1:
@@ -249,9 +250,9 @@ def world_size_rows(r, flag_below: float = FLAG_BELOW) -> list[dict[str, Any]]:
             "comm": comm, "work": work, "slowdown": slowdown, "hardware_share": share, "rank_compute": rank,
             "compute_factor": rank["factor"] if rank else work * slowdown,
             "on_gpu": on_gpu, "gpus": gpus, "cores": cores, "threads": _threads(rec),
-            "gradient_bytes": rec.get("gradient_bytes"),
+            "gradient_bytes": rec.gradient_bytes,
             "why": explain(term, n, {**d, "compute_measured_alone": rank is not None}, pred, comm, on_gpu, cores,
-                           _threads(rec), rec.get("gradient_bytes")) if term else None,
+                           _threads(rec), rec.gradient_bytes) if term else None,
         })
     return out
 
@@ -306,10 +307,10 @@ def projection_rows(r, internode_busbw_gbps: float | None = None,
     comm = measured_comm(r.comm.get(largest), rec, largest)
     if base is None or comm is None or not comm.busbw_gbps:
         return []
-    machine_gpus = ((r.preflight.get("gpu") or {}).get("count")) or gpus
-    nbytes = rec["gradient_bytes"]
-    g1 = r.train[1].get("objective", {}).get("global_batch") or 1
-    weak = rec.get("objective", {}).get("global_batch", g1) != g1
+    machine_gpus = ((r.preflight.gpu if r.preflight else None) or {}).get("count") or gpus
+    nbytes = rec.gradient_bytes
+    g1 = r.train[1].objective.get("global_batch") or 1
+    weak = rec.objective.get("global_batch", g1) != g1
     gather_per_n = comm.gather_s  # small; kept at the largest measured world size's cost
     out = []
     for t in (x for x in targets if x > largest):

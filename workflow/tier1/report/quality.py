@@ -18,18 +18,17 @@ def _unit(n: int, unit: str) -> str:
 
 def model_lines(r: Results) -> list[str]:
     """The pooling that ran and the sequence length, from the base model's evaluation record."""
-    base = r.eval_base.get(1) or next(iter(r.eval_base.values()), {})
-    head = base.get("model_head")
-    if not head:
-        return ["- Pooling: not recorded (these records predate tier1 reading the model's own pooling; "
-                "they ran mean pooling with normalisation)."]
+    base = r.eval_base.get(1) or next(iter(r.eval_base.values()), None)
+    if base is None:
+        return []
+    head = base.model_head
     pooling = " + ".join(head["pooling"])
     normalized = "then L2-normalised (a Normalize module)" if head["normalize"] else "not normalised (no Normalize module)"
     source = head.get("source", "")
     where = f"read from `{source}`" if source.endswith(".json") else source
     lines = [f"- Pooling: {pooling}, {normalized}; {where}. Training and retrieval compare embeddings by cosine, "
              f"as sentence-transformers does; the trained models are saved with the same modules."]
-    ran, asked = base.get("max_seq_length"), head.get("folder_max_seq_length")
+    ran, asked = base.max_seq_length, head.get("folder_max_seq_length")
     if ran is not None:
         if asked is None:
             lines.append(f"- Sequence length: {ran} tokens (`max_seq_length`); the model folder names none.")
@@ -47,12 +46,12 @@ def change_lines(r: Results, unit: str) -> list[str]:
     base = r.eval_base.get(1) or next(iter(r.eval_base.values()), None)
     if not base:
         return []
-    before = base["metrics"]["ndcg@10"]
+    before = base.metrics["ndcg@10"]
     lines = []
     for n, m in sorted(r.eval_trained.items()):
-        after = m["metrics"]["ndcg@10"]
+        after = m.metrics["ndcg@10"]
         if after < before - QUALITY_DROP_TOLERANCE:
-            over = f", over {m['queries_judged']} judged queries" if m.get("queries_judged") else ""
+            over = f", over {m.queries_judged} judged queries" if m.queries_judged else ""
             lines.append(f"- **Training on {_unit(n, unit)} lowered retrieval quality**: nDCG@10 {before:.4f} before, "
                          f"{after:.4f} after ({after - before:+.4f}{over}). The timings stand; the fine-tuned model "
                          f"is worse than the one it started from on this test set.")

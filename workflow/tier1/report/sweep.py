@@ -13,14 +13,14 @@ def rows(r) -> list[dict[str, Any]]:
     out = []
     for (b, n), rec in sorted(r.sweep.items()):
         one = r.sweep.get((b, 1))
-        step1 = one["steady_step_s"] if one else None
-        speedup = step1 / rec["steady_step_s"] if step1 and rec.get("steady_step_s") else None
-        shared = bool(rec.get("on_gpu")) and rec.get("gpus", 0) < n  # the shared-GPU rehearsal
-        on_gpu = bool(rec.get("on_gpu")) and not shared
-        out.append({"global_batch": b, "world_size": n, "per_rank_batch": rec["per_rank_batch"],
-                    "step_s": rec.get("steady_step_s"), "one_rank_step_s": step1, "speedup": speedup,
-                    "efficiency": speedup / n if speedup else None, "busy_share": rec.get("gpu_busy_share"),
-                    "on_gpu": on_gpu, "shared_gpu": shared, "timed_steps": rec.get("timed_steps")})
+        step1 = one.steady_step_s if one else None
+        speedup = step1 / rec.steady_step_s if step1 and rec.steady_step_s else None
+        shared = rec.on_gpu and rec.gpus < n  # the shared-GPU rehearsal
+        on_gpu = rec.on_gpu and not shared
+        out.append({"global_batch": b, "world_size": n, "per_rank_batch": rec.per_rank_batch,
+                    "step_s": rec.steady_step_s, "one_rank_step_s": step1, "speedup": speedup,
+                    "efficiency": speedup / n if speedup else None, "busy_share": rec.gpu_busy_share,
+                    "on_gpu": on_gpu, "shared_gpu": shared, "timed_steps": rec.timed_steps})
     return out
 
 

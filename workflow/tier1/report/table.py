@@ -17,14 +17,14 @@ GB = 1e9
 
 def machine_line(r: Results) -> str:
     any_train = next(iter(r.train.values()))
-    hw = any_train["hardware"]
+    hw = any_train.hardware
     if hw.get("gpus"):
         dev = f"{len(hw['gpus'])}x {hw['gpus'][0]} (driver {hw.get('driver') or 'unknown'}, CUDA {hw.get('cuda')})"
     else:
         dev = f"no GPU: a CPU rehearsal on {hw['cpu']}, {hw['cores']} cores (ranks are CPU processes)"
-    counts = r.manifest["counts"]
+    counts = r.manifest.counts
     return (f"- Machine: {dev}\n- Model: {model_name(r)}\n- Encoder: {encoder_line(r)}\n"
-            f"- Dataset: {dataset_name(r.manifest['dataset'])} ({counts['train_pairs']} training pairs, "
+            f"- Dataset: {dataset_name(r.manifest.dataset)} ({counts['train_pairs']} training pairs, "
             f"{counts['test_queries']} queries, {counts['corpus_documents']} documents)\n"
             f"- Training pairs: {pairs_line(r)}\n- {card_line()}")
 
@@ -37,9 +37,7 @@ IMPLEMENTATIONS = {"tier1-bert": "tier1's own BERT (tier1.encoder.bert) and toke
 def encoder_line(r: Results) -> str:
     """Whose code ran the model, its version and its attention path, from the train records'
     `encoder` block (tier1.encoder.model.identity); one clause per distinct block."""
-    blocks = [tm.get("encoder") for tm in r.train.values()]
-    if not all(blocks):
-        return "not recorded (train records without an `encoder` block)"
+    blocks = [tm.encoder for tm in r.train.values()]
     distinct = {(b["implementation"], b["version"], b["attention"]): None for b in blocks}
     return "; ".join(f"{impl} {version}, {IMPLEMENTATIONS.get(impl, impl)}; attention: {attention}"
                      for impl, version, attention in distinct)
@@ -47,15 +45,15 @@ def encoder_line(r: Results) -> str:
 
 def provenance_lines(r: Results) -> list[str]:
     any_train = next(iter(r.train.values()))
-    lib = ", ".join(f"{k} {v}" for k, v in any_train["libraries"].items())
+    lib = ", ".join(f"{k} {v}" for k, v in any_train.libraries.items())
     return ["## Provenance", "", f"- Libraries: {lib}",
-            f"- Git revision: {any_train['git_revision']}; config hash: {any_train['config_hash']}"]
+            f"- Git revision: {any_train.git_revision}; config hash: {any_train.config_hash}"]
 
 
 def model_spec(r: Results) -> str:
     """The `model` the run was configured with (the packaged name, a folder or a hub id)."""
     for record in (*r.train.values(), *r.eval_base.values()):
-        spec = record.get("config", {}).get("model") or record.get("model")
+        spec = record.config.get("model")
         if spec:
             return str(spec)
     return "unknown"
@@ -98,9 +96,9 @@ def dataset_name(d: dict) -> str:
 def pairs_line(r: Results) -> str:
     """Requested, prepared and trained pairs: training takes whole global batches, so up to one
     global batch minus one of the prepared pairs is left out of every epoch."""
-    asked = r.manifest.get("config", {}).get("train_samples")
-    prepared = r.manifest["counts"]["train_pairs"]
-    batches = sorted({tm["objective"]["global_batch"] for tm in r.train.values() if tm.get("objective")})
+    asked = r.manifest.config.get("train_samples")
+    prepared = r.manifest.counts["train_pairs"]
+    batches = sorted({tm.objective["global_batch"] for tm in r.train.values()})
     text = f"{asked} asked for (`train_samples`), " if asked is not None else ""
     text += f"{prepared} prepared" + (f" (only {prepared} available)" if asked is not None and prepared < asked else "")
     parts = []
@@ -154,14 +152,14 @@ def csv_rows(r: Results) -> list[dict]:
         if n in r.probe:
             add("max_batch_size_per_device", n, row["max_batch_per_device"], "pairs", r.source("probe", n))
     for n, m in sorted(r.eval_trained.items()):
-        for k, v in m["metrics"].items():
+        for k, v in m.metrics.items():
             add(f"trained_{k}", n, v, "", r.source("eval_trained", n))
     if r.eval_base:
         w = min(r.eval_base)
-        for k, v in r.eval_base[w]["metrics"].items():
+        for k, v in r.eval_base[w].metrics.items():
             add(f"base_{k}", w, v, "", r.source("eval_base", w))
     for n, tm in sorted(r.train.items()):
-        for term, v in ((tm.get("decomposition") or {}).get("seconds") or {}).items():
+        for term, v in ((tm.decomposition or {}).get("seconds") or {}).items():
             add(f"step_{term}", n, v, "s", r.source("train", n))
     for x in prediction.world_size_rows(r):
         # derived from the 1-rank and n-rank records and comm/ws{n}.json; sourced to the n-rank record
@@ -192,7 +190,7 @@ def _device_used(x) -> str:
 def to_markdown(r: Results) -> str:
     rows = {row["world_size"]: row for row in analysis.scaling_rows(r)}
     sizes = sorted(rows)
-    on_gpu = bool(next(iter(r.train.values()))["hardware"].get("gpus"))
+    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
     unit = "GPU" if on_gpu else "rank"
     largest = max(sizes)
     cpu = analysis.cpu_rehearsal(r)
@@ -261,8 +259,7 @@ def to_markdown(r: Results) -> str:
                      f"{fmt(e['steady_step_s'], ' s', 3)} ({e['excess']:+.0%}): "
                      + (f"**{e['note']}**" if e.get("note") else "within 10%")
                      + (f"; {len(sh.get('met', []))} shapes met, {len(sh.get('warmed', []))} warmed, "
-                        f"{sh.get('first_met_in_window')} first met in the timed window" if sh else "")
-                     + (f"; attention: {rows[n]['attention']}" if rows[n].get("attention") else ""))
+                        f"{sh.get('first_met_in_window')} first met in the timed window" if sh else ""))
     lines += ["", "Tokens/s counts text tokens (padding left out); the steady step is the median step time after "
               "the first tenth of the steps; MFU is model FLOPs (6 x non-embedding parameters per padded token plus "
               "the attention term) per second over the device's dense peak for the training precision.", "",
@@ -286,8 +283,8 @@ def to_markdown(r: Results) -> str:
     models = [(base_label(r), r.eval_base[w]) for w in sorted(r.eval_base)]
     models += [(f"trained on {n} {unit}{'s' if n > 1 else ''}", m) for n, m in sorted(r.eval_trained.items())]
     for name, m in models:
-        v = m["metrics"]
-        lines.append(f"| {name} | {m['world_size']} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
+        v = m.metrics
+        lines.append(f"| {name} | {m.world_size} rank(s) | {v['ndcg@10']:.4f} | {v['mrr@10']:.4f} | {v['recall@1']:.4f} "
                      f"| {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['map@100']:.4f} |")
     lines += [""] + quality.change_lines(r, unit) + [""] + quality.model_lines(r) + [""]
     lines += overhead.markdown(r)
@@ -307,7 +304,7 @@ def machine_section(r: Results) -> list[str]:
     p = r.preflight
     if not p:
         return []
-    cpu = p.get("cpu") or {}
+    cpu = p.cpu
     threads = ", ".join(f"{n} rank{'s' if n != '1' else ''}: {t}" for n, t in (cpu.get("threads_per_rank") or {}).items())
     shared = [n for n, v in (cpu.get("ranks_share_cores") or {}).items() if v]
     lines = ["## Machine", "", f"From `{r.paths.get(('preflight', 0), 'preflight.json')}`.", "",
@@ -316,9 +313,9 @@ def machine_section(r: Results) -> list[str]:
              f"{cpu.get('numa_node_count') or '?'} NUMA node(s)",
              f"- Threads per rank: {threads or 'n/a'}" + (f"; more ranks than cores at {', '.join(shared)}: they time-slice"
                                                           if shared else "")]
-    gpu = p.get("gpu")
+    gpu = p.gpu
     if not gpu:
-        lines.append(f"- GPUs: none; collectives use {p.get('backend', 'gloo')} between CPU processes")
+        lines.append(f"- GPUs: none; collectives use {p.backend} between CPU processes")
     else:
         for d in gpu.get("devices", []):
             pcie, clocks = d.get("pcie") or {}, d.get("clocks_mhz") or {}
@@ -332,11 +329,10 @@ def machine_section(r: Results) -> list[str]:
         lines.append(f"- NCCL {gpu.get('nccl_version')}, driver {gpu.get('driver_version')}, CUDA driver "
                      f"{gpu.get('cuda_driver_version')} / runtime {gpu.get('cuda_runtime_version')}; peer access: "
                      + (f"{sum(pairs)} of {len(pairs)} GPU pairs" if pairs else "unknown"))
-    env = p.get("nccl_env") or {}
-    if env:
-        lines.append("- NCCL settings: " + ", ".join(f"`{k}={v}`" for k, v in env.items()))
-    if p.get("unavailable"):
-        lines.append(f"- Not readable here: {', '.join(sorted(p['unavailable']))}")
+    if p.nccl_env:
+        lines.append("- NCCL settings: " + ", ".join(f"`{k}={v}`" for k, v in p.nccl_env.items()))
+    if p.unavailable:
+        lines.append(f"- Not readable here: {', '.join(sorted(p.unavailable))}")
     return lines + [""]
 
 
@@ -351,24 +347,24 @@ def collectives_section(r: Results) -> list[str]:
              "| World size | Backend | Gradient all-reduce | Time | algbw | busbw | Best busbw in sweep "
              "| Loss all-gather | Time | busbw | Matmul per rank |", "|---" * 11 + "|"]
     for n, c in sorted(r.comm.items()):
-        s = c.get("summary", {})
+        s = c.summary
         g, a = s.get("gradient_all_reduce", {}), s.get("loss_all_gather", {})
-        mm = c.get("matmul") or {}
+        mm = c.matmul or {}
         frac = f" ({pct(mm['fraction_of_peak'])} of peak)" if mm.get("fraction_of_peak") else ""
         lines.append(
-            f"| {n} | {c.get('backend')} | {(g.get('bytes') or 0) / 1e6:.1f} MB | {_s(g.get('time_s', {}).get('median'), 4)} "
+            f"| {n} | {c.backend} | {(g.get('bytes') or 0) / 1e6:.1f} MB | {_s(g.get('time_s', {}).get('median'), 4)} "
             f"| {fmt(g.get('algbw_gbps'), ' GB/s')} | {fmt(g.get('busbw_gbps'), ' GB/s')} "
             f"| {fmt(s.get('all_reduce_busbw_max_gbps'), ' GB/s')} | {(a.get('bytes') or 0) / 1e3:.0f} kB "
             f"| {_s(a.get('time_s', {}).get('median'), 4)} | {fmt(a.get('busbw_gbps'), ' GB/s', 3)} "
             f"| {fmt(mm.get('achieved_tflops_median'), ' TFLOP/s', 3)} {mm.get('dtype', '')}{frac}"
-            f"{_marked(c.get('marks', []))} |")
+            f"{_marked(c.marks)} |")
     return lines + [""]
 
 
 def decomposition_section(r: Results) -> list[str]:
     """Each world size's steady step split into compute, exposed communication, data, optimizer,
     stragglers and the rest."""
-    blocks = {n: tm.get("decomposition") for n, tm in sorted(r.train.items())}
+    blocks = {n: tm.decomposition for n, tm in sorted(r.train.items())}
     if not any(blocks.values()):
         return []
     lines = ["## Step decomposition", "",
@@ -384,7 +380,7 @@ def decomposition_section(r: Results) -> list[str]:
              "steps fills in with cold ones, named in the last column but one.", "",
              "| World size | Step | " + " | ".join(LABELS[t].capitalize() for t in TERMS) + " | Steps used | GPU busy |",
              "|---" * (len(TERMS) + 4) + "|"]
-    on_gpu = any(tm["hardware"].get("gpus") for tm in r.train.values())
+    on_gpu = any(tm.hardware.get("gpus") for tm in r.train.values())
     for n, d in blocks.items():
         if not d:
             lines.append(f"| {n} | n/a (no decomposition in the record) |" + " |" * (len(TERMS) + 2))
@@ -462,18 +458,18 @@ def rank_compute_section(r: Results) -> list[str]:
     rc = r.rank_compute
     on_gpu = rows[0]["on_gpu"]
     lines = ["## Per-rank compute (measured)", "",
-             f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.get('method', '')}. The prediction "
+             f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}. The prediction "
              "uses these times for each rank's compute instead of assuming it shrinks with the rank's share of the batch.",
              ""]
     if not on_gpu:
-        lines += [f"> CPU: each world size's rank ran with the threads an n-rank run gives each rank ({rc.get('cores')} "
+        lines += [f"> CPU: each world size's rank ran with the threads an n-rank run gives each rank ({rc.cores} "
                   "cores / n), so the ratio mixes the smaller batch with fewer cores. GPU-busy share: not applicable "
                   "on a CPU.", ""]
     lines += ["| World size | Per-rank batch | Threads | Compute (median, min-max) | Relative to the full batch's "
               "| Ideal (batch share) | Fixed per-step share | GPU busy |", "|---" * 8 + "|"]
     for x in rows:
         k, n = x["rank_compute"], x["world_size"]
-        times = rc["world_sizes"][str(n)]["compute_s"]
+        times = rc.world_sizes[str(n)]["compute_s"]
         lines.append(
             f"| {n} | {k['per_rank_batch']} ({bound._share(k['share_of_global_batch'])} of the batch) | {k['threads']} "
             f"| {_s(times['median'])} ({fmt(times['min'], '', 3)}-{fmt(times['max'], '', 3)}) | {k['relative']:.2f} "
