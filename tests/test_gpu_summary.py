@@ -8,63 +8,65 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from tier1.records import CosineRecord, EvaluationRecord, ProbeRecord, Record, RecordError, TrainRecord
 from tier1.tools import gpu_summary
 
-from helpers import REPO
+from helpers import REPO, record
 
 GIB = 2**30
 
 
-def train_metrics(precision: str, step_s: float, samples_per_s: float, new_keys: bool) -> dict:
-    record = {
-        "stage": "train", "world_size": 1, "steps": 400, "precision": precision, "wall_time_s": 61.5,
-        "samples_per_s": samples_per_s, "final_loss": 0.123456, "objective": {"global_batch": 128},
-        "time_split_median_s": {"step": step_s},
-        "ranks": [{"rank": 0, "device_name": "NVIDIA H100 80GB HBM3", "median_step_s": step_s,
-                   "peak_memory": {"max_memory_allocated": 3 * GIB, "max_memory_reserved": 4 * GIB}}],
-        "hardware": {"gpus": ["NVIDIA H100 80GB HBM3"]},
-        "libraries": {"torch": "2.11.0", "transformers": "5.17.0"},
-    }
-    if new_keys:
-        record["steady_step_s"] = step_s / 2
-        record["throughput"] = {"tokens_per_s": 1.5e6, "padded_tokens_per_s": 3.5e6, "mfu": 0.312}
-    return record
+def train_metrics(precision: str, step_s: float, samples_per_s: float) -> TrainRecord:
+    return record(
+        TrainRecord, stage="train", world_size=1, steps=400, precision=precision, wall_time_s=61.5,
+        samples_per_s=samples_per_s, final_loss=0.123456, objective={"global_batch": 128},
+        time_split_median_s={"step": step_s}, steady_step_s=step_s / 2,
+        throughput={"tokens_per_s": 1.5e6, "padded_tokens_per_s": 3.5e6, "mfu": 0.312},
+        ranks=[{"rank": 0, "device_name": "NVIDIA H100 80GB HBM3", "median_step_s": step_s,
+                "peak_memory": {"max_memory_allocated": 3 * GIB, "max_memory_reserved": 4 * GIB}}],
+        hardware={"gpus": ["NVIDIA H100 80GB HBM3"]}, libraries={"torch": "2.11.0", "transformers": "5.17.0"},
+        encoder={"implementation": "tier1-bert", "version": "0.1", "attention": "sdpa (flash)"},
+    )
 
 
-def write(path, record) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
+def write(path, rec: Record) -> str:
+    rec.write(path)
     return str(path)
 
 
-def stage_files(tmp_path, new_keys: bool) -> list[str]:
-    eval_base = {"stage": "evaluate", "metrics": {"ndcg@10": 0.41}, "documents_per_s": 25000.0, "wall_time_s": 0.04}
-    eval_trained = {"stage": "evaluate", "metrics": {"ndcg@10": 0.58}, "documents_per_s": 26000.0, "wall_time_s": 0.038,
-                    "ranks": [{"peak_memory": {"max_memory_allocated": GIB // 2}}]}
-    probe = {"stage": "probe", "max_train_batch_per_device": 1536, "max_encode_batch_per_device": 57344,
-             "device_capacity_bytes": 80 * GIB}
+def stage_files(tmp_path) -> list[str]:
+    eval_base = record(EvaluationRecord, stage="evaluate", metrics={"ndcg@10": 0.41}, documents_per_s=25000.0,
+                       wall_time_s=0.04)
+    eval_trained = record(EvaluationRecord, stage="evaluate", metrics={"ndcg@10": 0.58}, documents_per_s=26000.0,
+                          wall_time_s=0.038, ranks=[{"peak_memory": {"max_memory_allocated": GIB // 2}}])
+    probe = record(ProbeRecord, stage="probe", max_train_batch_per_device=1536, max_encode_batch_per_device=57344,
+                   device_capacity_bytes=80 * GIB)
+    cosine = record(CosineRecord, min_cosine=0.99871, mean_cosine=0.99993)
     steps = tmp_path / "steps.tsv"
     steps.write_text("gpu_tests\t12.5\t5\nprepare\t30.25\t0\ntrain_bf16\t40.0\t0\nprobe\t3.0\t1\n")
     return ["table",
-            "--train", write(tmp_path / "train_bf16.json", train_metrics("bfloat16", 0.0124, 10300.0, new_keys)),
-            "--train-fp32", write(tmp_path / "train_fp32.json", train_metrics("float32", 0.101, 1270.0, new_keys)),
+            "--train", write(tmp_path / "train_bf16.json", train_metrics("bfloat16", 0.0124, 10300.0)),
+            "--train-fp32", write(tmp_path / "train_fp32.json", train_metrics("float32", 0.101, 1270.0)),
             "--eval-base", write(tmp_path / "eval_base.json", eval_base),
             "--eval-trained", write(tmp_path / "eval_trained.json", eval_trained),
             "--probe", write(tmp_path / "probe.json", probe),
-            "--cosine", write(tmp_path / "cosine.json", {"min_cosine": 0.99871, "mean_cosine": 0.99993}),
+            "--cosine", write(tmp_path / "cosine.json", cosine),
             "--steps", str(steps)]
 
 
 def test_table_reads_every_value_from_its_file(tmp_path, capsys):
-    args = stage_files(tmp_path, new_keys=True)
+    args = stage_files(tmp_path)
     gpu_summary.main([*args, "--md", str(tmp_path / "out" / "s.md"), "--json", str(tmp_path / "out" / "s.json")])
     table = json.loads((tmp_path / "out" / "s.json").read_text())
     assert table["Device"] == "NVIDIA H100 80GB HBM3"
     assert table["torch / transformers"] == "2.11.0 / 5.17.0"
     assert table["Training steps (global batch)"] == "400 (128)"
-    assert table["Train step time, median"] == "6.20 ms"  # steady_step_s wins over the older keys
+    assert table["Train step time, median"] == "6.20 ms"  # the steady step
+    assert table["Encoder"] == "tier1-bert 0.1, attention: sdpa (flash)"
+    assert table["bf16 speed-up per step (fp32 step / bf16 step)"] == "8.15x"
     assert table["Train samples/s"] == "10,300"
     assert table["Train tokens/s"] == "1,500,000"
     assert table["Train padded tokens/s"] == "3,500,000"
@@ -88,30 +90,34 @@ def test_table_reads_every_value_from_its_file(tmp_path, capsys):
     assert "| Train MFU" in md and md.count("\n|") == len(table) + 2  # header, rule, one row each
 
 
-def test_missing_keys_and_files_print_na(tmp_path):
-    args = stage_files(tmp_path, new_keys=False)
-    (tmp_path / "probe.json").unlink()
-    (tmp_path / "cosine.json").write_text("not json")
+def test_missing_files_print_na_and_a_damaged_one_is_named(tmp_path):
+    args = stage_files(tmp_path)
+    (tmp_path / "probe.json").unlink()  # the probe step did not run
     gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
     table = json.loads((tmp_path / "s.json").read_text())
-    assert table["Train step time, median"] == "12.40 ms"  # the older key, when steady_step_s is absent
-    for label in ("Train tokens/s", "Train padded tokens/s", "Train MFU",
-                  "Max train batch per device (probe)", "Device memory (probe)", "bf16 vs fp32 embedding cosine, min"):
+    assert table["Train MFU"] == "31.2%"
+    for label in ("Max train batch per device (probe)", "Device memory (probe)"):
         assert table[label] == "n/a", label
+    # a record with a field renamed is not read as n/a: the error names the file and the field
+    data = json.loads((tmp_path / "train_fp32.json").read_text())
+    data["steady_step"] = data.pop("steady_step_s")
+    (tmp_path / "train_fp32.json").write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=r"train_fp32.json: .*missing field\(s\) 'steady_step_s'.*unknown field\(s\) 'steady_step'"):
+        gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
 
 
 def test_no_files_at_all_is_a_table_of_na(tmp_path):
     gpu_summary.main(["table", "--train", str(tmp_path / "none.json"), "--json", str(tmp_path / "s.json")])
     table = json.loads((tmp_path / "s.json").read_text())
-    assert table["Device"] == "n/a" and table["torch / transformers"] == "n/a / n/a"
+    assert table["Device"] == "n/a" and table["torch / transformers"] == "n/a"
     assert not any(label.startswith("Time:") for label in table)
 
 
 def test_bf16_and_fp32_embeddings_agree_on_cpu(tiny_model, pairs):
     texts = [p["anchor"] for p in pairs[:6]] + [p["positive"] for p in pairs[:6]]
     result = gpu_summary.cosine_agreement(str(tiny_model), texts, 32, torch.device("cpu"), batch_size=4)
-    assert result["texts"] == 12
-    assert 0.98 < result["min_cosine"] <= result["mean_cosine"] <= 1.0 + 1e-6
+    assert result.texts == 12
+    assert 0.98 < result.min_cosine <= result.mean_cosine <= 1.0 + 1e-6
 
 
 def test_gpu_check_dry_run_plans_every_stage():

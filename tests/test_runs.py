@@ -1,12 +1,14 @@
 """Named runs: one folder each, one config hash each, and a side-by-side comparison."""
 
 import dataclasses
-import json
 
 import pytest
 
 from tier1.config import ConfigError, Tier1Config, config_hash
+from tier1.records import ManifestRecord, TrainRecord
 from tier1.tools import compare_runs as compare
+
+from helpers import record
 
 # a value other than the default for every setting
 CHANGED = {"run_name": "other", "train_samples": 100, "test_samples": 100, "num_epochs": 2, "batch_size": 16,
@@ -56,12 +58,11 @@ def _fake_run(results, name, train_samples, sha, verdict, seconds, cpu="AMD EPYC
     (folder / "report" / "performance.csv").write_text(
         "metric,world_size,value,unit,source\n"
         f"training_time,1,{seconds},s,x\ntraining_time,2,{seconds / 2},s,x\ntrained_ndcg@10,1,0.8,,x\n")
-    (folder / "data" / "manifest.json").write_text(json.dumps(
-        {"dataset": {"source": "python-stdlib"}, "counts": {"train_pairs": train_samples},
-         "content_sha256": {"train": sha * 64, "test": "c" * 64}, "config": {"train_samples": train_samples}}))
-    (folder / "train" / "gpus1" / "train_metrics.json").write_text(json.dumps(
-        {"config": {"batch_size": 32}, "hardware": {"cpu": cpu, "cores": 2},
-         "libraries": {"torch": "2.13.0"}, "run_config_hash": name * 2}))
+    record(ManifestRecord, dataset={"source": "python-stdlib"}, counts={"train_pairs": train_samples},
+           content_sha256={"train": sha * 64, "test": "c" * 64},
+           config={"train_samples": train_samples}).write(folder / "data" / "manifest.json")
+    record(TrainRecord, config={"batch_size": 32}, hardware={"cpu": cpu, "cores": 2}, libraries={"torch": "2.13.0"},
+           run_config_hash=name * 2).write(folder / "train" / "gpus1" / "train_metrics.json")
 
 
 def test_two_named_runs_side_by_side(tmp_path, capsys):

@@ -6,6 +6,7 @@ from tier1.records.base import Record, RecordError
 from tier1.records.bench import BenchRecord
 from tier1.records.check_gpus import CheckGpusRecord
 from tier1.records.collectives import CollectivesRecord
+from tier1.records.cosine import CosineRecord
 from tier1.records.data import ManifestRecord, TokensRecord
 from tier1.records.evaluation import EvaluationRecord
 from tier1.records.preflight import PreflightRecord
@@ -14,6 +15,6 @@ from tier1.records.rank_compute import RankComputeRecord
 from tier1.records.sweep import SweepRecord
 from tier1.records.train import TrainRecord
 
-__all__ = ["BenchRecord", "CheckGpusRecord", "CollectivesRecord", "EvaluationRecord", "ManifestRecord",
+__all__ = ["BenchRecord", "CheckGpusRecord", "CollectivesRecord", "CosineRecord", "EvaluationRecord", "ManifestRecord",
            "PreflightRecord", "ProbeRecord", "RankComputeRecord", "Record", "RecordError", "SweepRecord",
            "TokensRecord", "TrainRecord"]

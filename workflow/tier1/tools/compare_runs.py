@@ -5,7 +5,7 @@ in hardware, configuration, libraries and data.
     python -m tier1.tools.compare_runs default quick --results results --out results/compare/default_vs_quick.md
 
 Reads only what each run wrote under results/<run>/ (the report, the manifest, the 1-rank training
-record); no torch.
+record, these two through their record classes); no torch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from tier1.config import InputError
+from tier1.records import ManifestRecord, TrainRecord
 from tier1.runtime import atomic
 
 # A CPU run's report names its time ratios `*_time_ratio` (ranks sharing cores give no speedup)
@@ -33,23 +34,14 @@ def load_run(results: Path, name: str) -> dict:
         raise InputError(f"run {name!r}: no finished report in {folder}/report/; runs with one: {', '.join(runs) or 'none'}")
     verdicts = {m["name"].strip(): m["verdict"].strip() for line in md.read_text().splitlines() if (m := VERDICT.match(line))}
     rows = {(r["metric"], r["world_size"]): r for r in csv.DictReader(table.open())}
-    manifest = _json(folder / "data" / "manifest.json")
-    train = _json(folder / "train" / "gpus1" / "train_metrics.json")
-    config = {**manifest.get("config", {}), **train.get("config", {})}
-    return {"name": name, "verdicts": verdicts, "rows": rows, "config": config,
-            "hardware": train.get("hardware") or manifest.get("hardware") or {},
-            "libraries": train.get("libraries") or manifest.get("libraries") or {},
-            "data": {"dataset": json.dumps(manifest.get("dataset"), sort_keys=True),
-                     **{f"sha256 {k}": v[:16] for k, v in manifest.get("content_sha256", {}).items()},
-                     **{f"count {k}": v for k, v in manifest.get("counts", {}).items()}},
-            "run_config_hash": train.get("run_config_hash") or manifest.get("run_config_hash")}
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    manifest = ManifestRecord.read(folder / "data" / "manifest.json")
+    train = TrainRecord.read(folder / "train" / "gpus1" / "train_metrics.json")
+    return {"name": name, "verdicts": verdicts, "rows": rows, "config": {**manifest.config, **train.config},
+            "hardware": train.hardware, "libraries": train.libraries,
+            "data": {"dataset": json.dumps(manifest.dataset, sort_keys=True),
+                     **{f"sha256 {k}": v[:16] for k, v in manifest.content_sha256.items()},
+                     **{f"count {k}": v for k, v in manifest.counts.items()}},
+            "run_config_hash": train.run_config_hash}
 
 
 def _value(row: dict | None) -> str:

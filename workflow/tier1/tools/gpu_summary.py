@@ -7,8 +7,8 @@
     python -m tier1.tools.gpu_summary cosine --model MODEL --corpus WORK/data/test/corpus.jsonl \\
         --queries WORK/data/test/queries.jsonl --max-seq-length 256 --out WORK/cosine.json
 
-Every value is read with .get() from the file that holds it; a missing file or key prints "n/a",
-so the table also works on files written before a key existed (throughput.*, steady_step_s).
+Every value is read through the record classes (tier1.records): a file that is absent (its step did
+not run or failed) prints "n/a"; a file that is not the record it should be is an error naming it.
 `cosine` measures how far bf16 autocast moves the embeddings from plain fp32 on the same device.
 """
 
@@ -23,40 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tier1.records import CosineRecord, EvaluationRecord, ProbeRecord, Record, TrainRecord
+
 NA = "n/a"
 GIB = 2**30
 
 
-def read(path: Path | None) -> dict:
-    """A stage's JSON, or {} when the file is absent or unreadable (its values then print n/a)."""
+def read(kind: type[Record], path: Path | None) -> Record | None:
+    """The record at `path`, or None when there is no such file (its step did not run)."""
     if path is None or not Path(path).is_file():
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def dig(record: Any, dotted: str) -> Any:
-    """record["a"]["b"] for "a.b"; list items by index ("ranks.0.samples"); None if any step is missing."""
-    for key in dotted.split("."):
-        if isinstance(record, dict):
-            record = record.get(key)
-        elif isinstance(record, list) and key.isdigit() and int(key) < len(record):
-            record = record[int(key)]
-        else:
-            return None
-    return record
-
-
-def first(record: dict, *paths: str) -> Any:
-    """The first of several keys that is present (a new name, then the older ones)."""
-    for path in paths:
-        value = dig(record, path)
-        if value is not None:
-            return value
-    return None
+        return None
+    return kind.read(path)
 
 
 def number(value: Any, fmt: str) -> str:
@@ -98,84 +75,89 @@ def plain(value: Any) -> str:
 @dataclass(frozen=True)
 class Row:
     label: str
-    record: str  # the input it reads: train, train_fp32, eval_base, eval_trained, probe or cosine
-    value: Callable[[dict], str]
+    record: str  # the input it reads: train, train_fp32, eval_base, eval_trained, probe or cosine ("*": all)
+    value: Callable[[Any], Any]  # the value, from that record (never called without one)
+    show: Callable[[Any], str] = lambda value: plain(value)
 
 
-def key(*paths: str, show: Callable[[Any], str] = plain) -> Callable[[dict], str]:
-    """The first present of `paths` (newest name first), formatted by `show`."""
-    return lambda record: show(first(record, *paths))
+def versions(record: TrainRecord) -> str:
+    return f"{plain(record.libraries.get('torch'))} / {plain(record.libraries.get('transformers'))}"
 
 
-def versions(record: dict) -> str:
-    return f"{plain(dig(record, 'libraries.torch'))} / {plain(dig(record, 'libraries.transformers'))}"
+def steps_and_batch(record: TrainRecord) -> str:
+    return f"{record.steps} ({record.objective['global_batch']})"
 
 
-def steps_and_batch(record: dict) -> str:
-    return f"{plain(dig(record, 'steps'))} ({plain(dig(record, 'objective.global_batch'))})"
-
-
-def four(value: Any) -> str:
-    return number(value, ".4f")
-
-
-def six(value: Any) -> str:
-    return number(value, ".6f")
-
-
-def shape_counts(record: dict) -> str:
-    met, warmed = dig(record, "shapes.met"), dig(record, "shapes.warmed")
+def shape_counts(record: TrainRecord | EvaluationRecord) -> str:
+    met, warmed = record.shapes.get("met"), record.shapes.get("warmed")
     if met is None:
         return NA
     return (f"{len(met)} met, {len(warmed or [])} warmed, "
-            f"{plain(dig(record, 'shapes.first_met_in_window'))} first met in the timed window")
+            f"{plain(record.shapes.get('first_met_in_window'))} first met in the timed window")
 
 
-def bf16_speedup(records: dict) -> str:
+def encoder_text(record: TrainRecord) -> str:
+    e = record.encoder
+    return f"{e['implementation']} {e['version']}, attention: {e['attention']}"
+
+
+def peak(record: TrainRecord | EvaluationRecord) -> Any:
+    """Rank 0's peak: memory allocated on a GPU, the process RSS on a CPU."""
+    memory = record.ranks[0]["peak_memory"]
+    return memory.get("max_memory_allocated", memory.get("peak_rss"))
+
+
+def bf16_speedup(records: dict[str, Any]) -> str:
     """fp32's steady step over bf16's (above 1: bf16 is faster)."""
-    a, b = first(records.get("train", {}), *STEP_TIME), first(records.get("train_fp32", {}), *STEP_TIME)
-    return number(b / a, ".2f") + "x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else NA
+    a, b = records.get("train"), records.get("train_fp32")
+    if not (a and b and a.steady_step_s and b.steady_step_s):
+        return NA
+    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
 
 
-STEP_TIME = ("steady_step_s", "time_split_median_s.step", "ranks.0.median_step_s")
-PEAK = ("ranks.0.peak_memory.max_memory_allocated", "ranks.0.peak_memory.peak_rss")
+def decimals(digits: int) -> Callable[[Any], str]:
+    return lambda value: number(value, f".{digits}f")
+
 
 ROWS = [
-    Row("Device", "train", key("ranks.0.device_name", "hardware.gpus.0")),
+    Row("Device", "train", lambda t: t.ranks[0]["device_name"]),
     Row("torch / transformers", "train", versions),
-    Row("Training precision", "train", key("precision")),
+    Row("Training precision", "train", lambda t: t.precision),
     Row("Training steps (global batch)", "train", steps_and_batch),
-    Row("Train step time, median", "train", key(*STEP_TIME, show=seconds)),
-    Row("Train step time, wall-average", "train", key("step_evenness.wall_average_step_s", show=seconds)),
+    Row("Train step time, median", "train", lambda t: t.steady_step_s, seconds),
+    Row("Train step time, wall-average", "train", lambda t: t.step_evenness.get("wall_average_step_s"), seconds),
     Row("Train shapes (rows x width)", "train", shape_counts),
-    Row("Attention kernel", "train", key("attention")),
-    Row("Train samples/s", "train", key("samples_per_s", show=rate)),
-    Row("Train tokens/s", "train", key("throughput.tokens_per_s", show=rate)),
-    Row("Train padded tokens/s", "train", key("throughput.padded_tokens_per_s", show=rate)),
-    Row("Train MFU", "train", key("throughput.mfu", show=fraction_as_percent)),
-    Row("Train peak memory allocated", "train", key(*PEAK, show=gib)),
-    Row("Train wall time", "train", key("wall_time_s", show=seconds)),
-    Row("Final loss", "train", key("final_loss", show=four)),
-    Row("Training precision (fp32 run)", "train_fp32", key("precision")),
-    Row("Train step time, median (fp32 run)", "train_fp32", key(*STEP_TIME, show=seconds)),
-    Row("Train samples/s (fp32 run)", "train_fp32", key("samples_per_s", show=rate)),
-    Row("Train tokens/s (fp32 run)", "train_fp32", key("throughput.tokens_per_s", show=rate)),
-    Row("Train MFU (fp32 run)", "train_fp32", key("throughput.mfu", show=fraction_as_percent)),
-    Row("Train peak memory allocated (fp32 run)", "train_fp32", key(*PEAK, show=gib)),
+    Row("Encoder", "train", encoder_text),
+    Row("Train samples/s", "train", lambda t: t.samples_per_s, rate),
+    Row("Train tokens/s", "train", lambda t: t.throughput.get("tokens_per_s"), rate),
+    Row("Train padded tokens/s", "train", lambda t: t.throughput.get("padded_tokens_per_s"), rate),
+    Row("Train MFU", "train", lambda t: t.throughput.get("mfu"), fraction_as_percent),
+    Row("Train peak memory allocated", "train", peak, gib),
+    Row("Train wall time", "train", lambda t: t.wall_time_s, seconds),
+    Row("Final loss", "train", lambda t: t.final_loss, decimals(4)),
+    Row("Training precision (fp32 run)", "train_fp32", lambda t: t.precision),
+    Row("Train step time, median (fp32 run)", "train_fp32", lambda t: t.steady_step_s, seconds),
+    Row("Train samples/s (fp32 run)", "train_fp32", lambda t: t.samples_per_s, rate),
+    Row("Train tokens/s (fp32 run)", "train_fp32", lambda t: t.throughput.get("tokens_per_s"), rate),
+    Row("Train MFU (fp32 run)", "train_fp32", lambda t: t.throughput.get("mfu"), fraction_as_percent),
+    Row("Train peak memory allocated (fp32 run)", "train_fp32", peak, gib),
     Row("bf16 speed-up per step (fp32 step / bf16 step)", "*", bf16_speedup),
-    Row("Encode documents/s (base model)", "eval_base", key("documents_per_s", show=rate)),
+    Row("Encode documents/s (base model)", "eval_base", lambda e: e.documents_per_s, rate),
     Row("Evaluation shapes (rows x width)", "eval_trained", shape_counts),
-    Row("Encode documents/s (trained model)", "eval_trained", key("documents_per_s", show=rate)),
-    Row("Evaluation wall time, median (trained)", "eval_trained", key("wall_time_s", show=seconds)),
-    Row("Evaluation peak memory allocated", "eval_trained", key("ranks.0.peak_memory.max_memory_allocated", show=gib)),
-    Row("nDCG@10 before training", "eval_base", key("metrics.ndcg@10", show=four)),
-    Row("nDCG@10 after training", "eval_trained", key("metrics.ndcg@10", show=four)),
-    Row("Max train batch per device (probe)", "probe", key("max_train_batch_per_device", show=rate)),
-    Row("Max encode batch per device (probe)", "probe", key("max_encode_batch_per_device", show=rate)),
-    Row("Device memory (probe)", "probe", key("device_capacity_bytes", show=gib)),
-    Row("bf16 vs fp32 embedding cosine, min", "cosine", key("min_cosine", show=six)),
-    Row("bf16 vs fp32 embedding cosine, mean", "cosine", key("mean_cosine", show=six)),
+    Row("Encode documents/s (trained model)", "eval_trained", lambda e: e.documents_per_s, rate),
+    Row("Evaluation wall time, median (trained)", "eval_trained", lambda e: e.wall_time_s, seconds),
+    Row("Evaluation peak memory allocated", "eval_trained", peak, gib),
+    Row("nDCG@10 before training", "eval_base", lambda e: e.metrics["ndcg@10"], decimals(4)),
+    Row("nDCG@10 after training", "eval_trained", lambda e: e.metrics["ndcg@10"], decimals(4)),
+    Row("Max train batch per device (probe)", "probe", lambda p: p.max_train_batch_per_device, rate),
+    Row("Max encode batch per device (probe)", "probe", lambda p: p.max_encode_batch_per_device, rate),
+    Row("Device memory (probe)", "probe", lambda p: p.device_capacity_bytes, gib),
+    Row("bf16 vs fp32 embedding cosine, min", "cosine", lambda c: c.min_cosine, decimals(6)),
+    Row("bf16 vs fp32 embedding cosine, mean", "cosine", lambda c: c.mean_cosine, decimals(6)),
 ]
+# the record class each input is read through
+KINDS = {"train": TrainRecord, "train_fp32": TrainRecord, "eval_base": EvaluationRecord,
+         "eval_trained": EvaluationRecord, "probe": ProbeRecord, "cosine": CosineRecord}
 
 
 def read_steps(path: Path | None) -> list[tuple[str, float | None, int | None]]:
@@ -209,9 +191,17 @@ def step_text(secs: float | None, status: int | None) -> str:
     return text
 
 
-def rows(records: dict[str, dict], steps: list[tuple[str, float | None, int | None]]) -> list[tuple[str, str]]:
-    """(label, value) of every row of the table, the check's step times last."""
-    out = [(row.label, row.value(records if row.record == "*" else records.get(row.record, {}))) for row in ROWS]
+def cell(row: Row, records: dict[str, Any]) -> str:
+    if row.record == "*":
+        return row.value(records)
+    record = records.get(row.record)
+    return NA if record is None else row.show(row.value(record))
+
+
+def rows(records: dict[str, Any], steps: list[tuple[str, float | None, int | None]]) -> list[tuple[str, str]]:
+    """(label, value) of every row of the table, the check's step times last; `records` maps an
+    input's name to its record, or None when its file is absent."""
+    out = [(row.label, cell(row, records)) for row in ROWS]
     out.extend((f"Time: {name}", step_text(secs, status)) for name, secs, status in steps)
     if steps:
         out.append(("Time: all steps", f"{sum(s for _, s, _ in steps if s is not None):.1f} s"))
@@ -225,7 +215,8 @@ def markdown(table: list[tuple[str, str]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cosine_agreement(model_spec: str, texts: list[str], max_seq_length: int, device, batch_size: int = 64) -> dict:
+def cosine_agreement(model_spec: str, texts: list[str], max_seq_length: int, device,
+                     batch_size: int = 64) -> CosineRecord:
     """Embeddings of `texts` under bf16 autocast against plain fp32, on `device`: min and mean cosine."""
     import torch
 
@@ -246,8 +237,8 @@ def cosine_agreement(model_spec: str, texts: list[str], max_seq_length: int, dev
         return torch.cat(outs)
 
     cos = torch.nn.functional.cosine_similarity(embed(torch.bfloat16), embed(None), dim=-1)
-    return {"model": model_spec, "device": devices.device_name(device), "texts": len(texts),
-            "max_seq_length": max_seq_length, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    return CosineRecord(model=model_spec, device=devices.device_name(device), texts=len(texts),
+                        max_seq_length=max_seq_length, min_cosine=float(cos.min()), mean_cosine=float(cos.mean()))
 
 
 def sample_texts(corpus: Path, queries: Path, n: int) -> list[str]:
@@ -284,13 +275,11 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         result = cosine_agreement(args.model, sample_texts(args.corpus, args.queries, args.texts),
                                   args.max_seq_length, device)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps(result))
+        result.write(args.out)
+        print(json.dumps(result.to_json()))
         return
 
-    records = {"train": read(args.train), "train_fp32": read(args.train_fp32), "eval_base": read(args.eval_base),
-               "eval_trained": read(args.eval_trained), "probe": read(args.probe), "cosine": read(args.cosine)}
+    records = {name: read(kind, getattr(args, name)) for name, kind in KINDS.items()}
     table = rows(records, read_steps(args.steps))
     text = markdown(table, args.title)
     print(text, end="")
