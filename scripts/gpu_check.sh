@@ -198,9 +198,11 @@ step cosine 90 "$PY" -m tier1.tools.gpu_summary cosine --model "$COSINE_MODEL" -
     --queries "$D/test/queries.jsonl" --max-seq-length "$SEQ" --texts 300 --out "$WORK/cosine.json" || true
 PLOTS=()
 for p in speedup throughput memory loss quality time_split; do PLOTS+=("$WORK/report/plots/$p.png"); done
-step report 120 "$PY" -m tier1.report --manifest "$D/manifest.json" --train "$WORK/train/train_metrics.json" \
-    --loss "$WORK/train/loss.csv" --eval-base "$WORK/eval_base/metrics.json" \
-    --eval-trained "$WORK/eval_trained/metrics.json" --probe "$WORK/probe/gpus1.json" \
+# the report's inputs by name (tier1.report --records): kind -> file, or world size -> file
+ONE="\"manifest\": \"$D/manifest.json\", \"eval_base\": {\"1\": \"$WORK/eval_base/metrics.json\"},
+    \"eval_trained\": {\"1\": \"$WORK/eval_trained/metrics.json\"}"
+step report 120 "$PY" -m tier1.report --records "{\"records\": {$ONE, \"train\": {\"1\": \"$WORK/train/train_metrics.json\"},
+    \"loss\": {\"1\": \"$WORK/train/loss.csv\"}, \"probe\": {\"1\": \"$WORK/probe/gpus1.json\"}}}" \
     --md "$WORK/report/performance.md" --csv "$WORK/report/performance.csv" --plots "${PLOTS[@]}" || true
 if ((${SCALING:-1})); then
 # Scaling on one GPU, last (a cut-off check loses only these; SCALING=0 skips them): the shared-GPU rehearsal (2 ranks on this
@@ -220,15 +222,16 @@ for b in ${SWEEP_BATCHES:-32 128 512}; do
         if ((n > 1)); then launch+=(--share-gpu); fi
         step "sweep_b${b}_gpus$n" 90 "${launch[@]}" tier1.stages.sweep_step --config "$(cfg train)" --batch "$b" \
             --data "$D/train.jsonl" --tokens "$D/tokens.safetensors" --out "$WORK/sweep/b${b}_gpus$n.json" \
-            && SWEEP+=("$WORK/sweep/b${b}_gpus$n.json") || true
+            && SWEEP+=("\"b${b}_gpus$n\": \"$WORK/sweep/b${b}_gpus$n.json\"") || true
     done
 done
 SPLOTS=()
 for p in speedup decomposition sweep; do SPLOTS+=("$WORK/report_scaling/plots/$p.png"); done
-step report_scaling 120 "$PY" -m tier1.report --manifest "$D/manifest.json" \
-    --train "$WORK/train/train_metrics.json" "$WORK/train_shared2/train_metrics.json" \
-    --loss "$WORK/train/loss.csv" "$WORK/train_shared2/loss.csv" --eval-base "$WORK/eval_base/metrics.json" \
-    --eval-trained "$WORK/eval_trained/metrics.json" --rank-compute "$WORK/rank_compute.json" --sweep "${SWEEP[@]}" \
+SWEEP_JSON=$(IFS=,; echo "${SWEEP[*]}")
+step report_scaling 120 "$PY" -m tier1.report --records "{\"records\": {$ONE,
+    \"train\": {\"1\": \"$WORK/train/train_metrics.json\", \"2\": \"$WORK/train_shared2/train_metrics.json\"},
+    \"loss\": {\"1\": \"$WORK/train/loss.csv\", \"2\": \"$WORK/train_shared2/loss.csv\"},
+    \"rank_compute\": \"$WORK/rank_compute.json\", \"sweep\": {$SWEEP_JSON}}}" \
     --md "$WORK/report_scaling/performance.md" --csv "$WORK/report_scaling/performance.csv" --plots "${SPLOTS[@]}" || true
 fi
 summarize

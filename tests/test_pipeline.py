@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tier1.records import ProbeRecord
+
 from helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -76,7 +78,7 @@ def test_timed_jobs_never_overlap(workdir):
     files += list((workdir / "results/default").glob("eval/*/ws*/metrics.json"))
     # a probe times something on GPUs only; on a CPU one job writes every world size's record
     files += [f for f in (workdir / "results/default").glob("probe/gpus*.json")
-              if "not_applicable" not in json.loads(f.read_text())]
+              if ProbeRecord.read(f).not_applicable is None]
     spans = sorted((datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["finished_at"]), str(f))
                    for f in files for d in [json.loads(f.read_text())])
     # training (and the dropout reference), evaluation (base and trained, one launch per world size)
