@@ -20,6 +20,7 @@ from snakemake.utils import validate
 from tier1.config import ConfigError, PrepareConfig, Tier1Config
 from tier1.data import sources
 from tier1.input_checks import check_inputs
+from tier1.records import TokensRecord
 from tier1.stages.prepare import Outputs, prepare
 
 from helpers import REPO
@@ -423,7 +424,7 @@ def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model
     # "word " * 31 is 31 tokens plus [CLS] and [SEP]: cut; the long anchor is cut wherever it went
     assert sum(truncated.values()) == 2
     # the record beside the cache: what was tokenised, and the seconds it took
-    record = json.loads((tmp_path / "tokens.json").read_text())
-    assert record["stage"] == "tokenize" and record["truncated"] == truncated and 0 < record["work_s"] < 60
-    assert record["counts"] == {"train_pairs": 30, "documents": 2, "queries": 2, "texts": 64}
-    assert {"config_hash", "git_revision", "hardware", "libraries"} <= set(record)
+    record = TokensRecord.read(tmp_path / "tokens.json")
+    assert record.stage == "tokenize" and record.truncated == truncated and 0 < record.work_s < 60
+    assert record.counts == {"train_pairs": 30, "documents": 2, "queries": 2, "texts": 64}
+    assert record.config_hash and record.hardware and record.libraries

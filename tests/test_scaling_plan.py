@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from test_workflow_plan import plan, report_command, trained, workdir  # noqa: F401 (fixture)
+from test_workflow_plan import plan, report_command, report_index, trained, workdir  # noqa: F401 (fixture)
 
 
 def rule_jobs(proc, rule: str) -> list[str]:
@@ -20,10 +20,10 @@ def test_the_sweep_plans_one_job_per_size_and_world_size_and_the_report_reads_th
     assert rule_jobs(proc, "sweep_step") == expected
     assert rule_jobs(proc, "rank_compute") == ["results/default/train/rank_compute.json"]
     command = report_command(proc)
-    assert "--rank-compute results/default/train/rank_compute.json" in command
+    records = report_index(proc)["records"]
+    assert records["rank_compute"] == "results/default/train/rank_compute.json"
     assert "results/default/report/plots/sweep.png" in command
-    swept = command.split("--sweep ")[1].split(" --")[0].split()
-    assert sorted(swept) == expected
+    assert sorted(records["sweep"].values()) == expected
     jobs = proc.stdout.split("\n\n")
     job = next(j for j in jobs if "output: results/default/sweep/b32/gpus4.json" in j)
     assert "timed=1" in job and "--ranks 4 " in job and "tier1.stages.sweep_step" in job and "--batch 32 " in job
