@@ -83,3 +83,10 @@ def record(kind, **given):
     if unknown:
         raise TypeError(f"{kind.__name__} has no field(s) {sorted(unknown)}")
     return kind(**{f.name: given[f.name] if f.name in given else empty(f) for f in dataclasses.fields(kind)})
+
+
+def write_beir_folder(beir, folder: Path) -> None:
+    """A BEIR set as the prepare stage lays it out: corpus.jsonl, queries.jsonl, qrels/test.tsv."""
+    from tier1.stages.prepare import write_beir
+
+    write_beir(beir, folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv")

@@ -49,7 +49,7 @@ def test_a_failed_run_names_each_failed_jobs_log(tmp_path):
     job_log.write_text("dataset: 'x.jsonl' has no column 'anchor'\n")
     smk_log = tmp_path / "snakemake.log"
     smk_log.write_text(f"Error in rule prepare:\n    jobid: 3\n    log: {job_log} (check log file(s) for error details)\n")
-    assert console.failed_logs(smk_log) == [Path(job_log)]
+    assert [job["log"] for job in console.failed_jobs(smk_log)] == [Path(job_log)]
     assert "has no column 'anchor'" in console.failure_summary(smk_log)
 
 

@@ -11,7 +11,9 @@ import pytest
 from tier1 import ConfigError
 from tier1.config import PrepareConfig
 from tier1.data import sources, split, stdlib_pairs
-from tier1.stages.prepare import Outputs, prepare, write_beir_folder
+from tier1.stages.prepare import Outputs, prepare
+
+from helpers import write_beir_folder
 
 
 def test_stdlib_pairs_are_real_functions_without_their_docstring(pairs):

@@ -11,7 +11,6 @@ from tier1.config import EvalConfig
 from tier1.data.sources import read_beir
 from tier1.data.split import beir_from_pairs
 from tier1.stages.evaluate import Outputs
-from tier1.stages.prepare import write_beir_folder
 
 import eval_runs
 import helpers
@@ -23,7 +22,7 @@ CFG = {"model": "unused", "trust_remote_code": False, "encoder": "auto", "eval_b
 @pytest.fixture(scope="module")
 def beir(pairs, tmp_path_factory):
     folder = tmp_path_factory.mktemp("beir")
-    write_beir_folder(beir_from_pairs(pairs[:90]), folder)
+    helpers.write_beir_folder(beir_from_pairs(pairs[:90]), folder)
     return folder
 
 

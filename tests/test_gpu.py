@@ -11,21 +11,6 @@ import torch
 pytestmark = pytest.mark.gpu
 
 
-def test_stopwatch_times_the_kernels_not_the_launch():
-    from tier1.runtime.device import Stopwatch
-
-    device = torch.device("cuda", 0)
-    a = torch.randn(4096, 4096, device=device)
-    torch.cuda.synchronize()
-    with Stopwatch(device) as clock:
-        for _ in range(20):
-            a = a @ a
-            a = a / a.norm()
-    assert clock.seconds > 0
-    # 20 dense 4096^3 products are 2.7 TFLOP: no card does them in under 0.1 ms
-    assert clock.seconds > 1e-4
-
-
 def test_device_memory_counts_more_than_the_allocator():
     from tier1.runtime.device import used_memory
 

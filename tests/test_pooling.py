@@ -19,9 +19,10 @@ from tier1.encoder.token_cache import collate, doc_text
 from tier1.runtime import distributed
 from tier1.stages.evaluate import Outputs as EvalOutputs
 from tier1.stages.evaluate import evaluate
-from tier1.stages.prepare import write_beir_folder
 from tier1.stages.train import Outputs as TrainOutputs
 from tier1.stages.train import train
+
+from helpers import write_beir_folder
 
 NORMALIZE = {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
 

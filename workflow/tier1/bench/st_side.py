@@ -4,12 +4,11 @@ SentenceTransformer.encode. Imported only by the benchmark: tier1 itself never n
 from __future__ import annotations
 
 import tempfile
-import time
 
 import torch
 
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, training_pairs
-from tier1.runtime.device import synchronize
+from tier1.measure import clock
 
 
 def _model(w: Workload):
@@ -43,9 +42,8 @@ def train(w: Workload) -> dict:
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step in (1, w.steps):  # no wait for the device between
-                synchronize(bench_device())
-            ends.append(time.perf_counter())
+            # no wait for the device between
+            ends.append(clock.synced(bench_device()) if state.global_step in (1, w.steps) else clock.now())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -93,10 +91,8 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
               "show_progress_bar": False}
     with autocast:
         st.encode(texts[: w.eval_batch_size], **kwargs)  # first-call costs, untimed
-        synchronize(bench_device())
-        t0 = time.perf_counter()
+        t0 = clock.synced(bench_device())
         emb = st.encode(texts, **kwargs)
-        synchronize(bench_device())
-        seconds = time.perf_counter() - t0
+        seconds = clock.synced(bench_device()) - t0
     return {"texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
             "precision": "bf16" if bf16 else "fp32"}, emb.float().cpu()

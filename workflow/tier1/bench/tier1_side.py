@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, short_precision, training_pairs
@@ -13,6 +11,7 @@ from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.encoder.token_cache import pair_tokens, token_ids
 from tier1.evaluation import sharding
+from tier1.measure import clock
 from tier1.runtime import device as devices
 from tier1.runtime.distributed import Context
 from tier1.stages.evaluate import batch_tensors, warm_up
@@ -47,18 +46,16 @@ def train(w: Workload) -> dict:
     encoder, _ = model.load(w.model, encoder=w.encoder)
     trainer = build_trainer(cfg, ctx, encoder, ids)
     timed_pairs = [pairs[i] for _, batch in trainer.plan.schedule()[1:] for i in batch]
-    t0 = time.perf_counter()
+    t0 = clock.now()
     pair_tokens(tokenizer, timed_pairs, w.max_seq_length)
-    tokenize_s = time.perf_counter() - t0
+    tokenize_s = clock.now() - t0
     if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
         trainer.warm_shapes()
     ends: list[float] = []
 
     def after_step(t):
-        if t.step in (1, t.plan.total_steps):
-            devices.synchronize(ctx.device)
-        ends.append(time.perf_counter())
+        ends.append(clock.synced(ctx.device) if t.step in (1, t.plan.total_steps) else clock.now())
 
     trainer.fit(after_step)
     window = ends[-1] - ends[0]
@@ -112,12 +109,10 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
     else:
         warm = token_ids(tokenizer, texts[: w.eval_batch_size], w.max_seq_length)
         _encode(encoder, warm, tokenizer.pad_token_id, w, ctx.device, dtype)
-    devices.synchronize(ctx.device)
-    t0 = time.perf_counter()
+    t0 = clock.synced(ctx.device)
     ids = token_ids(tokenizer, texts, w.max_seq_length)
-    t1 = time.perf_counter()
+    t1 = clock.now()
     emb = _encode(encoder, ids, tokenizer.pad_token_id, w, ctx.device, dtype)
-    devices.synchronize(ctx.device)
-    t2 = time.perf_counter()
+    t2 = clock.synced(ctx.device)
     return {"texts": len(texts), "tokenize_s": t1 - t0, "encode_s": t2 - t1, "texts_per_s": len(texts) / (t2 - t1),
             "texts_per_s_with_tokenize": len(texts) / (t2 - t0), "precision": short_precision(dtype)}, emb.cpu()

@@ -21,10 +21,12 @@ class PackedIds:
     offsets: np.ndarray  # int64, len(rows) + 1
 
     @classmethod
-    def from_rows(cls, rows: list[list[int]]) -> PackedIds:
+    def from_rows(cls, rows: list[list[int]] | list[bytes], dtype: np.dtype = np.int64) -> PackedIds:
+        """Rows of ints (or bytes) packed as `dtype` values; numpy refuses a value that overflows
+        the dtype (OverflowError) rather than wrapping it."""
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(r) for r in rows], dtype=np.int64)
-        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1]))
+        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1]))
         return cls(values, offsets)
 
     @functools.cached_property

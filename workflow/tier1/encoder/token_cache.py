@@ -10,7 +10,6 @@ run code (see `save`).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from safetensors.numpy import save_file
 
 from tier1.config import InputError
 from tier1.data.sources import BeirSet, read_jsonl
+from tier1.encoder.packed_ids import PackedIds
 from tier1.runtime import checksum
 from tier1.runtime.atomic import atomic_path
 
@@ -165,12 +165,8 @@ def _is_id_rows(value) -> bool:
 
 
 def _pack(key: str, rows: list[list[int]] | list[bytes], dtype: np.dtype) -> dict[str, np.ndarray]:
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for r in rows], dtype=np.int64)
-    flat = list(itertools.chain.from_iterable(rows))
-    # numpy refuses Python ints that overflow the dtype (OverflowError) rather than wrapping them
-    values = np.array(flat, dtype=dtype) if flat else np.zeros(0, dtype=dtype)
-    return {f"{key}.values": values, f"{key}.offsets": offsets}
+    packed = PackedIds.from_rows(rows, dtype)
+    return {f"{key}.values": packed.values, f"{key}.offsets": packed.offsets}
 
 
 def _digest(tensors: dict[str, np.ndarray], *texts: str) -> str:

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from tier1.measure import clock
 from tier1.measure.gpu_activity import GpuSampler
 
 OTHERS_CORES_LIMIT = 0.25  # other processes' average use of the machine, in cores, before a mark
@@ -45,7 +46,7 @@ def cpu_counters() -> CpuCounters:
         total = (user + nice + system + idle + iowait + irq + softirq + st) / hz
     except (OSError, ValueError) as err:  # not Linux: only the process's own time is known
         unobserved = f"the machine's CPU counters (/proc/stat: {type(err).__name__}: {err})"
-    return CpuCounters(time.perf_counter(), busy, steal, total, time.process_time(), unobserved)
+    return CpuCounters(clock.now(), busy, steal, total, time.process_time(), unobserved)
 
 
 class Watch:

@@ -18,17 +18,13 @@ torch is imported only inside the functions that need it.
 from __future__ import annotations
 
 import re
-import time
+
+from tier1.measure.clock import Stopwatch, synced
 
 
 def train_flops_per_token(non_embedding_params: int, layers: int, hidden: int, seq_len: int) -> int:
     """Forward + backward FLOPs per token: 6N + 12 x layers x hidden x seq_len."""
     return 6 * non_embedding_params + 12 * layers * hidden * seq_len
-
-
-def encode_flops_per_token(non_embedding_params: int, layers: int, hidden: int, seq_len: int) -> int:
-    """Forward-only FLOPs per token: 2N + 4 x layers x hidden x seq_len."""
-    return 2 * non_embedding_params + 4 * layers * hidden * seq_len
 
 
 def train_flops(non_embedding_params: int, layers: int, hidden: int, padded_len: int, sequences: int) -> int:
@@ -38,11 +34,6 @@ def train_flops(non_embedding_params: int, layers: int, hidden: int, padded_len:
     longest text): add the two.
     """
     return sequences * padded_len * train_flops_per_token(non_embedding_params, layers, hidden, padded_len)
-
-
-def encode_flops(non_embedding_params: int, layers: int, hidden: int, padded_len: int, sequences: int) -> int:
-    """Forward FLOPs of encoding one padded batch of `sequences` rows of `padded_len` tokens."""
-    return sequences * padded_len * encode_flops_per_token(non_embedding_params, layers, hidden, padded_len)
 
 
 def non_embedding_parameters(model) -> int:
@@ -110,7 +101,7 @@ def peak_flops(device_name: str, dtype_name: str) -> tuple[float | None, str | N
 
 def measured_matmul_peak(device, dtype, size: int = 8192, repeats: int = 10) -> float:
     """Achieved FLOP/s of a dense size x size matmul in `dtype` on `device` (a torch.device or a
-    string), timed after one untimed warm-up: with CUDA events on a GPU, perf_counter on CPU.
+    string), timed after one untimed warm-up on tier1.measure.clock's stopwatch (CUDA events on a GPU).
 
     For cards missing from the peak table; callers label it "measured matmul". It is a lower
     bound on the datasheet peak, so an MFU against it reads higher than one against a datasheet.
@@ -121,21 +112,11 @@ def measured_matmul_peak(device, dtype, size: int = 8192, repeats: int = 10) -> 
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up: kernel selection, workspace, clocks
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
+    synced(device)  # the warm-up done before the stopwatch starts
+    with Stopwatch(device) as watch:
         for _ in range(repeats):
             torch.matmul(a, b)
-        end.record()
-        end.synchronize()
-        seconds = start.elapsed_time(end) / 1e3
-    else:
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            torch.matmul(a, b)
-        seconds = time.perf_counter() - t0
-    return 2 * size**3 * repeats / seconds
+    return 2 * size**3 * repeats / watch.seconds
 
 
 def mfu(flops_per_step: float, step_seconds: float, peak: float | None) -> float | None:

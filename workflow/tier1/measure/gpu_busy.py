@@ -8,10 +8,11 @@ set-up, and N GPUs each pay that fixed cost. CUDA only: a CPU has no separate de
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
+
+from tier1.measure import clock
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -42,10 +43,10 @@ def profile(run: Callable[[], object], steps: int) -> dict:
 
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         run()
         torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
+        wall = clock.now() - t0
     kernel_s = union_seconds(kernel_intervals(prof)) / 1e6
     return {"steps": steps, "kernel_s_per_step": kernel_s / steps, "profiled_wall_s_per_step": wall / steps,
             "method": "torch.profiler, CUDA kernels' union of intervals over untimed forward+backward steps"}

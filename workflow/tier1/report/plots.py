@@ -254,12 +254,11 @@ DECOMPOSITION_STYLE = {"compute": ("0.35", ""), "exposed_comm": ("0.9", "xx"), "
 
 def fit_to_step(seconds: dict[str, float | None], step: float | None) -> dict[str, float]:
     """The parts to stack for one bar: none negative, and together never taller than the step
-    (a negative "other" means the other parts exceed the step: they are scaled down to it)."""
-    parts = {k: max(0.0, v or 0.0) for k, v in seconds.items() if k != "other"}
-    known = sum(parts.values())
-    if step and known > step:
-        parts = {k: v * step / known for k, v in parts.items()}
-    parts["other"] = max(0.0, (step or 0.0) - sum(parts.values())) if step else max(0.0, seconds.get("other") or 0.0)
+    (training.decomposition.fit_to_step; a predicted "other" below 0 is drawn as 0)."""
+    from tier1.training import decomposition
+
+    parts, _ = decomposition.fit_to_step(seconds, step)
+    parts["other"] = max(0.0, parts["other"]) if step else max(0.0, seconds.get("other") or 0.0)
     return parts
 
 

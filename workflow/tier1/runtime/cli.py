@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tier1.config import STAGE_VIEWS, ConfigError, InputError, Tier1Config, from_command_line, parse_stage_json
@@ -65,21 +67,66 @@ def parse_stage_config(text: str, stage: str):
     return parse_stage_json(text, stage)
 
 
+def parser(doc: str, config: bool = True) -> argparse.ArgumentParser:
+    """A stage's argument parser, described by its module docstring's first line, with --config."""
+    made = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if config:
+        made.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    return made
+
+
 def training_stage_parser(doc: str) -> argparse.ArgumentParser:
     """The arguments of every stage that trains on the prepared pairs (train, rank_compute,
     sweep_step): its config, the pairs and the token cache."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
-    parser.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
-    parser.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
-    return parser
+    made = parser(doc)
+    made.add_argument("--data", type=Path, required=True, help="training pairs (jsonl)")
+    made.add_argument("--tokens", type=Path, default=None, help="token ids from the tokenize stage")
+    return made
 
 
-def start_stage(config: str, stage: str):
-    """A stage's first lines: logging set up, transformers quiet, the stage's typed config view."""
+class Stage:
+    """A running stage: its arguments, its typed config view (None without one) and, on first
+    use of `ctx`, its ranks (tier1.runtime.distributed.setup)."""
+
+    def __init__(self, args: argparse.Namespace, cfg):
+        self.args, self.cfg = args, cfg
+        self._ctx = None
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            from tier1.runtime import distributed
+
+            self._ctx = distributed.setup()
+        return self._ctx
+
+
+@contextlib.contextmanager
+def stage(args: argparse.Namespace, view: str | None = None, transformers: bool = True) -> Iterator[Stage]:
+    """The preamble and the end every stage shares: logging set up, transformers quiet (unless
+    `transformers=False`: a stage that never loads a model), the stage's config view parsed
+    from --config; on the way out, a failed rank ends its job's ranks on this machine (so none
+    waits forever in a collective) and the process group is torn down."""
     setup_logging()
-    quiet_transformers()
-    return parse_stage_config(config, stage)
+    if transformers:
+        quiet_transformers()
+    run = Stage(args, parse_stage_config(args.config, view) if view else None)
+    try:
+        yield run
+    except Exception as err:
+        ctx = run._ctx
+        if ctx is not None and ctx.distributed:
+            from tier1.runtime import distributed
+
+            logging.getLogger("tier1.stages").error(
+                "rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
+                type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
+        raise
+    finally:
+        if run._ctx is not None:
+            from tier1.runtime import distributed
+
+            distributed.teardown()
 
 
 def config_file_view(path: Path, stage: str):

@@ -16,9 +16,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
+from tier1.measure import clock
 from tier1.runtime import lifeline
 
 TAIL_LINES = 15
@@ -97,12 +97,9 @@ class Job:
     def watch(self, pids: list[int]) -> None:
         """Stop the job when any of `pids` (the lifeline above this wrapper) is gone."""
         def loop():
-            while self.proc.poll() is None:
-                dead = lifeline.gone(pids)
-                if dead is not None:
-                    self.stop(f"stopped: the process that started it (pid {dead}) is gone")
-                    return
-                time.sleep(LIFELINE_EVERY_S)
+            dead = lifeline.wait_for_loss(pids, lambda: self.proc.poll() is None, LIFELINE_EVERY_S)
+            if dead is not None:
+                self.stop(f"stopped: the process that started it (pid {dead}) is gone")
         if pids:
             threading.Thread(target=loop, daemon=True).start()
 
@@ -143,7 +140,7 @@ def handling_signals(handler):
 
 def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
     say(f"[tier1] {label}: started")
-    t0 = time.perf_counter()
+    t0 = clock.now()
     last_progress = -PROGRESS_EVERY_S
     env = {**os.environ, lifeline.LIFELINE_ENV: ",".join(map(str, [*above, os.getpid()]))}
     with log.open("w") as out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -159,13 +156,13 @@ def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
                     continue
                 progress = PROGRESS.search(line)
                 if progress:  # throttled, but the first and the last (n/n) always shown
-                    now = time.perf_counter()
+                    now = clock.now()
                     done = progress[1] == progress[2]
                     if not done and now - last_progress < PROGRESS_EVERY_S:
                         continue
                     last_progress = now
                 say(f"[tier1] {label}: {line.strip()}")
-    seconds = time.perf_counter() - t0
+    seconds = clock.now() - t0
     if proc.returncode == 0:
         say(f"[tier1] {label}: done in {seconds:.0f} s")
         return 0
@@ -233,11 +230,6 @@ def failed_jobs(snakemake_log: Path) -> list[dict]:
         else:
             unique[key].update({k: v for k, v in j.items() if v and k != "job"} | {"job": j["job"]})
     return list(unique.values())
-
-
-def failed_logs(snakemake_log: Path) -> list[Path]:
-    """The log files of the jobs a Snakemake log reports as failed."""
-    return list(dict.fromkeys(j["log"] for j in failed_jobs(snakemake_log) if j["log"]))
 
 
 def failure_summary(snakemake_log: Path, rerun: str = "snakemake --cores 4 all") -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import time
 
 import torch
 
@@ -47,30 +46,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Stopwatch:
-    """Times the work queued inside a `with` block: CUDA events on a GPU (the kernels' own time,
-    not the host's launch time), the host clock on a CPU. `seconds` is read after the block."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: float | None = None
-
-    def __enter__(self) -> Stopwatch:
-        if self.device.type == "cuda":
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
-            self.seconds = self._start.elapsed_time(end) / 1000.0
-        else:
-            self.seconds = time.perf_counter() - self._start
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`. On a GPU copied from pinned memory without blocking the host, so
+    the copy is queued behind the running work while the host goes on; on a CPU the tensor itself."""
+    if device.type == "cpu":
+        return tensor
+    return (tensor.pin_memory() if device.type == "cuda" else tensor).to(device, non_blocking=True)
 
 
 def used_memory(device: torch.device) -> int | None:

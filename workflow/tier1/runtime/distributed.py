@@ -10,14 +10,12 @@ import logging
 import os
 import signal
 import socket
-import statistics
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from tier1.runtime import device as devices
 from tier1.runtime.gpus import SHARE_GPU_ENV
 from tier1.runtime.lifeline import die_with_parent
 from tier1.runtime.provenance import available_cores
@@ -198,18 +196,3 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def time_allreduce(numel: int, device: torch.device, repeats: int = 5) -> float | None:
-    """Median seconds to all-reduce `numel` fp32 values (the gradient exchange of one step),
-    after one untimed call; None without a group."""
-    if not active():
-        return None
-    buf = torch.ones(numel, dtype=torch.float32, device=device)
-    times = []
-    for _ in range(repeats + 1):
-        barrier()
-        with devices.Stopwatch(device) as clock:
-            dist.all_reduce(buf)
-        times.append(clock.seconds)
-    return statistics.median(times[1:])

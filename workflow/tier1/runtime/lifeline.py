@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
@@ -118,6 +119,17 @@ def gone(pids: list[int]) -> int | None:
     return next((p for p in pids if not _alive(p)), None)
 
 
+def wait_for_loss(pids: list[int], running: Callable[[], bool], interval: float) -> int | None:
+    """Poll `pids` every `interval` s while `running()`: the first found gone, or None once the
+    watched job has ended. The console's thread and the launcher's watchdog both watch this way."""
+    while running():
+        dead = gone(pids)
+        if dead is not None:
+            return dead
+        time.sleep(interval)
+    return None
+
+
 def watch_owner(job: int, sig: int = signal.SIGTERM, interval: float = 1.0) -> None:
     """Fork a watchdog that sends `sig` to `job` once any process of the job's lifeline is gone
     (checked every `interval` s), and exits when the job does. For what the parent-death signal
@@ -130,13 +142,10 @@ def watch_owner(job: int, sig: int = signal.SIGTERM, interval: float = 1.0) -> N
     # the watchdog: a bare child that touches nothing of the job's state
     try:
         os.setsid()
-        while _alive(job):
-            if gone(pids):
-                try:
-                    os.kill(job, sig)
-                except OSError:
-                    pass
-                break
-            time.sleep(interval)
+        if wait_for_loss(pids, lambda: _alive(job), interval) is not None:
+            try:
+                os.kill(job, sig)
+            except OSError:
+                pass
     finally:
         os._exit(0)

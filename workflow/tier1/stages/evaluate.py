@@ -14,11 +14,9 @@ and timed on its own.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +30,11 @@ from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.evaluation import metrics as ir_metrics
 from tier1.evaluation import sharding, topk
-from tier1.measure import disturbance
+from tier1.measure import clock, disturbance
 from tier1.records import EvaluationRecord
-from tier1.runtime import atomic, distributed, provenance
+from tier1.runtime import atomic, cli, distributed, provenance
 from tier1.runtime import device as devices
-from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, progress, quiet_transformers, run_main, setup_logging
+from tier1.runtime.cli import progress, run_main
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 from tier1.training import buckets
@@ -52,9 +50,7 @@ def batch_tensors(packed: PackedIds, rows: list[int], pad_id: int, rungs: tuple[
     width = shapes.width(longest, rungs)
     ids, mask = packed.pad(np.asarray(rows), width, pad_id)
     tensors = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-    if device.type == "cuda":
-        tensors = {k: v.pin_memory().to(device, non_blocking=True) for k, v in tensors.items()}
-    return tensors, int(packed.lengths[rows].min()) < width
+    return {k: devices.to_device(v, device) for k, v in tensors.items()}, int(packed.lengths[rows].min()) < width
 
 
 def encode_share(encoder, packed, batches, share, pad_id, device, dtype, bar, rungs, seen: ShapeLog
@@ -86,12 +82,12 @@ def encode_sharded(encoder, packed, batch_size, pad_id, ctx: Context, dtype, des
     share = sharding.deal(batches, lengths, ctx.world_size)[ctx.rank]
     n_mine = sum(len(batches[b]) for b in share)
     bar = progress(n_mine, f"{desc} (rank {ctx.rank})", enabled=ctx.is_main)
-    t0 = time.perf_counter()
+    t0 = clock.now()
     items, emb = encode_share(encoder, packed, batches, share, pad_id, ctx.device, dtype, bar, rungs, seen)
     devices.synchronize(ctx.device)
     bar.close()
     stats = {"items": len(items), "batches": len(share), "tokens": sum(lengths[i] for i in items),
-             "seconds": time.perf_counter() - t0}
+             "seconds": clock.now() - t0}
     return items, emb, stats
 
 
@@ -114,11 +110,7 @@ def warm_up(encoder, packed: list[PackedIds], batch_size: int, pad_id: int, ctx:
     with torch.inference_mode(), devices.autocast(ctx.device, dtype):
         if devices.first_calls_cost(ctx.device):
             todo = sorted(set().union(*(plan_shapes(p, batch_size, rungs) for p in packed if len(p))))
-            for rows, width in todo:
-                ids = torch.full((rows, width), pad_id, dtype=torch.long, device=ctx.device)
-                mask = torch.ones((rows, width), dtype=torch.long, device=ctx.device)
-                mask[:, -1] = 0
-                encoder(input_ids=ids, attention_mask=mask)
+            buckets.warm_shapes(encoder, todo, pad_id, ctx.device, dtype, backward=False)
             seen.warm(todo)
         elif len(packed[-1]):
             batches = sharding.plan_batches(packed[-1].lengths.tolist(), batch_size)
@@ -130,31 +122,28 @@ def warm_up(encoder, packed: list[PackedIds], batch_size: int, pad_id: int, ctx:
 
 def evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg: EvalConfig, ctx: Context, dtype,
                   seen: ShapeLog):
-    """`corpus_tokens`, `query_tokens`: PackedIds."""
+    """`corpus_tokens`, `query_tokens`: PackedIds. Run inside a timed window (clock.window),
+    which holds the barriers at both ends."""
     pad = tokenizer.pad_token_id
     rungs = cfg.widths(ctx.device.type)
-    distributed.barrier()
-    t0 = time.perf_counter()
+    t0 = clock.now()
     q_items, q_emb, q_stats = encode_sharded(encoder, query_tokens, cfg.eval_batch_size, pad, ctx, dtype, "queries",
                                              rungs, seen)
     queries = gather_rows(q_items, q_emb, len(query_tokens))
     d_items, d_emb, d_stats = encode_sharded(encoder, corpus_tokens, cfg.eval_batch_size, pad, ctx, dtype, "corpus",
                                              rungs, seen)
-    t1 = time.perf_counter()
+    t1 = clock.now()
     best = topk.search(queries, d_emb, torch.tensor(d_items, dtype=torch.long), TOP_K,
                        cfg.corpus_chunk_size, exclude.to(ctx.device))
-    devices.synchronize(ctx.device)
-    t2 = time.perf_counter()
+    t2 = clock.synced(ctx.device)
     shards = distributed.all_gather_objects((best[0].cpu(), best[1].cpu()))
     merged = topk.empty(len(query_tokens), TOP_K, torch.device("cpu"))
     for shard in shards:
         merged = topk.merge(merged, shard, TOP_K)
-    t3 = time.perf_counter()
-    distributed.barrier()
-    wall = time.perf_counter() - t0
+    t3 = clock.now()
     rank_stats = {"rank": ctx.rank, "queries": q_stats, "corpus": d_stats, "encode_s": t1 - t0,
                   "search_s": t2 - t1, "merge_s": t3 - t2}
-    return merged, wall, rank_stats
+    return merged, rank_stats
 
 
 @dataclass(frozen=True)
@@ -174,7 +163,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     """`cache`: the tokenize stage's token cache (token_cache.load), read once for every model of
     a launch; without it the texts are tokenised here."""
     started_at = provenance.utc_now()
-    t_load = time.perf_counter()
+    t_load = clock.now()
     encoder, tokenizer = model.load(model_spec, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
     encoder = encoder.to(ctx.device).eval()
     dtype = devices.autocast_dtype(cfg.precision, ctx.device)
@@ -191,7 +180,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
         query_tokens = token_cache.token_ids(tokenizer, [beir.queries[q] for q in query_ids], n)
     exclude = torch.tensor([doc_pos.get(q, -1) if cfg.ignore_identical_ids else -1 for q in query_ids])
     corpus_tokens, query_tokens = PackedIds.from_rows(corpus_tokens), PackedIds.from_rows(query_tokens)
-    load_s = time.perf_counter() - t_load
+    load_s = clock.now() - t_load
 
     shape_log, rungs = ShapeLog(), cfg.widths(ctx.device.type)
     warm_up(encoder, [query_tokens, corpus_tokens], cfg.eval_batch_size, tokenizer.pad_token_id, ctx, dtype, rungs,
@@ -200,11 +189,11 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
     walls, rank_stats, merged = [], None, None
     windows = []
     for _ in range(cfg.repeats):
-        with disturbance.Watch(ctx.device) as watch:
-            merged, wall, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx,
-                                                     dtype, shape_log)
-        walls.append(wall)
-        windows.append(watch.record)
+        with clock.window(ctx.device) as window:
+            merged, rank_stats = evaluate_once(encoder, tokenizer, corpus_tokens, query_tokens, exclude, cfg, ctx,
+                                               dtype, shape_log)
+        walls.append(window.seconds)
+        windows.append(window.disturbance)
     rank_stats["window"] = disturbance.combine(windows)
     rank_stats["shapes"] = shape_log.record(rungs, shapes.note(devices.first_calls_cost(ctx.device)))
     rank_stats["peak_memory"] = devices.peak_memory(ctx.device)
@@ -266,8 +255,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = cli.parser(__doc__)
     parser.add_argument("--model", action="append", default=None,
                         help="model folder or spec (default: the config's model); repeat it, with a --metrics-out "
                              "and --run-out each, to evaluate several models in one launch, each timed on its own")
@@ -282,22 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     if not len(models) == len(args.metrics_out) == len(args.run_out):
         parser.error(f"{len(models)} --model, {len(args.metrics_out)} --metrics-out and {len(args.run_out)} "
                      "--run-out: give one of each per model")
-    setup_logging()
-    quiet_transformers()
-    cfg: EvalConfig = parse_stage_config(args.config, "evaluate")
-    beir = read_beir_files(args.corpus, args.queries, args.qrels)
-    cache = token_cache.load(args.tokens, cfg.max_seq_length) if args.tokens else None
-    ctx = distributed.setup()
-    try:
+    with cli.stage(args, "evaluate") as run:
+        cfg: EvalConfig = run.cfg
+        beir = read_beir_files(args.corpus, args.queries, args.qrels)
+        cache = token_cache.load(args.tokens, cfg.max_seq_length) if args.tokens else None
         for spec, metrics_out, run_out in zip(models, args.metrics_out, args.run_out):
-            evaluate(spec or cfg.model, beir, cfg, ctx, Outputs(metrics_out, run_out), cache)
-    except Exception as err:
-        if ctx.distributed:
-            log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
-                      type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
-        raise
-    finally:
-        distributed.teardown()
+            evaluate(spec or cfg.model, beir, cfg, run.ctx, Outputs(metrics_out, run_out), cache)
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -14,20 +14,19 @@ reason goes under "unavailable", keyed by the value's path (e.g. "gpu.topology")
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tier1.measure import clock
 from tier1.records import PreflightRecord
-from tier1.runtime import provenance
-from tier1.runtime.cli import run_main, setup_logging
+from tier1.runtime import cli, provenance
+from tier1.runtime.cli import run_main
 
 log = logging.getLogger("tier1.stages.preflight")
 
@@ -395,7 +394,7 @@ def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> Prefli
     # CUDA indices in PCI bus order, as every job runs (tier1.runtime.launch): the peer matrix then
     # lists the GPUs in NVML's order.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    started = time.perf_counter()
+    started = clock.now()
     found = Findings()
     if job_gpus is None:
         job_gpus = visible_gpus()
@@ -404,7 +403,7 @@ def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> Prefli
     cpu = cpu_section(world_sizes, found)
     gpu = gpu_section(job_gpus, found)
     backends = {"nccl": dist.is_nccl_available(), "gloo": dist.is_gloo_available()}
-    work_s = time.perf_counter() - started
+    work_s = clock.now() - started
     return PreflightRecord(
         stage="preflight",
         started_at=started_at,
@@ -423,16 +422,16 @@ def collect(world_sizes: list[int], job_gpus: list[str] | None = None) -> Prefli
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__, config=False)
     parser.add_argument("--world-sizes", type=int, nargs="+", required=True, help="the world sizes the run uses")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    setup_logging()
-    record = collect(args.world_sizes)
-    record.write(args.out)
-    gpus = record.gpu["count"] if record.gpu else 0
-    log.info("preflight: %s, %d cores, %d GPU(s); unavailable: %s", record.cpu["model"],
-             record.cpu["cores_available"], gpus, ", ".join(record.unavailable) or "nothing")
+    with cli.stage(args, transformers=False):
+        record = collect(args.world_sizes)
+        record.write(args.out)
+        gpus = record.gpu["count"] if record.gpu else 0
+        log.info("preflight: %s, %d cores, %d GPU(s); unavailable: %s", record.cpu["model"],
+                 record.cpu["cores_available"], gpus, ", ".join(record.unavailable) or "nothing")
 
 
 if __name__ == "__main__":

@@ -7,20 +7,19 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tier1.config import ConfigError, PrepareConfig, config_hash
 from tier1.data import sources, split
+from tier1.measure import clock
 from tier1.records import ManifestRecord
-from tier1.runtime import atomic, provenance
-from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, run_main, setup_logging
+from tier1.runtime import atomic, cli, provenance
+from tier1.runtime.cli import run_main
 
 log = logging.getLogger("tier1.stages.prepare")
 
@@ -51,10 +50,6 @@ def write_beir(beir: sources.BeirSet, corpus: Path, queries: Path, qrels: Path) 
     ))
 
 
-def write_beir_folder(beir: sources.BeirSet, folder: Path) -> None:
-    write_beir(beir, folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv")
-
-
 def _sha256(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -63,7 +58,7 @@ def _sha256(*paths: Path) -> str:
 
 
 def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
-    started = time.perf_counter()  # the stage's own work: reading, extracting and splitting the data
+    started = clock.now()  # the stage's own work: reading, extracting and splitting the data
     source = sources.load(cfg.dataset)
     log.info("loaded %d pairs from %s", len(source.pairs), source.description)
     if any(source.dropped.values()):
@@ -79,7 +74,7 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
         raise ConfigError(f"dataset: {cfg.dataset!r} gives no training pairs")
     if len(train) < cfg.train_samples:
         log.warning("train_samples: %d asked for, only %d available", cfg.train_samples, len(train))
-    work_s = time.perf_counter() - started
+    work_s = clock.now() - started
 
     write_beir(test_set, out.corpus, out.queries, out.qrels)
     atomic.write_text(out.train, "".join(json.dumps(p) + "\n" for p in train))
@@ -108,16 +103,14 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = cli.parser(__doc__)
     for name, what in (("train", "training pairs (jsonl)"), ("corpus", "BEIR corpus.jsonl"),
                        ("queries", "BEIR queries.jsonl"), ("qrels", "BEIR qrels (tsv)"),
                        ("manifest", "manifest.json, written last")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
     args = parser.parse_args(argv)
-    setup_logging()
-    cfg: PrepareConfig = parse_stage_config(args.config, "prepare")
-    prepare(cfg, Outputs(args.train, args.corpus, args.queries, args.qrels, args.manifest))
+    with cli.stage(args, "prepare", transformers=False) as run:
+        prepare(run.cfg, Outputs(args.train, args.corpus, args.queries, args.qrels, args.manifest))
 
 
 if __name__ == "__main__":

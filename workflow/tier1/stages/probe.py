@@ -12,11 +12,9 @@ are: a batch's memory depends on its padded width and its attention mask, not on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,11 +23,12 @@ import torch
 from tier1.config import ProbeConfig
 from tier1.encoder import model, token_cache
 from tier1.encoder.token_cache import collate
+from tier1.measure import clock
 from tier1.measure.batch_search import SearchLog, attempt, largest_fitting, summarise
 from tier1.records.probe import write_not_applicable, write_record
+from tier1.runtime import cli, distributed, provenance
 from tier1.runtime import device as devices
-from tier1.runtime import distributed, provenance
-from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.runtime.cli import run_main
 from tier1.runtime.distributed import Context
 from tier1.training.step import PairEncoder, forward_backward
 
@@ -140,10 +139,10 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
                 encoder(**on_device(encode_batch(tokens, b))).float()
         return agreed_fit(run, b, encode_log, ctx.device)
 
-    started = time.perf_counter()  # the search only: loading the model and tokens is start-up
+    started = clock.now()  # the search only: loading the model and tokens is start-up
     train_found = largest_fitting(train_step, train_log.limit)
     encode_found = largest_fitting(encode, encode_log.limit)
-    work_s = time.perf_counter() - started
+    work_s = clock.now() - started
     del buckets
     train_search = summarise(distributed.all_gather_objects(train_log), train_found)
     train_search["padded_length"] = {"anchor": _width(tokens.anchor, train_found),
@@ -158,8 +157,7 @@ def probe(cfg: ProbeConfig, ctx: Context, cache: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = cli.parser(__doc__)
     parser.add_argument("--tokens", type=Path, required=True, help="the tokenize stage's cache (trial batches)")
     parser.add_argument("--out", type=Path, nargs="+", required=True,
                         help="the record to write; on a CPU one per --world-size, in the same order")
@@ -169,12 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.out) != len(args.world_size):
         parser.error(f"{len(args.out)} --out file(s) for {len(args.world_size)} --world-size value(s): give one each")
-    setup_logging()
-    quiet_transformers()
-    cfg: ProbeConfig = parse_stage_config(args.config, "probe")
-    ctx = distributed.setup()
-    started_at = provenance.utc_now()
-    try:
+    with cli.stage(args, "probe") as run:
+        cfg: ProbeConfig = run.cfg
+        ctx = run.ctx
+        started_at = provenance.utc_now()
         if ctx.device.type != "cuda":
             if ctx.is_main:
                 write_not_applicable(args.out, args.world_size, dataclasses.asdict(cfg), started_at)
@@ -186,8 +182,6 @@ def main(argv: list[str] | None = None) -> None:
         if ctx.is_main:
             write_record(args.out[0], ctx.world_size, started_at, result, dataclasses.asdict(cfg))
             log.info("probe x%d: %s", ctx.world_size, result)
-    finally:
-        distributed.teardown()
 
 if __name__ == "__main__":
     run_main(main)

@@ -30,8 +30,8 @@ from tier1.encoder.token_cache import training_pairs
 from tier1.measure import gpu_busy
 from tier1.records import RankComputeRecord
 from tier1.runtime import device as devices
-from tier1.runtime import distributed, provenance
-from tier1.runtime.cli import run_main, start_stage, training_stage_parser
+from tier1.runtime import provenance
+from tier1.runtime.cli import run_main, stage, training_stage_parser
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 from tier1.training.builder import make_optimizer
@@ -104,9 +104,9 @@ def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[i
     return out
 
 
-def run(cfg: TrainConfig, data: Path, tokens_path: Path | None, world_sizes: list[int], out: Path) -> RankComputeRecord:
+def run(cfg: TrainConfig, ctx: Context, data: Path, tokens_path: Path | None, world_sizes: list[int],
+        out: Path) -> RankComputeRecord:
     started_at = provenance.utc_now()
-    ctx = distributed.setup()
     if ctx.distributed:
         raise RuntimeError("tier1.stages.rank_compute runs as one process: it times one rank alone, without DDP")
     cores = available_cores()
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world-sizes", type=int, nargs="+", required=True, help="the run's world sizes")
     parser.add_argument("--out", type=Path, required=True, help="rank_compute.json to write")
     args = parser.parse_args(argv)
-    cfg: TrainConfig = start_stage(args.config, "train")
-    run(cfg, args.data, args.tokens, args.world_sizes, args.out)
+    with stage(args, "train") as running:
+        run(running.cfg, running.ctx, args.data, args.tokens, args.world_sizes, args.out)
 
 
 if __name__ == "__main__":

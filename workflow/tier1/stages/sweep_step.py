@@ -28,7 +28,8 @@ from tier1.measure import gpu_busy
 from tier1.records import SweepRecord
 from tier1.runtime import device as devices
 from tier1.runtime import distributed, provenance
-from tier1.runtime.cli import run_main, start_stage, training_stage_parser
+from tier1.runtime.cli import run_main, stage, training_stage_parser
+from tier1.runtime.distributed import Context
 from tier1.training.builder import build_trainer
 from tier1.training.trainer import StepTimes
 
@@ -47,66 +48,63 @@ def sweep_config(cfg: TrainConfig, batch: int, n_pairs: int) -> TrainConfig:
     return dataclasses.replace(cfg, batch_size=batch, scaling="strong", num_epochs=epochs, checkpoint_every=0)
 
 
-def run(cfg: TrainConfig, batch: int, data: Path, tokens_path: Path | None, out: Path) -> SweepRecord | None:
+def run(cfg: TrainConfig, ctx: Context, batch: int, data: Path, tokens_path: Path | None,
+        out: Path) -> SweepRecord | None:
     started_at = provenance.utc_now()
-    ctx = distributed.setup()
-    try:
-        torch.manual_seed(cfg.seed)
-        encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
-        tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
-        scfg = sweep_config(cfg, batch, len(tokens.anchor))
-        scfg.check_world_size(ctx.world_size)
-        trainer = build_trainer(scfg, ctx, encoder, tokens)
-        batches = [b for _, b in trainer.plan.schedule()[:SWEEP_STEPS]]
-        for b in batches:  # untimed: every shape met once
-            trainer.compute_gradients(b)
-            trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.read_times()
-        distributed.barrier()
-        trainer.times = StepTimes()
-        for b in batches:
-            trainer.train_step(b)
-        trainer.read_times()  # the step clock is read after the steps, never inside one
-        distributed.barrier()
-        steps = list(trainer.times.step)
-        busy = None
-        if ctx.device.type == "cuda":
-            busy = gpu_busy.profile(lambda: [trainer.compute_gradients(b) for b in batches[:PROFILED_STEPS]],
-                                    PROFILED_STEPS)
-            trainer.optimizer.zero_grad(set_to_none=True)
-        ranks = distributed.all_gather_objects({"rank": ctx.rank, "median_step_s": statistics.median(steps),
-                                                "threads": ctx.threads, "gpu_busy": busy})
-        if not ctx.is_main:
-            return None
-        step_s = statistics.median(steps)
-        record = SweepRecord(
-            stage="sweep_step",
-            started_at=started_at,
-            global_batch=batch,
-            world_size=ctx.world_size,
-            per_rank_batch=batch // ctx.world_size,
-            steady_step_s=step_s,
-            step_times_s=steps,
-            timed_steps=len(steps),
-            gpu_busy=busy,
-            gpu_busy_share=gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
-            device_name=devices.device_name(ctx.device),
-            on_gpu=ctx.device.type == "cuda",
-            # distinct GPUs under the ranks: fewer than the ranks in the shared-GPU rehearsal
-            gpus=min(ctx.world_size, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0,
-            encoder=model.identity(trainer.encoder, ctx.device),
-            ranks=ranks,
-            method=(f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
-                    "batches once untimed (forward+backward), then the same batches as timed training steps; "
-                    "the median step"),
-            finished_at=provenance.utc_now(),
-            **provenance.stamp(config_hash(dict(vars(scfg)))),
-        )
-        record.write(out)
-        log.info("batch %d on %d rank(s): steady step %.3f s", batch, ctx.world_size, step_s)
-        return record
-    finally:
-        distributed.teardown()
+    torch.manual_seed(cfg.seed)
+    encoder, tokenizer = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
+    tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
+    scfg = sweep_config(cfg, batch, len(tokens.anchor))
+    scfg.check_world_size(ctx.world_size)
+    trainer = build_trainer(scfg, ctx, encoder, tokens)
+    batches = [b for _, b in trainer.plan.schedule()[:SWEEP_STEPS]]
+    for b in batches:  # untimed: every shape met once
+        trainer.compute_gradients(b)
+        trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.read_times()
+    distributed.barrier()
+    trainer.times = StepTimes()
+    for b in batches:
+        trainer.train_step(b)
+    trainer.read_times()  # the step clock is read after the steps, never inside one
+    distributed.barrier()
+    steps = list(trainer.times.step)
+    busy = None
+    if ctx.device.type == "cuda":
+        busy = gpu_busy.profile(lambda: [trainer.compute_gradients(b) for b in batches[:PROFILED_STEPS]],
+                                PROFILED_STEPS)
+        trainer.optimizer.zero_grad(set_to_none=True)
+    ranks = distributed.all_gather_objects({"rank": ctx.rank, "median_step_s": statistics.median(steps),
+                                            "threads": ctx.threads, "gpu_busy": busy})
+    if not ctx.is_main:
+        return None
+    step_s = statistics.median(steps)
+    record = SweepRecord(
+        stage="sweep_step",
+        started_at=started_at,
+        global_batch=batch,
+        world_size=ctx.world_size,
+        per_rank_batch=batch // ctx.world_size,
+        steady_step_s=step_s,
+        step_times_s=steps,
+        timed_steps=len(steps),
+        gpu_busy=busy,
+        gpu_busy_share=gpu_busy.busy_share((busy or {}).get("kernel_s_per_step"), step_s),
+        device_name=devices.device_name(ctx.device),
+        on_gpu=ctx.device.type == "cuda",
+        # distinct GPUs under the ranks: fewer than the ranks in the shared-GPU rehearsal
+        gpus=min(ctx.world_size, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0,
+        encoder=model.identity(trainer.encoder, ctx.device),
+        ranks=ranks,
+        method=(f"global batch {batch} over {ctx.world_size} rank(s), strong scaling: the first {len(batches)} "
+                "batches once untimed (forward+backward), then the same batches as timed training steps; "
+                "the median step"),
+        finished_at=provenance.utc_now(),
+        **provenance.stamp(config_hash(dict(vars(scfg)))),
+    )
+    record.write(out)
+    log.info("batch %d on %d rank(s): steady step %.3f s", batch, ctx.world_size, step_s)
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, required=True, help="the global batch size")
     parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     args = parser.parse_args(argv)
-    cfg: TrainConfig = start_stage(args.config, "train")
-    run(cfg, args.batch, args.data, args.tokens, args.out)
+    with stage(args, "train") as running:
+        run(running.cfg, running.ctx, args.batch, args.data, args.tokens, args.out)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,17 @@ tokenised and how long that took (`work_s`), for the report's pipeline overhead.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 from tier1.config import TokenizeConfig, config_hash
 from tier1.data.sources import read_beir_files, read_jsonl
 from tier1.encoder.token_cache import build, count_truncated, save
+from tier1.measure import clock
 from tier1.records import TokensRecord
-from tier1.runtime import provenance
-from tier1.runtime.cli import CONFIG_HELP, parse_stage_config, quiet_transformers, run_main, setup_logging
+from tier1.runtime import cli, provenance
+from tier1.runtime.cli import run_main
 
 log = logging.getLogger("tier1.stages.tokenize")
 
@@ -39,8 +38,7 @@ def record(cfg: TokenizeConfig, cache: dict, work_s: float) -> TokensRecord:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "--configfile", dest="config", required=True, help=CONFIG_HELP)
+    parser = cli.parser(__doc__)
     parser.add_argument("--train", type=Path, required=True, help="training pairs (jsonl)")
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True)
@@ -49,23 +47,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record-out", type=Path, default=None,
                         help="a JSON record of what was tokenised and the seconds it took (the report's pipeline overhead)")
     args = parser.parse_args(argv)
-    setup_logging()
-    quiet_transformers()
-    cfg: TokenizeConfig = parse_stage_config(args.config, "tokenize")
-    from tier1.encoder.tokenizer import load_tokenizer
+    with cli.stage(args, "tokenize") as run:
+        cfg: TokenizeConfig = run.cfg
+        from tier1.encoder.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
-    beir = read_beir_files(args.corpus, args.queries, args.qrels)
-    pairs = read_jsonl(args.train)
-    started = time.perf_counter()  # the tokenising only: loading the tokenizer and texts is start-up
-    cache = build(tokenizer, pairs, beir, cfg.max_seq_length)
-    cache["truncated"] = count_truncated(tokenizer, cache, pairs, beir, cfg.max_seq_length)
-    work_s = time.perf_counter() - started
-    save(cache, args.out)
-    if args.record_out is not None:
-        record(cfg, cache, work_s).write(args.record_out)
-    log.info("token ids of %d pairs, %d documents and %d queries -> %s", len(cache["anchor"]),
-             len(cache["corpus"]), len(cache["queries"]), args.out)
+        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
+        beir = read_beir_files(args.corpus, args.queries, args.qrels)
+        pairs = read_jsonl(args.train)
+        started = clock.now()  # the tokenising only: loading the tokenizer and texts is start-up
+        cache = build(tokenizer, pairs, beir, cfg.max_seq_length)
+        cache["truncated"] = count_truncated(tokenizer, cache, pairs, beir, cfg.max_seq_length)
+        work_s = clock.now() - started
+        save(cache, args.out)
+        if args.record_out is not None:
+            record(cfg, cache, work_s).write(args.record_out)
+        log.info("token ids of %d pairs, %d documents and %d queries -> %s", len(cache["anchor"]),
+                 len(cache["corpus"]), len(cache["queries"]), args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import gc
 import hashlib
 import logging
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +28,11 @@ import torch
 from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import PairTokens, training_pairs
-from tier1.measure import disturbance
+from tier1.measure import clock, disturbance
 from tier1.records import TrainRecord
 from tier1.runtime import atomic, distributed, provenance
 from tier1.runtime import device as devices
-from tier1.runtime.cli import progress, run_main, start_stage, training_stage_parser
+from tier1.runtime.cli import progress, run_main, stage, training_stage_parser
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 from tier1.training import checkpoint, warm_steps
@@ -89,11 +88,11 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
         if read:
             bar.set_postfix(loss=f"{read[-1]:.4f}", refresh=False)
         if not t.done and cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0:
-            saving = time.perf_counter()
+            saving = clock.now()
             if ctx.is_main:
                 checkpoint.save(ckpt_dir, {**t.state_dict(), "repeat": repeat, "walls": walls}, fingerprint)
             distributed.barrier()
-            checkpoint_s.append(time.perf_counter() - saving)
+            checkpoint_s.append(clock.now() - saving)
         if stop_after is not None and repeat * t.plan.total_steps + t.step >= stop_after and not t.done:
             bar.close()
             raise Interrupted(t.step)
@@ -101,14 +100,10 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
     if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
         trainer.warm_shapes()
-    distributed.barrier()
-    with disturbance.Watch(ctx.device) as watch:
-        t0 = time.perf_counter()
+    with clock.window(ctx.device) as window:
         trainer.fit(after_step)
-        distributed.barrier()
-        wall = time.perf_counter() - t0 - sum(checkpoint_s)
     bar.close()
-    return trainer, wall, start_step, watch.record
+    return trainer, window.seconds - sum(checkpoint_s), start_step, window.disturbance
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -145,12 +140,12 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
             checkpoint.clear(out.checkpoints)
 
     # after the timed window: the last steps again without gradient sync (the step decomposition)
-    measuring = time.perf_counter()
+    measuring = clock.now()
     warm = warm_steps.choose(trainer, UNSYNCED_STEPS)  # steps whose shapes every rank had met
     unsynced = {**trainer.measure_unsynced(indices=warm["indices"]), "cold_steps_in_window": warm["cold_steps_in_window"],
                 "cold_steps_used": warm["cold_used"]}
-    allreduce_s = distributed.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
-    decomposition_s = time.perf_counter() - measuring
+    allreduce_s = clock.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
+    decomposition_s = clock.now() - measuring
     ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced),
                                             "window": disturbance.combine(windows)})
     if not ctx.is_main:
@@ -183,21 +178,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop (as if killed) after this many steps, counted over all repeats, "
                              "leaving the checkpoint; for resume tests")
     args = parser.parse_args(argv)
-    cfg: TrainConfig = start_stage(args.config, "train")
-    ctx = distributed.setup()
-    try:
-        train(cfg, ctx, args.data, Outputs(args.model_out, args.metrics_out, args.loss_out),
-              args.stop_after_steps, args.tokens, args.dropout_stream)
-    except Interrupted as stop:
-        log.warning("stopped after step %d as asked; rerun to resume", stop.args[0])
-        sys.exit(3)
-    except Exception as err:
-        if ctx.distributed:
-            log.error("rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
-                      type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
-        raise
-    finally:
-        distributed.teardown()
+    with stage(args, "train") as run:
+        try:
+            train(run.cfg, run.ctx, args.data, Outputs(args.model_out, args.metrics_out, args.loss_out),
+                  args.stop_after_steps, args.tokens, args.dropout_stream)
+        except Interrupted as stop:
+            log.warning("stopped after step %d as asked; rerun to resume", stop.args[0])
+            sys.exit(3)
 
 
 if __name__ == "__main__":

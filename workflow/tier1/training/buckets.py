@@ -19,6 +19,7 @@ import torch
 
 from tier1.encoder import shapes
 from tier1.encoder.packed_ids import PackedIds
+from tier1.runtime import device as devices
 
 MIN_ROWS = 8  # below this many texts a part costs more in per-call overhead than padding saves
 
@@ -34,17 +35,12 @@ class LengthBuckets:
     real_tokens: int
 
     def to(self, device: torch.device) -> LengthBuckets:
-        """On a GPU: copied from pinned host memory without blocking the host, so the copy is
-        queued behind the running step while the host goes on."""
+        """On `device` (devices.to_device: on a GPU without blocking the host)."""
         if device.type == "cpu":
             return self
-        pin = device.type == "cuda"
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
-
-        return LengthBuckets(tuple({k: move(v) for k, v in p.items()} for p in self.parts), move(self.inverse),
-                             self.padded, self.real_tokens)
+        move = devices.to_device
+        return LengthBuckets(tuple({k: move(v, device) for k, v in p.items()} for p in self.parts),
+                             move(self.inverse, device), self.padded, self.real_tokens)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -96,6 +92,21 @@ def encode(encoder: torch.nn.Module, part: dict[str, torch.Tensor], padded: bool
     if not padded and part["input_ids"].device.type == "cpu":
         return encoder(input_ids=part["input_ids"], attention_mask=None)
     return encoder(**part)
+
+
+def warm_shapes(encoder: torch.nn.Module, todo, pad_id: int, device: torch.device, dtype: torch.dtype | None,
+                backward: bool) -> None:
+    """One untimed forward (and with `backward`, backward) of each (rows, width) shape in `todo`
+    on a batch of padding, its last column masked as a ladder-padded part may be (the masked
+    path): on a GPU each shape's kernel choice and set-up, paid before a timed window."""
+    for rows, width in todo:
+        ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+        mask = torch.ones((rows, width), dtype=torch.long, device=device)
+        mask[:, -1] = 0
+        with devices.autocast(device, dtype):
+            out = encoder(input_ids=ids, attention_mask=mask)
+        if backward:
+            out.float().sum().backward()
 
 
 def embed(encoder: torch.nn.Module, batch: LengthBuckets | dict[str, torch.Tensor]) -> torch.Tensor:

@@ -3,10 +3,10 @@
 No `from __future__ import annotations` here: DDP checks the hook's return annotation at run time.
 """
 
-import time
-
 import torch
 import torch.distributed as dist
+
+from tier1.measure import clock
 
 
 class AllreduceSpan:
@@ -14,8 +14,9 @@ class AllreduceSpan:
     completion. Buckets are reduced while backward still runs, so this span overlaps compute: it
     bounds the communication a step can expose, it is not added to it.
 
-    On a GPU the ends are CUDA events: NCCL's future completes on the host as soon as the work is
-    queued, so a host clock would measure kernel launches. The completion event is recorded in
+    The ends are tier1.measure.clock marks. On a GPU they are CUDA events: NCCL's future
+    completes on the host as soon as the work is queued, so a host clock would measure kernel
+    launches. The completion event is recorded in
     the future's callback, which CUDA orders after the all-reduce. With gloo the future completes
     when the data has arrived, so the host clock is right.
     """
@@ -23,13 +24,6 @@ class AllreduceSpan:
     def __init__(self) -> None:
         self.first_launch = None
         self.last_done = None
-
-    def mark(self, cuda: bool):
-        if cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
 
     def take_marks(self):
         """The step just finished's (first launch, last completion) marks, unread, then reset:
@@ -44,10 +38,7 @@ class AllreduceSpan:
         start, end = marks
         if start is None or end is None:
             return None
-        if isinstance(start, float):
-            return end - start
-        end.synchronize()
-        return start.elapsed_time(end) / 1000.0
+        return clock.between(start, end)
 
     def take(self):
         """Seconds spanned by the step just finished (None if no bucket was reduced), then reset."""
@@ -59,12 +50,12 @@ def timed_allreduce(state: AllreduceSpan, bucket: dist.GradBucket) -> torch.futu
     buffer = bucket.buffer()
     cuda = buffer.is_cuda
     if state.first_launch is None:
-        state.first_launch = state.mark(cuda)
+        state.first_launch = clock.mark(cuda)
     buffer.div_(dist.get_world_size())
     future = dist.all_reduce(buffer, async_op=True).get_future()
 
     def done(fut: torch.futures.Future) -> torch.Tensor:
-        state.last_done = state.mark(cuda)
+        state.last_done = clock.mark(cuda)
         return fut.value()[0]
 
     return future.then(done)

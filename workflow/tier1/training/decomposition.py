@@ -43,6 +43,21 @@ def rank_parts(unsynced: dict[str, list], data: list[float], optimizer: list[flo
     return {**unsynced, "data_s": _median(data), "optimizer_s": _median(optimizer), "step_s": step_s}
 
 
+def fit_to_step(seconds: dict[str, float | None], step: float | None) -> tuple[dict[str, float | None], float]:
+    """The parts of a step (every term but "other"; None counts as 0, none negative) and "other",
+    so that together they are never more than the step, and the factor that took: the parts come
+    from a few steps, the step from the steady median, so when those few ran slower the parts are
+    scaled to the step (their proportions kept, `scale` < 1) and other is 0; else other is the
+    rest of the step (None without a step)."""
+    parts: dict[str, float | None] = {k: max(0.0, v or 0.0) for k, v in seconds.items() if k != "other"}
+    known = sum(parts.values())
+    scale = step / known if step and known > step else 1.0
+    if scale < 1:
+        parts = {k: v * scale for k, v in parts.items()}
+    parts["other"] = None if step is None else 0.0 if scale < 1 else step - sum(parts.values())
+    return parts, scale
+
+
 def decompose(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The record's `decomposition` block from every rank's `rank_parts` (None without them)."""
     if not parts or any(not p or not p.get("unsynced_s") or not p.get("synced_s") for p in parts):
@@ -61,17 +76,8 @@ def decompose(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
         exposed = max(0.0, _median(synced_by_rank) - slowest)
     data = _median(p["data_s"] for p in parts) or 0.0
     optimizer = _median(p["optimizer_s"] for p in parts) or 0.0
-    seconds = {"compute": compute, "exposed_comm": exposed, "data": data, "optimizer": optimizer,
-               "stragglers": stragglers}
-    scale = 1.0
-    known = sum(seconds.values())
-    if step is not None and known > step > 0:
-        # the parts come from a few steps, the step from the steady median: when those few ran
-        # slower, the parts are scaled to the step (their proportions kept), so they never add
-        # up to more than the step they split
-        scale = step / known
-        seconds = {k: v * scale for k, v in seconds.items()}
-    seconds["other"] = None if step is None else 0.0 if scale < 1 else step - sum(seconds.values())
+    seconds, scale = fit_to_step({"compute": compute, "exposed_comm": exposed, "data": data, "optimizer": optimizer,
+                                  "stragglers": stragglers}, step)
     return {
         "world_size": world,
         "step_s": step,

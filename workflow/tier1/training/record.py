@@ -213,7 +213,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         time_split_median_s={
             "data": median(t.data), "forward_backward_with_comm": median(t.compute),
             "optimizer": median(t.optimizer), "step": median(t.step),
-            # first bucket launched -> last bucket reduced, host-timed; overlaps the backward pass
+            # first bucket launched -> last bucket reduced (CUDA events on a GPU, the host clock with gloo); overlaps the backward pass
             "gradient_allreduce_span": median(t.allreduce_span),
         },
         # compute, exposed communication, data, optimizer, stragglers, other (training.decomposition)

@@ -8,7 +8,6 @@ the run where it stopped.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,10 +18,11 @@ from tier1.config import TrainConfig
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.encoder.token_cache import PairTokens
-from tier1.measure import flops
+from tier1.measure import clock, flops
 from tier1.runtime import device as devices
 from tier1.runtime import distributed
 from tier1.runtime.distributed import Context
+from tier1.training import buckets
 from tier1.training.buckets import LengthBuckets, bucket, planned_shapes
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
@@ -44,29 +44,6 @@ class StepTimes:
     optimizer: list[float] = field(default_factory=list)
     step: list[float] = field(default_factory=list)
     allreduce_span: list[float] = field(default_factory=list)
-
-
-class StepClock:
-    """Marks in the device's own timeline: CUDA events on a GPU, read only when asked for
-    (`seconds`, at the end of a window or every READ_EVERY steps), so marking never waits for
-    the device; the host clock on a CPU, where the host is the device."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def mark(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    @staticmethod
-    def seconds(start, end) -> float:
-        if isinstance(start, float):
-            return end - start
-        end.synchronize()
-        return start.elapsed_time(end) / 1000.0
 
 
 @dataclass
@@ -105,7 +82,8 @@ class Trainer:
         self.packed = (PackedIds.from_rows(tokens.anchor), PackedIds.from_rows(tokens.positive))
         self.shape_log = ShapeLog()
         self.in_window = False  # inside fit: a shape met for the first time here was not warmed
-        self.clock = StepClock(ctx.device)
+        # step marks in the device's timeline, read only every READ_EVERY steps (no wait inside a step)
+        self.clock = clock.Marks(ctx.device.type)
         self._unread: list[tuple[dict, torch.Tensor]] = []  # loss rows whose loss is still on the device
         self._marks: list[tuple] = []  # (data_s, start, computed, applied, allreduce span) per unread step
 
@@ -114,7 +92,7 @@ class Trainer:
         """This rank's micro-batches of a step: collated (numpy), padded to the ladder and copied
         to the device without blocking, so on a GPU the next step's batch is made while the
         current step runs. Counted (tokens, FLOPs, shapes) only when the step runs."""
-        t0 = time.perf_counter()
+        t0 = clock.now()
         local = self.plan.local_slice(global_indices, self.ctx.rank)
         tokens, real, padded, work, met = [], 0, 0, 0.0, []
         for micro in self.plan.micro_batches(local):
@@ -128,7 +106,7 @@ class Trainer:
                     met.append((sequences, width))
                 pair.append(cpu.to(self.ctx.device))
             tokens.append(tuple(pair))
-        return Prepared(tokens, local, real, padded, work, met, time.perf_counter() - t0)
+        return Prepared(tokens, local, real, padded, work, met, clock.now() - t0)
 
     def planned_shapes(self, steps: list[list[int]]) -> set[tuple[int, int]]:
         """The (rows, width) shapes these steps' batches will have on this rank, from the text
@@ -152,13 +130,7 @@ class Trainer:
         todo = sorted(planned - self.shape_log.warmed - set(self.shape_log.met))  # the warm-up step met some
         device = self.ctx.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for rows, width in todo:
-                ids = torch.full((rows, width), self.tokens.pad_id, dtype=torch.long, device=device)
-                mask = torch.ones((rows, width), dtype=torch.long, device=device)
-                mask[:, -1] = 0  # padded, as every ladder-padded part may be: the masked path
-                with devices.autocast(device, self.autocast_dtype):
-                    out = self.encoder(input_ids=ids, attention_mask=mask)
-                out.float().sum().backward()
+            buckets.warm_shapes(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, backward=True)
         self.optimizer.zero_grad(set_to_none=True)
         devices.synchronize(device)
         self.shape_log.warm(planned)  # those the warm-up step met are warm too
