@@ -72,6 +72,16 @@ def test_synced_is_the_host_clock_after_the_device():
     assert clock.synced(CPU) >= before
 
 
+def test_time_calls_warms_then_times_each_call_after_a_barrier(monkeypatch):
+    from tier1.runtime import distributed
+
+    order = []
+    monkeypatch.setattr(distributed, "barrier", lambda: order.append("barrier"))
+    times = clock.time_calls(lambda: order.append("call"), CPU, warmup=2, iters=3)
+    assert order == ["call", "call"] + ["barrier", "call"] * 3
+    assert len(times) == 3 and all(t >= 0 for t in times)
+
+
 def test_time_allreduce_needs_a_group():
     assert clock.time_allreduce(16, CPU) is None
 

@@ -8,7 +8,8 @@
 - `window`: a timed window as every stage measures one: a barrier so all ranks start together,
   the disturbance watch (tier1.measure.disturbance), the host clock, and a barrier so the window
   ends when the slowest rank is done.
-- `time_allreduce`: the median all-reduce of a gradient's size between barriers, on the stopwatch.
+- `time_calls`: a collective's calls, each between a barrier and the stopwatch's end;
+  `time_allreduce`, the median all-reduce of a gradient's size that way.
 - `now`/`synced`: the host clock, for spans the host itself decides (start-up, loading, a span
   closed by `synced` after the device has caught up).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -113,9 +114,28 @@ def window(device, barriers: bool = True) -> Iterator[Window]:
     result.disturbance = watch.record
 
 
+def time_calls(call: Callable[[], object], device, warmup: int, iters: int) -> list[float]:
+    """This rank's seconds for each of `iters` calls of a collective, after `warmup` untimed
+    ones; a barrier before each timed call, so that all ranks enter it together, and the
+    stopwatch's end after it (nccl-tests' way)."""
+    from tier1.runtime import device as devices
+    from tier1.runtime import distributed
+
+    for _ in range(warmup):
+        call()
+    devices.synchronize(device)
+    times = []
+    for _ in range(iters):
+        distributed.barrier()
+        with Stopwatch(device) as watch:
+            call()
+        times.append(watch.seconds)
+    return times
+
+
 def time_allreduce(numel: int, device, repeats: int = 5) -> float | None:
-    """Median seconds to all-reduce `numel` fp32 values (the gradient exchange of one step), each
-    call between a barrier and the stopwatch's end, after one untimed call; None without a group."""
+    """Median seconds to all-reduce `numel` fp32 values (the gradient exchange of one step) over
+    `repeats` timed calls after one untimed call (time_calls); None without a group."""
     import torch
     import torch.distributed as dist
 
@@ -124,10 +144,4 @@ def time_allreduce(numel: int, device, repeats: int = 5) -> float | None:
     if not distributed.active():
         return None
     buf = torch.ones(numel, dtype=torch.float32, device=device)
-    times = []
-    for _ in range(repeats + 1):
-        distributed.barrier()
-        with Stopwatch(device) as clock:
-            dist.all_reduce(buf)
-        times.append(clock.seconds)
-    return statistics.median(times[1:])
+    return statistics.median(time_calls(lambda: dist.all_reduce(buf), device, 1, repeats))
