@@ -46,7 +46,7 @@ def test_ranks_are_set_up_once_and_torn_down(calls):
 
 def test_a_failed_rank_ends_its_peers_then_tears_down(calls, caplog):
     with caplog.at_level(logging.ERROR), pytest.raises(ValueError), cli.stage(argparse.Namespace()) as run:
-        run.ctx
+        assert run.ctx.distributed
         raise ValueError("bad batch\nmore")
     assert calls == ["setup", "end peers", "teardown"]
     assert "rank 0 failed (ValueError: bad batch); ending the job's ranks on this machine: 2 ended" in caplog.text
@@ -54,6 +54,6 @@ def test_a_failed_rank_ends_its_peers_then_tears_down(calls, caplog):
 
 def test_an_exit_is_not_a_failure(calls):
     with pytest.raises(SystemExit), cli.stage(argparse.Namespace()) as run:
-        run.ctx
+        assert run.ctx.distributed
         raise SystemExit(3)
     assert calls == ["setup", "teardown"]
