@@ -1,7 +1,8 @@
 """Where the run config goes: the files of the tier1 package that the training stage's config
 object reaches, followed from `tier1.stages.train.train` through the calls that pass it on.
 
-    python tests/config_flow.py [PACKAGE_DIR]   (default: workflow/tier1 beside this folder)
+    python tests/config_flow.py [PACKAGE_DIR [ENTRY_MODULE]]
+    (default: workflow/tier1 beside this folder, tier1.stages.train)
 
 Read from the source (AST), nothing imported. From the entry, every call that can be resolved to
 a function or class of the package is followed (a call graph). A function *holds the config*
@@ -154,11 +155,19 @@ def reads_config(fn: Function) -> bool:
                for n in ast.walk(fn.node))
 
 
-def flow(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """(files holding the config, moves (caller file -> callee file)) from the entry."""
+@dataclass
+class Flow:
+    files: list[str]  # the files of the functions that hold the config (config.py left out)
+    moves: list[tuple[str, str]]  # (caller module, callee module) for each call into another file that hands it on
+    modules_called: list[str]  # every package module the calls from the entry enter, config or not
+
+
+def flow(root: Path, entry_module: str = ENTRY[0]) -> Flow:
+    """Where the config goes from the entry."""
     pkg = Package.read(root)
-    entry = pkg.functions[ENTRY]
+    entry = pkg.functions[(entry_module, ENTRY[1])]
     holds: set[tuple[str, str]] = set()
+    visited: set[str] = set()  # every module the calls from the entry enter, config or not
     moves: list[tuple[str, str]] = []
     seen: set[tuple[tuple[str, str], frozenset]] = set()
     todo: list[tuple[Function, frozenset]] = [(entry, frozenset(p.arg for p in entry.params if annotated_config(p)))]
@@ -168,6 +177,7 @@ def flow(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
         if key in seen:
             continue
         seen.add(key)
+        visited.add(fn.module)
         if tracked or reads_config(fn):
             holds.add((fn.module, fn.qualname))
         names = set(tracked)
@@ -203,18 +213,20 @@ def flow(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
                 moves.append((fn.module, callee.module))
             todo.append((callee, frozenset(passed)))
     files = sorted({str(pkg.files[m].relative_to(root.parent)) for m, _ in holds if m != HOME})
-    return files, moves
+    return Flow(files, moves, sorted(visited))
 
 
 def main(argv: list[str]) -> None:
     root = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "workflow" / "tier1"
-    files, moves = flow(root)
-    unique = sorted(set(moves))
-    print(f"the run config from {'.'.join(ENTRY)} reaches {len(files)} file(s) in {len(unique)} move(s):")
+    entry_module = argv[1] if len(argv) > 1 else ENTRY[0]
+    found = flow(root, entry_module)
+    files, unique = found.files, sorted(set(found.moves))
+    print(f"the run config from {entry_module}.{ENTRY[1]} reaches {len(files)} file(s) in {len(unique)} move(s):")
     for f in files:
         print(f"  {f}")
     for a, b in unique:
         print(f"  move {a} -> {b}")
+    print(f"(the calls from the entry enter {len(found.modules_called)} module(s) of the package in all)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "tier1"
 
 
 def test_the_run_config_enters_at_most_eight_files():
-    files, _ = config_flow.flow(PACKAGE)
+    files = config_flow.flow(PACKAGE).files
     assert "tier1/stages/train.py" in files and "tier1/training/builder.py" in files  # it does follow the calls
     assert len(files) <= 8, files
 
@@ -59,6 +59,7 @@ def test_the_count_follows_passing_not_values(tmp_path):
                 return self.cfg.seed
     """)
     write(root, "c.py", "def seeded(seed):\n    return seed\n")
-    files, moves = config_flow.flow(root)
-    assert files == ["tier1/a.py", "tier1/b.py", "tier1/stages/train.py"]
-    assert set(moves) == {("tier1.stages.train", "tier1.a"), ("tier1.a", "tier1.b")}
+    found = config_flow.flow(root)
+    assert found.files == ["tier1/a.py", "tier1/b.py", "tier1/stages/train.py"]
+    assert "tier1.c" in found.modules_called  # called, with a value only
+    assert set(found.moves) == {("tier1.stages.train", "tier1.a"), ("tier1.a", "tier1.b")}
