@@ -25,6 +25,10 @@ class AllreduceSpan:
         self.first_launch = None
         self.last_done = None
 
+    def mark(self, cuda: bool):
+        """A bucket's launch or completion (every bucket the hook reduces comes through here)."""
+        return clock.mark(cuda)
+
     def take_marks(self):
         """The step just finished's (first launch, last completion) marks, unread, then reset:
         on a GPU reading them waits for the device, so `seconds` is called later."""
@@ -50,12 +54,12 @@ def timed_allreduce(state: AllreduceSpan, bucket: dist.GradBucket) -> torch.futu
     buffer = bucket.buffer()
     cuda = buffer.is_cuda
     if state.first_launch is None:
-        state.first_launch = clock.mark(cuda)
+        state.first_launch = state.mark(cuda)
     buffer.div_(dist.get_world_size())
     future = dist.all_reduce(buffer, async_op=True).get_future()
 
     def done(fut: torch.futures.Future) -> torch.Tensor:
-        state.last_done = clock.mark(cuda)
+        state.last_done = state.mark(cuda)
         return fut.value()[0]
 
     return future.then(done)
