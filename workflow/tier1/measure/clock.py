@@ -1,6 +1,6 @@
 """The one clock every timed figure of tier1 is read from.
 
-- `Marks`: points in the device's own timeline. On a GPU they are CUDA events (the kernels' own
+- `mark`/`between` (and `Marks`, bound to one device): points in the device's own timeline. On a GPU they are CUDA events (the kernels' own
   time, not the host's launch time), read only when asked for, so marking never waits for the
   device; on a CPU the host clock, where the host is the device.
 - `Stopwatch`: the work queued inside a `with` block, timed with two marks; it waits for the
