@@ -25,6 +25,7 @@ def train_record(n: int, wall: float, gpus: int, *, samples=None, checksums_equa
                 "device_capacity_bytes": 46e9 if gpus else None} for r, s in enumerate(per_rank)],
         time_split_median_s={"step": step_s if step_s is not None else wall / 16},
         allreduce_gradients_s=allreduce_s, gradient_bytes=90_000_000,
+        encoder={"implementation": "tier1-bert", "version": "0.1.0", "attention": "math"},
     )
 
 

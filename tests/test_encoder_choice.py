@@ -154,8 +154,8 @@ def test_the_training_stage_gives_the_same_losses(folder, request, pairs, tmp_pa
         losses[encoder] = [float(line.split(",")[3]) for line in out.loss.read_text().splitlines()[1:]]
     assert len(losses["auto"]) == 3
     assert losses["auto"] == pytest.approx(losses["transformers"], rel=1e-5, abs=1e-6)
-    assert records["auto"]["encoder"]["implementation"] == "tier1-bert"
-    assert records["transformers"]["encoder"]["implementation"] == "transformers"
+    assert records["auto"].encoder["implementation"] == "tier1-bert"
+    assert records["transformers"].encoder["implementation"] == "transformers"
 
 
 def test_identity_names_what_ran(tiny_model):

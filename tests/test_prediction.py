@@ -47,7 +47,8 @@ def record(n: int, d: dict, gpus: int, *, cores=16, threads=None, global_batch=6
                      hardware={"gpus": ["NVIDIA H100"] * gpus, "cores": cores},
                      wall_time_s=10 * d["step_s"], wall_times_s=[10 * d["step_s"]],
                      ranks=[{"rank": r, "threads": threads or max(1, cores // n),
-                             "peak_memory": {"max_memory_allocated": 1e9}} for r in range(n)])
+                             "peak_memory": {"max_memory_allocated": 1e9}} for r in range(n)],
+                     encoder={"implementation": "tier1-bert", "version": "0.1.0", "attention": "sdpa"})
 
 
 def gpu_results(measured4: dict, busbw=10.0, marks=()) -> Results:

@@ -45,6 +45,7 @@ def train_record(n: int, gpus: int, wall: float, model: str) -> dict:
         "time_split_median_s": {"data": 0.1, "forward_backward_with_comm": 2.0, "optimizer": 0.4, "step": 2.5,
                                 "gradient_allreduce_span": 0.2 if n > 1 else None},
         "allreduce_gradients_s": None, "gradient_bytes": 90_000_000, "decomposition_s": 0.0,
+        "encoder": {"implementation": "tier1-bert", "version": "0.1.0", "attention": "math"},
         "config": {"model": model, "num_epochs": 1}, **stamp(gpus),
     }
 
@@ -150,6 +151,7 @@ def test_model_dataset_and_dropped_pairs_are_named(tmp_path):
     assert "`/models/my-finetuned`" in md and "`/data/pairs.jsonl`" in md
     assert "untrained" not in md and "base: my-finetuned, before this run's training" in md
     assert "100 asked for" in md and "96 trained per epoch: 4 left out" in md
+    assert "- Encoder: tier1-bert 0.1.0, tier1's own BERT" in md and "attention: math" in md
 
 
 def test_quality_axis_starts_at_zero(tmp_path):

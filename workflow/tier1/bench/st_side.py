@@ -74,9 +74,10 @@ def identity(st) -> dict[str, str]:
     tier1.encoder.model.identity."""
     import transformers
 
-    attention = getattr(st[0].auto_model.config, "_attn_implementation", None) or "eager"
+    from tier1.encoder.bert import attention_record
+
     return {"implementation": "transformers", "version": transformers.__version__,
-            "attention": f"transformers {attention}"}
+            "attention": attention_record(st[0].auto_model, st.device)}
 
 
 def encode(w: Workload) -> tuple[dict, torch.Tensor]:
