@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 4
 PYTEST_ARGS ?=
+RUN    ?= default
+# A path of a run, as tier1.layout spells it: $(call path,RUN,NAME), NAME one of its constants.
+path = $(shell PYTHONPATH=workflow $(PYTHON) -m tier1.layout $(1) $(2))
 
 .PHONY: run quick compare test lint setup report check-gpus pin clean
 
@@ -21,9 +24,9 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
-	@echo "Report: results/default/report/index.html (one page: verdicts, table, every plot); table only: results/default/report/performance.md"
+	@echo "Report: $(call path,default,REPORT_HTML) (one page: verdicts, table, every plot); table only: $(call path,default,REPORT_MD)"
 
-# The quick check, in results/quick/ beside the default run (config/quick.yaml)
+# The quick check, in its own run folder beside the default run (config/quick.yaml: run_name quick)
 quick: setup
 	$(BIN)/snakemake --cores $(CORES) all --configfile config/quick.yaml
 
@@ -44,13 +47,13 @@ lint: setup
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) all
-	$(BIN)/snakemake --report results/default/report/report.html
-	@echo "Report: results/default/report/index.html (also first under 'Benchmark report' in results/default/report/report.html)"
+	$(BIN)/snakemake --report $(call path,default,SNAKEMAKE_REPORT)
+	@echo "Report: $(call path,default,REPORT_HTML) (also first under 'Benchmark report' in $(call path,default,SNAKEMAKE_REPORT))"
 
 # The table is printed again when Snakemake has nothing to redo.
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus
-	$(BIN)/python -m tier1.stages.check_gpus --show results/default/check_gpus/summary.json
+	$(BIN)/python -m tier1.stages.check_gpus --show $(call path,default,CHECK_GPUS)
 
 # Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
 pin: setup
@@ -58,6 +61,5 @@ pin: setup
 	@echo "review envs/.frozen.txt, then fold it into envs/requirements*.txt and envs/tier1.yaml"
 
 # Removes one run's results (make clean RUN=quick); other runs are kept.
-RUN ?= default
 clean:
-	rm -rf results/$(RUN) .snakemake
+	rm -rf $(call path,$(RUN)) .snakemake

@@ -1,5 +1,5 @@
 """DDP constructor options side by side on this machine's ranks, with tier1's own training step:
-    torchrun --nproc_per_node N scripts/ddp_options.py   (after `make run`: it reads results/default/data)"""
+    torchrun --nproc_per_node N scripts/ddp_options.py   (after `make run`: it reads the default run's data)"""
 import functools
 import json
 import os
@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from tier1 import layout
 from tier1.data.sources import read_jsonl
 from tier1.encoder import model
 from tier1.encoder.token_cache import load as load_cache
@@ -24,10 +25,10 @@ STEPS, ROUNDS = int(os.environ.get("STEPS", 6)), int(os.environ.get("ROUNDS", 2)
 
 ctx = distributed.setup()
 cfg = parse_stage_config("config/config.yaml", "train")
-data = "results/default/data"
-pairs = read_jsonl(f"{data}/train.jsonl")
+run = layout.Run("default")
+pairs = read_jsonl(run.path(layout.TRAIN_PAIRS))
 tok = model.load_tokenizer(cfg.model, False)
-ids = pair_tokens(tok, pairs, cfg.max_seq_length, load_cache(f"{data}/tokens.safetensors", cfg.max_seq_length))
+ids = pair_tokens(tok, pairs, cfg.max_seq_length, load_cache(run.path(layout.TOKENS), cfg.max_seq_length))
 times = {k: [] for k in OPTIONS}
 params_after = {}
 for _rnd in range(ROUNDS):

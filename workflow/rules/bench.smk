@@ -2,13 +2,13 @@ rule bench_compare:
     """tier1 against sentence-transformers on this device: training steps/s and encoding texts/s, same
     inputs, one process per side, alternating (results/<run_name>/bench/compare.md)."""
     input:
-        pairs=out("data/train.jsonl"),
-        corpus=out("data/test/corpus.jsonl"),
+        pairs=out(layout.TRAIN_PAIRS),
+        corpus=out(layout.CORPUS),
     output:
-        md=out("bench/compare.md"),
-        json=out("bench/compare.json"),
+        md=out(layout.BENCH_MD),
+        json=out(layout.BENCH_JSON),
     log:
-        out("logs/bench.log"),
+        out(layout.log("bench")),
     conda:
         CONDA_ENV
     threads: workflow.cores

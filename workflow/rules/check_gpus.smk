@@ -1,11 +1,11 @@
 rule check_gpus:
     """A short DDP job on every rank, with a per-rank table: did every rank really work?"""
     output:
-        out("check_gpus/summary.json"),
+        out(layout.CHECK_GPUS),
     log:
-        out("logs/check_gpus.log"),
+        out(layout.log("check_gpus")),
     benchmark:
-        out("benchmarks/check_gpus.tsv")
+        out(layout.benchmark("check_gpus"))
     conda:
         CONDA_ENV
     threads: workflow.cores

@@ -1,11 +1,11 @@
 rule commbench:
     """All-reduce and all-gather bandwidth on N ranks (ws{n}), nccl-tests' definitions; a matmul probe."""
     output:
-        out("comm/ws{n}.json"),
+        out(layout.comm()),
     log:
-        out("logs/commbench_ws{n}.log"),
+        out(layout.log("commbench_ws{n}")),
     benchmark:
-        out("benchmarks/commbench_ws{n}.tsv")
+        out(layout.benchmark("commbench_ws{n}"))
     conda:
         CONDA_ENV
     threads: workflow.cores

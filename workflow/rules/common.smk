@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
+from tier1 import layout
 from tier1.runtime import console
 from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
@@ -61,10 +62,10 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config: {err}")
 
-# Every output of a run lies under results/<run_name>/, so runs never overwrite each other.
-RESULTS = f"results/{CFG.run_name}"
-REPORT_MD = f"{RESULTS}/report/performance.md"
-REPORT_HTML = f"{RESULTS}/report/index.html"
+# Every output of a run lies under results/<run_name>/ (tier1.layout spells the paths inside it).
+RESULTS = layout.run_folder(CFG.run_name)
+REPORT_MD = f"{RESULTS}/{layout.REPORT_MD}"
+REPORT_HTML = f"{RESULTS}/{layout.REPORT_HTML}"
 # One fingerprint of the whole resolved config, stamped into every file this run writes
 # (tier1.runtime.provenance), beside each stage's own hash of the keys it depends on.
 # (kept out of the params, which would rerun every job whenever any setting changes)
@@ -82,7 +83,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [TIER1_SRC, _inherited
 CONDA_ENV = "../../envs/tier1.yaml"
 # Under --sdm conda each job runs in that environment's python; otherwise in Snakemake's own.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-TOKENS = f"{RESULTS}/data/tokens.safetensors"
+TOKENS = f"{RESULTS}/{layout.TOKENS}"
 # A damaged token cache is set aside before planning, so the tokenize rule remakes it instead of
 # every job that reads it failing (and costing the outputs Snakemake removed before running it).
 if os.path.exists(TOKENS):
@@ -144,8 +145,8 @@ def gpus_for(n):
 
 
 def trained_model(model):
-    """The folder the train rule writes the model trained on `model` ("gpus{N}") into."""
-    return out(f"train/{model}/model")
+    """The folder the train rule writes the model trained on `model` (layout.trained_on(n)) into."""
+    return out(layout.model_dir(model))
 
 
 def timed_jobs():
@@ -170,24 +171,24 @@ def report_records():
     """Every record the report reads, by kind: one file, or world size -> file
     (tier1.report.collect.RECORDS names the class each kind is read through)."""
     records = {
-        "manifest": out("data/manifest.json"),
-        "tokens": out("data/tokens.json"),
-        "preflight": out("preflight.json"),
-        "train": {str(n): out(f"train/gpus{n}/train_metrics.json") for n in WORLD_SIZES},
-        "loss": {str(n): out(f"train/gpus{n}/loss.csv") for n in WORLD_SIZES},
-        "probe": {str(n): out(f"probe/gpus{n}.json") for n in WORLD_SIZES},
-        "eval_base": {str(w): out(f"eval/base/ws{w}/metrics.json") for w in WORLD_SIZES},
-        "eval_trained": {str(n): out(f"eval/gpus{n}/ws{n}/metrics.json") for n in WORLD_SIZES},
-        "comm": {str(n): out(f"comm/ws{n}.json") for n in COMM_WORLD_SIZES},
+        "manifest": out(layout.MANIFEST),
+        "tokens": out(layout.TOKENS_RECORD),
+        "preflight": out(layout.PREFLIGHT),
+        "train": {str(n): out(layout.train_record(layout.trained_on(n))) for n in WORLD_SIZES},
+        "loss": {str(n): out(layout.loss_csv(layout.trained_on(n))) for n in WORLD_SIZES},
+        "probe": {str(n): out(layout.probe(n)) for n in WORLD_SIZES},
+        "eval_base": {str(w): out(layout.eval_metrics(layout.BASE, w)) for w in WORLD_SIZES},
+        "eval_trained": {str(n): out(layout.eval_metrics(layout.trained_on(n), n)) for n in WORLD_SIZES},
+        "comm": {str(n): out(layout.comm(n)) for n in COMM_WORLD_SIZES},
         # the batch sweep (batch_sweep): the steady step per global batch and world size
-        "sweep": {f"b{b}_gpus{n}": out(f"sweep/b{b}/gpus{n}.json") for b in CFG.batch_sweep for n in WORLD_SIZES},
+        "sweep": {f"b{b}_gpus{n}": out(layout.sweep(b, n)) for b in CFG.batch_sweep for n in WORLD_SIZES},
     }
     if len(WORLD_SIZES) > 1:  # only needed to compare world sizes
         # the 1-rank run with other dropout masks (the same-model yardstick)
-        records["reference_train"] = out("train/reference_gpus1/train_metrics.json")
-        records["reference_loss"] = out("train/reference_gpus1/loss.csv")
+        records["reference_train"] = out(layout.train_record(layout.REFERENCE))
+        records["reference_loss"] = out(layout.loss_csv(layout.REFERENCE))
         # one rank's compute at each world size's share of the batch (the prediction's)
-        records["rank_compute"] = out("train/rank_compute.json")
+        records["rank_compute"] = out(layout.RANK_COMPUTE)
     return records
 
 
@@ -195,7 +196,7 @@ def report_index():
     """The report's inputs by name: the records, and every job's wall time (its Snakemake
     benchmark file) with the records of its timed windows, for the pipeline overhead."""
     jobs = {
-        job: {"benchmark": out(f"benchmarks/{job}.tsv"), "windows": windows} for job, windows in timed_jobs().items()
+        job: {"benchmark": out(layout.benchmark(job)), "windows": windows} for job, windows in timed_jobs().items()
     }
     return {"records": report_records(), "jobs": jobs}
 
@@ -208,4 +209,4 @@ def report_inputs(wildcards):
 
 
 def final_outputs():
-    return [out("report/index.html"), out("report/performance.md"), out("report/performance.csv")]
+    return [out(layout.REPORT_HTML), out(layout.REPORT_MD), out(layout.REPORT_CSV)]

@@ -3,20 +3,20 @@ rule evaluate:
     ranks, in one launch (one start-up instead of two), each warmed up and timed on its own,
     with the corpus encoded and ranked over the w ranks."""
     input:
-        trained=lambda w: trained_model(f"gpus{w.w}"),
-        corpus=out("data/test/corpus.jsonl"),
-        queries=out("data/test/queries.jsonl"),
-        qrels=out("data/test/qrels/test.tsv"),
-        tokens=out("data/tokens.safetensors"),
+        trained=lambda w: trained_model(layout.trained_on(w.w)),
+        corpus=out(layout.CORPUS),
+        queries=out(layout.QUERIES),
+        qrels=out(layout.QRELS),
+        tokens=out(layout.TOKENS),
     output:
-        base_metrics=out("eval/base/ws{w}/metrics.json"),
-        base_run=out("eval/base/ws{w}/run.trec"),
-        metrics=out("eval/gpus{w}/ws{w}/metrics.json"),
-        run=out("eval/gpus{w}/ws{w}/run.trec"),
+        base_metrics=out(layout.eval_metrics(layout.BASE)),
+        base_run=out(layout.eval_run(layout.BASE)),
+        metrics=out(layout.eval_metrics()),
+        run=out(layout.eval_run()),
     log:
-        out("logs/eval_ws{w}.log"),
+        out(layout.log("eval_ws{w}")),
     benchmark:
-        out("benchmarks/eval_ws{w}.tsv")
+        out(layout.benchmark("eval_ws{w}"))
     conda:
         CONDA_ENV
     threads: workflow.cores

@@ -1,11 +1,11 @@
 rule preflight:
     """What the machine offers the ranks: CPU, NUMA, threads per rank; GPUs, links, topology, NCCL."""
     output:
-        out("preflight.json"),
+        out(layout.PREFLIGHT),
     log:
-        out("logs/preflight.log"),
+        out(layout.log("preflight")),
     benchmark:
-        out("benchmarks/preflight.tsv")
+        out(layout.benchmark("preflight"))
     conda:
         CONDA_ENV
     resources:

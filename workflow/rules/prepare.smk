@@ -1,15 +1,15 @@
 rule prepare:
     """Training pairs and the BEIR-form test set from the configured dataset."""
     output:
-        train=out("data/train.jsonl"),
-        corpus=out("data/test/corpus.jsonl"),
-        queries=out("data/test/queries.jsonl"),
-        qrels=out("data/test/qrels/test.tsv"),
-        manifest=out("data/manifest.json"),
+        train=out(layout.TRAIN_PAIRS),
+        corpus=out(layout.CORPUS),
+        queries=out(layout.QUERIES),
+        qrels=out(layout.QRELS),
+        manifest=out(layout.MANIFEST),
     log:
-        out("logs/prepare.log"),
+        out(layout.log("prepare")),
     benchmark:
-        out("benchmarks/prepare.tsv")
+        out(layout.benchmark("prepare"))
     conda:
         CONDA_ENV
     params:

@@ -3,13 +3,13 @@ if ON_GPUS:
     rule probe:
         """Largest training and encoding batch per device on N GPUs (gpus{n})."""
         input:
-            tokens=out("data/tokens.safetensors"),
+            tokens=out(layout.TOKENS),
         output:
-            out("probe/gpus{n}.json"),
+            out(layout.probe()),
         log:
-            out("logs/probe_gpus{n}.log"),
+            out(layout.log("probe_gpus{n}")),
         benchmark:
-            out("benchmarks/probe_gpus{n}.tsv")
+            out(layout.benchmark("probe_gpus{n}"))
         conda:
             CONDA_ENV
         threads: workflow.cores
@@ -31,13 +31,13 @@ else:
         applicable', written in the workflow's own process (tier1.records.probe, no torch, no job to
         start)."""
         input:
-            tokens=out("data/tokens.safetensors"),
+            tokens=out(layout.TOKENS),
         output:
-            expand(out("probe/gpus{n}.json"), n=WORLD_SIZES),
+            expand(out(layout.probe()), n=WORLD_SIZES),
         log:
-            out("logs/probe.log"),
+            out(layout.log("probe")),
         benchmark:
-            out("benchmarks/probe.tsv")
+            out(layout.benchmark("probe"))
         params:
             cfg=stage_params("probe"),
         run:

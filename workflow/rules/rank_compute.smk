@@ -2,12 +2,12 @@ rule rank_compute:
     """One rank's forward+backward at each world size's share of the batch, alone, shapes warmed:
     what the prediction uses for per-rank compute (tier1.stages.rank_compute)."""
     input:
-        data=out("data/train.jsonl"),
-        tokens=out("data/tokens.safetensors"),
+        data=out(layout.TRAIN_PAIRS),
+        tokens=out(layout.TOKENS),
     output:
-        out("train/rank_compute.json"),
+        out(layout.RANK_COMPUTE),
     log:
-        out("logs/rank_compute.log"),
+        out(layout.log("rank_compute")),
     conda:
         CONDA_ENV
     threads: workflow.cores

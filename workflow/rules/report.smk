@@ -17,27 +17,27 @@ rule report:
     output:
         # the whole report on one page, listed first in snakemake --report ("Benchmark report")
         html=report(
-            out("report/index.html"),
+            out(layout.REPORT_HTML),
             caption="../report/index.rst",
             category="Benchmark report",
         ),
         md=report(
-            out("report/performance.md"),
+            out(layout.REPORT_MD),
             caption="../report/performance.rst",
             category="Table",
         ),
-        csv=out("report/performance.csv"),
-        plots=[report(out(f"report/plots/{p}.png"), caption=f"../report/{p}.rst", category="Plots") for p in PLOTS],
+        csv=out(layout.REPORT_CSV),
+        plots=[report(out(layout.report_plot(p)), caption=f"../report/{p}.rst", category="Plots") for p in PLOTS],
     log:
-        out("logs/report.log"),
+        out(layout.log("report")),
     benchmark:
-        out("benchmarks/report.tsv")
+        out(layout.benchmark("report"))
     conda:
         CONDA_ENV
     params:
         story=stage_story("report"),
         py=PYTHON,
-        history=out("history"),
+        history=out(layout.HISTORY),
         captions=os.path.relpath(os.path.join(workflow.basedir, "workflow", "report")),
         cfg=stage_params("report"),
         records=json.dumps(report_index()),

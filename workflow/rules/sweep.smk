@@ -2,12 +2,12 @@ rule sweep_step:
     """The steady step at global batch b on n ranks (strong scaling), for the batch sweep: a short
     run whose steps count toward nothing else."""
     input:
-        data=out("data/train.jsonl"),
-        tokens=out("data/tokens.safetensors"),
+        data=out(layout.TRAIN_PAIRS),
+        tokens=out(layout.TOKENS),
     output:
-        out("sweep/b{b}/gpus{n}.json"),
+        out(layout.sweep()),
     log:
-        out("logs/sweep_b{b}_gpus{n}.log"),
+        out(layout.log("sweep_b{b}_gpus{n}")),
     conda:
         CONDA_ENV
     threads: workflow.cores

@@ -1,18 +1,18 @@
 rule tokenize:
     """Token ids of every training pair, document and query, made once for all later stages."""
     input:
-        train=out("data/train.jsonl"),
-        corpus=out("data/test/corpus.jsonl"),
-        queries=out("data/test/queries.jsonl"),
-        qrels=out("data/test/qrels/test.tsv"),
+        train=out(layout.TRAIN_PAIRS),
+        corpus=out(layout.CORPUS),
+        queries=out(layout.QUERIES),
+        qrels=out(layout.QRELS),
     output:
-        tokens=out("data/tokens.safetensors"),
+        tokens=out(layout.TOKENS),
         # what was tokenised and its seconds (work_s): the report's pipeline overhead
-        record=out("data/tokens.json"),
+        record=out(layout.TOKENS_RECORD),
     log:
-        out("logs/tokenize.log"),
+        out(layout.log("tokenize")),
     benchmark:
-        out("benchmarks/tokenize.tsv")
+        out(layout.benchmark("tokenize"))
     conda:
         CONDA_ENV
     params:

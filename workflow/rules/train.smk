@@ -1,16 +1,16 @@
 rule train:
     """Fine-tune the model on N ranks (gpus{n}): one process for 1, torchrun DDP for more."""
     input:
-        data=out("data/train.jsonl"),
-        tokens=out("data/tokens.safetensors"),
+        data=out(layout.TRAIN_PAIRS),
+        tokens=out(layout.TOKENS),
     output:
-        model=directory(out("train/gpus{n}/model")),
-        metrics=out("train/gpus{n}/train_metrics.json"),
-        loss=out("train/gpus{n}/loss.csv"),
+        model=directory(out(layout.model_dir())),
+        metrics=out(layout.train_record()),
+        loss=out(layout.loss_csv()),
     log:
-        out("logs/train_gpus{n}.log"),
+        out(layout.log("train_gpus{n}")),
     benchmark:
-        out("benchmarks/train_gpus{n}.tsv")
+        out(layout.benchmark("train_gpus{n}"))
     conda:
         CONDA_ENV
     threads: workflow.cores
@@ -30,16 +30,16 @@ rule train_dropout_reference:
     """The 1-rank training again with other dropout masks (same data and seed otherwise): how far
     dropout alone moves the loss, the yardstick for the same-model verdict."""
     input:
-        data=out("data/train.jsonl"),
-        tokens=out("data/tokens.safetensors"),
+        data=out(layout.TRAIN_PAIRS),
+        tokens=out(layout.TOKENS),
     output:
-        model=directory(out("train/reference_gpus1/model")),
-        metrics=out("train/reference_gpus1/train_metrics.json"),
-        loss=out("train/reference_gpus1/loss.csv"),
+        model=directory(out(layout.model_dir(layout.REFERENCE))),
+        metrics=out(layout.train_record(layout.REFERENCE)),
+        loss=out(layout.loss_csv(layout.REFERENCE)),
     log:
-        out("logs/train_reference_gpus1.log"),
+        out(layout.log("train_reference_gpus1")),
     benchmark:
-        out("benchmarks/train_reference_gpus1.tsv")
+        out(layout.benchmark("train_reference_gpus1"))
     conda:
         CONDA_ENV
     threads: workflow.cores

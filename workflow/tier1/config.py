@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tier1 import layout
 from tier1.encoder import shapes
 
 
@@ -99,7 +100,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 @dataclass(frozen=True)
 class Tier1Config:
-    run_name: str = "default"  # every output under results/<run_name>/
+    run_name: str = "default"  # every output in its own folder (tier1.layout.run_folder)
     train_samples: int = 512
     test_samples: int = 300
     num_epochs: int = 1
@@ -158,7 +159,7 @@ class Tier1Config:
         object.__setattr__(self, "gpu_counts", counts)
         if not RUN_NAME.fullmatch(str(self.run_name)):
             raise ConfigError(f"run_name: {self.run_name!r} must be letters, digits, '.', '_' or '-' "
-                              "(it names the folder results/<run_name>/), e.g. quick")
+                              f"(it names the folder {layout.run_folder('<run_name>')}/), e.g. quick")
         if self.scaling not in ("strong", "weak"):
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):

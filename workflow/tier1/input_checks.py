@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from tier1 import layout
 from tier1.config import DEFAULT_MODEL, ConfigError, Tier1Config
 from tier1.encoder.sentence_modules import read_head
 
@@ -78,9 +79,9 @@ def check_model(cfg: Tier1Config, workdir: Path) -> list[str]:
 def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path) -> None:
     """A local model folder tier1 can load: an encoder in safetensors, with its tokenizer."""
     name = cfg.model
-    if _inside(folder, workdir / "results"):
+    if _inside(folder, workdir / layout.RESULTS):
         raise ConfigError(
-            f"model: {name!r} lies inside this run's results/ folder, which Snakemake may delete and rebuild; "
+            f"model: {name!r} lies inside this run's {layout.RESULTS} folder, which Snakemake may delete and rebuild; "
             f"copy it elsewhere (e.g. cp -r {name} models/) and point model at the copy"
         )
     if not folder.is_dir():

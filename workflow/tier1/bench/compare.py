@@ -1,7 +1,7 @@
 """The benchmark: tier1 against sentence-transformers, alternating one process per side.
 
-    python -m tier1.bench.compare --config '<bench view JSON>' --pairs results/data/train.jsonl \
-        --corpus results/data/test/corpus.jsonl --md results/bench/compare.md --json results/bench/compare.json
+    python -m tier1.bench.compare --config '<bench view JSON>' --pairs PAIRS.jsonl \
+        --corpus CORPUS.jsonl --md COMPARE.md --json COMPARE.json
 
 Each repeat runs both sides, one after the other in a fresh process each, the order flipping
 every repeat, so a slow spell on a shared machine falls on both. Medians, spreads and the ratios

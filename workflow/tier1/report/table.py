@@ -6,6 +6,7 @@ import csv
 import io
 from pathlib import Path
 
+from tier1 import layout
 from tier1.config import DEFAULT_MODEL
 from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality, sweep
 from tier1.report.analysis import fmt, pct
@@ -162,7 +163,7 @@ def csv_rows(r: Results) -> list[dict]:
         for term, v in ((tm.decomposition or {}).get("seconds") or {}).items():
             add(f"step_{term}", n, v, "s", r.source("train", n))
     for x in prediction.world_size_rows(r):
-        # derived from the 1-rank and n-rank records and comm/ws{n}.json; sourced to the n-rank record
+        # derived from the 1-rank and n-rank records and the commbench record; sourced to the n-rank record
         add("predicted_training_speedup", x["world_size"], x["predicted_speedup"], "x", r.source("train", x["world_size"]))
     return out + overhead.csv_rows(r)
 
@@ -342,7 +343,7 @@ def collectives_section(r: Results) -> list[str]:
         return []
     lines = ["## Collectives", "",
              "Measured as nccl-tests does (algbw = bytes / time; busbw = algbw x 2(n-1)/n for all-reduce, "
-             "x (n-1)/n for all-gather), median of timed calls; the full sweeps are in `comm/ws{n}.json` and the "
+             "x (n-1)/n for all-gather), median of timed calls; the full sweeps are in `" + layout.comm() + "` and the "
              "collectives plot.", "",
              "| World size | Backend | Gradient all-reduce | Time | algbw | busbw | Best busbw in sweep "
              "| Loss all-gather | Time | busbw | Matmul per rank |", "|---" * 11 + "|"]

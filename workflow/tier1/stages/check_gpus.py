@@ -1,7 +1,7 @@
 """check-gpus: did every rank really do work? A short DDP training job, reported per rank.
 
-    torchrun --standalone --nproc_per_node N -m tier1.stages.check_gpus --out results/check_gpus/summary.json
-    python -m tier1.stages.check_gpus --show results/check_gpus/summary.json   # the table again
+    torchrun --standalone --nproc_per_node N -m tier1.stages.check_gpus --out SUMMARY.json
+    python -m tier1.stages.check_gpus --show SUMMARY.json   # the table again
 
 The verdict comes from work each rank did (samples and steps it counted itself) and from equal
 parameter checksums after training, never from memory in use.

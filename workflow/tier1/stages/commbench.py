@@ -1,6 +1,6 @@
 """commbench: the collectives training uses, measured as nccl-tests measures them, on N ranks.
 
-    torchrun --standalone --nproc_per_node N -m tier1.stages.commbench --config '<json>' --out results/comm/wsN.json
+    torchrun --standalone --nproc_per_node N -m tier1.stages.commbench --config '<json>' --out COMM.json
 
 Two sweeps of float32 messages, the same code on gloo (CPU) and NCCL (GPU):
 - all-reduce, as DDP reduces the gradients: 1 MiB doubling up to the gradient size (the

@@ -1,10 +1,10 @@
 """Stage 5, evaluate: retrieval quality of one model, with encoding and top-k spread over ranks.
 
 One process:
-    python -m tier1.stages.evaluate --config '<json>' --model results/train/gpus1/model \
-        --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \
-        --qrels results/data/test/qrels/test.tsv --tokens results/data/tokens.safetensors \
-        --metrics-out results/eval/gpus1/ws1/metrics.json --run-out results/eval/gpus1/ws1/run.trec
+    python -m tier1.stages.evaluate --config '<json>' --model MODEL_DIR \
+        --corpus CORPUS.jsonl --queries QUERIES.jsonl \
+        --qrels QRELS.tsv --tokens TOKENS.safetensors \
+        --metrics-out METRICS.json --run-out RUN.trec
 N processes (each encodes its share of the corpus and ranks it; rank 0 merges):
     torchrun --standalone --nproc_per_node N -m tier1.stages.evaluate ...
 The metrics are the same at any world size; only the time changes. Several models in one launch
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tier1 import layout
 from tier1.config import EvalConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files
 from tier1.encoder import model, shapes, token_cache
@@ -155,7 +156,8 @@ class Outputs:
 
     @classmethod
     def in_folder(cls, folder: Path) -> Outputs:
-        return cls(folder / "metrics.json", folder / "run.trec")
+        """The files of an evaluation's folder, named as in a run's eval/<model>/ws<w>/."""
+        return cls(folder / layout.EVAL_METRICS, folder / layout.EVAL_RUN)
 
 
 def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out: Outputs,

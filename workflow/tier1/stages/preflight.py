@@ -1,6 +1,6 @@
 """preflight: what the machine offers the ranks, read once per run before any job is timed.
 
-    python -m tier1.stages.preflight --world-sizes 1 2 4 --out results/preflight.json
+    python -m tier1.stages.preflight --world-sizes 1 2 4 --out PREFLIGHT.json
 
 CPU: model, cores this process may use, sockets, NUMA nodes, and the threads each rank gets
 at every world size that will run. GPU (when jobs see one): each GPU's name, memory, SM and

@@ -1,8 +1,8 @@
 """Stage 2, prepare: training pairs and the BEIR-form evaluation set.
 
-    python -m tier1.stages.prepare --config '{"dataset": "stdlib", ...}' --train results/data/train.jsonl \\
-        --corpus results/data/test/corpus.jsonl --queries results/data/test/queries.jsonl \\
-        --qrels results/data/test/qrels/test.tsv --manifest results/data/manifest.json
+    python -m tier1.stages.prepare --config '{"dataset": "stdlib", ...}' --train PAIRS.jsonl \\
+        --corpus CORPUS.jsonl --queries QUERIES.jsonl \\
+        --qrels QRELS.tsv --manifest MANIFEST.json
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from tier1 import layout
 from tier1.config import ConfigError, PrepareConfig, config_hash
 from tier1.data import sources, split
 from tier1.measure import clock
@@ -36,10 +37,9 @@ class Outputs:
 
     @classmethod
     def in_folder(cls, folder: Path) -> Outputs:
-        """The standard layout: train.jsonl, test/ as a BEIR folder, manifest.json."""
-        test = folder / "test"
-        return cls(folder / "train.jsonl", test / "corpus.jsonl", test / "queries.jsonl",
-                   test / "qrels" / "test.tsv", folder / "manifest.json")
+        """The files of a run's data folder (tier1.layout), inside `folder`."""
+        return cls(*(layout.in_data_folder(p, folder) for p in (layout.TRAIN_PAIRS, layout.CORPUS, layout.QUERIES,
+                                                                  layout.QRELS, layout.MANIFEST)))
 
 
 def write_beir(beir: sources.BeirSet, corpus: Path, queries: Path, qrels: Path) -> None:

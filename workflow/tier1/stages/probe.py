@@ -1,7 +1,7 @@
 """Stage 6, probe: the largest training and encoding batch per device, found over out-of-memory.
 
     torchrun --standalone --nproc_per_node N -m tier1.stages.probe --config '<json>' \\
-        --tokens results/data/tokens.safetensors --out results/probe/gpusN.json
+        --tokens TOKENS.safetensors --out PROBE.json
 
 GPU only. On a CPU there is no device memory limit to find, so the file says "not applicable"
 rather than inventing a number.

@@ -1,7 +1,7 @@
 """Stage: what one rank's compute really costs at its share of the batch.
 
-    python -m tier1.stages.rank_compute --config '<train config json>' --data results/data/train.jsonl \\
-        --tokens results/data/tokens.safetensors --world-sizes 1 2 4 --out results/train/rank_compute.json
+    python -m tier1.stages.rank_compute --config '<train config json>' --data PAIRS.jsonl \\
+        --tokens TOKENS.safetensors --world-sizes 1 2 4 --out RANK_COMPUTE.json
 
 For each world size n, one process (no DDP, no collectives) runs forward and backward on the
 batch one rank of an n-rank run gets (B/n with strong scaling, B with weak), on the same device,

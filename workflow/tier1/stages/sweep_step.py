@@ -1,8 +1,8 @@
 """Stage: the steady training step at one global batch size and world size, for the batch sweep.
 
-    python -m tier1.stages.sweep_step --config '<train config json>' --batch 128 --data results/data/train.jsonl \\
-        --tokens results/data/tokens.safetensors --out results/sweep/b128/gpus1.json
-    torchrun --standalone --nproc_per_node 4 -m tier1.stages.sweep_step ... --out results/sweep/b128/gpus4.json
+    python -m tier1.stages.sweep_step --config '<train config json>' --batch 128 --data PAIRS.jsonl \\
+        --tokens TOKENS.safetensors --out SWEEP_1.json
+    torchrun --standalone --nproc_per_node 4 -m tier1.stages.sweep_step ... --out SWEEP_4.json
 
 A short run at global batch B split over the ranks (strong scaling, whatever `scaling` says):
 the first SWEEP_STEPS batches once untimed (forward and backward: every shape met, DDP's buckets

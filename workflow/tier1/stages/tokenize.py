@@ -1,9 +1,9 @@
 """Stage 3, tokenize: token ids of every text, computed once for all later stages and ranks.
 
     python -m tier1.stages.tokenize --config '{"model": ..., "max_seq_length": 64}' \\
-        --train results/data/train.jsonl --corpus results/data/test/corpus.jsonl \\
-        --queries results/data/test/queries.jsonl --qrels results/data/test/qrels/test.tsv \\
-        --out results/data/tokens.safetensors --record-out results/data/tokens.json
+        --train PAIRS.jsonl --corpus CORPUS.jsonl \\
+        --queries QUERIES.jsonl --qrels QRELS.tsv \\
+        --out TOKENS.safetensors --record-out TOKENS.json
 
 Training and evaluation read these ids (tier1.encoder.token_cache) instead of re-tokenising on
 every rank and every run. Beside the cache, a small JSON record (`--record-out`) says what was

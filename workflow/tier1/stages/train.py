@@ -4,9 +4,9 @@
 2 prepare, 3 tokenize, 4 train, 5 evaluate, 6 probe, 7 commbench, 8 report.)
 
 One process (the 1-GPU baseline):
-    python -m tier1.stages.train --config '<json>' --data results/data/train.jsonl \\
-        --tokens results/data/tokens.safetensors --model-out results/train/gpus1/model \\
-        --metrics-out results/train/gpus1/train_metrics.json --loss-out results/train/gpus1/loss.csv
+    python -m tier1.stages.train --config '<json>' --data PAIRS.jsonl \\
+        --tokens TOKENS.safetensors --model-out MODEL_DIR \\
+        --metrics-out RECORD.json --loss-out LOSS.csv
 N processes on one machine (DDP; NCCL on GPUs, gloo on CPU), one GPU each with --gpus:
     python -m tier1.runtime.launch --ranks N [--gpus] tier1.stages.train ...
 Several machines: the same command on each, with --nnodes M --rdzv-endpoint HOST:PORT.
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from tier1 import layout
 from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import PairTokens, training_pairs
@@ -53,11 +54,12 @@ class Outputs:
 
     @property
     def checkpoints(self) -> Path:
-        return self.metrics.parent / "checkpoints"
+        return layout.checkpoints_beside(self.metrics)
 
     @classmethod
     def in_folder(cls, folder: Path) -> Outputs:
-        return cls(folder / "model", folder / "train_metrics.json", folder / "loss.csv")
+        """The files of a training's folder, named as in a run's train/<model>/."""
+        return cls(folder / layout.MODEL, folder / layout.TRAIN_RECORD, folder / layout.LOSS)
 
 
 class Interrupted(Exception):
@@ -170,7 +172,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
 def main(argv: list[str] | None = None) -> None:
     parser = training_stage_parser(__doc__)
     parser.add_argument("--model-out", type=Path, required=True, help="folder for the trained model")
-    parser.add_argument("--metrics-out", type=Path, required=True, help="train_metrics.json")
+    parser.add_argument("--metrics-out", type=Path, required=True, help="the training record (JSON) to write")
     parser.add_argument("--loss-out", type=Path, required=True, help="loss.csv (one row per step)")
     parser.add_argument("--dropout-stream", type=int, default=0,
                         help="another sequence of dropout masks, same data: the dropout-noise reference run")

@@ -2,10 +2,10 @@
 in hardware, configuration, libraries and data.
 
     python -m tier1.tools.compare_runs default quick          # or: tier1 compare default quick
-    python -m tier1.tools.compare_runs default quick --results results --out results/compare/default_vs_quick.md
+    python -m tier1.tools.compare_runs default quick --results RESULTS --out FILE.md
 
-Reads only what each run wrote under results/<run>/ (the report, the manifest, the 1-rank training
-record, these two through their record classes); no torch.
+Reads only what each run wrote in its folder (tier1.layout: the report, the manifest, the 1-rank
+training record, these two through their record classes); no torch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from tier1 import layout
 from tier1.config import InputError
 from tier1.records import ManifestRecord, TrainRecord
 from tier1.runtime import atomic
@@ -27,15 +28,15 @@ VERDICT = re.compile(r"^- \*\*(?P<name>[^:*]+): (?P<verdict>[^*]+)\*\*")
 
 
 def load_run(results: Path, name: str) -> dict:
-    folder = results / name
-    md, table = folder / "report" / "performance.md", folder / "report" / "performance.csv"
+    run = layout.Run(name, results)
+    md, table = run.path(layout.REPORT_MD), run.path(layout.REPORT_CSV)
     if not md.is_file() or not table.is_file():
-        runs = sorted(p.parent.parent.name for p in results.glob("*/report/performance.md"))
-        raise InputError(f"run {name!r}: no finished report in {folder}/report/; runs with one: {', '.join(runs) or 'none'}")
+        runs = layout.finished_runs(results)
+        raise InputError(f"run {name!r}: no finished report in {md.parent}/; runs with one: {', '.join(runs) or 'none'}")
     verdicts = {m["name"].strip(): m["verdict"].strip() for line in md.read_text().splitlines() if (m := VERDICT.match(line))}
     rows = {(r["metric"], r["world_size"]): r for r in csv.DictReader(table.open())}
-    manifest = ManifestRecord.read(folder / "data" / "manifest.json")
-    train = TrainRecord.read(folder / "train" / "gpus1" / "train_metrics.json")
+    manifest = ManifestRecord.read(run.path(layout.MANIFEST))
+    train = TrainRecord.read(run.path(layout.train_record(layout.trained_on(1))))
     return {"name": name, "verdicts": verdicts, "rows": rows, "config": {**manifest.config, **train.config},
             "hardware": train.hardware, "libraries": train.libraries,
             "data": {"dataset": json.dumps(manifest.dataset, sort_keys=True),
@@ -87,14 +88,14 @@ def to_markdown(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run names (folders under --results)")
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--out", type=Path, default=None, help="default: results/compare/<a>_vs_<b>.md")
+    parser.add_argument("--results", type=Path, default=Path(layout.RESULTS))
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {layout.comparison(['<a>', '<b>'])}")
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("name two runs or more")
     runs = [load_run(args.results, name) for name in args.runs]
     text = to_markdown(runs)
-    out = args.out or args.results / "compare" / f"{'_vs_'.join(args.runs)}.md"
+    out = args.out or layout.comparison(args.runs, args.results)
     atomic.write_text(out, text)
     print(text)
     print(f"(written to {out})")
