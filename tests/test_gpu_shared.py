@@ -2,7 +2,7 @@
 model as 1 rank (dropout off, fp32), per step, to float noise. It runs the multi-rank CUDA path
 (DDP on CUDA, the comm hook, the gathered negatives) on a machine with one GPU.
 
-Marked `gpu`: skipped without CUDA; scripts/gpu_check.sh runs it."""
+Marked `gpu`: skipped without CUDA; scripts/gpu_session.sh runs it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The one-GPU check's summary table (tier1.tools.gpu_summary) on hand-made stage files, and the
-check script's plan (scripts/gpu_check.sh --dry-run)."""
+"""The one-GPU check's summary table (tier1.tools.gpu_summary) on hand-made stage files in the
+standard layout, and the session script's plan (scripts/gpu_session.sh --dry-run)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import torch
 
+from tier1 import layout
 from tier1.records import CosineRecord, EvaluationRecord, ProbeRecord, Record, RecordError, TrainRecord
 from tier1.tools import gpu_summary
 
@@ -38,6 +40,7 @@ def write(path, rec: Record) -> str:
 
 
 def stage_files(tmp_path) -> list[str]:
+    """The check's records where its runs put them (gpu-check and gpu-check-fp32 under tmp_path)."""
     eval_base = record(EvaluationRecord, stage="evaluate", metrics={"ndcg@10": 0.41}, documents_per_s=25000.0,
                        wall_time_s=0.04)
     eval_trained = record(EvaluationRecord, stage="evaluate", metrics={"ndcg@10": 0.58}, documents_per_s=26000.0,
@@ -45,16 +48,17 @@ def stage_files(tmp_path) -> list[str]:
     probe = record(ProbeRecord, stage="probe", max_train_batch_per_device=1536, max_encode_batch_per_device=57344,
                    device_capacity_bytes=80 * GIB)
     cosine = record(CosineRecord, min_cosine=0.99871, mean_cosine=0.99993)
-    steps = tmp_path / "steps.tsv"
+    run, fp32, one = layout.Run("gpu-check", tmp_path), layout.Run("gpu-check-fp32", tmp_path), layout.trained_on(1)
+    steps = run.path(layout.GPU_CHECK_STEPS)
+    steps.parent.mkdir(parents=True)
     steps.write_text("gpu_tests\t12.5\t5\nprepare\t30.25\t0\ntrain_bf16\t40.0\t0\nprobe\t3.0\t1\n")
-    return ["table",
-            "--train", write(tmp_path / "train_bf16.json", train_metrics("bfloat16", 0.0124, 10300.0)),
-            "--train-fp32", write(tmp_path / "train_fp32.json", train_metrics("float32", 0.101, 1270.0)),
-            "--eval-base", write(tmp_path / "eval_base.json", eval_base),
-            "--eval-trained", write(tmp_path / "eval_trained.json", eval_trained),
-            "--probe", write(tmp_path / "probe.json", probe),
-            "--cosine", write(tmp_path / "cosine.json", cosine),
-            "--steps", str(steps)]
+    write(run.path(layout.train_record(one)), train_metrics("bfloat16", 0.0124, 10300.0))
+    write(fp32.path(layout.train_record(one)), train_metrics("float32", 0.101, 1270.0))
+    write(run.path(layout.eval_metrics(layout.BASE, 1)), eval_base)
+    write(run.path(layout.eval_metrics(one, 1)), eval_trained)
+    write(run.path(layout.probe(1)), probe)
+    write(run.path(layout.GPU_COSINE), cosine)
+    return ["table", "--results", str(tmp_path), "--run", run.name, "--fp32-run", fp32.name]
 
 
 def test_table_reads_every_value_from_its_file(tmp_path, capsys):
@@ -92,22 +96,24 @@ def test_table_reads_every_value_from_its_file(tmp_path, capsys):
 
 def test_missing_files_print_na_and_a_damaged_one_is_named(tmp_path):
     args = stage_files(tmp_path)
-    (tmp_path / "probe.json").unlink()  # the probe step did not run
+    layout.Run("gpu-check", tmp_path).path(layout.probe(1)).unlink()  # the probe step did not run
     gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
     table = json.loads((tmp_path / "s.json").read_text())
     assert table["Train MFU"] == "31.2%"
     for label in ("Max train batch per device (probe)", "Device memory (probe)"):
         assert table[label] == "n/a", label
     # a record with a field renamed is not read as n/a: the error names the file and the field
-    data = json.loads((tmp_path / "train_fp32.json").read_text())
+    fp32_record = layout.Run("gpu-check-fp32", tmp_path).path(layout.train_record(layout.trained_on(1)))
+    data = json.loads(fp32_record.read_text())
     data["steady_step"] = data.pop("steady_step_s")
-    (tmp_path / "train_fp32.json").write_text(json.dumps(data))
-    with pytest.raises(RecordError, match=r"train_fp32.json: .*missing field\(s\) 'steady_step_s'.*unknown field\(s\) 'steady_step'"):
+    fp32_record.write_text(json.dumps(data))
+    named = rf"{fp32_record}: .*missing field\(s\) 'steady_step_s'.*unknown field\(s\) 'steady_step'"
+    with pytest.raises(RecordError, match=named):
         gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
 
 
 def test_no_files_at_all_is_a_table_of_na(tmp_path):
-    gpu_summary.main(["table", "--train", str(tmp_path / "none.json"), "--json", str(tmp_path / "s.json")])
+    gpu_summary.main(["table", "--results", str(tmp_path), "--json", str(tmp_path / "s.json")])
     table = json.loads((tmp_path / "s.json").read_text())
     assert table["Device"] == "n/a" and table["torch / transformers"] == "n/a"
     assert not any(label.startswith("Time:") for label in table)
@@ -120,13 +126,32 @@ def test_bf16_and_fp32_embeddings_agree_on_cpu(tiny_model, pairs):
     assert 0.98 < result.min_cosine <= result.mean_cosine <= 1.0 + 1e-6
 
 
-def test_gpu_check_dry_run_plans_every_stage():
-    env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry-run"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    planned = [line.split(":", 1)[0].removeprefix("== ") for line in out.splitlines() if line.startswith("== ")]
-    for name in ("gpu_tests", "prepare", "tokenize", "train", "train_fp32", "eval_base", "eval_trained",
-                 "probe", "cosine", "report", "summary"):
+def test_files_keep_the_records_and_leave_out_weights_and_data(tmp_path):
+    stage_files(tmp_path)
+    run = layout.Run("gpu-check", tmp_path)
+    for big in (layout.model_dir(layout.trained_on(1)) + "/model.safetensors", layout.TOKENS, layout.TRAIN_PAIRS,
+                layout.eval_run(layout.BASE, 1), layout.train_folder("gpus1") + "/checkpoints/state.json",
+                layout.MANIFEST):
+        run.path(big).parent.mkdir(parents=True, exist_ok=True)
+        run.path(big).write_text("{}")
+    gpu_summary.main(["files", "--results", str(tmp_path), "--run", "gpu-check", "--run", "gpu-check-fp32",
+                      "--out", str(tmp_path / "files.tar.gz")])
+    with tarfile.open(tmp_path / "files.tar.gz") as tar:
+        packed = {m.name for m in tar.getmembers() if m.isfile()}
+    assert f"gpu-check/{layout.train_record('gpus1')}" in packed and f"gpu-check-fp32/{layout.train_record('gpus1')}" in packed
+    assert f"gpu-check/{layout.MANIFEST}" in packed and f"gpu-check/{layout.GPU_CHECK_STEPS}" in packed
+    assert not [name for name in packed if any(x in name for x in ("model", "tokens.", "train.jsonl", "trec", "checkpoints"))]
+
+
+def test_gpu_session_dry_run_prints_every_job_and_runs_nothing(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "BUNDLE": str(tmp_path / "none"), "OUT": str(tmp_path / "out")}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_session.sh"), "--dry-run"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    planned = [line.split(" ", 2)[1] for line in out.splitlines() if line.startswith("== gpu-check")]
+    for name in ("gpu-check/preflight", "gpu-check/prepare", "gpu-check/tokenize", "gpu-check/train_gpus1",
+                 "gpu-check/eval_ws1", "gpu-check/probe_gpus1", "gpu-check-fp32/train_gpus1", "gpu-check-fp32/eval_ws1",
+                 "gpu-check/cosine", "gpu-check/train_gpus2", "gpu-check/report", "gpu-check/bench"):
         assert name in planned, name
+    assert "-m pytest -q -m gpu tests" in out and "gpu_summary table" in out
     assert '"precision": "fp32"' in out and '"dataset": "python-source"' in out
-    assert not (REPO / "docs" / "gpu").exists() or not any((REPO / "docs" / "gpu").glob("*dry*"))
+    assert not (REPO / layout.run_folder("gpu-check")).exists() and not any((tmp_path / "out").glob("*"))

@@ -22,7 +22,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     # The workflow's mechanics, rehearsed on CPU ranks on any machine (a 1-GPU box could not run
-    # the tiny config's 2 ranks); GPU runs are scripts/gpu_check.sh's.
+    # the tiny config's 2 ranks); GPU runs are scripts/gpu_session.sh's.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

@@ -57,6 +57,9 @@ REPORT_MD = "report/performance.md"
 REPORT_CSV = "report/performance.csv"
 SNAKEMAKE_REPORT = "report/report.html"  # snakemake --report
 HISTORY = "history"
+# the one-GPU check (tier1.tools.gpu_plan): each job's time and exit status, and bf16 vs fp32
+GPU_CHECK_STEPS = "logs/gpu_check_steps.tsv"
+GPU_COSINE = "gpu_check/cosine.json"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
 

@@ -1,11 +1,15 @@
-"""The one-GPU check's summary (scripts/gpu_check.sh): one table from the files the stages wrote.
+"""The one-GPU check's summary (tier1.tools.gpu_plan): one table from the files the stages wrote.
 
-    python -m tier1.tools.gpu_summary table --train WORK/train/train_metrics.json \\
-        --train-fp32 WORK/train_fp32/train_metrics.json --eval-base WORK/eval_base/metrics.json \\
-        --eval-trained WORK/eval_trained/metrics.json --probe WORK/probe/gpus1.json \\
-        --cosine WORK/cosine.json --steps WORK/steps.tsv --md summary.md --json summary.json
-    python -m tier1.tools.gpu_summary cosine --model MODEL --corpus WORK/data/test/corpus.jsonl \\
-        --queries WORK/data/test/queries.jsonl --max-seq-length 256 --out WORK/cosine.json
+    python -m tier1.tools.gpu_summary table --run gpu-check --fp32-run gpu-check-fp32 \\
+        --md summary.md --json summary.json
+    python -m tier1.tools.gpu_summary cosine --model MODEL --corpus CORPUS.jsonl \\
+        --queries QUERIES.jsonl --max-seq-length 256 --out COSINE.json
+    python -m tier1.tools.gpu_summary files --run gpu-check --run gpu-check-fp32 --out files.tar.gz
+
+`table` finds each run's files where the workflow puts them (tier1.layout, under --results): the
+1-rank training, evaluation and probe, the fp32 run's training and evaluation, the cosine
+measurement and each run's job times (the check's steps file). `files` packs those runs' records,
+logs and reports, without weights, token ids, checkpoints or run files.
 
 Every value is read through the record classes (tier1.records): a file that is absent (its step did
 not run or failed) prints "n/a"; a file that is not the record it should be is an error naming it.
@@ -18,11 +22,13 @@ import argparse
 import csv
 import json
 import math
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tier1 import layout
 from tier1.records import CosineRecord, EvaluationRecord, ProbeRecord, Record, TrainRecord
 
 NA = "n/a"
@@ -149,6 +155,7 @@ ROWS = [
     Row("Evaluation peak memory allocated", "eval_trained", peak, gib),
     Row("nDCG@10 before training", "eval_base", lambda e: e.metrics["ndcg@10"], decimals(4)),
     Row("nDCG@10 after training", "eval_trained", lambda e: e.metrics["ndcg@10"], decimals(4)),
+    Row("nDCG@10 before training (fp32 run)", "eval_base_fp32", lambda e: e.metrics["ndcg@10"], decimals(4)),
     Row("Max train batch per device (probe)", "probe", lambda p: p.max_train_batch_per_device, rate),
     Row("Max encode batch per device (probe)", "probe", lambda p: p.max_encode_batch_per_device, rate),
     Row("Device memory (probe)", "probe", lambda p: p.device_capacity_bytes, gib),
@@ -157,7 +164,21 @@ ROWS = [
 ]
 # the record class each input is read through
 KINDS = {"train": TrainRecord, "train_fp32": TrainRecord, "eval_base": EvaluationRecord,
-         "eval_trained": EvaluationRecord, "probe": ProbeRecord, "cosine": CosineRecord}
+         "eval_trained": EvaluationRecord, "eval_base_fp32": EvaluationRecord, "probe": ProbeRecord,
+         "cosine": CosineRecord}
+
+
+def record_paths(results: Path, run: str, fp32_run: str | None) -> dict[str, Path | None]:
+    """Where each input of the table lies: the check's runs in the standard layout."""
+    main, one = layout.Run(run, results), layout.trained_on(1)
+    fp32 = layout.Run(fp32_run, results) if fp32_run else None
+    return {"train": main.path(layout.train_record(one)),
+            "train_fp32": fp32.path(layout.train_record(one)) if fp32 else None,
+            "eval_base": main.path(layout.eval_metrics(layout.BASE, 1)),
+            "eval_trained": main.path(layout.eval_metrics(one, 1)),
+            "eval_base_fp32": fp32.path(layout.eval_metrics(layout.BASE, 1)) if fp32 else None,
+            "probe": main.path(layout.probe(1)),
+            "cosine": main.path(layout.GPU_COSINE)}
 
 
 def read_steps(path: Path | None) -> list[tuple[str, float | None, int | None]]:
@@ -180,6 +201,37 @@ def _parse(kind, text: str):
         return kind(text)
     except ValueError:
         return None
+
+
+def check_steps(results: Path, run: str, fp32_run: str | None) -> list[tuple[str, float | None, int | None]]:
+    """Each job's time and status, the fp32 run's jobs named with its run's name."""
+    steps = read_steps(layout.Run(run, results).path(layout.GPU_CHECK_STEPS))
+    if fp32_run:
+        steps += [(f"{fp32_run} {name}", secs, status)
+                  for name, secs, status in read_steps(layout.Run(fp32_run, results).path(layout.GPU_CHECK_STEPS))]
+    return steps
+
+
+def pack(results: Path, runs: list[str], out: Path) -> None:
+    """The runs' folders in one archive, without what is large or not a measurement: weights,
+    checkpoints, run files, and of the data only its manifest and the tokenize record."""
+    left_out = {layout.MODEL, layout.CHECKPOINTS}
+    data_kept = {layout.MANIFEST, layout.TOKENS_RECORD}
+
+    def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        inside = Path(*Path(member.name).parts[1:])  # the path inside the run's folder
+        if left_out & set(inside.parts) or inside.name.endswith(Path(layout.EVAL_RUN).suffix):
+            return None
+        if inside.parts[:1] == (layout.DATA,) and member.isfile() and str(inside) not in data_kept:
+            return None
+        return member
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w:gz") as tar:
+        for run in runs:
+            folder = layout.Run(run, results).folder
+            if folder.is_dir():
+                tar.add(folder, arcname=run, filter=keep)
 
 
 def step_text(secs: float | None, status: int | None) -> str:
@@ -255,8 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("table", help="print the summary table and write it as Markdown and JSON")
-    for name in ("train", "train-fp32", "eval-base", "eval-trained", "probe", "cosine", "steps"):
-        t.add_argument(f"--{name}", type=Path, default=None)
+    t.add_argument("--results", type=Path, default=Path(layout.RESULTS))
+    t.add_argument("--run", default="gpu-check", help="the check's run (bf16, the 1-rank pipeline)")
+    t.add_argument("--fp32-run", default="gpu-check-fp32", help="its fp32 run; '' for none")
     t.add_argument("--title", default="tier1 one-GPU check")
     t.add_argument("--md", type=Path, action="append", default=[], help="Markdown file(s) to write")
     t.add_argument("--json", type=Path, action="append", default=[], help="JSON file(s) to write")
@@ -267,7 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--max-seq-length", type=int, default=256)
     c.add_argument("--texts", type=int, default=300)
     c.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("files", help="pack the check's runs (records, logs, reports) into one archive")
+    p.add_argument("--results", type=Path, default=Path(layout.RESULTS))
+    p.add_argument("--run", action="append", required=True, help="a run to pack (repeat for more)")
+    p.add_argument("--out", type=Path, required=True, help="the .tar.gz to write")
     args = parser.parse_args(argv)
+
+    if args.command == "files":
+        pack(args.results, args.run, args.out)
+        return
 
     if args.command == "cosine":
         import torch
@@ -279,8 +340,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result.to_json()))
         return
 
-    records = {name: read(kind, getattr(args, name)) for name, kind in KINDS.items()}
-    table = rows(records, read_steps(args.steps))
+    paths = record_paths(args.results, args.run, args.fp32_run or None)
+    records = {name: read(kind, paths[name]) for name, kind in KINDS.items()}
+    table = rows(records, check_steps(args.results, args.run, args.fp32_run or None))
     text = markdown(table, args.title)
     print(text, end="")
     for path in args.md:

