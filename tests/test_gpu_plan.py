@@ -116,3 +116,22 @@ def test_the_check_runs_end_to_end_without_snakemake(tmp_path):
     summary = subprocess.run([sys.executable, "-m", "tier1.tools.gpu_summary", "table", "--results",
                               str(tmp_path / layout.RESULTS)], capture_output=True, text=True, check=True).stdout
     assert "| nDCG@10 after training" in summary and "| Time: train_gpus1" in summary
+
+
+def test_what_the_gpu_machine_runs_imports_no_snakemake():
+    """The GPU machine has no Snakemake: the job wrapper, the launcher, every stage, the report, the
+    bench and the summary import without it."""
+    code = """
+import importlib, pkgutil, sys
+sys.modules["snakemake"] = None  # import snakemake fails, as it does there
+import tier1.stages
+modules = ["tier1.runtime.console", "tier1.runtime.launch", "tier1.layout", "tier1.tools.gpu_summary",
+           "tier1.report.__main__", "tier1.bench.compare"]
+modules += ["tier1.stages." + m.name for m in pkgutil.iter_modules(tier1.stages.__path__)]
+for name in modules:
+    importlib.import_module(name)
+print(len(modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout) >= 15
