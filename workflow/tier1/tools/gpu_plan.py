@@ -205,8 +205,7 @@ def cosine_job(run: CheckRun, texts: int = 300) -> Job:
     command = shlex.join(["$PY", "-m", "tier1.tools.gpu_summary", "cosine", "--model", model, "--corpus", corpus,
                           "--queries", queries, "--max-seq-length", str(run.settings["max_seq_length"]),
                           "--texts", str(texts), "--out", out]).replace("'$PY'", "$PY")
-    job = Job("cosine", run.name, [model, corpus, queries], [out], "", "", command)
-    return job
+    return Job("cosine", run.name, [model, corpus, queries], [out], "", "", command)
 
 
 HEADER = r"""#!/usr/bin/env bash
