@@ -1,4 +1,4 @@
-"""comm/ws{n}.json of the commbench stage: all-reduce and all-gather times and bandwidths at one
+"""The commbench stage's record (layout.comm(n)): all-reduce and all-gather times and bandwidths at one
 world size, the sizes training moves among them."""
 
 from __future__ import annotations

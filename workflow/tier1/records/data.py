@@ -1,5 +1,5 @@
-"""The data stages' records: data/manifest.json (prepare: what the data set is) and
-data/tokens.json (tokenize: what was tokenised and in how many seconds)."""
+"""The data stages' records: the manifest (prepare: what the data set is) and the tokenize record
+(what was tokenised and in how many seconds); layout.MANIFEST and layout.TOKENS_RECORD."""
 
 from __future__ import annotations
 

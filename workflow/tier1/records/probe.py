@@ -1,4 +1,4 @@
-"""probe/gpus{n}.json: the largest training and encoding batch that fit the device, on GPUs and on
+"""The probe record (layout.probe(n)): the largest training and encoding batch that fit the device, on GPUs and on
 a CPU. Without GPUs there is no device memory limit to find, so each world size's file says "not
 applicable" rather than inventing a number. Torch-free, so the workflow writes those files in its
 own process (the CPU probe rule), with no job to start."""

@@ -1,4 +1,4 @@
-"""train/rank_compute.json: one rank's compute at each world size's share of the batch (the
+"""The rank-compute record (layout.RANK_COMPUTE): one rank's compute at each world size's share of the batch (the
 prediction's input)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""sweep/b{b}/gpus{n}.json: the steady training step at one global batch and world size."""
+"""The batch sweep's record (layout.sweep(b, n)): the steady training step at one global batch and world size."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train_metrics.json: one training run's times, throughput, per-rank accounting, objective and
+"""The training record (layout.train_record(model)): one training run's times, throughput, per-rank accounting, objective and
 provenance (built by tier1.training.record, written by the train stage)."""
 
 from __future__ import annotations

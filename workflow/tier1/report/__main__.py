@@ -1,16 +1,17 @@
 """Stage 8, report: regenerate the performance table and plots from the stages' files.
 
-    python -m tier1.report --config '{"internode_busbw_gbps": null}' --records results/report/records.json \
-        --md results/report/performance.md --csv results/report/performance.csv \
-        --plots results/report/plots/{speedup,throughput,...}.png --history results/history \
-        --html results/report/index.html --captions workflow/report
+    python -m tier1.report --config '{"internode_busbw_gbps": null}' --records RECORDS.json \
+        --md PERFORMANCE.md --csv PERFORMANCE.csv --plots PLOTS/speedup.png ... --history HISTORY \
+        --html INDEX.html --captions workflow/report
 
 --records names every file the report reads (JSON text, or a file holding it), as the report rule
 builds it from its named inputs:
 
-    {"records": {"manifest": "results/data/manifest.json", "tokens": "results/data/tokens.json",
-                 "train": {"1": "results/train/gpus1/train_metrics.json", ...}, "loss": {"1": ...}, ...},
-     "jobs": {"train_gpus1": {"benchmark": "results/benchmarks/train_gpus1.tsv", "windows": ["train:1"]}, ...}}
+    {"records": {"manifest": "MANIFEST.json", "tokens": "TOKENS.json", "train": {"1": "RECORD_1.json", ...},
+                 "loss": {"1": ...}, ...},
+     "jobs": {"train_gpus1": {"benchmark": "TRAIN_GPUS1.tsv", "windows": ["train:1"]}, ...}}
+
+(the paths: tier1.layout, as the report rule passes them)
 
 (tier1.report.collect.Inputs: the kinds and what each is read through).
 """

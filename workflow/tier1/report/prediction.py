@@ -9,7 +9,7 @@ The model, per world size n (all times per step, per rank):
   shrink (linear thread scaling assumed; a real CPU often scales threads sublinearly, which
   favours more ranks a little). Ranks sharing a GPU split it the same way.
 - the loss's embedding all-gather (forward) and its backward all-reduce (about two all-gathers):
-  3x the all-gather time measured at the loss's size (comm/ws{n}.json), added to compute.
+  3x the all-gather time measured at the loss's size (the commbench record), added to compute.
 - optimizer: every rank updates all parameters: the 1-rank time x the hardware-share factor.
 - gradient all-reduce: the gradient bytes at the bus bandwidth measured at that size for n ranks
   (the all-reduce sweep, interpolated), t = bytes x 2(n-1)/n / busbw. DDP reduces buckets while
@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tier1 import layout
 from tier1.records import CollectivesRecord, PreflightRecord, RankComputeRecord, TrainRecord
 from tier1.report import noise
 from tier1.training.decomposition import LABELS, TERMS
@@ -173,7 +174,7 @@ def _threads(record: TrainRecord) -> int | None:
 
 
 def measured_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int) -> Comm | None:
-    """The n-rank collectives from comm/ws{n}.json; without it, from the train record's own
+    """The n-rank collectives from the commbench record; without it, from the train record's own
     gradient all-reduce timing (no gather, last bucket scaled from it)."""
     nbytes = record.gradient_bytes
     if not nbytes or n < 2:
@@ -184,7 +185,7 @@ def measured_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int) -
         t = allreduce_seconds(sweep, nbytes)
         gather = comm.summary.get("loss_all_gather", {}).get("time_s", {}).get("median") or 0.0
         return Comm(t, allreduce_seconds(sweep, min(nbytes, DDP_BUCKET_BYTES)), GATHER_ROUNDS * gather if gathered else 0.0,
-                    busbw_from_time(nbytes, n, t), f"comm/ws{n}.json all-reduce sweep at {nbytes / 1e6:.1f} MB")
+                    busbw_from_time(nbytes, n, t), f"{layout.comm(n)} all-reduce sweep at {nbytes / 1e6:.1f} MB")
     t = record.allreduce_gradients_s
     if not t:
         return None

@@ -1,4 +1,4 @@
-"""What a training run writes about itself: per-rank facts and the train_metrics.json record."""
+"""What a training run writes about itself: per-rank facts and the training record."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> di
 def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: list[float], start_step: int,
                  allreduce_s: float | None, started_at: str, decomposition_s: float,
                  disturbed_by: dict[str, Any], disturbed: list[str]) -> TrainRecord:
-    """train_metrics.json: times, throughput, per-rank accounting, objective and provenance.
+    """The training record: times, throughput, per-rank accounting, objective and provenance.
     `decomposition_s` is the decomposition's own timed window (the report's pipeline overhead counts
     it as the stage's work); `disturbed_by` and `disturbed` are disturbance.judge's verdict on the
     ranks' windows."""
