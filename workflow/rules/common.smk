@@ -195,9 +195,7 @@ def report_records():
 def report_index():
     """The report's inputs by name: the records, and every job's wall time (its Snakemake
     benchmark file) with the records of its timed windows, for the pipeline overhead."""
-    jobs = {
-        job: {"benchmark": out(layout.benchmark(job)), "windows": windows} for job, windows in timed_jobs().items()
-    }
+    jobs = {job: {"benchmark": out(layout.benchmark(job)), "windows": windows} for job, windows in timed_jobs().items()}
     return {"records": report_records(), "jobs": jobs}
 
 
