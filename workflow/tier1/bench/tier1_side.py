@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from tier1.bench import floor
 from tier1.bench.workload import Workload, bench_device, encode_texts, fingerprint, short_precision, training_pairs
 from tier1.config import TrainConfig
 from tier1.encoder import model, shapes
@@ -61,8 +62,14 @@ def train(w: Workload) -> dict:
     window = ends[-1] - ends[0]
     timed = window + tokenize_s
     shapes = trainer.shape_log.record(trainer.rungs, "")
+    host = {}
+    if w.recipe == "host_overhead":  # the same batches' arithmetic alone, as the step feeds it to the encoder
+        batches = [trainer.prepare(indices).tokens[0] for _, indices in trainer.plan.schedule()]
+        floor_s = floor.floor_seconds(lambda side: buckets.embed(trainer.encoder, side), trainer.encoder.parameters(),
+                                      batches, w.loss_scale, w.learning_rate, w.weight_decay, ctx.device)
+        host = {"floor_s": floor_s, "host_ms_per_step": floor.host_ms_per_step(timed, floor_s, len(ends) - 1)}
     return {
-        "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed,
+        "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, **host,
         "steps_seconds": window, "tokenize_s": tokenize_s, "losses": [r["loss"] for r in trainer.loss_rows],
         "model_flops_per_step": trainer.flops / len(ends),
         "shapes": {"met": len(shapes["met"]), "warmed": len(shapes["warmed"]),

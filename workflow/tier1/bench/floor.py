@@ -1,0 +1,51 @@
+"""The arithmetic floor of a training step: what no harness can take away from it.
+
+The host-overhead recipe (tier1.bench.tiny) was meant to make a step's arithmetic negligible, so
+that a step's time is the host's. On a 2-core CPU it is not: at batch 32 x 64 tokens the tiny
+BERT's forward, backward and AdamW step took 37 ms of tier1's 48 ms step (one thread, CPU time,
+docs/performance.md). So each side also runs its own model's forward, in-batch-negatives loss,
+backward and fused AdamW step on the very batches its step met, already tokenised, padded and in
+memory, in a bare loop; a step's host cost is its time less this floor. Both sides run the same
+function, with the same clock points as their timed windows (the first step untimed, the device
+waited for at the end of step 1 and of the last step only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from tier1.runtime.device import synchronize
+from tier1.training.loss import in_batch_negatives_loss
+
+Embed = Callable[[Any], torch.Tensor]  # one side of a batch, as the step feeds it -> normalised embeddings
+
+
+def floor_seconds(embed: Embed, parameters: Sequence[torch.nn.Parameter],
+                  batches: Sequence[tuple[Any, Any]],
+                  loss_scale: float, learning_rate: float, weight_decay: float, device: torch.device) -> float:
+    """Seconds for batches 2..N of forward, loss, backward and optimizer step (the first one
+    untimed, as in the windows), with a fresh fused AdamW over `parameters`. The parameters
+    are trained on: run it after the measured training."""
+    parameters = list(parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    start = 0.0
+    for i, (anchors, positives) in enumerate(batches):
+        optimizer.zero_grad(set_to_none=True)
+        loss = in_batch_negatives_loss(embed(anchors), embed(positives), loss_scale, gather=False)
+        loss.backward()
+        optimizer.step()
+        if i in (0, len(batches) - 1):
+            synchronize(device)
+        if i == 0:
+            start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def host_ms_per_step(step_seconds: float, floor_s: float, steps_timed: int) -> float:
+    """A step's host cost: its timed window (tokenisation counted) less the arithmetic floor."""
+    return 1000 * (step_seconds - floor_s) / steps_timed
