@@ -121,3 +121,12 @@ def test_token_cache_gives_the_same_evaluation(tiny_model, beir, pairs, tmp_path
     with pytest.raises(ValueError, match="rerun the tokenize stage"):
         evaluate(str(tiny_model), test_set, cfg, ctx, Outputs.in_folder(tmp_path / "x"),
                  {**cache, "doc_ids": cache["doc_ids"][1:]})  # another evaluation set
+
+
+@pytest.mark.parametrize("key", [(1, 4096), (2, 4096), (4, 16)])
+def test_every_shape_the_encoding_meets_was_warmed_first(results, key):
+    """On a CPU too (through the first layer): no shape is first met inside the timed window."""
+    metrics, _ = results[key]
+    record = metrics["shapes"]
+    assert record["met"] and record["first_met_in_window"] == 0
+    assert {(r, w) for r, w, _ in record["met"]} <= {tuple(s) for s in record["warmed"]}

@@ -92,3 +92,53 @@ def test_a_trained_run_re_uses_the_chosen_steps_own_times(tiny_model, pairs):
     got = trainer.measure_unsynced(indices=warm["indices"])
     assert got["step_indices"] == warm["indices"]
     assert got["synced_s"] == [trainer.times.compute[i] for i in warm["indices"]]
+
+
+def test_a_cpu_training_stage_warms_every_shape_its_window_meets(tmp_path, tiny_model, pairs):
+    """On a CPU each shape is warmed through the first layer before the window: none is first met
+    inside it, and the warmed shapes are those the window met."""
+    import json
+
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.runtime import distributed
+    from tier1.stages.train import Outputs, train
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs[:64]))
+    cfg = Tier1Config(model=str(tiny_model), batch_size=16, num_epochs=1, max_seq_length=32, length_buckets=2,
+                      checkpoint_every=0, gpu_counts=(1,)).view(TrainConfig)
+    m = train(cfg, distributed.setup(), data, Outputs.in_folder(tmp_path / "run"))
+    record = m["shapes"]
+    met = {(r, w) for r, w, _ in record["met"]}
+    assert record["ladder"] == [16, 32] and len(met) >= 2  # the CPU ladder; parts of 8 texts at both widths
+    assert met == {tuple(s) for s in record["warmed"]}
+    assert record["first_met_in_window"] == 0
+    assert "first layer" in record["note"]
+
+
+def test_warming_through_the_first_layer_runs_one_layer_and_leaves_no_trace(tiny_model, pairs):
+    import torch
+
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
+    from tier1.training.builder import build_trainer
+
+    cfg = Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 8, "gpu_counts": [1], "max_seq_length": 32,
+                                 "length_buckets": 1}).view(TrainConfig)
+    encoder, tokenizer = model.load(str(tiny_model))
+    trainer = build_trainer(cfg, distributed.setup(), encoder, pair_tokens(tokenizer, pairs[:48], 32))
+    layers = trainer.encoder.transformer.encoder.layer
+    assert len(layers) >= 2
+    calls = [0] * len(layers)
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    rng = torch.get_rng_state()
+    trainer.warm_shapes(layers=1)
+    planned = trainer.planned_shapes([b for _, b in trainer.plan.schedule()])
+    assert trainer.shape_log.warmed == planned and not trainer.shape_log.met
+    assert calls[0] == len(planned) and sum(calls[1:]) == 0  # one pass per shape, through the first layer only
+    assert trainer.encoder.transformer.encoder.layer is layers  # the whole stack back
+    assert all(p.grad is None for p in trainer.encoder.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)

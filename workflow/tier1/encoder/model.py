@@ -4,6 +4,7 @@ sentence-transformers loads, with the source's modules."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,26 @@ from tier1.encoder.sentence_modules import Head, read_head
 # the model folder and its tokenizer, found without torch (the tokenize stage needs no more)
 from tier1.encoder.tokenizer import load_tokenizer, resolve_model_path  # noqa: F401
 from tier1.runtime.cli import quiet_transformers
+
+# Layers a CPU warms each shape through (first_layers): every layer has the same shapes, and a
+# first meeting costs a CPU little (scripts/first_meeting_cost.py)
+CPU_WARM_LAYERS = 1
+
+
+@contextlib.contextmanager
+def first_layers(transformer: torch.nn.Module, layers: int | None):
+    """The transformer cut to its embeddings and first `layers` layers for the block's duration
+    (BertModel's and tier1's BERT's `encoder.layer`); whole where `layers` is None or it has no
+    such stack."""
+    stack = getattr(getattr(transformer, "encoder", None), "layer", None)
+    if layers is None or not isinstance(stack, torch.nn.ModuleList) or len(stack) <= layers:
+        yield
+        return
+    transformer.encoder.layer = stack[:layers]
+    try:
+        yield
+    finally:
+        transformer.encoder.layer = stack
 
 
 class SentenceEncoder(nn.Module):

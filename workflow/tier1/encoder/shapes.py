@@ -63,13 +63,14 @@ class ShapeLog:
         }
 
 
-def note(warmed: bool) -> str:
-    """What a shape record's counts mean on a device that warms its shapes, or one that does not."""
-    if warmed:
+def note(first_calls_cost: bool) -> str:
+    """What a shape record's counts mean where first calls cost (a GPU: every shape warmed through
+    the whole model) or not (a CPU: through the embeddings and the first layer)."""
+    if first_calls_cost:
         return "every shape the timed window meets is warmed before it opens (one untimed call each)"
-    return ("not warmed on a CPU: a shape's first forward and backward cost no more than its next ones here "
-            "(docs/performance.md), and warming every shape would cost seconds per job; first_met_in_window "
-            "counts them all")
+    return ("every shape the timed window meets is warmed before it opens, through the embeddings and the first "
+            "layer (every layer has the same shapes): a first meeting costs a CPU little "
+            "(scripts/first_meeting_cost.py), a whole-model pass per shape would cost seconds per job")
 
 
 def combine(records: list[dict]) -> dict:

@@ -14,6 +14,7 @@ and timed on its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import statistics
@@ -27,6 +28,7 @@ from tier1 import layout
 from tier1.config import EvalConfig, config_hash
 from tier1.data.sources import BeirSet, read_beir_files
 from tier1.encoder import model, shapes, token_cache
+from tier1.encoder.model import CPU_WARM_LAYERS, first_layers
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.evaluation import metrics as ir_metrics
@@ -103,20 +105,17 @@ def gather_rows(items: list[int], emb: torch.Tensor, total: int) -> torch.Tensor
 
 def warm_up(encoder, packed: list[PackedIds], batch_size: int, pad_id: int, ctx: Context, dtype, rungs,
             seen: ShapeLog) -> None:
-    """Before the timed window, on a GPU: one untimed forward of every (rows, width) shape the
-    queries' and the corpus's batches have (kernel choice and set-up per shape, CUDA context,
-    cuBLAS handles), and one collective. Where first calls cost little (a CPU), two texts of the
-    longest batch (0.05-0.07 s against 0.63-0.66 s for the whole batch here; the first timed
-    batch no slower either way)."""
-    with torch.inference_mode(), devices.autocast(ctx.device, dtype):
-        if devices.first_calls_cost(ctx.device):
-            todo = sorted(set().union(*(plan_shapes(p, batch_size, rungs) for p in packed if len(p))))
-            buckets.warm_shapes(encoder, todo, pad_id, ctx.device, dtype, backward=False)
-            seen.warm(todo)
-        elif len(packed[-1]):
-            batches = sharding.plan_batches(packed[-1].lengths.tolist(), batch_size)
-            batch, padded = batch_tensors(packed[-1], batches[-1][:2], pad_id, rungs, ctx.device)
-            buckets.encode(encoder, batch, padded)
+    """Before the timed window: one untimed forward of every (rows, width) shape the queries' and
+    the corpus's batches have, and one collective. On a GPU through the whole model (kernel choice
+    and set-up per shape, CUDA context, cuBLAS handles); on a CPU, where first calls cost little,
+    through the embeddings and the first layer only (every layer has the same shapes)."""
+    layers = None if devices.first_calls_cost(ctx.device) else CPU_WARM_LAYERS
+    todo = sorted(set().union(*(plan_shapes(p, batch_size, rungs) for p in packed if len(p))))
+    transformer = getattr(encoder, "transformer", None)
+    with torch.inference_mode(), \
+            (first_layers(transformer, layers) if transformer is not None else contextlib.nullcontext()):
+        buckets.warm_shapes(encoder, todo, pad_id, ctx.device, dtype, backward=False)
+    seen.warm(todo)
     devices.synchronize(ctx.device)
     distributed.all_gather_objects(ctx.rank)
 

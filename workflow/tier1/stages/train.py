@@ -28,6 +28,7 @@ import torch
 from tier1 import layout
 from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
+from tier1.encoder.model import CPU_WARM_LAYERS
 from tier1.encoder.token_cache import PairTokens, training_pairs
 from tier1.measure import clock, disturbance
 from tier1.records import TrainRecord
@@ -102,6 +103,8 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
     if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
         trainer.warm_shapes()
+    else:  # a first meeting costs little here: each shape once, through the first layer only
+        trainer.warm_shapes(layers=CPU_WARM_LAYERS)
     with clock.window(ctx.device) as window:
         trainer.fit(after_step)
     bar.close()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tier1.config import TrainConfig
+from tier1.encoder.model import first_layers
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.encoder.token_cache import PairTokens
@@ -122,14 +123,17 @@ class Trainer:
                 found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
         return found
 
-    def warm_shapes(self) -> None:
+    def warm_shapes(self, layers: int | None = None) -> None:
         """One untimed forward and backward of every shape the remaining steps will meet, so none
         is first met inside the timed window (on a GPU: kernel choice and set-up per shape). Leaves
-        no trace: gradients dropped, RNG state restored, no optimizer step."""
+        no trace: gradients dropped, RNG state restored, no optimizer step. `layers`: through the
+        embeddings and only the first `layers` layers: every layer has the same shapes, so that
+        meets every (operation, shape) of the step at a fraction of its cost (the CPU's choice)."""
         planned = self.planned_shapes([b for _, b in self.plan.schedule()[self.step:]])
         todo = sorted(planned - self.shape_log.warmed - set(self.shape_log.met))  # the warm-up step met some
         device = self.ctx.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                first_layers(self.encoder.transformer, layers):
             buckets.warm_shapes(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, backward=True)
         self.optimizer.zero_grad(set_to_none=True)
         devices.synchronize(device)

@@ -41,15 +41,13 @@ def choose(trainer, k: int) -> dict:
     """For a trainer after `fit`: the timed steps the decomposition re-runs (warm ones), and how
     many steps of the window were cold. The untimed warm-up step (when the device has one) ran the
     window's first batch, so its shapes count as met."""
-    from tier1.runtime import device as devices
-
     end = trainer.step
     first = end - len(trainer.times.compute)
     schedule = trainer.plan.schedule()[:end]
     shapes = step_shapes(trainer.plan.world_size, schedule, trainer.shapes_of)
-    # where first calls cost, the warm-up step ran the window's first batch and warm_shapes every
-    # shape of the window on each rank, before it opened
-    warmed = frozenset().union(*shapes[first:end]) if devices.first_calls_cost(trainer.ctx.device) else ()
+    # warm_shapes met every shape of the window on each rank before it opened (and where first
+    # calls cost, the warm-up step ran the window's first batch)
+    warmed = frozenset().union(*shapes[first:end]) if trainer.shape_log.warmed else ()
     chosen, cold = pick(shapes, first, end, k, warmed)
     # too few warm steps (a short run): the latest cold ones fill in, named so the report says it
     filler = [i for i in range(end - 1, first - 1, -1) if i not in chosen][:max(0, k - len(chosen))]
