@@ -116,7 +116,8 @@ def test_a_cpu_training_stage_warms_every_shape_its_window_meets(tmp_path, tiny_
     assert "first layer" in record["note"]
 
 
-def test_warming_through_the_first_layer_runs_one_layer_and_leaves_no_trace(tiny_model, pairs):
+@pytest.mark.parametrize("encoder_code", ["auto", "transformers"])
+def test_warming_through_the_first_layer_runs_one_layer_and_leaves_no_trace(tiny_model, pairs, encoder_code):
     import torch
 
     from tier1.config import Tier1Config, TrainConfig
@@ -127,7 +128,7 @@ def test_warming_through_the_first_layer_runs_one_layer_and_leaves_no_trace(tiny
 
     cfg = Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 8, "gpu_counts": [1], "max_seq_length": 32,
                                  "length_buckets": 1}).view(TrainConfig)
-    encoder, tokenizer = model.load(str(tiny_model))
+    encoder, tokenizer = model.load(str(tiny_model), encoder=encoder_code)
     trainer = build_trainer(cfg, distributed.setup(), encoder, pair_tokens(tokenizer, pairs[:48], 32))
     layers = trainer.encoder.transformer.encoder.layer
     assert len(layers) >= 2
