@@ -44,13 +44,13 @@ def test_both_sides_get_identical_inputs(tmp_path, tiny_model):
         assert measured["train"]["steps_timed"] == 2
     assert "| training steps/s |" in (out / "compare.md").read_text()
     # host_overhead: each side's step less its arithmetic floor on the same batches
-    host = report["recipes"]["host_overhead"]
+    host = report.recipes["host_overhead"]
     for side in ("tier1", "sentence-transformers"):
         measured = json.loads((out / "measurements" / "host_overhead" / f"{side}_1.json").read_text())["train"]
         assert 0 < measured["floor_s"]
         assert measured["host_ms_per_step"] == pytest.approx(
             1000 * (measured["seconds"] - measured["floor_s"]) / measured["steps_timed"])
         assert host["host_ms_per_step"][side] == measured["host_ms_per_step"]
-    assert report["host_overhead_ratio"] == pytest.approx(
+    assert report.host_overhead_ratio == pytest.approx(
         host["host_ms_per_step"]["sentence-transformers"] / host["host_ms_per_step"]["tier1"])
     assert "| host (step - floor) |" in (out / "compare.md").read_text()

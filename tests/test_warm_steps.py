@@ -108,7 +108,7 @@ def test_a_cpu_training_stage_warms_every_shape_its_window_meets(tmp_path, tiny_
     cfg = Tier1Config(model=str(tiny_model), batch_size=16, num_epochs=1, max_seq_length=32, length_buckets=2,
                       checkpoint_every=0, gpu_counts=(1,)).view(TrainConfig)
     m = train(cfg, distributed.setup(), data, Outputs.in_folder(tmp_path / "run"))
-    record = m["shapes"]
+    record = m.shapes
     met = {(r, w) for r, w, _ in record["met"]}
     assert record["ladder"] == [16, 32] and len(met) >= 2  # the CPU ladder; parts of 8 texts at both widths
     assert met == {tuple(s) for s in record["warmed"]}
