@@ -18,5 +18,7 @@ class BenchRecord(Stamped):
     repeats: int
     config: dict[str, Any]
     recipes: dict[str, dict[str, Any]]  # recipe -> its measurement (bench.compare.measure)
-    host_overhead_ratio: float | None   # None until the host_overhead recipe has run
-    host_overhead_ms_per_step: dict[str, float] | None
+    # sentence-transformers' host cost per step over tier1's (the step less its arithmetic floor,
+    # tier1.bench.floor); None until the host_overhead recipe has run
+    host_overhead_ratio: float | None
+    host_overhead_ms_per_step: dict[str, float] | None  # side -> host cost per step (ms, median)
