@@ -12,13 +12,12 @@ waited for at the end of step 1 and of the last step only).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from tier1.runtime.device import synchronize
+from tier1.measure import clock
 from tier1.training.loss import in_batch_negatives_loss
 
 Embed = Callable[[Any], torch.Tensor]  # one side of a batch, as the step feeds it -> normalised embeddings
@@ -32,18 +31,15 @@ def floor_seconds(embed: Embed, parameters: Sequence[torch.nn.Parameter],
     are trained on: run it after the measured training."""
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
-    start = 0.0
+    ends = []
     for i, (anchors, positives) in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
         loss = in_batch_negatives_loss(embed(anchors), embed(positives), loss_scale, gather=False)
         loss.backward()
         optimizer.step()
-        if i in (0, len(batches) - 1):
-            synchronize(device)
-        if i == 0:
-            start = time.perf_counter()
+        ends.append(clock.synced(device) if i in (0, len(batches) - 1) else clock.now())
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return ends[-1] - ends[0]
 
 
 def host_ms_per_step(step_seconds: float, floor_s: float, steps_timed: int) -> float:
