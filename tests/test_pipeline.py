@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tier1.records import ProbeRecord
+from tier1.records import ProbeRecord, TrainRecord
 
 from helpers import REPO
 
@@ -119,6 +119,17 @@ def test_evaluation_is_the_same_at_every_world_size(workdir):
     assert a["metrics"] == b["metrics"]
     run = workdir / "results/default"
     assert (run / "eval/base/ws1/run.trec").read_text() == (run / "eval/base/ws2/run.trec").read_text()
+
+
+def test_the_training_stage_times_its_warm_up_and_the_report_shows_it(workdir):
+    """One measurement end to end: the training stage times its shape warm-up before each repeat's
+    window (TrainRecord.warm_up_s), and the report's overhead table says how much of the job it was."""
+    run = workdir / "results/default"
+    record = TrainRecord.read(run / "train/gpus2/train_metrics.json")
+    assert len(record.warm_up_s) == len(record.wall_times_s) and all(s > 0 for s in record.warm_up_s)
+    md = (run / "report/performance.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| train_gpus2 |"))
+    assert f"of which shape warm-up {sum(record.warm_up_s):.1f} s" in row
 
 
 FIELDS = {

@@ -19,6 +19,7 @@ class TrainRecord(Stamped):
     finished_at: str | None
     wall_time_s: float
     wall_times_s: list[float]           # one per repeat; wall_time_s is their median
+    warm_up_s: list[float]              # rank 0's shape warm-up before each repeat's window (overhead)
     resumed_from_step: int
     steps: int
     samples_per_s: float | None

@@ -23,7 +23,7 @@ from tier1.report.analysis import fmt, pct
 from tier1.report.collect import Results
 
 AROUND = {
-    "train": "start-up, imports, model and data load, warm-up step (GPUs only), writing",
+    "train": "start-up, imports, model and data load, shape warm-up, writing",
     "eval": "start-up, imports, model and token load, warm-up, writing",
     "work": "start-up, imports, loading the model or inputs, writing",
 }
@@ -74,6 +74,9 @@ def jobs(r: Results) -> list[Job]:
         else:
             timed = sum(seconds_timed(record) for record in records)
             source, what = " + ".join(path for _, path in found), AROUND[kind_of(records[0])]
+            warm = [s for record in records if isinstance(record, TrainRecord) for s in record.warm_up_s]
+            if warm:  # the one part of the overhead the training stage measures itself
+                what += f" (of which shape warm-up {fmt(sum(warm), ' s', 1)})"
         out.append(Job(name, job.benchmark, wall, len(job.seconds), timed, source, what))
     return out
 

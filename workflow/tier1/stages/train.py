@@ -69,10 +69,10 @@ class Interrupted(Exception):
 
 def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path, fingerprint: str, repeat: int,
              walls: list[float], state: dict | None, stop_after: int | None,
-             dropout_stream: int = 0) -> tuple[Trainer, float, int, dict]:
+             dropout_stream: int = 0) -> tuple[Trainer, float, int, dict, float]:
     """Train from scratch, or from `state` (a checkpoint of this repeat); returns the trainer, the
-    wall time, the step it started from and what could have disturbed the timed window.
-    `walls` (earlier repeats) go into checkpoints."""
+    wall time, the step it started from, what could have disturbed the timed window and the
+    seconds of warm-up before it. `walls` (earlier repeats) go into checkpoints."""
     torch.manual_seed(cfg.seed)
     encoder, _ = model.load(cfg.model, cfg.gradient_checkpointing, cfg.trust_remote_code, cfg.encoder)
     trainer = build_trainer(cfg, ctx, encoder, tokens, dropout_stream)
@@ -100,15 +100,17 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
             bar.close()
             raise Interrupted(t.step)
 
+    warming = clock.now()
     if devices.first_calls_cost(ctx.device):
         trainer.warm_up()
         trainer.warm_shapes()
     else:  # a first meeting costs little here: each shape once, through the first layer only
         trainer.warm_shapes(layers=CPU_WARM_LAYERS)
+    warm_s = clock.now() - warming
     with clock.window(ctx.device) as window:
         trainer.fit(after_step)
     bar.close()
-    return trainer, window.seconds - sum(checkpoint_s), start_step, window.disturbance
+    return trainer, window.seconds - sum(checkpoint_s), start_step, window.disturbance, warm_s
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -129,17 +131,18 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     state = checkpoint.load(out.checkpoints, fingerprint, ctx.device)
     first = state["repeat"] if state else 0  # repeats finished before an interruption are kept
     walls: list[float] = list(state["walls"]) if state else []
-    trainer, peaks, windows = None, [], []
+    trainer, peaks, windows, warm_s = None, [], [], []
     for repeat in range(first, cfg.repeats):
         # The previous repeat's model, optimizer state and DDP buckets go before this one's
         # memory peak is measured.
         trainer = None
         gc.collect()
         devices.free_cached(ctx.device)
-        trainer, wall, start_step, window = run_once(cfg, ctx, ids, out.checkpoints, fingerprint, repeat, walls,
+        trainer, wall, start_step, window, warm = run_once(cfg, ctx, ids, out.checkpoints, fingerprint, repeat, walls,
                                              state if repeat == first else None, stop_after, dropout_stream)
         walls.append(wall)
         windows.append(window)
+        warm_s.append(warm)
         peaks.append(devices.peak_memory(ctx.device))
         if repeat + 1 < cfg.repeats and ctx.is_main:
             checkpoint.clear(out.checkpoints)
@@ -161,7 +164,7 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     write_loss_csv(out.loss, trainer.loss_rows)
     disturbed_by, disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
     metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at, decomposition_s,
-                           disturbed_by, disturbed)
+                           disturbed_by, disturbed, warm_s)
     if metrics.step_evenness["note"]:
         log.warning("%s", metrics.step_evenness["note"])
     metrics.write(out.metrics)

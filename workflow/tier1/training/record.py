@@ -169,11 +169,11 @@ def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> di
 
 def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: list[float], start_step: int,
                  allreduce_s: float | None, started_at: str, decomposition_s: float,
-                 disturbed_by: dict[str, Any], disturbed: list[str]) -> TrainRecord:
+                 disturbed_by: dict[str, Any], disturbed: list[str], warm_up_s: list[float]) -> TrainRecord:
     """The training record: times, throughput, per-rank accounting, objective and provenance.
     `decomposition_s` is the decomposition's own timed window (the report's pipeline overhead counts
     it as the stage's work); `disturbed_by` and `disturbed` are disturbance.judge's verdict on the
-    ranks' windows."""
+    ranks' windows; `warm_up_s`, rank 0's seconds warming shapes before each repeat's window."""
     plan, t = trainer.plan, trainer.times
     samples = sum(r["samples"] for r in ranks)
     wall = statistics.median(walls)
@@ -187,6 +187,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         started_at=started_at,
         wall_time_s=wall,
         wall_times_s=walls,
+        warm_up_s=warm_up_s,
         resumed_from_step=start_step,
         steps=plan.total_steps,
         # the same median as wall_time_s (one repeat's samples over the median repeat's time)
