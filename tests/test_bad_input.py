@@ -290,7 +290,7 @@ CASES = {
     "module outside the folder": (_module_outside, ["places the Pooling module at '../../elsewhere'",
                                                     "not in a folder inside"]),
     "euclidean similarity": (_euclidean, ["similarity function 'euclidean'", "cosine"]),
-    "model inside results/": (_model_in_results, ["inside this run's results/", "copy it elsewhere"]),
+    "model inside results/": (_model_in_results, ["inside this run's results folder", "copy it elsewhere"]),
     "model is a file": (_model_is_a_file, ["is a file, not a model folder"]),
     "unsupported suffix": (_bad_suffix, ["pairs.txt", "suffix '.txt'", ".jsonl/.json/.csv/.parquet"]),
     "missing pair file": (_missing_file, ["nowhere.jsonl", "does not exist", "check the path"]),
