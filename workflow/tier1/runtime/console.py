@@ -166,6 +166,9 @@ def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
     if proc.returncode == 0:
         say(f"[tier1] {label}: done in {seconds:.0f} s")
         return 0
+    dead = lifeline.gone(above) if not job.stopped_by else None
+    if dead is not None:  # the job's own watchdog (tier1.runtime.launch) saw the loss before this wrapper did
+        job.stopped_by = f"stopped: the process that started it (pid {dead}) is gone"
     if job.stopped_by:
         say(f"[tier1] {label}: {job.stopped_by} after {seconds:.0f} s; its log: {log}")
         return 130

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from tier1.runtime.cli import exit_without_teardown
@@ -94,9 +95,17 @@ def main(argv: list[str] | None = None) -> None:
         # ranks' does (cli.exit_without_teardown). A failed rank still raises, and exits the usual way.
         os.environ.clear()
         os.environ.update(env)
+        from torch.distributed.elastic.multiprocessing.api import SignalException
         from torch.distributed.run import main as torchrun
 
-        torchrun(cmd[3:])
+        try:
+            torchrun(cmd[3:])
+        except SignalException as stop:
+            # stopped from outside (its lifeline gone, Ctrl-C, a scheduler): torchrun has already
+            # stopped the ranks; one line in the log, not its traceback
+            name = signal.Signals(stop.sigval).name
+            print(f"tier1.runtime.launch: stopped by {name}; the ranks were stopped", file=sys.stderr)
+            sys.exit(128 + int(stop.sigval))
         exit_without_teardown()
         return  # reached only when a stream could not be flushed: the usual exit reports it
     os.execvpe(cmd[0], cmd, env)
