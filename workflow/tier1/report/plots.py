@@ -292,6 +292,7 @@ def decomposition(r: Results, path: Path) -> None:
     ax.set_xlabel("world size (ranks)")
     ax.set_ylabel("time per step (s)")
     ax.set_title("Step decomposition: measured (left) and predicted (right)")
+    ax.set_ylim(0, 1.1 * ax.get_ylim()[1])  # headroom: the tallest bar's top segment stays inside the frame
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path, r)
