@@ -26,8 +26,6 @@ class RecordError(ValueError):
     """A record file that does not hold what its kind declares."""
 
 
-# The provenance block (tier1.runtime.provenance.stamp) that stage records carry, field by field.
-PROVENANCE = ("config_hash", "run", "run_config_hash", "git_revision", "hardware", "libraries", "written_at")
 
 
 @dataclasses.dataclass(frozen=True)
