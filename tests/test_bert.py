@@ -41,19 +41,20 @@ def test_token_ids_are_autotokenizers(folder, request, pairs):
 
 
 def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
-    """Long texts are tokenised up to a character budget where that cannot change the kept ids;
-    texts where it could (a word across the cut, long runs of blanks, one endless word) must fall
-    back to the whole text. Each case against AutoTokenizer on the whole text."""
-    from tier1.encoder.tokenizer import CHARS_PER_TOKEN
-
+    """Long texts are tokenised only just past their first `limit` words, where that cannot change
+    the kept ids; texts where the word count is wrong (characters the normaliser drops, symbols
+    inside a word, few tokens per character) must be cut longer until it holds. Each case against
+    AutoTokenizer on the whole text."""
     limit = 16
-    budget = CHARS_PER_TOKEN * limit
     cases = [
         "word " * 400,                                          # cut far past the kept tokens
-        " " * (budget - 3) + "internationalisation " * 50,      # blanks up to the cut, a word across it
-        "x" * (3 * budget),                                     # one word longer than the budget
+        " " * 500 + "internationalisation " * 50,              # long blanks, many tokens per word
+        "x" * 2000,                                             # one word longer than the tokenizer's longest
         ("a" + " " * 40) * 60,                                  # few tokens per character
         "é" * 5 + "Ünïcödé wörds " * 200,                       # accents stripped by the normaliser
+        "e\u0301" * 300 + " tail" * 50,                         # combining marks: counted, then dropped
+        "\x01" * 300 + " word" * 100,                           # control characters: counted, then dropped
+        "a©b " * 200,                                           # a symbol inside a word, counted apart
         "数据" * 300,                                            # CJK: a word per character
         "def f(x):\n" + "    return x  # comment\n" * 100,     # code
         "short text",
@@ -62,16 +63,35 @@ def test_long_texts_cut_before_tokenising_give_the_whole_texts_ids(packaged):
     assert token_ids(ours, cases, limit) == token_ids(theirs, cases, limit)
     lengths = [len(ids) for ids in token_ids(ours, cases, limit)]
     assert lengths[2] == 3  # one word past the tokenizer's longest: [CLS] [UNK] [SEP]
-    assert lengths[:2] + lengths[3:-1] == [limit] * 6
+    assert lengths[:2] + lengths[3:-1] == [limit] * 9
+
+
+def test_long_texts_are_tokenised_only_in_part(packaged, monkeypatch):
+    """What the cut is for: a long text reaches the tokenizer only a little past its kept words."""
+    class Spy:  # the library's tokenizer, noting what it is given
+        def __init__(self, tok):
+            self.tok, self.seen = tok, []
+
+        def encode_batch(self, texts):
+            self.seen += texts
+            return self.tok.encode_batch(texts)
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+    ours = model.load_tokenizer(packaged)
+    monkeypatch.setattr(ours, "_tok", Spy(ours._tok))
+    ids = token_ids(ours, ["word " * 10_000], 16)
+    assert len(ids[0]) == 16
+    assert max(len(t) for t in ours._tok.seen) < 200
 
 
 def test_an_added_token_across_the_cut_is_not_split(packaged):
-    """[MASK] is matched before words are split: a cut inside it must not turn it into "[" + "ma"."""
-    from tier1.encoder.tokenizer import CHARS_PER_TOKEN
-
-    limit = 8
-    budget = CHARS_PER_TOKEN * limit
-    texts = ["a b c d e" + " " * (budget - 9 - back) + "[MASK] x y z " * 20 for back in range(1, 7)]
+    """[MASK] is matched before words are split: a cut inside it must not turn it into "[" + "ma".
+    The texts move a run of [MASK]s across every position of the cut."""
+    limit = 12
+    texts = ["a b c d e" + " x" * back + " " + ("[MASK]" + " " * gap + "y ") * 20
+             for back in range(4) for gap in range(1, 8)]
     ours, theirs = model.load_tokenizer(packaged), AutoTokenizer.from_pretrained(packaged)
     assert token_ids(ours, texts, limit) == token_ids(theirs, texts, limit)
     assert all(103 in ids for ids in token_ids(ours, texts, limit))  # [MASK] kept whole

@@ -10,17 +10,16 @@ tests/test_bert.py holds the ids to AutoTokenizer's on real text.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from tier1.config import DEFAULT_MODEL, ENCODERS, ConfigError
 from tier1.runtime.cli import quiet_transformers
 
-# Characters of a long text tokenised first (per token kept); a text whose kept tokens the cut
-# could change is tokenised whole instead (FastTokenizer._truncated_ids).
-CHARS_PER_TOKEN = 12
 # What save_pretrained copies: the files a tokenizer is loaded from, whichever the folder has.
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json")
 
@@ -51,6 +50,14 @@ def _complete(encoding, safe_end: int) -> bool:
     later = [w for o in encoding.overflowing for w in o.word_ids if w is not None]
     ends = [end for w, (_, end) in zip(encoding.word_ids, encoding.offsets) if w is not None]
     return bool(kept) and bool(later) and max(later) > kept[-1] and max(ends) <= safe_end
+
+
+@functools.cache
+def _words(count: int) -> re.Pattern:
+    """The first `count` words of a text as BERT's pre-tokenizer splits it: a run of letters and
+    digits, or one other non-blank character. The lookahead keeps a run whole, so a text with fewer
+    words fails in linear time instead of trying every split of its runs."""
+    return re.compile(r"(?:\s*(?:[^\W_]+(?![^\W_])|[^\w\s]|_)){" + str(count) + "}")
 
 
 class FastTokenizer:
@@ -102,22 +109,36 @@ class FastTokenizer:
         return {"input_ids": self._truncated_ids(list(texts), max_length)}
 
     def _truncated_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
-        """The ids of each text cut at `max_length` tokens, tokenising a long text only up to a
-        character budget where that provably gives the same ids.
+        """The ids of each text cut at `max_length` tokens, tokenising a long text only as far as
+        provably gives the same ids.
 
         A long document (a code file, a BEIR passage) keeps its first few dozen tokens; tokenising
-        all of it is most of the time. The tokenizer splits text into words before it splits words
-        into tokens, so cutting the text changes only the word the cut falls in: when the kept
-        tokens all come from words before that one (the cut text still overflows past them into a
-        later word), they are the full text's. Any text where that does not hold is tokenised whole.
+        all of it is most of the time. Every word is at least one token, so a text cut just past its
+        first `max_length` words (`_words`) still holds the kept tokens. The tokenizer splits text
+        into words before it splits words into tokens, so the cut changes only the word it falls in:
+        when the kept tokens all come from words before that one (the cut text overflows past them
+        into a later word), they are the whole text's. Where the count was wrong (characters the
+        normaliser drops, symbols inside a word) the check fails and that text is cut twice as long,
+        until it is whole.
         """
-        budget = CHARS_PER_TOKEN * max_length
-        cut = [t[:budget] if len(t) > budget else t for t in texts]
-        encodings = self._tok.encode_batch(cut)
-        safe_end = budget - self._longest_added
-        whole = [i for i, (t, e) in enumerate(zip(texts, encodings)) if len(t) > budget and not _complete(e, safe_end)]
-        for i, e in zip(whole, self._tok.encode_batch([texts[i] for i in whole])):
-            encodings[i] = e
+        words = _words(max_length)
+        cuts = []
+        for t in texts:
+            m = words.match(t)
+            # past the last counted word by an added token's length ([MASK] is matched before
+            # words are split: the kept tokens must end before a cut could split one)
+            cuts.append(len(t) if m is None else min(len(t), m.end() + self._longest_added))
+        encodings: list = [None] * len(texts)
+        pending = list(range(len(texts)))
+        while pending:
+            retry = []
+            for i, e in zip(pending, self._tok.encode_batch([texts[i][: cuts[i]] for i in pending])):
+                if cuts[i] >= len(texts[i]) or _complete(e, cuts[i] - self._longest_added):
+                    encodings[i] = e
+                else:
+                    cuts[i] *= 2
+                    retry.append(i)
+            pending = retry
         return [e.ids for e in encodings]
 
     def __len__(self) -> int:
