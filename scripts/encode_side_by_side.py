@@ -43,7 +43,8 @@ def main() -> None:
         return Workload(model=resolve_model_path(args.model), pairs=args.pairs, corpus=args.corpus, steps=2,
                         batch_size=32, max_seq_length=args.max_seq_length, precision="fp32", texts=args.texts,
                         eval_batch_size=64, learning_rate=2e-5, warmup_ratio=0.1, weight_decay=0.01, loss_scale=20.0,
-                        seed=42, threads=threads, recipe="matched", pad_widths=pad_widths)
+                        seed=42, threads=threads, recipe="matched", pad_widths=pad_widths,
+                        encode_passes=1)
 
     variants = {
         "tier1, ladder": lambda: tier1_side.encode(workload("auto"))[0]["encode_s"],

@@ -17,7 +17,7 @@ def fake_side(calls: list[str]):
             torch.save(torch.eye(3), embeddings)
         inputs = {"precision": "fp32", "n_texts": 3}
         return {"train": {"steps_per_s": 1.0 if slow else 4.0, "inputs": inputs, "marks": [], "model_flops_per_step": 1.0},
-                "encode": {"texts_per_s": 10.0 if slow else 40.0, "precision": "fp32", "marks": []}}
+                "encode": {"texts_per_s": 10.0 if slow else 40.0, "passes": 3, "precision": "fp32", "marks": []}}
     return run_side
 
 

@@ -89,6 +89,7 @@ def measure(w: Workload, repeats: int, folder: Path, warm_up: bool = False) -> d
                                                                         x["encode"]["texts_per_s"]) for x in results]),
             "inputs": results[0]["train"]["inputs"],
             "encode_precision": results[0]["encode"]["precision"],
+            "encode_passes": results[0]["encode"]["passes"],
             "marks": sorted({m for x in results for task in ("train", "encode") for m in x[task]["marks"]}),
         }
         if all("host_ms_per_step" in x["train"] for x in results):  # host_overhead: the step less its arithmetic
@@ -146,6 +147,7 @@ def add_mfu(result: dict, device: torch.device) -> None:
 
 
 def markdown(report: BenchRecord) -> str:
+    passes = next(iter(report.recipes.values()))["sides"]["tier1"]["encode_passes"] if report.recipes else 1
     lines = [f"# tier1 against sentence-transformers ({report.device})", "",
              f"Same model, pairs, texts, batch, sequence length and {report.threads} thread(s) on both sides; "
              f"one process per side and repeat ({report.repeats} repeats, order alternating). Medians, "
@@ -156,7 +158,9 @@ def markdown(report: BenchRecord) -> str:
              "pipeline, before training) is timed apart and added to its window. A ratio is marked *within "
              "noise* where the two sides' slowest-fastest ranges overlap. "
              "tier1's evaluation encodes token ids its tokenize stage cached once per run; "
-             "SentenceTransformer.encode tokenises as it goes, so encoding is shown both ways."
+             "SentenceTransformer.encode tokenises as it goes, so encoding is shown both ways. "
+             f"Each process encodes the texts {passes} time(s), after a first batch left out of the timing; a repeat's figure is "
+             "its median pass."
              + (" Before the first recipe, one process per side ran untimed (a freshly started machine runs its "
                 "first processes slower); its numbers are under `warm_up` in compare.json, not in the medians."
                 if any(r.get("warm_up") for r in report.recipes.values()) else ""), ""]
