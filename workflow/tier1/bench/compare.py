@@ -94,13 +94,14 @@ def measure(w: Workload, repeats: int, folder: Path, warm_up: bool = False) -> d
         }
         if all("host_ms_per_step" in x["train"] for x in results):  # host_overhead: the step less its arithmetic
             sides[side]["host_ms_per_step"] = spread([x["train"]["host_ms_per_step"] for x in results])
-            sides[side]["floor_ms_per_step"] = spread([1000 * x["train"]["floor_s"] / x["train"]["steps_timed"]
-                                                       for x in results])
+            sides[side]["step_ms"] = spread([x["train"]["step_ms"] for x in results])
+            sides[side]["floor_ms_per_step"] = spread([x["train"]["floor_ms"] for x in results])
     t1, st = sides["tier1"], sides["sentence-transformers"]
     host = {}
     if "host_ms_per_step" in t1 and "host_ms_per_step" in st:  # ms per step, lower is faster: ST / tier1
         host = {"host_overhead_ratio": st["host_ms_per_step"]["median"] / t1["host_ms_per_step"]["median"],
                 "host_ms_per_step": {s: sides[s]["host_ms_per_step"]["median"] for s in SIDES},
+                "host_step_ms": {s: sides[s]["step_ms"]["median"] for s in SIDES},
                 "floor_ms_per_step": {s: sides[s]["floor_ms_per_step"]["median"] for s in SIDES}}
     return {
         "recipe": w.recipe,
@@ -166,13 +167,15 @@ def markdown(report: BenchRecord) -> str:
                 if any(r.get("warm_up") for r in report.recipes.values()) else ""), ""]
     if report.host_overhead_ratio is not None:
         r = report.recipes["host_overhead"]
-        step, floor_ms, host = r["train_ms_per_step"], r["floor_ms_per_step"], r["host_ms_per_step"]
+        step, floor_ms, host = r["host_step_ms"], r["floor_ms_per_step"], r["host_ms_per_step"]
         noise = " (within noise)" if r["within_noise"].get("host_overhead_ratio") else ""
         lines += [f"**Host overhead per training step** (recipe host_overhead: a {TINY} with the real batch, "
                   "sequence length and tokenizer). Its arithmetic is not negligible on a CPU, so each side also "
                   "runs the floor of its step: its own model's forward, loss, backward and fused AdamW step on the "
                   "batches its step met, ready in memory (tier1.bench.floor); the host's cost is the step less "
-                  "that floor (tokenisation stays in it, on both sides). Medians, ms per step:", "",
+                  "that floor (tokenisation stays in it, on both sides). On a CPU each process's figure is its "
+                  "median step (a spell of other work falls on a few steps and drops out), on a GPU its mean; "
+                  "then the median over repeats, ms per step:", "",
                   "| | tier1 | sentence-transformers |", "| --- | --- | --- |",
                   f"| step | {step['tier1']:.1f} | {step['sentence-transformers']:.1f} |",
                   f"| arithmetic floor | {floor_ms['tier1']:.1f} | {floor_ms['sentence-transformers']:.1f} |",

@@ -8,10 +8,15 @@ backward and fused AdamW step on the very batches its step met, already tokenise
 memory, in a bare loop; a step's host cost is its time less this floor. Both sides run the same
 function, with the same clock points as their timed windows (the first step untimed, the device
 waited for at the end of step 1 and of the last step only).
+
+A difference of two ~35 ms figures is as noisy as both: on a quiet run the windows' totals gave
+tier1 hosts of 13.7, 2.0 and 6.5 ms in three processes, so a CPU takes medians over the steps
+(`host_cost`).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,11 +28,11 @@ from tier1.training.loss import in_batch_negatives_loss
 Embed = Callable[[Any], torch.Tensor]  # one side of a batch, as the step feeds it -> normalised embeddings
 
 
-def floor_seconds(embed: Embed, parameters: Sequence[torch.nn.Parameter],
-                  batches: Sequence[tuple[Any, Any]],
-                  loss_scale: float, learning_rate: float, weight_decay: float, device: torch.device) -> float:
-    """Seconds for batches 2..N of forward, loss, backward and optimizer step (the first one
-    untimed, as in the windows), with a fresh fused AdamW over `parameters`. The parameters
+def floor_steps(embed: Embed, parameters: Sequence[torch.nn.Parameter],
+                batches: Sequence[tuple[Any, Any]],
+                loss_scale: float, learning_rate: float, weight_decay: float, device: torch.device) -> list[float]:
+    """Seconds of each of batches 2..N of forward, loss, backward and optimizer step (the first
+    one untimed, as in the windows), with a fresh fused AdamW over `parameters`. The parameters
     are trained on: run it after the measured training."""
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
@@ -39,9 +44,22 @@ def floor_seconds(embed: Embed, parameters: Sequence[torch.nn.Parameter],
         optimizer.step()
         ends.append(clock.synced(device) if i in (0, len(batches) - 1) else clock.now())
     optimizer.zero_grad(set_to_none=True)
-    return ends[-1] - ends[0]
+    return steps(ends)
 
 
-def host_ms_per_step(step_seconds: float, floor_s: float, steps_timed: int) -> float:
-    """A step's host cost: its timed window (tokenisation counted) less the arithmetic floor."""
-    return 1000 * (step_seconds - floor_s) / steps_timed
+def steps(ends: Sequence[float]) -> list[float]:
+    """Each step's seconds from the clock read at the end of every step, the first one included."""
+    return [b - a for a, b in zip(ends, ends[1:])]
+
+
+def host_cost(step_s: Sequence[float], floor_s: Sequence[float], tokenize_s: float, per_step: bool) -> dict:
+    """A step's host cost, the step less its arithmetic floor, in ms, with the two it is taken from.
+
+    `per_step` (a CPU, whose clock reads each step's end as it happens): medians over the timed
+    steps, so that a spell of other work on a shared machine, which falls on a few steps of one of
+    the two loops, drops out. Otherwise (a GPU, not waited for step by step) the windows' means.
+    Tokenisation timed apart (tier1's, once per run) is spread over the steps."""
+    pick = statistics.median if per_step else statistics.fmean
+    step = pick(step_s) + tokenize_s / len(step_s)
+    floor = pick(floor_s)
+    return {"step_ms": 1000 * step, "floor_ms": 1000 * floor, "host_ms_per_step": 1000 * (step - floor)}

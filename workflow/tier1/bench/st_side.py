@@ -84,10 +84,11 @@ def train(w: Workload) -> dict:
         batches = [tuple({k[len(c) + 1:]: v.to(st.device) for k, v in b.items() if k.startswith(c + "_") and torch.is_tensor(v)}
                          for c in ("anchor", "positive")) for b in seen[: w.steps]]
         st.train()
-        floor_s = floor.floor_seconds(lambda f: F.normalize(st(dict(f))["sentence_embedding"], dim=-1),
-                                      st.parameters(), batches, w.loss_scale, w.learning_rate, w.weight_decay,
-                                      st.device)
-        host = {"floor_s": floor_s, "host_ms_per_step": floor.host_ms_per_step(timed, floor_s, len(ends) - 1)}
+        floor_s = floor.floor_steps(lambda f: F.normalize(st(dict(f))["sentence_embedding"], dim=-1),
+                                    st.parameters(), batches, w.loss_scale, w.learning_rate, w.weight_decay,
+                                    st.device)
+        host = {"floor_s": sum(floor_s), "step_s": floor.steps(ends), "floor_step_s": floor_s,
+                **floor.host_cost(floor.steps(ends), floor_s, 0.0, per_step=st.device.type == "cpu")}
     return {
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, **host,
         "losses": losses_seen, "encoder": identity(st),

@@ -67,9 +67,10 @@ def train(w: Workload) -> dict:
     host = {}
     if w.recipe == "host_overhead":  # the same batches' arithmetic alone, as the step feeds it to the encoder
         batches = [trainer.prepare(indices).tokens[0] for _, indices in trainer.plan.schedule()]
-        floor_s = floor.floor_seconds(lambda side: buckets.embed(trainer.encoder, side), trainer.encoder.parameters(),
-                                      batches, w.loss_scale, w.learning_rate, w.weight_decay, ctx.device)
-        host = {"floor_s": floor_s, "host_ms_per_step": floor.host_ms_per_step(timed, floor_s, len(ends) - 1)}
+        floor_s = floor.floor_steps(lambda side: buckets.embed(trainer.encoder, side), trainer.encoder.parameters(),
+                                    batches, w.loss_scale, w.learning_rate, w.weight_decay, ctx.device)
+        host = {"floor_s": sum(floor_s), "step_s": floor.steps(ends), "floor_step_s": floor_s,
+                **floor.host_cost(floor.steps(ends), floor_s, tokenize_s, per_step=ctx.device.type == "cpu")}
     return {
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, **host,
         "steps_seconds": window, "tokenize_s": tokenize_s, "losses": [r["loss"] for r in trainer.loss_rows],
