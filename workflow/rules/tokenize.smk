@@ -15,6 +15,7 @@ rule tokenize:
         out(layout.benchmark("tokenize"))
     conda:
         CONDA_ENV
+    threads: workflow.cores
     params:
         story=stage_story("tokenize: token ids, once for every stage"),
         py=PYTHON,

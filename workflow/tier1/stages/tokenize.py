@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 from tier1.config import TokenizeConfig, config_hash
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     with cli.stage(args, "tokenize") as run:
         cfg: TokenizeConfig = run.cfg
         from tier1.encoder.tokenizer import load_tokenizer
+
+        # the workflow turns the tokenizers library's threads off for the processes that fork
+        # (its pool does not survive a fork); this one tokenises in bulk and forks nothing, on
+        # every core its job holds
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code, encoder=cfg.encoder)
         beir = read_beir_files(args.corpus, args.queries, args.qrels)
