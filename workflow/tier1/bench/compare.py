@@ -176,7 +176,8 @@ def markdown(report: BenchRecord) -> str:
                   "batches its step met, ready in memory (tier1.bench.floor); the host's cost is the step less "
                   "that floor (tokenisation stays in it, on both sides). On a CPU each process's figure is its "
                   "median step (a spell of other work falls on a few steps and drops out), on a GPU its mean; "
-                  "then the median over repeats, ms per step:", "",
+                  "then each row's own median over the repeats (so the rows need not subtract exactly), ms "
+                  "per step:", "",
                   "| | tier1 | sentence-transformers |", "| --- | --- | --- |",
                   f"| step | {step['tier1']:.1f} | {step['sentence-transformers']:.1f} |",
                   f"| arithmetic floor | {floor_ms['tier1']:.1f} | {floor_ms['sentence-transformers']:.1f} |",
