@@ -63,3 +63,11 @@ def host_cost(step_s: Sequence[float], floor_s: Sequence[float], tokenize_s: flo
     step = pick(step_s) + tokenize_s / len(step_s)
     floor = pick(floor_s)
     return {"step_ms": 1000 * step, "floor_ms": 1000 * floor, "host_ms_per_step": 1000 * (step - floor)}
+
+
+def host_fields(ends: Sequence[float], floor_s: Sequence[float], tokenize_s: float, device: torch.device) -> dict:
+    """A side's host-overhead result: its steps (from the clock read at each step's end), its floor
+    steps, and the host cost taken from them (per step on a CPU, the windows' means elsewhere)."""
+    step_s = steps(ends)
+    return {"floor_s": sum(floor_s), "step_s": step_s, "floor_step_s": list(floor_s),
+            **host_cost(step_s, floor_s, tokenize_s, per_step=device.type == "cpu")}

@@ -87,8 +87,7 @@ def train(w: Workload) -> dict:
         floor_s = floor.floor_steps(lambda f: F.normalize(st(dict(f))["sentence_embedding"], dim=-1),
                                     st.parameters(), batches, w.loss_scale, w.learning_rate, w.weight_decay,
                                     st.device)
-        host = {"floor_s": sum(floor_s), "step_s": floor.steps(ends), "floor_step_s": floor_s,
-                **floor.host_cost(floor.steps(ends), floor_s, 0.0, per_step=st.device.type == "cpu")}
+        host = floor.host_fields(ends, floor_s, 0.0, st.device)
     return {
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, **host,
         "losses": losses_seen, "encoder": identity(st),
@@ -128,5 +127,6 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
             t0 = clock.synced(bench_device())
             emb = st.encode(texts, **kwargs)
             seconds.append(clock.synced(bench_device()) - t0)
-    return {"texts": len(texts), "passes": w.encode_passes, "seconds": statistics.median(seconds), "encode_s_all": seconds,
-            "texts_per_s": len(texts) / statistics.median(seconds), "precision": "bf16" if bf16 else "fp32"}, emb.float().cpu()
+    median = statistics.median(seconds)
+    return {"texts": len(texts), "passes": w.encode_passes, "seconds": median, "encode_s_all": seconds,
+            "texts_per_s": len(texts) / median, "precision": "bf16" if bf16 else "fp32"}, emb.float().cpu()

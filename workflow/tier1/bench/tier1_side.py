@@ -69,8 +69,7 @@ def train(w: Workload) -> dict:
         batches = [trainer.prepare(indices).tokens[0] for _, indices in trainer.plan.schedule()]
         floor_s = floor.floor_steps(lambda side: buckets.embed(trainer.encoder, side), trainer.encoder.parameters(),
                                     batches, w.loss_scale, w.learning_rate, w.weight_decay, ctx.device)
-        host = {"floor_s": sum(floor_s), "step_s": floor.steps(ends), "floor_step_s": floor_s,
-                **floor.host_cost(floor.steps(ends), floor_s, tokenize_s, per_step=ctx.device.type == "cpu")}
+        host = floor.host_fields(ends, floor_s, tokenize_s, ctx.device)
     return {
         "steps_timed": len(ends) - 1, "seconds": timed, "steps_per_s": (len(ends) - 1) / timed, **host,
         "steps_seconds": window, "tokenize_s": tokenize_s, "losses": [r["loss"] for r in trainer.loss_rows],
@@ -128,8 +127,7 @@ def encode(w: Workload) -> tuple[dict, torch.Tensor]:
         t2 = clock.synced(ctx.device)
         tokenize.append(t1 - t0)
         encode_s.append(t2 - t1)
-    with_tokenize = statistics.median([a + b for a, b in zip(tokenize, encode_s)])
+    median, with_tokenize = statistics.median(encode_s), statistics.median([a + b for a, b in zip(tokenize, encode_s)])
     return {"texts": len(texts), "passes": w.encode_passes, "tokenize_s": statistics.median(tokenize),
-            "encode_s": statistics.median(encode_s), "encode_s_all": encode_s,
-            "texts_per_s": len(texts) / statistics.median(encode_s), "texts_per_s_with_tokenize": len(texts) / with_tokenize,
-            "precision": short_precision(dtype)}, emb.cpu()
+            "encode_s": median, "encode_s_all": encode_s, "texts_per_s": len(texts) / median,
+            "texts_per_s_with_tokenize": len(texts) / with_tokenize, "precision": short_precision(dtype)}, emb.cpu()
