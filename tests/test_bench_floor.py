@@ -19,9 +19,9 @@ def test_the_floor_trains_on_every_batch_with_a_fused_adamw(monkeypatch):
 
     monkeypatch.setattr(torch.optim, "AdamW", adamw)
 
-    def embed(side):
-        seen.append(side)
-        return torch.nn.functional.normalize(layer(side), dim=-1)
+    def embed(anchors, positives):
+        seen.extend((anchors, positives))
+        return tuple(torch.nn.functional.normalize(layer(side), dim=-1) for side in (anchors, positives))
 
     before = layer.weight.detach().clone()
     batches = [(torch.randn(5, 4), torch.randn(5, 4)) for _ in range(3)]

@@ -8,7 +8,7 @@ import torch
 from tier1.encoder import model, shapes
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.token_cache import collate, pair_tokens
-from tier1.training.buckets import MIN_ROWS, bucket, embed, planned_shapes
+from tier1.training.buckets import MIN_ROWS, bucket, embed, encode, planned_shapes
 from tier1.training.loss import in_batch_negatives_loss
 
 from helpers import real_pairs
@@ -78,8 +78,8 @@ def _step(tiny_model, tokens, batch, parts, rungs):
     torch.manual_seed(0)
     encoder, _ = model.load(str(tiny_model))
     encoder.train()  # the tiny model has no dropout: train mode changes nothing else
-    a = embed(encoder, bucket(PackedIds.from_rows(tokens.anchor), batch, tokens.pad_id, parts, rungs))
-    p = embed(encoder, bucket(PackedIds.from_rows(tokens.positive), batch, tokens.pad_id, parts, rungs))
+    a, p = embed(encoder, bucket(PackedIds.from_rows(tokens.anchor), batch, tokens.pad_id, parts, rungs),
+                 bucket(PackedIds.from_rows(tokens.positive), batch, tokens.pad_id, parts, rungs))
     loss = in_batch_negatives_loss(a, p, 20.0, gather=False)
     loss.backward()
     return a.detach(), loss.item(), [q.grad.clone() for q in encoder.parameters() if q.grad is not None]
@@ -102,3 +102,33 @@ def test_same_embeddings_loss_and_gradients(tiny_model, parts, rungs):
     encoder, _ = model.load(str(tiny_model))
     with torch.no_grad():
         torch.testing.assert_close(encoder(**collate(tokens.anchor, batch, tokens.pad_id)), a1, atol=1e-6, rtol=1e-5)
+
+
+def test_one_word_lookup_per_step_with_the_same_embeddings_and_gradients(tiny_model):
+    """Both sides' parts look their words up in one call (one dense word-embedding gradient per
+    step, not one per part); embeddings and gradients equal those of a lookup per part."""
+    tokens = _ids(tiny_model, 32)
+    batch = list(range(32))
+    sides = [bucket(PackedIds.from_rows(ids), batch, tokens.pad_id, 4, (16, 32)) for ids in (tokens.anchor, tokens.positive)]
+
+    def step(joint: bool):
+        torch.manual_seed(0)
+        encoder, _ = model.load(str(tiny_model))
+        table = encoder.transformer.get_input_embeddings()
+        calls = []
+        table.register_forward_hook(lambda *args: calls.append(1))
+        if joint:
+            a, p = embed(encoder, *sides)
+        else:  # each part through the encoder on its own ids, as before
+            a, p = ([encode(encoder, part, padded) for part, padded in zip(s.parts, s.padded)] for s in sides)
+            a, p = (torch.cat(rows)[s.inverse] for rows, s in zip((a, p), sides))
+        in_batch_negatives_loss(a, p, 20.0, gather=False).backward()
+        return a.detach(), len(calls), [q.grad.clone() for q in encoder.parameters() if q.grad is not None]
+
+    a1, calls1, g1 = step(joint=False)
+    a2, calls2, g2 = step(joint=True)
+    assert calls1 == 8 and calls2 == 1  # four parts per side
+    assert torch.equal(a2, a1)  # the lookup is a gather: the forward is unchanged bit for bit
+    assert len(g1) == len(g2)
+    for x, y in zip(g1, g2):  # only the word table's summation order differs
+        torch.testing.assert_close(y, x, atol=1e-7, rtol=1e-5)

@@ -170,10 +170,18 @@ def test_gradient_checkpointing_recomputes_the_forward(dropout_model, pairs):
 
 
 def test_warm_up_leaves_no_trace(dropout_model, pairs):
+    """The warm-up step runs the optimizer too (its state and first update are set-up costs), then
+    puts the parameters and the optimizer back."""
     a, b = built(dropout_model, pairs), built(dropout_model, pairs)
+    before = [p.detach().clone() for p in b.encoder.parameters()]
+    steps = []
+    b.optimizer.register_step_post_hook(lambda *args: steps.append(1))
     b.warm_up()
+    assert steps == [1]
     assert b.step == 0 and b.samples_seen == 0 and b.tokens_seen == {"real": 0, "padded": 0}
     assert all(p.grad is None for p in b.encoder.parameters())
+    assert all(torch.equal(x, p) for x, p in zip(before, b.encoder.parameters()))
+    assert b.optimizer.state_dict()["state"] == {}
     a.fit()
     b.fit()
     assert [r["loss"] for r in a.loss_rows] == [r["loss"] for r in b.loss_rows]
@@ -207,3 +215,19 @@ def test_model_flops_count_each_padded_batch(dropout_model, pairs):
         rows, width = collate(ids, batch, trainer.tokens.pad_id)["attention_mask"].shape
         expected += flops.train_flops(n, layers, hidden, width, rows)
     assert trainer.flops == expected
+
+
+def test_the_warm_up_step_takes_the_batch_with_the_most_padded_positions(dropout_model, pairs):
+    """Its memory is the most a step of the run uses: on a CPU the later steps reuse it."""
+    # three pairs in four cut to three words: batches of different padded widths
+    short = [{k: " ".join(v.split()[:3]) if i % 4 else v for k, v in p.items()} for i, p in enumerate(pairs[:48])]
+    trainer = built(dropout_model, short)
+    batches = [b for _, b in trainer.plan.schedule()]
+    positions = [trainer.positions_of(b) for b in batches]
+    assert positions == [trainer.prepare(b).padded for b in batches]  # from the lengths alone, as prepared
+    assert len(set(positions)) > 1
+    taken = []
+    real = trainer.compute_gradients
+    trainer.compute_gradients = lambda indices, **kw: taken.append(indices) or real(indices, **kw)
+    trainer.warm_up()
+    assert taken == [batches[positions.index(max(positions))]]

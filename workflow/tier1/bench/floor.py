@@ -25,7 +25,8 @@ import torch
 from tier1.measure import clock
 from tier1.training.loss import in_batch_negatives_loss
 
-Embed = Callable[[Any], torch.Tensor]  # one side of a batch, as the step feeds it -> normalised embeddings
+# both sides of a batch, as the step feeds them -> their normalised embeddings
+Embed = Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]
 
 
 def floor_steps(embed: Embed, parameters: Sequence[torch.nn.Parameter],
@@ -39,7 +40,7 @@ def floor_steps(embed: Embed, parameters: Sequence[torch.nn.Parameter],
     ends = []
     for i, (anchors, positives) in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
-        loss = in_batch_negatives_loss(embed(anchors), embed(positives), loss_scale, gather=False)
+        loss = in_batch_negatives_loss(*embed(anchors, positives), loss_scale, gather=False)
         loss.backward()
         optimizer.step()
         ends.append(clock.synced(device) if i in (0, len(batches) - 1) else clock.now())

@@ -84,8 +84,10 @@ def train(w: Workload) -> dict:
         batches = [tuple({k[len(c) + 1:]: v.to(st.device) for k, v in b.items() if k.startswith(c + "_") and torch.is_tensor(v)}
                          for c in ("anchor", "positive")) for b in seen[: w.steps]]
         st.train()
-        floor_s = floor.floor_steps(lambda f: F.normalize(st(dict(f))["sentence_embedding"], dim=-1),
-                                    st.parameters(), batches, w.loss_scale, w.learning_rate, w.weight_decay,
+        def embed(anchors, positives):  # one side at a time, as its loss feeds the model
+            return tuple(F.normalize(st(dict(f))["sentence_embedding"], dim=-1) for f in (anchors, positives))
+
+        floor_s = floor.floor_steps(embed, st.parameters(), batches, w.loss_scale, w.learning_rate, w.weight_decay,
                                     st.device)
         host = floor.host_fields(ends, floor_s, 0.0, st.device)
     return {

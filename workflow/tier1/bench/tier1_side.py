@@ -67,7 +67,7 @@ def train(w: Workload) -> dict:
     host = {}
     if w.recipe == "host_overhead":  # the same batches' arithmetic alone, as the step feeds it to the encoder
         batches = [trainer.prepare(indices).tokens[0] for _, indices in trainer.plan.schedule()]
-        floor_s = floor.floor_steps(lambda side: buckets.embed(trainer.encoder, side), trainer.encoder.parameters(),
+        floor_s = floor.floor_steps(lambda a, p: buckets.embed(trainer.encoder, a, p), trainer.encoder.parameters(),
                                     batches, w.loss_scale, w.learning_rate, w.weight_decay, ctx.device)
         host = floor.host_fields(ends, floor_s, tokenize_s, ctx.device)
     return {

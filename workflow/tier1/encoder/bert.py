@@ -66,10 +66,12 @@ class _Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: torch.Tensor | None, words: torch.Tensor | None = None) -> torch.Tensor:
+        """`words`: the tokens' word vectors, already looked up (BertModel's `inputs_embeds`)."""
+        words = self.word_embeddings(input_ids) if words is None else words
+        positions = torch.arange(words.shape[1], device=words.device)
         # one segment: every token has token type 0, as BertModel assumes when given none
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
+        x = words + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
         return self.dropout(self.LayerNorm(x))
 
 
@@ -223,10 +225,12 @@ class Bert(nn.Module):
         self.encoder = _Stack(config)
         self.checkpointing = False
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """`attention_mask` None: no padding (the caller knows it from the lengths); attention then
-        runs unmasked, which is faster on a CPU."""
-        x = self.embeddings(input_ids)
+        runs unmasked, which is faster on a CPU. `inputs_embeds`: word vectors in place of
+        `input_ids`, as BertModel takes them."""
+        x = self.embeddings(input_ids, inputs_embeds)
         mask = None if attention_mask is None else attention_mask_for(attention_mask, x)
         for layer in self.encoder.layer:
             if self.checkpointing and self.training:
@@ -234,6 +238,9 @@ class Bert(nn.Module):
             else:
                 x = layer(x, mask)
         return x
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
 
     @classmethod
     def from_folder(cls, folder: Path) -> Bert:

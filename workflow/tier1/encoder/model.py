@@ -52,9 +52,14 @@ class SentenceEncoder(nn.Module):
         self.transformer = transformer
         self.head = head or Head()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """`attention_mask` None: a batch without padding (tier1.training.buckets.encode)."""
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """`attention_mask` None: a batch without padding (tier1.training.buckets.encode).
+        `inputs_embeds`: the tokens' word vectors in place of `input_ids` (tier1.training.buckets.embed)."""
+        if inputs_embeds is None:
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        else:
+            hidden = self.transformer(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         hidden = hidden if isinstance(hidden, torch.Tensor) else hidden.last_hidden_state
         if self.head.pooling == ("mean",):
             if attention_mask is None:  # no padding: the plain mean, without building a mask

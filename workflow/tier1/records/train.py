@@ -47,5 +47,5 @@ class TrainRecord(Stamped):
     config: dict[str, Any]
     decomposition_s: float              # the decomposition's own timed window (re-run steps, all-reduce)
     model_head: dict[str, Any]
-    warm_up_step: dict[str, Any] | None
+    warm_up_step: bool                 # an untimed step (with its optimizer update, undone) before the window
     disturbance: dict[str, Any]

@@ -34,9 +34,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def first_calls_cost(device: torch.device) -> bool:
-    """Whether a device's first calls cost seconds (CUDA context, cuBLAS handles, kernel
-    selection), so that a full untimed warm-up pays for itself. A CPU's do not: there a training
-    warm-up step cost 2.4-3.1 s and kept 0.3-0.4 s out of the timed window (docs/performance.md)."""
+    """Whether a device's first calls cost seconds per shape (CUDA context, cuBLAS handles, kernel
+    selection), so that warming every shape through the whole model pays for itself. A CPU's do
+    not: there each shape is warmed through the first layer (scripts/first_meeting_cost.py)."""
     return device.type == "cuda"
 
 

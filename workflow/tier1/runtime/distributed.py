@@ -16,6 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from tier1.runtime import host_memory
 from tier1.runtime.gpus import SHARE_GPU_ENV
 from tier1.runtime.lifeline import die_with_parent
 from tier1.runtime.provenance import available_cores
@@ -74,6 +75,7 @@ def setup(timeout_s: float | None = None) -> Context:
                            "CUDA_VISIBLE_DEVICES); refusing to run it on the CPU")
     else:
         device = torch.device("cpu")
+    host_memory.keep_freed_memory()  # each step reuses the host memory the first one touched
     # Ranks on one machine share its cores; more threads than cores makes every rank slower.
     threads = max(1, available_cores() // local_world)
     torch.set_num_threads(threads)

@@ -101,11 +101,10 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
             raise Interrupted(t.step)
 
     warming = clock.now()
-    if devices.first_calls_cost(ctx.device):
-        trainer.warm_up()
-        trainer.warm_shapes()
-    else:  # a first meeting costs little here: each shape once, through the first layer only
-        trainer.warm_shapes(layers=CPU_WARM_LAYERS)
+    trainer.warm_up()
+    # every other shape once, before the window: through the whole model where a first meeting
+    # costs (a GPU), through the first layer where it costs little (a CPU)
+    trainer.warm_shapes(layers=None if devices.first_calls_cost(ctx.device) else CPU_WARM_LAYERS)
     warm_s = clock.now() - warming
     with clock.window(ctx.device) as window:
         trainer.fit(after_step)

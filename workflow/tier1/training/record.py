@@ -227,7 +227,7 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         config=settings,
         decomposition_s=decomposition_s,
         model_head=trainer.encoder.head.record(),  # the pooling trained, the folder's own max_seq_length
-        warm_up_step=devices.first_calls_cost(trainer.ctx.device),  # an untimed step before the timed window
+        warm_up_step=True,  # every device: Trainer.warm_up before the timed window
         disturbance=disturbed_by,
         **provenance.stamp(config_hash(settings)),
         finished_at=provenance.utc_now(),

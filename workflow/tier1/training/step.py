@@ -18,8 +18,10 @@ class PairEncoder(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, anchors, positives) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each side a padded batch (a dict of tensors) or length buckets."""
-        return embed(self.encoder, anchors), embed(self.encoder, positives)
+        """Each side a padded batch (a dict of tensors) or length buckets; both sides' words are
+        looked up in one call (tier1.training.buckets.embed)."""
+        a, p = embed(self.encoder, anchors, positives)
+        return a, p
 
 
 def forward_backward(model: torch.nn.Module, anchors, positives, dtype: torch.dtype | None,

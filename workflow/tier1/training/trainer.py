@@ -8,6 +8,7 @@ the run where it stopped.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -122,6 +123,12 @@ class Trainer:
             for ids in self.packed:
                 found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
         return found
+
+    def positions_of(self, global_indices: list[int]) -> int:
+        """Padded token positions of one step's batch on this rank, from the text lengths alone."""
+        return sum(rows * width for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, self.ctx.rank))
+                   for ids in self.packed
+                   for rows, width in planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
 
     def warm_shapes(self, layers: int | None = None) -> None:
         """One untimed forward and backward of every shape the remaining steps will meet, so none
@@ -259,15 +266,26 @@ class Trainer:
         return loss
 
     def warm_up(self) -> None:
-        """One untimed forward and backward on the next step's batch, leaving no trace: the
-        first call's costs (CUDA context, cuBLAS handles, kernel selection, DDP's bucket set-up,
-        the first collectives) stay out of the timed window. No optimizer step, so the run's
-        parameters, optimizer state, counters and dropout masks are those of a run without it."""
-        schedule = self.plan.schedule()
-        if self.step >= len(schedule):
+        """One untimed step on the largest remaining batch, leaving no trace: the first call's costs
+        (CUDA context, cuBLAS handles, kernel selection, DDP's bucket set-up, the first
+        collectives, the optimizer's state and first update; on a CPU the first touch of the
+        memory a step uses) stay out of the timed window. Parameters are put back bit for bit and
+        the optimizer from its state dict, so the run's parameters, optimizer state, counters and
+        dropout masks are those of a run without it."""
+        remaining = [b for _, b in self.plan.schedule()[self.step:]]
+        if not remaining:
             return
+        # the batch with the most padded positions on this rank: the memory the largest step uses
+        batch = max(remaining, key=self.positions_of)
         counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
-        self.compute_gradients(schedule[self.step][1])
+        parameters = [p.detach().clone() for p in self.encoder.parameters()]
+        optimizer = copy.deepcopy(self.optimizer.state_dict())
+        self.compute_gradients(batch)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, saved in zip(self.encoder.parameters(), parameters):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         self._marks = []
         self.samples_seen, self.tokens_seen, self.flops = counters

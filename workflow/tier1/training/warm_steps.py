@@ -39,14 +39,12 @@ def pick(shapes: list[Shapes], first_timed: int, end: int, k: int, warmed: Itera
 
 def choose(trainer, k: int) -> dict:
     """For a trainer after `fit`: the timed steps the decomposition re-runs (warm ones), and how
-    many steps of the window were cold. The untimed warm-up step (when the device has one) ran the
-    window's first batch, so its shapes count as met."""
+    many steps of the window were cold."""
     end = trainer.step
     first = end - len(trainer.times.compute)
     schedule = trainer.plan.schedule()[:end]
     shapes = step_shapes(trainer.plan.world_size, schedule, trainer.shapes_of)
-    # warm_shapes met every shape of the window on each rank before it opened (and where first
-    # calls cost, the warm-up step ran the window's first batch)
+    # warm_shapes met every shape of the window on each rank before it opened
     warmed = frozenset().union(*shapes[first:end]) if trainer.shape_log.warmed else ()
     chosen, cold = pick(shapes, first, end, k, warmed)
     # too few warm steps (a short run): the latest cold ones fill in, named so the report says it
