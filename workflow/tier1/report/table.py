@@ -257,7 +257,7 @@ def to_markdown(r: Results) -> str:
         if e.get("wall_average_step_s") is None:
             continue
         lines.append(f"- {n} rank(s): wall-average {fmt(e['wall_average_step_s'], ' s', 3)} against "
-                     f"{fmt(e['steady_step_s'], ' s', 3)} ({e['excess']:+.0%}): "
+                     f"{fmt(e['steady_step_s'], ' s', 3)} ({round(e['excess'], 2) + 0.0:+.0%}): "  # -0.4% reads +0%, not -0%
                      + (f"**{e['note']}**" if e.get("note") else "within 10%")
                      + (f"; {len(sh.get('met', []))} shapes met, {len(sh.get('warmed', []))} warmed, "
                         f"{sh.get('first_met_in_window')} first met in the timed window" if sh else ""))
