@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -231,3 +232,21 @@ def test_the_warm_up_step_takes_the_batch_with_the_most_padded_positions(dropout
     trainer.compute_gradients = lambda indices, **kw: taken.append(indices) or real(indices, **kw)
     trainer.warm_up()
     assert taken == [batches[positions.index(max(positions))]]
+
+
+def test_every_rank_warms_up_on_the_same_batch(dropout_model, pairs):
+    """The warm-up batch is chosen from every rank's slice, so that the ranks' collectives match."""
+    import dataclasses
+
+    from tier1.training.trainer import Trainer
+
+    trainer = built(dropout_model, pairs)
+    two = dataclasses.replace(trainer.plan, world_size=2)
+    batches = [b for _, b in two.schedule()]
+    picks = []
+    for rank in (0, 1):
+        view = SimpleNamespace(**{**vars(trainer), "plan": two, "ctx": dataclasses.replace(trainer.ctx, rank=rank)})
+        picks.append(max(batches, key=lambda b: Trainer.positions_of(view, b)))
+        # the count covers both ranks' halves
+        assert Trainer.positions_of(view, batches[0]) == trainer.positions_of(batches[0])
+    assert picks[0] == picks[1]

@@ -125,8 +125,10 @@ class Trainer:
         return found
 
     def positions_of(self, global_indices: list[int]) -> int:
-        """Padded token positions of one step's batch on this rank, from the text lengths alone."""
-        return sum(rows * width for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, self.ctx.rank))
+        """Padded token positions of one step's batch over all ranks, from the text lengths alone
+        (the same on every rank, so all of them warm up on the same step)."""
+        return sum(rows * width for rank in range(self.plan.world_size)
+                   for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank))
                    for ids in self.packed
                    for rows, width in planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
 
@@ -275,7 +277,8 @@ class Trainer:
         remaining = [b for _, b in self.plan.schedule()[self.step:]]
         if not remaining:
             return
-        # the batch with the most padded positions on this rank: the memory the largest step uses
+        # the batch with the most padded positions: the memory the largest step uses (every rank
+        # the same batch, so that the ranks' collectives match)
         batch = max(remaining, key=self.positions_of)
         counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
         parameters = [p.detach().clone() for p in self.encoder.parameters()]
