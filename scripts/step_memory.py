@@ -8,8 +8,8 @@ lookups of each length-bucketed part, and memory faulted in again every step.
 16, 32, 48 and 64 tokens, both sides), looked up and back-propagated part by part against all at
 once, alternating in one process; milliseconds per step.
 
-`faults`: one fresh process training the default configuration's first steps on
-results/default/data (run the pipeline first), each step's wall seconds and minor page faults;
+`faults`: one fresh process training the default configuration's first steps on the default
+run's data (run the pipeline first), each step's wall seconds and minor page faults;
 `--keep` keeps freed memory (tier1.runtime.host_memory), `--warm-up` takes the trainer's untimed
 warm-up step first. Faults are counted by the kernel, so a busy machine changes the seconds, not
 the counts.
@@ -21,10 +21,10 @@ import argparse
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from tier1 import layout
 from tier1.config import Tier1Config, TrainConfig
 from tier1.encoder import model
 from tier1.encoder.token_cache import training_pairs
@@ -60,11 +60,11 @@ def faults(steps: int, keep: bool, warm_up: bool) -> None:
     if keep:
         host_memory.keep_freed_memory()
     cfg = Tier1Config(gpu_counts=(1,)).view(TrainConfig)
-    data = Path("results/default/data")
+    run = layout.Run("default")
     ctx = distributed.Context(0, 1, 0, 1, torch.device("cpu"), torch.get_num_threads())
     torch.manual_seed(cfg.seed)
     encoder, tokenizer = model.load(cfg.model)
-    tokens = training_pairs(tokenizer, data / "train.jsonl", data / "tokens.safetensors", cfg.max_seq_length)
+    tokens = training_pairs(tokenizer, run.path(layout.TRAIN_PAIRS), run.path(layout.TOKENS), cfg.max_seq_length)
     trainer = build_trainer(cfg, ctx, encoder, tokens)
     if warm_up:
         trainer.warm_up()
