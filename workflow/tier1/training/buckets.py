@@ -118,8 +118,8 @@ def embed(encoder: torch.nn.Module, *sides: LengthBuckets | dict[str, torch.Tens
 
     With tier1's BERT every part of every side looks its words up in one call: the word
     embeddings' gradient is then one dense (vocabulary x hidden) tensor per step, not one per part,
-    each zero-filled and summed (8 parts on MiniLM's 30522 x 384 table: 200 ms of lookups and their
-    backward against 28 ms in one call, on this CPU). The vectors are those each part's own lookup
+    each zero-filled and summed (8 parts on MiniLM's 30522 x 384 table: 153 ms of lookups and their
+    backward against 16 ms in one call on this CPU, scripts/step_memory.py lookups). The vectors are those each part's own lookup
     gives. transformers' models look up per part: some derive positions from the ids
     (RoBERTa's skip the padding), which word vectors alone do not carry."""
     parts = [(part, padded) for side in sides for part, padded in _parts(side)]

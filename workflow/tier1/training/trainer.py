@@ -118,19 +118,19 @@ class Trainer:
     def shapes_of(self, global_indices: list[int], rank: int) -> set[tuple[int, int]]:
         """The (rows, width) shapes one step's batch has on `rank`, from the text lengths alone
         (the buckets `prepare` builds)."""
-        found = set()
-        for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank)):
-            for ids in self.packed:
-                found.update(planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
-        return found
+        return set(self._parts_of(global_indices, rank))
 
     def positions_of(self, global_indices: list[int]) -> int:
         """Padded token positions of one step's batch over all ranks, from the text lengths alone
         (the same on every rank, so all of them warm up on the same step)."""
         return sum(rows * width for rank in range(self.plan.world_size)
-                   for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank))
-                   for ids in self.packed
-                   for rows, width in planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs))
+                   for rows, width in self._parts_of(global_indices, rank))
+
+    def _parts_of(self, global_indices: list[int], rank: int) -> list[tuple[int, int]]:
+        """(rows, width) of every part `prepare` builds of one step's batch on `rank`, repeats kept."""
+        return [shape for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank))
+                for ids in self.packed
+                for shape in planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs)]
 
     def warm_shapes(self, layers: int | None = None) -> None:
         """One untimed forward and backward of every shape the remaining steps will meet, so none
