@@ -229,3 +229,43 @@ def test_query_key_value_as_one_parameter_round_trip(folder, request, tmp_path):
     with torch.no_grad():
         expected = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
         torch.testing.assert_close(ours(ids, mask)[:, :4], expected[:, :4], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_attention_kernel_is_chosen_once_per_forward_and_for_each_recompute(tiny_model, pairs, monkeypatch,
+                                                                                checkpointing):
+    """The kernel choice (a context on CUDA) is entered once per forward, not once per layer; a
+    checkpointed layer's recompute in backward, after the forward's context has closed, enters its
+    own. Every attention call runs inside one."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    active, entries, outside = [0], [], []
+
+    @contextlib.contextmanager
+    def counted(device):
+        entries.append(device)
+        active[0] += 1
+        try:
+            yield
+        finally:
+            active[0] -= 1
+
+    real_sdpa = F.scaled_dot_product_attention
+
+    def sdpa(*args, **kw):
+        outside.extend([] if active[0] else [1])
+        return real_sdpa(*args, **kw)
+
+    monkeypatch.setattr(bert, "attention_backend", counted)
+    monkeypatch.setattr(bert.F, "scaled_dot_product_attention", sdpa)
+    tokenizer = model.load_tokenizer(str(tiny_model))
+    batch = collate(token_ids(tokenizer, [p["anchor"] for p in pairs[:8]], 32), list(range(8)), tokenizer.pad_token_id)
+    encoder = model.load(str(tiny_model), gradient_checkpointing=checkpointing)[0].train()
+    layers = len(encoder.transformer.encoder.layer)
+    out = encoder(**batch)
+    assert len(entries) == (1 + layers if checkpointing else 1)  # a checkpointed layer runs through its own
+    out.sum().backward()
+    assert len(entries) == (1 + 2 * layers if checkpointing else 1)  # and so does its recompute
+    assert outside == []

@@ -92,11 +92,8 @@ class _SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, s, h = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        # the kernel choice around the call itself, so a checkpointed layer's recompute in backward
-        # (after the forward's context has closed) makes the same choice
-        with attention_backend(x.device):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                 dropout_p=self.dropout_p if self.training else 0.0)
+        # the kernel choice is Bert.forward's (and a checkpointed layer's recompute's)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
         return out.transpose(1, 2).reshape(b, s, h)
 
 
@@ -215,6 +212,13 @@ def attention_mask_for(attention_mask: torch.Tensor, x: torch.Tensor) -> torch.T
     return torch.zeros(keep.shape, dtype=dtype, device=x.device).masked_fill_(~keep, torch.finfo(dtype).min)
 
 
+def _chosen_kernel(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A checkpointed layer: its recompute runs in backward, after Bert.forward's kernel choice
+    has closed, so it makes the choice itself."""
+    with attention_backend(x.device):
+        return layer(x, mask)
+
+
 class Bert(nn.Module):
     """forward(input_ids, attention_mask) -> the last hidden states (batch, tokens, hidden)."""
 
@@ -232,11 +236,13 @@ class Bert(nn.Module):
         `input_ids`, as BertModel takes them."""
         x = self.embeddings(input_ids, inputs_embeds)
         mask = None if attention_mask is None else attention_mask_for(attention_mask, x)
-        for layer in self.encoder.layer:
-            if self.checkpointing and self.training:
-                x = checkpoint(layer, x, mask, use_reentrant=False)
-            else:
-                x = layer(x, mask)
+        # the attention kernel chosen once per forward, not once per layer
+        with attention_backend(x.device):
+            for layer in self.encoder.layer:
+                if self.checkpointing and self.training:
+                    x = checkpoint(_chosen_kernel, layer, x, mask, use_reentrant=False)
+                else:
+                    x = layer(x, mask)
         return x
 
     def get_input_embeddings(self) -> nn.Embedding:
