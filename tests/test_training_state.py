@@ -249,3 +249,28 @@ def test_every_rank_warms_up_on_the_same_batch(dropout_model, pairs):
         # the count covers both ranks' halves
         assert view.positions_of(batches[0]) == trainer.positions_of(batches[0])
     assert picks[0] == picks[1]
+
+
+def test_progress_shows_the_latest_loss_read(tmp_path, tiny_model, data, monkeypatch):
+    """The progress bar shows the last loss read from the device (Trainer.last_loss), kept as
+    the reads come, not found by scanning every loss row after every step."""
+    from tier1.stages import train as stage
+
+    shown = []
+
+    class Bar:
+        def update(self, n):
+            pass
+
+        def set_postfix(self, loss, refresh):
+            shown.append(float(loss))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(stage, "progress", lambda *a, **k: Bar())
+    train(config(tiny_model), distributed.setup(), data, folder(tmp_path / "run"))
+    losses = [float(r.split(",")[3]) for r in (tmp_path / "run" / "loss.csv").read_text().splitlines()[1:]]
+    # read every 2 steps (the checkpoints) of 12: shown after each step from the first read on
+    expected = [losses[step - 1 - step % 2] for step in range(2, 13)]
+    assert len(shown) == len(expected) and all(abs(a - b) < 6e-5 for a, b in zip(shown, expected)), (shown, expected)

@@ -87,9 +87,8 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
 
     def after_step(t: Trainer) -> None:
         bar.update(1)
-        read = [r["loss"] for r in t.loss_rows if r["loss"] is not None]  # read every few steps
-        if read:
-            bar.set_postfix(loss=f"{read[-1]:.4f}", refresh=False)
+        if t.last_loss is not None:  # read every few steps; not a scan of every row after every step
+            bar.set_postfix(loss=f"{t.last_loss:.4f}", refresh=False)
         if not t.done and cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0:
             saving = clock.now()
             if ctx.is_main:

@@ -78,6 +78,7 @@ class Trainer:
         self.non_embedding_params = flops.non_embedding_parameters(encoder)
         self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
         self.loss_rows: list[dict] = []
+        self.last_loss: float | None = None  # the latest loss read from the device (progress display)
         self.times = StepTimes()
         self.rungs = cfg.widths(ctx.device.type)  # the padded widths (tier1.encoder.shapes)
         self.n_parts = cfg.length_parts(ctx.device.type)
@@ -255,6 +256,8 @@ class Trainer:
         values = self.read_losses([loss for _, loss in self._unread])
         for (row, _), value in zip(self._unread, values):
             row["loss"] = value
+        if values:
+            self.last_loss = values[-1]
         self._unread = []
         self.read_times()
         used = devices.used_memory(self.ctx.device)
