@@ -132,3 +132,23 @@ def test_one_word_lookup_per_step_with_the_same_embeddings_and_gradients(tiny_mo
     assert len(g1) == len(g2)
     for x, y in zip(g1, g2):  # only the word table's summation order differs
         torch.testing.assert_close(y, x, atol=1e-7, rtol=1e-5)
+
+
+def test_one_part_is_put_back_in_batch_order_without_a_copy(tiny_model, monkeypatch):
+    """A single part is length-sorted as well (in batch order its texts would draw other rows'
+    dropout masks), so it is gathered back, but not first copied by a cat of one tensor: the
+    only cat left is the shared word lookup's."""
+    tokens = _ids(tiny_model, 32)
+    sides = [bucket(PackedIds.from_rows(ids), list(range(32)), tokens.pad_id, 1, (16, 32))
+             for ids in (tokens.anchor, tokens.positive)]
+    assert all(len(s.parts) == 1 and s.inverse.tolist() != list(range(32)) for s in sides)
+    encoder, _ = model.load(str(tiny_model))
+    with torch.no_grad():
+        expected = [torch.cat([encode(encoder, s.parts[0], s.padded[0])])[s.inverse] for s in sides]
+        cats = []
+        real_cat = torch.cat
+        monkeypatch.setattr(torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
+        got = embed(encoder, *sides)
+    assert len(cats) == 1
+    for x, y in zip(got, expected):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)

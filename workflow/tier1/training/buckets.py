@@ -134,7 +134,13 @@ def embed(encoder: torch.nn.Module, *sides: LengthBuckets | dict[str, torch.Tens
     for side in sides:
         n = len(side.parts) if isinstance(side, LengthBuckets) else 1
         side_rows, rows = rows[:n], rows[n:]
-        out.append(torch.cat(side_rows)[side.inverse] if isinstance(side, LengthBuckets) else side_rows[0])
+        if not isinstance(side, LengthBuckets):
+            out.append(side_rows[0])
+            continue
+        # One part is length-sorted too, so its gather stays: in batch order the texts would draw
+        # other rows' dropout masks and the losses would change. Only the copy a cat of one makes goes.
+        joined = side_rows[0] if n == 1 else torch.cat(side_rows)
+        out.append(joined[side.inverse])
     return out
 
 
