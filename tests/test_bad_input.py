@@ -14,8 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from tier1.config import ConfigError, PrepareConfig, Tier1Config
 from tier1.data import sources
@@ -365,6 +363,9 @@ def test_repeated_positive_is_dropped_case_and_space_insensitive():
                                         ("batch_size", 2**21), ("eval_batch_size", 2**21), ("repeats", 101),
                                         ("checkpoint_every", 10**8), ("corpus_chunk_size", 10**8)])
 def test_the_schema_bounds_sizes(key, value):
+    # imported here: the GPU machine has no Snakemake, and the module's other tests need none
+    validate = pytest.importorskip("snakemake.utils").validate
+    WorkflowError = pytest.importorskip("snakemake.exceptions").WorkflowError
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(dict(config), str(REPO / "config" / "schema.yaml"))
     with pytest.raises(WorkflowError, match=key):

@@ -131,9 +131,9 @@ def identity(encoder: SentenceEncoder, device: torch.device) -> dict[str, str]:
     and the report state, so that a figure says whose code it measured."""
     attention = bert.attention_record(encoder, device)
     if isinstance(encoder.transformer, bert.Bert):
-        from importlib.metadata import version
+        from tier1 import __version__
 
-        return {"implementation": "tier1-bert", "version": version("tier1"), "attention": attention}
+        return {"implementation": "tier1-bert", "version": __version__, "attention": attention}
     import transformers
 
     return {"implementation": "transformers", "version": transformers.__version__, "attention": attention}

@@ -76,6 +76,11 @@ def _nvidia_driver() -> str | None:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
+        if name == "tier1":  # from the source tree: tier1 may run from PYTHONPATH, not installed
+            from tier1 import __version__
+
+            versions[name] = __version__
+            continue
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
