@@ -59,12 +59,27 @@ def ranked(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(lengths, kind="stable")
 
 
-def planned_shapes(lengths: np.ndarray, n_parts: int, rungs: tuple[int, ...]) -> list[tuple[int, int]]:
-    """The (rows, width) of each part `bucket` makes of a batch with these text lengths, from the
-    lengths alone (the shapes a timed window will meet, listed before it opens)."""
+def planned_parts(lengths: np.ndarray, n_parts: int, rungs: tuple[int, ...]) -> list[tuple[int, int, bool]]:
+    """(rows, width, padded) of each part `bucket` makes of a batch with these text lengths, from
+    the lengths alone (the parts a timed window will meet, listed before it opens)."""
     sorted_lengths = lengths[ranked(lengths)]
     bounds = part_bounds(len(lengths), n_parts)
-    return [(b - a, shapes.width(int(sorted_lengths[b - 1]), rungs)) for a, b in zip(bounds, bounds[1:])]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        w = shapes.width(int(sorted_lengths[b - 1]), rungs)
+        out.append((b - a, w, bool(int(sorted_lengths[a]) < w)))
+    return out
+
+
+def planned_shapes(lengths: np.ndarray, n_parts: int, rungs: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (rows, width) of each part `bucket` makes of a batch with these text lengths."""
+    return [(rows, w) for rows, w, _ in planned_parts(lengths, n_parts, rungs)]
+
+
+def masked(padded: bool, device: torch.device) -> bool:
+    """Whether a part runs with its attention mask: always on a GPU; on a CPU only when it holds
+    padding (unmasked attention is faster there, and the answer comes from the lengths)."""
+    return padded or device.type != "cpu"
 
 
 def bucket(ids: PackedIds, batch, pad_id: int, n_parts: int, rungs: tuple[int, ...]) -> LengthBuckets:
@@ -92,7 +107,7 @@ def encode(encoder: torch.nn.Module, part: dict[str, torch.Tensor], padded: bool
     """One part's embeddings. On a CPU a part without padding goes without its mask: attention
     runs faster unmasked there, and the answer came from the lengths, not from the device.
     `words`: the part's word vectors, already looked up (`embed`)."""
-    mask = None if not padded and part["input_ids"].device.type == "cpu" else part["attention_mask"]
+    mask = part["attention_mask"] if masked(padded, part["input_ids"].device) else None
     if words is None:
         return encoder(input_ids=part["input_ids"], attention_mask=mask)
     return encoder(input_ids=None, attention_mask=mask, inputs_embeds=words)
@@ -113,13 +128,34 @@ def warm_shapes(encoder: torch.nn.Module, todo, pad_id: int, device: torch.devic
             out.float().sum().backward()
 
 
+def warm_parts(encoder: torch.nn.Module, todo, pad_id: int, device: torch.device, dtype: torch.dtype | None,
+               grad_modes: tuple[bool, ...] = (True,)) -> None:
+    """One untimed pass of each (rows, width, padded) part in `todo` through the training step's
+    own path (`embed`: the shared word lookup, then the encoder on word vectors, masked as
+    `masked` says), on a batch of padding: with grad, forward and backward; without, the forward
+    a cached accumulation step runs first. Under torch.compile each of these is a graph of its
+    own, compiled here rather than inside the timed window; on a GPU, each shape's kernel set-up."""
+    for rows, width, padded in todo:
+        ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+        mask = torch.ones((rows, width), dtype=torch.long, device=device)
+        if padded:
+            mask[:, -1] = 0
+        side = LengthBuckets(({"input_ids": ids, "attention_mask": mask},), torch.arange(rows, device=device),
+                             (padded,), 0)
+        for grad in grad_modes:
+            with torch.set_grad_enabled(grad), devices.autocast(device, dtype):
+                (out,) = embed(encoder, side)
+            if grad:
+                out.float().sum().backward()
+
+
 def embed(encoder: torch.nn.Module, *sides: LengthBuckets | dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """Each side's embeddings in batch order, from length buckets or from one padded batch.
 
     With tier1's BERT every part of every side looks its words up in one call: the word
     embeddings' gradient is then one dense (vocabulary x hidden) tensor per step, not one per part,
     each zero-filled and summed (8 parts on MiniLM's 30522 x 384 table: 153 ms of lookups and their
-    backward against 16 ms in one call on this CPU, scripts/step_memory.py lookups). The vectors are those each part's own lookup
+    backward against 16 ms in one call on this CPU, docs/reproduce/step_memory.py lookups). The vectors are those each part's own lookup
     gives. transformers' models look up per part: some derive positions from the ids
     (RoBERTa's skip the padding), which word vectors alone do not carry."""
     parts = [(part, padded) for side in sides for part, padded in _parts(side)]

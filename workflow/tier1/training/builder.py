@@ -50,11 +50,29 @@ def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, toke
     encoder = encoder.to(ctx.device).train()
     if cfg.compiled(ctx.device.type):
         # in place, so parameter names, checkpoints and saved models are those of the plain module;
-        # one graph per (rows, width) of the ladder, never recompiled for a new length
+        # one graph per encoder call signature (allow_graphs), never recompiled for a new length
         encoder.transformer.compile(dynamic=False)
     allreduce = AllreduceSpan()
     model = wrap(encoder, ctx, allreduce)
     optimizer = make_optimizer(cfg, encoder.parameters())
     scheduler = warmup_then_decay(optimizer, cfg.warmup_ratio, plan.total_steps)
-    return Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce,
-                   devices.autocast_dtype(cfg.precision, ctx.device), dropout_stream)
+    trainer = Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce,
+                      devices.autocast_dtype(cfg.precision, ctx.device), dropout_stream)
+    if trainer.compiled:
+        allow_graphs(trainer.compiled_graphs())
+    return trainer
+
+
+def allow_graphs(graphs: int) -> None:
+    """Let torch.compile keep `graphs` graphs of the encoder's forward. Static shapes (the ladder's
+    widths, dynamic=False) give one graph per encoder call signature (rows, width, masked) and grad
+    mode; past dynamo's recompile limit (8 by default: 4 rungs x 2 signatures reach it) it would
+    run the forward eager, silently. The set is small and known before the window (the warm-up
+    compiles all of it), so the limit is raised to it rather than shapes marked dynamic, which
+    would trade the per-shape kernels away."""
+    import torch._dynamo.config as dynamo
+
+    # recompile_limit was cache_size_limit in older releases
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(dynamo, name) and getattr(dynamo, name) < graphs:
+            setattr(dynamo, name, graphs)

@@ -25,7 +25,7 @@ from tier1.runtime import device as devices
 from tier1.runtime import distributed
 from tier1.runtime.distributed import Context
 from tier1.training import buckets
-from tier1.training.buckets import LengthBuckets, bucket, planned_shapes
+from tier1.training.buckets import LengthBuckets, bucket, planned_parts
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
 from tier1.training.plan import BatchPlan
@@ -58,6 +58,7 @@ class Prepared:
     padded: int
     flops: float
     shapes: list[tuple[int, int]]
+    signatures: set[tuple[int, int, bool]]  # (rows, width, masked) of the encoder calls (warm_shapes)
     host_s: float
 
 
@@ -84,6 +85,8 @@ class Trainer:
         self.n_parts = cfg.length_parts(ctx.device.type)
         self.packed = (PackedIds.from_rows(tokens.anchor), PackedIds.from_rows(tokens.positive))
         self.shape_log = ShapeLog()
+        self.compiled = cfg.compiled(ctx.device.type)
+        self.signatures_met: set[tuple[int, int, bool]] = set()  # encoder calls run or warmed (warm_shapes)
         self.in_window = False  # inside fit: a shape met for the first time here was not warmed
         # step marks in the device's timeline, read only every READ_EVERY steps (no wait inside a step)
         self.clock = clock.Marks(ctx.device.type)
@@ -97,19 +100,20 @@ class Trainer:
         current step runs. Counted (tokens, FLOPs, shapes) only when the step runs."""
         t0 = clock.now()
         local = self.plan.local_slice(global_indices, self.ctx.rank)
-        tokens, real, padded, work, met = [], 0, 0, 0.0, []
+        tokens, real, padded, work, met, signatures = [], 0, 0, 0.0, [], set()
         for micro in self.plan.micro_batches(local):
             pair = []
             for ids in self.packed:
                 cpu = bucket(ids, micro, self.tokens.pad_id, self.n_parts, self.rungs)
                 real += cpu.real_tokens
-                for sequences, width in cpu.shapes:
+                for (sequences, width), part_padded in zip(cpu.shapes, cpu.padded):
                     padded += sequences * width
                     work += flops.train_flops(self.non_embedding_params, *self.shape, width, sequences)
                     met.append((sequences, width))
+                    signatures.add((sequences, width, buckets.masked(part_padded, self.ctx.device)))
                 pair.append(cpu.to(self.ctx.device))
             tokens.append(tuple(pair))
-        return Prepared(tokens, local, real, padded, work, met, clock.now() - t0)
+        return Prepared(tokens, local, real, padded, work, met, signatures, clock.now() - t0)
 
     def planned_shapes(self, steps: list[list[int]]) -> set[tuple[int, int]]:
         """The (rows, width) shapes these steps' batches will have on this rank, from the text
@@ -119,35 +123,60 @@ class Trainer:
     def shapes_of(self, global_indices: list[int], rank: int) -> set[tuple[int, int]]:
         """The (rows, width) shapes one step's batch has on `rank`, from the text lengths alone
         (the buckets `prepare` builds)."""
-        return set(self._parts_of(global_indices, rank))
+        return {(rows, width) for rows, width, _ in self._parts_of(global_indices, rank)}
 
     def positions_of(self, global_indices: list[int]) -> int:
         """Padded token positions of one step's batch over all ranks, from the text lengths alone
         (the same on every rank, so all of them warm up on the same step)."""
         return sum(rows * width for rank in range(self.plan.world_size)
-                   for rows, width in self._parts_of(global_indices, rank))
+                   for rows, width, _ in self._parts_of(global_indices, rank))
 
-    def _parts_of(self, global_indices: list[int], rank: int) -> list[tuple[int, int]]:
-        """(rows, width) of every part `prepare` builds of one step's batch on `rank`, repeats kept."""
-        return [shape for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank))
+    def planned_signatures(self, steps: list[list[int]]) -> set[tuple[int, int, bool]]:
+        """The (rows, width, masked) encoder calls these steps make on this rank: under
+        torch.compile each is a graph of its own (a CPU drops the mask of a part without padding)."""
+        return {(rows, width, buckets.masked(padded, self.ctx.device)) for global_indices in steps
+                for rows, width, padded in self._parts_of(global_indices, self.ctx.rank)}
+
+    def compiled_graphs(self) -> int:
+        """The graphs a compiled encoder needs for the whole plan: one per encoder call signature
+        and grad mode (tier1.training.builder raises dynamo's recompile limit to it)."""
+        return len(self.planned_signatures([b for _, b in self.plan.schedule()])) * len(self._grad_modes())
+
+    def _grad_modes(self) -> tuple[bool, ...]:
+        # a compiled accumulation step first embeds every micro-batch without a graph (_cached_backward):
+        # another graph per signature
+        return (True, False) if self.compiled and self.plan.grad_accum_steps > 1 else (True,)
+
+    def _parts_of(self, global_indices: list[int], rank: int) -> list[tuple[int, int, bool]]:
+        """(rows, width, padded) of every part `prepare` builds of one step's batch on `rank`,
+        repeats kept."""
+        return [part for micro in self.plan.micro_batches(self.plan.local_slice(global_indices, rank))
                 for ids in self.packed
-                for shape in planned_shapes(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs)]
+                for part in planned_parts(ids.lengths[np.asarray(micro, dtype=np.int64)], self.n_parts, self.rungs)]
 
     def warm_shapes(self, layers: int | None = None) -> None:
-        """One untimed forward and backward of every shape the remaining steps will meet, so none
-        is first met inside the timed window (on a GPU: kernel choice and set-up per shape). Leaves
-        no trace: gradients dropped, RNG state restored, no optimizer step. `layers`: through the
-        embeddings and only the first `layers` layers: every layer has the same shapes, so that
-        meets every (operation, shape) of the step at a fraction of its cost (the CPU's choice)."""
-        planned = self.planned_shapes([b for _, b in self.plan.schedule()[self.step:]])
-        todo = sorted(planned - self.shape_log.warmed - set(self.shape_log.met))  # the warm-up step met some
+        """One untimed forward and backward of every encoder call the remaining steps will make
+        ((rows, width, masked), through the step's own path), so none is first met inside the
+        timed window (on a GPU: kernel choice and set-up per shape; under torch.compile: a graph
+        per call signature). Leaves no trace: gradients dropped, RNG state restored, no optimizer
+        step. `layers`: through the embeddings and only the first `layers` layers: every layer has
+        the same shapes, so that meets every (operation, shape) of the step at a fraction of its
+        cost (the CPU's choice); a compiled encoder is warmed whole, as a cut one is another graph."""
+        remaining = [b for _, b in self.plan.schedule()[self.step:]]
+        planned = self.planned_signatures(remaining)
+        todo = sorted(planned - self.signatures_met)  # the warm-up step made some
+        # an accumulation step embeds every micro-batch once without a graph first (_cached_backward)
+        grad_modes = self._grad_modes()
+        if self.compiled:
+            layers = None
         device = self.ctx.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
                 first_layers(self.encoder.transformer, layers):
-            buckets.warm_shapes(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, backward=True)
+            buckets.warm_parts(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, grad_modes)
         self.optimizer.zero_grad(set_to_none=True)
         devices.synchronize(device)
-        self.shape_log.warm(planned)  # those the warm-up step met are warm too
+        self.signatures_met |= planned
+        self.shape_log.warm(self.planned_shapes(remaining))  # those the warm-up step met are warm too
 
     def _seed_dropout(self, micro: int) -> None:
         # Dropout noise derives from (seed, step, micro-batch, rank, stream): a resumed run draws
@@ -187,6 +216,7 @@ class Trainer:
         self.tokens_seen["real"] += batch.real
         self.tokens_seen["padded"] += batch.padded
         self.flops += batch.flops
+        self.signatures_met |= batch.signatures
         for shape in batch.shapes:
             self.shape_log.meet(shape, timed=self.in_window)
         return loss.detach()
