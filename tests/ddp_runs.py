@@ -94,3 +94,41 @@ def unsynced_rerun(rank: int, world_size: int, model_path: str, pairs: list, out
     if ctx.is_main:
         torch.save(results, Path(out))
     distributed.teardown()
+
+
+def warm_up_run(rank: int, world_size: int, model_path: str, pairs: list, out: str) -> None:
+    """Two runs of the same plan, with and without Trainer.warm_up: whether DDP rebuilt its buckets
+    before the window, the optimizer state the window starts from, the losses and parameters."""
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.encoder import model
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
+    from tier1.training.builder import build_trainer
+
+    ctx = distributed.setup()
+    cfg = Tier1Config.from_dict({"model": model_path, "batch_size": 16, "gpu_counts": [2], "max_seq_length": 32,
+                                 "num_epochs": 1, "learning_rate": 1e-3, "length_buckets": 1}).view(TrainConfig)
+    results = {"losses": []}
+    trainers = []
+    for warm in (False, True):
+        torch.manual_seed(0)
+        encoder, tokenizer = model.load(model_path)
+        trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
+        if warm:
+            second_pass = trainer._rebuild_ddp_buckets
+
+            def after_one_step(batch, trainer=trainer, second_pass=second_pass):
+                results["rebuilt_after_one_step"] = trainer.model._has_rebuilt_buckets
+                second_pass(batch)
+
+            trainer._rebuild_ddp_buckets = after_one_step
+            trainer.warm_up()
+            results["rebuilt_before_window"] = trainer.model._has_rebuilt_buckets
+            results["state_keys"] = set().union(*(s.keys() for s in trainer.optimizer.state.values()))
+        trainer.fit()
+        results["losses"].append([r["loss"] for r in trainer.loss_rows])
+        trainers.append(trainer)
+    results["same_parameters"] = torch.equal(flat_params(trainers[0].encoder), flat_params(trainers[1].encoder))
+    if ctx.is_main:
+        torch.save(results, Path(out))
+    distributed.teardown()

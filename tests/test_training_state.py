@@ -169,9 +169,14 @@ def test_gradient_checkpointing_recomputes_the_forward(dropout_model, pairs):
     assert torch.allclose(g1, g2, rtol=1e-5, atol=1e-7)
 
 
+def optimizer_values(trainer) -> list[torch.Tensor]:
+    return [v for state in trainer.optimizer.state.values() for v in state.values()]
+
+
 def test_warm_up_leaves_no_trace(dropout_model, pairs):
     """The warm-up step runs the optimizer too (its state and first update are set-up costs), then
-    puts the parameters and the optimizer back."""
+    puts the parameters and the optimizer back: the state it allocated stays, zeroed, which AdamW
+    updates exactly as an empty state, so the run is bit for bit the one without it."""
     a, b = built(dropout_model, pairs), built(dropout_model, pairs)
     before = [p.detach().clone() for p in b.encoder.parameters()]
     steps = []
@@ -181,10 +186,53 @@ def test_warm_up_leaves_no_trace(dropout_model, pairs):
     assert b.step == 0 and b.samples_seen == 0 and b.tokens_seen == {"real": 0, "padded": 0}
     assert all(p.grad is None for p in b.encoder.parameters())
     assert all(torch.equal(x, p) for x, p in zip(before, b.encoder.parameters()))
-    assert b.optimizer.state_dict()["state"] == {}
+    # AdamW's state is there before the window, as a fresh one: step 0, zero moments
+    assert [set(b.optimizer.state[p]) for p in b.encoder.parameters()] == \
+           [{"step", "exp_avg", "exp_avg_sq"}] * len(before)
+    assert all(not v.any() for v in optimizer_values(b))
+    allocated = [v.data_ptr() for v in optimizer_values(b)]
     a.fit()
     b.fit()
     assert [r["loss"] for r in a.loss_rows] == [r["loss"] for r in b.loss_rows]
+    assert all(torch.equal(x, y) for x, y in zip(a.encoder.parameters(), b.encoder.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(optimizer_values(a), optimizer_values(b)))
+    assert [v.data_ptr() for v in optimizer_values(b)] == allocated  # updated in place: none made in the window
+
+
+def test_warm_up_after_a_resume_puts_the_optimizer_state_back_in_place(dropout_model, pairs):
+    trainer = built(dropout_model, pairs)
+    for _, batch in trainer.plan.schedule()[:2]:
+        trainer.train_step(batch)
+    state = [v.clone() for v in optimizer_values(trainer)]
+    where = [v.data_ptr() for v in optimizer_values(trainer)]
+    trainer.warm_up()
+    assert all(torch.equal(x, y) for x, y in zip(state, optimizer_values(trainer)))
+    assert [v.data_ptr() for v in optimizer_values(trainer)] == where
+
+
+def test_warm_up_drops_state_an_optimizer_does_not_start_from_zero(dropout_model, pairs, monkeypatch):
+    """SGD with momentum starts its buffer from the first gradient, not from zeros: such state is
+    dropped, as before, rather than zeroed."""
+    trainer = built(dropout_model, pairs)
+    trainer.optimizer = torch.optim.SGD(trainer.encoder.parameters(), lr=1e-3, momentum=0.9)
+    trainer.warm_up()
+    assert not trainer.optimizer.state
+
+
+def test_ddp_warm_up_rebuilds_the_buckets_before_the_window(dropout_model, pairs, tmp_path):
+    """DDP regroups its gradient buckets in the forward after the first backward; the warm-up
+    makes that happen before the window, and the run's losses and model stay those of a run
+    without it (2 CPU ranks over gloo)."""
+    import ddp_runs
+    import helpers
+
+    out = tmp_path / "warm.pt"
+    helpers.spawn(ddp_runs.warm_up_run, 2, str(dropout_model), pairs[:48], str(out))
+    got = torch.load(out)
+    assert not got["rebuilt_after_one_step"]  # the warm-up step alone leaves it to the first timed step
+    assert got["rebuilt_before_window"]
+    assert got["state_keys"] == {"step", "exp_avg", "exp_avg_sq"}
+    assert got["losses"][0] == got["losses"][1] and got["same_parameters"]
 
 
 def test_another_dropout_stream_changes_only_the_masks(dropout_model, pairs):

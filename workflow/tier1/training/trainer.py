@@ -302,11 +302,12 @@ class Trainer:
 
     def warm_up(self) -> None:
         """One untimed step on the largest remaining batch, leaving no trace: the first call's costs
-        (CUDA context, cuBLAS handles, kernel selection, DDP's bucket set-up, the first
-        collectives, the optimizer's state and first update; on a CPU the first touch of the
-        memory a step uses) stay out of the timed window. Parameters are put back bit for bit and
-        the optimizer from its state dict, so the run's parameters, optimizer state, counters and
-        dropout masks are those of a run without it."""
+        (CUDA context, cuBLAS handles, kernel selection, the first collectives, the optimizer's state
+        and first update; on a CPU the first touch of the memory a step uses) stay out of the timed
+        window. Parameters and optimizer state are put back bit for bit, in place: the state the
+        step allocated stays allocated (`_restore_optimizer`), so the first timed step creates none.
+        With DDP a second forward and backward follows (`_rebuild_ddp_buckets`). The run's
+        parameters, optimizer state, counters and dropout masks are those of a run without it."""
         remaining = [b for _, b in self.plan.schedule()[self.step:]]
         if not remaining:
             return
@@ -315,19 +316,51 @@ class Trainer:
         batch = max(remaining, key=self.positions_of)
         counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
         parameters = [p.detach().clone() for p in self.encoder.parameters()]
-        optimizer = copy.deepcopy(self.optimizer.state_dict())
+        state = {p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
+                 for p, s in self.optimizer.state.items()}
         self.compute_gradients(batch)
         self.optimizer.step()
         with torch.no_grad():
             for p, saved in zip(self.encoder.parameters(), parameters):
                 p.copy_(saved)
-        self.optimizer.load_state_dict(optimizer)
+        self._restore_optimizer(state)
+        if self.ctx.distributed:
+            self._rebuild_ddp_buckets(min(remaining, key=self.positions_of))
         self.optimizer.zero_grad(set_to_none=True)
         self._marks = []
         self.samples_seen, self.tokens_seen, self.flops = counters
         self.times = StepTimes()
         devices.synchronize(self.ctx.device)
         distributed.barrier()
+
+    def _restore_optimizer(self, saved: dict) -> None:
+        """The optimizer state as `saved` (per parameter, taken before the warm-up step), written
+        into the tensors the step left, so none is allocated again in the first timed step. State
+        the step created is zeroed where zeros are what the optimizer starts from: Adam and AdamW
+        begin each parameter at step 0 with zero moments (torch.optim.adam's _init_group), so a
+        zeroed state updates exactly as an empty one. Any other optimizer's new state is dropped."""
+        zero_start = isinstance(self.optimizer, (torch.optim.Adam, torch.optim.AdamW))
+        with torch.no_grad():
+            for p in list(self.optimizer.state):
+                state, before = self.optimizer.state[p], saved.get(p)
+                if before is None and not zero_start:
+                    del self.optimizer.state[p]
+                    continue
+                for key, value in state.items():
+                    if before is not None and not torch.is_tensor(value):
+                        state[key] = before[key]
+                    elif before is not None:
+                        value.copy_(before[key])
+                    else:
+                        value.zero_()
+
+    def _rebuild_ddp_buckets(self, batch: list[int]) -> None:
+        """DDP regroups its gradient buckets in the order gradients became ready in the first
+        backward, and does it in the forward after that one: without this pass, in the first timed
+        step. A forward and backward on the smallest remaining batch (every rank the same) puts the
+        rebuild, and the rebuilt buckets' first all-reduce, before the window; only gradients
+        result, and they are dropped."""
+        self.compute_gradients(batch)
 
     def measure_unsynced(self, steps: int = UNSYNCED_STEPS, indices: list[int] | None = None) -> dict[str, list]:
         """After `fit`: the last `steps` steps' forward and backward again, on the same batches
