@@ -21,7 +21,7 @@ from tier1.encoder.tokenizer import load_tokenizer, resolve_model_path  # noqa: 
 from tier1.runtime.cli import quiet_transformers
 
 # Layers a CPU warms each shape through (first_layers): every layer has the same shapes, and a
-# first meeting costs a CPU little (scripts/first_meeting_cost.py)
+# first meeting costs a CPU little (docs/reproduce/first_meeting_cost.py)
 CPU_WARM_LAYERS = 1
 
 

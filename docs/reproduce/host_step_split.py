@@ -1,7 +1,7 @@
 """Where a host-overhead bench step goes, on each side: the shared arithmetic, tokenisation, and
 the harness around them (the bench's host_overhead recipe, tier1.bench.tiny).
 
-    python scripts/host_step_split.py PAIRS CORPUS [--repeats 3] [--steps 12] [--batch 32]
+    python docs/reproduce/host_step_split.py PAIRS CORPUS [--repeats 3] [--steps 12] [--batch 32]
 
 In one process, alternating, `repeats` times: each side's whole training step as the bench
 times it (tier1.bench.{tier1,st}_side.train: tokenisation counted), then the floor no harness can

@@ -1,5 +1,5 @@
 """DDP constructor options side by side on this machine's ranks, with tier1's own training step:
-    torchrun --nproc_per_node N scripts/ddp_options.py   (after `make run`: it reads the default run's data)"""
+    torchrun --nproc_per_node N docs/reproduce/ddp_options.py   (after `make run`: it reads the default run's data)"""
 import functools
 import json
 import os

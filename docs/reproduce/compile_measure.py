@@ -1,7 +1,7 @@
 """torch.compile of the encoder in training: the first step's cost and the steps after, one
 process per setting (docs/performance.md).
 
-    python scripts/compile_measure.py MODEL on|off STEPS TRAIN_JSONL
+    python docs/reproduce/compile_measure.py MODEL on|off STEPS TRAIN_JSONL
 """
 
 import statistics
