@@ -33,6 +33,21 @@ def test_nvml_samples_this_device_by_uuid():
     assert summary["sm_clock_mhz_min"] > 0 and summary["gpu_util_max_pct"] is not None
 
 
+def test_this_process_is_not_its_own_gpu_neighbour():
+    """On a machine of its own, whether NVML reports this namespace's pids or a sandbox's host
+    pids (gVisor), the sampler finds no other process beside this one's context."""
+    from tier1.measure.gpu_activity import GpuSampler
+
+    device = torch.device("cuda", 0)
+    x = torch.ones(64 * 2**20, device=device)  # a context and some reserved memory
+    with GpuSampler(device, interval=0.02) as sampler:
+        for _ in range(20):
+            x = x * 1.0001
+        torch.cuda.synchronize()
+    summary = sampler.summary()
+    assert summary["sampled"] and summary["other_process_ids"] == [], summary
+
+
 def test_a_bf16_training_step_on_the_gpu(tiny_model, pairs):
     from tier1.config import Tier1Config, TrainConfig
     from tier1.encoder import model

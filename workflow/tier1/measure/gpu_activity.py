@@ -7,6 +7,16 @@ missing on a GPU run, a device NVML does not know, a query that failed, which is
 sample it failed at and no longer asked while the others go on, no sample in the window) and
 `sampled: false`, so no clean verdict is drawn from it. A run that
 is not on a GPU needs no GPU watch: `not_applicable`, which is no fault.
+
+Other processes on the device: NVML names processes by pid. Where those pids are this pid
+namespace's (this process among them), a pid that is neither this process nor its parent is a
+neighbour (the disturbance judgement also leaves out the sibling ranks). In a sandbox (gVisor) or a
+container without the host's pid namespace, NVML reports the host's pids: no pid it lists is ours,
+this process included, so every one would look like a neighbour (the H200 ran under gVisor).
+There the job's own processes on the device are known by number: this rank, or every
+local rank under share_gpu. Processes beyond that number are neighbours; which pids are named comes
+from the memory NVML reports per process against what this rank's allocator holds (its own figure
+counts the allocator's reserve plus its CUDA context, so a process holding less cannot be it).
 """
 
 from __future__ import annotations
@@ -29,6 +39,48 @@ def device_uuid(device) -> str:
     return f"GPU-{torch.cuda.get_device_properties(device).uuid}"
 
 
+def own_processes_on_device() -> int:
+    """This job's processes on this rank's GPU: the rank itself, or all local ranks when they share
+    the GPU (share_gpu, tier1.runtime.gpus)."""
+    from tier1.runtime.gpus import SHARE_GPU_ENV
+
+    if os.environ.get(SHARE_GPU_ENV) == "1":
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return 1
+
+
+def own_reserved_bytes(device) -> int | None:
+    """What this rank's CUDA allocator holds on `device` (None when it cannot be read)."""
+    try:
+        import torch
+
+        return int(torch.cuda.memory_reserved(device))
+    except Exception:
+        return None
+
+
+def neighbours(listed: dict[int, int | None], own_pids: set[int], own_count: int,
+               own_bytes: int | None) -> tuple[set[int], bool]:
+    """(pids of other jobs' processes, whether NVML's pids were another namespace's) from the
+    processes NVML lists on the device (pid -> used bytes, None where NVML does not say).
+
+    NVML's pids are this namespace's when this process is among them (it holds a context on the
+    device, so NVML lists it); then a neighbour is any pid not ours. Otherwise the count decides:
+    the job has `own_count` processes on the device, the rest are neighbours. The ones taken as
+    ours are those most like this rank by memory: holding at least `own_bytes`, the nearest first;
+    unknown memory next; below it (cannot be this rank) last; then by pid, for a stable answer."""
+    if not listed or own_pids & listed.keys():
+        return set(listed) - own_pids, False
+
+    def unlike_ours(pid: int) -> tuple:
+        used = listed[pid]
+        if used is None or own_bytes is None:
+            return (1, 0, pid)
+        return (0, used - own_bytes, pid) if used >= own_bytes else (2, own_bytes - used, pid)
+
+    return set(sorted(listed, key=unlike_ours)[own_count:]), True
+
+
 def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no message'}"
 
@@ -39,7 +91,9 @@ class GpuSampler:
     def __init__(self, device, interval: float = 0.5):
         self.interval, self._stop, self._thread = interval, threading.Event(), None
         self._nvml = self._handle = None
+        self.device = device
         self.other_pids: set[int] = set()
+        self.foreign_pids = False  # NVML's pids were another pid namespace's (neighbours counted)
         self.throttle: set[str] = set()
         self.sm_clock_mhz: list[int] = []
         self.util_pct: list[int] = []
@@ -65,10 +119,14 @@ class GpuSampler:
 
     # -- one query per quantity: a query that fails stops only itself, and is named --------------
     def _processes(self, nvml, h) -> None:
+        listed = {p.pid: getattr(p, "usedGpuMemory", None)
+                  for p in nvml.nvmlDeviceGetComputeProcesses(h) + nvml.nvmlDeviceGetGraphicsProcesses(h)}
         own = {os.getpid(), os.getppid()}
-        for p in nvml.nvmlDeviceGetComputeProcesses(h) + nvml.nvmlDeviceGetGraphicsProcesses(h):
-            if p.pid not in own:
-                self.other_pids.add(p.pid)
+        needs_memory = listed and not own & listed.keys()  # read only where it decides anything
+        others, foreign = neighbours(listed, own, own_processes_on_device(),
+                                     own_reserved_bytes(self.device) if needs_memory else None)
+        self.other_pids |= others
+        self.foreign_pids |= foreign
 
     def _throttle(self, nvml, h) -> None:
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons",
@@ -123,7 +181,8 @@ class GpuSampler:
         if self.not_applicable:
             return {"sampled": False, "not_applicable": self.not_applicable}
         out = {"sampled": self.unobserved is None, "samples": self.samples,
-               "other_process_ids": sorted(self.other_pids), "throttle_reasons": sorted(self.throttle),
+               "other_process_ids": sorted(self.other_pids), "other_process_ids_foreign": self.foreign_pids,
+               "throttle_reasons": sorted(self.throttle),
                "sm_clock_mhz_min": min(self.sm_clock_mhz, default=None),
                "sm_clock_mhz_max": max(self.sm_clock_mhz, default=None),
                "gpu_util_mean_pct": sum(self.util_pct) / len(self.util_pct) if self.util_pct else None,
