@@ -109,3 +109,45 @@ def test_module_imports_without_torch():
 
     code = "import sys; import tier1.measure.flops; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_step_counts_the_padded_positions_it_ran_and_mfu_uses_them(tiny_model, pairs, monkeypatch):
+    """Model FLOPs of a step are counted on the (rows, width) each length part was padded to and run
+    at, not on the texts' real tokens; the MFU figure divides that count. A batch of 32 with short
+    and long texts, in 4 length parts on the CPU ladder (multiples of 16 up to 64)."""
+    import dataclasses
+
+    from tier1.config import Tier1Config, TrainConfig
+    from tier1.encoder.token_cache import pair_tokens
+    from tier1.runtime import distributed
+    from tier1.training import record
+    from tier1.training.builder import build_trainer
+
+    mixed = [{k: " ".join(v.split()[:4]) if i % 3 else v for k, v in p.items()} for i, p in enumerate(pairs[:64])]
+    cfg = Tier1Config.from_dict({"model": str(tiny_model), "batch_size": 32, "gpu_counts": [1], "max_seq_length": 64,
+                                 "length_buckets": 4}).view(TrainConfig)
+    encoder, tokenizer = model.load(str(tiny_model))
+    trainer = build_trainer(cfg, distributed.setup(), encoder, pair_tokens(tokenizer, mixed, 64))
+    ran = []  # (rows, width) of every encoder call the step makes, as executed
+    trainer.encoder.transformer.register_forward_pre_hook(
+        lambda m, args, kw: ran.append(tuple((kw.get("inputs_embeds") if kw.get("inputs_embeds") is not None
+                                              else kw["input_ids"]).shape[:2])), with_kwargs=True)
+    batch = trainer.plan.schedule()[0][1]
+    trainer.train_step(batch)
+
+    n, (layers, hidden) = flops.non_embedding_parameters(trainer.encoder), flops.layers_and_hidden(trainer.encoder)
+    assert len(ran) == 8 and len({width for _, width in ran}) > 1  # 4 parts a side, padded to their own widths
+    executed = sum(flops.train_flops(n, layers, hidden, width, rows) for rows, width in ran)
+    assert trainer.flops == executed
+    # real tokens and padded positions differ, so the count at real lengths would be another figure
+    real, padded = trainer.tokens_seen["real"], trainer.tokens_seen["padded"]
+    assert padded == sum(rows * width for rows, width in ran) > real
+    assert trainer.flops > flops.train_flops_per_token(n, layers, hidden, 0) * real
+
+    # MFU: this count per step over the steady step time and the peak (a GPU's, faked here)
+    monkeypatch.setattr(record.devices, "device_name", lambda device: "NVIDIA H200")
+    trainer.ctx = dataclasses.replace(trainer.ctx, device=torch.device("cuda", 0))
+    got = record.utilisation(trainer, [{"model_flops": trainer.flops, "steps": 1}], 0.5)
+    peak = flops.peak_flops("NVIDIA H200", "float32")[0]
+    assert got["model_flops_per_step"] == executed
+    assert got["mfu"] == pytest.approx(executed / 0.5 / peak)
