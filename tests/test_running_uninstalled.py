@@ -45,7 +45,8 @@ def test_the_installed_version_is_the_source_trees():
 def test_the_gpu_tests_collect_without_snakemake():
     """The GPU machine has no Snakemake: `pytest -m gpu` must collect every test module there (a
     collection error would read as a failed check even when every GPU test passed)."""
-    blocker = "import sys; sys.modules['snakemake'] = None; import pytest; sys.exit(pytest.main(['-q', '--collect-only', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests']))"
+    blocker = ("import sys; sys.modules['snakemake'] = None; import pytest; "
+               "sys.exit(pytest.main(['-q', '--collect-only', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests']))")
     proc = subprocess.run([sys.executable, "-c", blocker], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "error" not in proc.stdout.splitlines()[-1].lower(), proc.stdout[-3000:]
