@@ -58,3 +58,8 @@ def test_no_graph_is_compiled_inside_the_timed_window(tiny_model, pairs, graphs,
     assert graphs.frame_count == len(signatures) * (2 if accum > 1 else 1) == before["ok"] == before["total"]
     assert not [k for k in counters["unimplemented"] if "recompile limit" in k]
     assert torch._dynamo.config.recompile_limit >= graphs.frame_count
+    # the record's shape note says the whole model was warmed, not the first layer
+    from tier1.training.record import rank_record
+
+    note = rank_record(trainer, trainer.ctx, 0, [])["shapes"]["note"]
+    assert "first layer" not in note and "one untimed call each" in note

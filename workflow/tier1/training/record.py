@@ -116,7 +116,9 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "threads": ctx.threads,
         "parameter_checksum": parameter_checksum(trainer.encoder),
         "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
-        "shapes": trainer.shape_log.record(trainer.rungs, shapes.note(devices.first_calls_cost(ctx.device))),
+        # a compiled encoder is warmed through the whole model on any device (Trainer.warm_shapes)
+        "shapes": trainer.shape_log.record(trainer.rungs, shapes.note(devices.first_calls_cost(ctx.device)
+                                                                      or trainer.compiled)),
     }
 
 
