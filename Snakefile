@@ -38,12 +38,15 @@ rule all:
 # it stopped, why (a failed job: which one, the end of its log, what to do; a Ctrl-C: how to resume).
 onstart:
     stop_jobs_on_signals()
+    cluster_onstart()
 
 
 onsuccess:
+    if CLUSTER:
+        CLUSTER["heartbeat"].relay_stories()  # the jobs' last lines, before the summary
     if os.path.exists(REPORT_MD) and os.path.getmtime(REPORT_MD) >= RUN_STARTED:
         print(console.run_summary(Path(REPORT_MD), Path(REPORT_HTML)), file=sys.stderr)
 
 
 onerror:
-    print(console.end_of_failed_run(log, RERUN, STOPPED_BY), file=sys.stderr)
+    print(console.end_of_failed_run(log, RERUN, STOPPED_BY, cluster_jobs()), file=sys.stderr)

@@ -11,7 +11,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 from tier1 import layout
-from tier1.runtime import console
+from tier1.runtime import console, slurm
 from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
 from tier1.runtime.checksum import token_cache_problem
@@ -33,7 +33,9 @@ def stop_jobs_on_signals():
         def stop(signum, frame):
             STOPPED_BY.append(signal.Signals(signum).name)
             console.stop_jobs(os.getpid(), signum)
-            if signum == signal.SIGINT or not callable(previous):
+            # On a cluster the jobs are not this process's children: Snakemake cancels them (scancel)
+            # on a KeyboardInterrupt, while its graceful SIGTERM would wait for them to finish.
+            if signum == signal.SIGINT or not callable(previous) or CLUSTER:
                 raise KeyboardInterrupt
             previous(signum, frame)
 
@@ -44,6 +46,58 @@ def stop_jobs_on_signals():
             signal.signal(sig, handler(signal.getsignal(sig)))
         except ValueError:  # not Snakemake's main thread: nothing to stop from here
             pass
+
+
+CLUSTER = {}  # under the SLURM executor: its executor and this run's notes folder (cluster_onstart)
+
+
+def cluster_onstart():
+    """Under the SLURM executor (not inside a job): the job status check that works on this cluster
+    (sacct, or squeue where there is no accounting), every job's request checked against its
+    partition before anything is submitted, and the heartbeat by which each job knows this Snakemake
+    is alive (tier1.runtime.slurm)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    print(slurm.choose_status_command(workflow.executor_settings), file=sys.stderr)
+    executor = getattr(workflow.scheduler, "_executor", None)
+    problems = slurm.request_problems([slurm_request(job) for job in workflow.dag.needrun_jobs() if not job.is_local])
+    if problems:
+        raise WorkflowError(
+            "SLURM: no node can run these jobs as asked (SLURM would refuse them, or leave them pending for ever):\n  "
+            + "\n  ".join(problems)
+            + "\nLower the request (e.g. --default-resources cpus_per_task=N mem_mb=M, --set-resources RULE:mem_mb=M) "
+            "or name a partition whose nodes are larger (slurm_partition=...)."
+        )
+    notes = Path(".snakemake/tier1-slurm", getattr(executor, "run_uuid", "run")).resolve()
+    CLUSTER.update(executor=executor, notes=notes, heartbeat=slurm.Heartbeat(notes / "heartbeat", relay=console.say))
+    os.environ.update({slurm.NOTES_ENV: str(notes), slurm.HEARTBEAT_ENV: str(notes / "heartbeat")})
+
+
+def slurm_request(job):
+    """(job, partition, CPUs, memory MB, GPUs) as the SLURM executor asks for them."""
+    res = job.resources
+    number = lambda v: v if isinstance(v, int) else 0  # a value not known before the job runs counts 0
+    cpus = number(res.get("cpus_per_task")) or number(job.threads) or 1
+    mem = number(res.get("mem_mb")) or number(res.get("mem_mb_per_cpu")) * cpus
+    return (
+        " ".join([job.name, *(f"{k}={v}" for k, v in job.wildcards_dict.items())]),
+        res.get("slurm_partition") or None,
+        cpus,
+        mem,
+        number(res.get("gpu")),
+    )
+
+
+def cluster_jobs():
+    """This run's SLURM jobs (state, reason, label, logs) for the end-of-run screen; [] off SLURM."""
+    executor = CLUSTER.get("executor")
+    if executor is None:
+        return []
+    CLUSTER["heartbeat"].relay_stories()  # the jobs' last lines first
+    return slurm.with_notes(
+        slurm.run_jobs(executor.run_uuid), CLUSTER["notes"], getattr(executor, "slurm_logdir", None)
+    )
 
 
 # GPUs the jobs may use (NVML, narrowed by CUDA_VISIBLE_DEVICES; TIER1_GPUS=N declares them).

@@ -26,6 +26,10 @@ if ON_GPUS:
 
 else:
 
+    # runs in the workflow's own process: never a cluster job
+    localrules:
+        probe,
+
     rule probe:
         """On a CPU there is no device memory limit to find: every world size's file says 'not
         applicable', written in the workflow's own process (tier1.records.probe, no torch, no job to

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from tier1.measure import clock
-from tier1.runtime import lifeline
+from tier1.runtime import lifeline, slurm
 
 TAIL_LINES = 15
 PROGRESS_EVERY_S = 10.0  # at most one progress line per job this often on the console (all in the log)
@@ -33,8 +33,17 @@ def shown(line: str) -> bool:
     return bool(SHOWN.search(line)) and not OTHER_RANK.search(line)
 
 
+STORY: list[Path] = []  # in a SLURM job: the file the submitting Snakemake relays to its console
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+    for path in STORY:
+        try:
+            with path.open("a") as f:
+                f.write(text + "\n")
+        except OSError:
+            pass
 
 
 def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
@@ -103,6 +112,15 @@ class Job:
         if pids:
             threading.Thread(target=loop, daemon=True).start()
 
+    def watch_heartbeat(self, path: Path, stale_s: float) -> None:
+        """In a SLURM job, on a machine where no pid of the submitting Snakemake can be seen: stop
+        the job when that Snakemake's heartbeat stops (tier1.runtime.slurm)."""
+        def loop():
+            why = slurm.wait_for_lost_heartbeat(path, lambda: self.proc.poll() is None, stale_s)
+            if why is not None:
+                self.stop(f"stopped: {why}")
+        threading.Thread(target=loop, daemon=True).start()
+
 
 def _leave(signum: int, _frame) -> None:
     raise SystemExit(f"[tier1] stopped by {signal.Signals(signum).name} before the job started")
@@ -139,6 +157,9 @@ def handling_signals(handler):
 
 
 def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
+    in_cluster_job = slurm.in_slurm_job() and bool(os.environ.get(slurm.HEARTBEAT_ENV))
+    if in_cluster_job:  # the story also goes to the submitting Snakemake's console
+        STORY[:] = [p for p in [slurm.write_note(label, log)] if p]
     say(f"[tier1] {label}: started")
     t0 = clock.now()
     last_progress = -PROGRESS_EVERY_S
@@ -148,6 +169,8 @@ def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
                                                 preexec_fn=lifeline.die_with_parent) as proc:
         job = Job(proc, label)
         job.watch(above)
+        if in_cluster_job:
+            job.watch_heartbeat(Path(os.environ[slurm.HEARTBEAT_ENV]), slurm.stale_s())
         with handling_signals(job.on_signal):
             for line in proc.stdout:
                 out.write(line)
@@ -254,21 +277,50 @@ def failure_summary(snakemake_log: Path, rerun: str = "snakemake --cores 4 all")
     return "\n".join(out)
 
 
-def stopped_summary(signal_name: str, rerun: str) -> str:
+def stopped_summary(signal_name: str, rerun: str, cluster: list | None = None) -> str:
     who = "you (Ctrl-C)" if signal_name == "SIGINT" else f"{signal_name} (a scheduler, or `kill`)"
-    return "\n".join(["", f"tier1: stopped by {who}. Finished results are kept; a job cut short was stopped and "
-                       "its half-written outputs removed (training goes on from its last checkpoint).",
-                       "To resume, run the same command again:", f"    {rerun}"])
+    out = ["", f"tier1: stopped by {who}. Finished results are kept; a job cut short was stopped and "
+           "its half-written outputs removed (training goes on from its last checkpoint)."]
+    if cluster:
+        cut = [j for j in cluster if j.state not in {"COMPLETED"}]
+        out.append("SLURM: " + (", ".join(f"job {j.job_id} ({j.what()}) {j.state.lower()}" for j in cut)
+                                if cut else "no job of this run was left queued or running"))
+    return "\n".join([*out, "To resume, run the same command again:", f"    {rerun}"])
 
 
-def end_of_failed_run(snakemake_logs: list[str] | str, rerun: str, stopped_by: list[str]) -> str:
-    """What the Snakefile's onerror prints: why the run stopped, and what to do."""
+def slurm_failures(jobs: list) -> list[str]:
+    """The failure screen's part for SLURM jobs: each failed job by name, its SLURM state, reason and
+    exit code, the end of its own log (tier1's) and of SLURM's log of it."""
+    out = []
+    for job in [j for j in jobs if j.failed]:
+        out += ["", f"Failed: {job.what()} (SLURM job {job.job_id}: {job.state}, reason {job.reason}"
+                + (f", exit code {job.exit_code}" if job.exit_code else "") + ")"]
+        if job.log and job.log.exists():
+            out += [f"The end of its log, {job.log}:", *(f"    {line}" for line in why_it_failed(job.log))]
+        if job.slurm_log and job.slurm_log.exists():
+            out += [f"The end of SLURM's log of it, {job.slurm_log}:", *(f"    {line}" for line in tail(job.slurm_log, 8))]
+        if not job.log and not job.slurm_log:
+            out.append("    it never started: SLURM refused or could not place its request")
+    for job in slurm.active(jobs):
+        out.append(f"Still queued or running: SLURM job {job.job_id} ({job.what()}), {job.state}")
+    return out
+
+
+def end_of_failed_run(snakemake_logs: list[str] | str, rerun: str, stopped_by: list[str], cluster: list | None = None) -> str:
+    """What the Snakefile's onerror prints: why the run stopped, and what to do. `cluster`: the run's
+    SLURM jobs (tier1.runtime.slurm.SlurmJob), under the SLURM executor."""
     logs = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else list(snakemake_logs)
     if stopped_by:
-        return stopped_summary(stopped_by[0], rerun)
-    if not logs:
-        return failure_summary(Path(os.devnull), rerun)
-    return failure_summary(Path(logs[0]), rerun)
+        return stopped_summary(stopped_by[0], rerun, cluster)
+    summary = failure_summary(Path(logs[0]) if logs else Path(os.devnull), rerun)
+    failed = slurm_failures(cluster or [])
+    if not failed:
+        return summary
+    # the SLURM part goes where the failed jobs are named: after the headline, before "What to do"
+    head, _, rest = summary.partition("\n\nWhat to do:")
+    count = sum(1 for j in cluster if j.failed)
+    head = head.replace("a job failed.", f"{count} SLURM job{'s' if count > 1 else ''} failed.") if "a job failed." in head else head
+    return "\n".join([head, *failed, "", "What to do:" + rest])
 
 
 def descendants(pid: int) -> list[int]:

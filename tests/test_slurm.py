@@ -1,0 +1,243 @@
+"""The cluster path on a real SLURM: the single-host cluster of scripts/slurm_cluster.sh (munge,
+slurmctld, slurmd on 127.0.0.1, four fake GPU devices, no accounting), the tiny pipeline through
+`--profile profiles/slurm` as a user runs it, and the faults a cluster adds (scancel of a job,
+SIGTERM and kill -9 of the Snakemake that submitted it).
+
+The cluster: one that is up (partition `tier1`) is used as it is; with TIER1_SLURM_CLUSTER=start
+(as root; CI's .ci/run does this) the module starts one and stops it at the end; otherwise every test
+here is skipped, saying so. The node has this machine's cores; its memory is declared at 128 GB (no
+cgroups: SLURM accounts it, nothing enforces it) so that the profile's own memory requests fit, and
+the jobs ask for 2 CPUs (a 2-core node refuses the profile's 8 before submitting: tested too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import workflow_runs as wr
+
+from helpers import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+SCRIPT = REPO / "scripts" / "slurm_cluster.sh"
+PARTITION = "tier1"
+SLURM = ["--profile", "profiles/slurm", "--default-resources", f"slurm_partition={PARTITION}", "runtime=30", "mem_mb=4000",
+         "cpus_per_task=2"]
+TARGET = "results/default/train/gpus2/train_metrics.json"
+FAULT_CONFIG = ["--configfile", wr.TINY, "--config", "num_epochs=25", "checkpoint_every=2"]
+LIMIT_S = 10  # after the run ends: no process of it and no SLURM job of it left
+ENV = {**wr.ENV, "TIER1_HEARTBEAT_STALE_S": "5"}
+
+
+def _sh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def cluster_is_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        proc = _sh("sinfo", "--noheader", "--partition", PARTITION, "--format=%t")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and any(s.strip() in {"idle", "mix", "alloc"} for s in proc.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if cluster_is_up():
+        yield
+        return
+    if os.environ.get("TIER1_SLURM_CLUSTER") != "start":
+        pytest.skip("no SLURM cluster is up (partition 'tier1'): start one with `sudo scripts/slurm_cluster.sh start` "
+                    "or let the tests start it: TIER1_SLURM_CLUSTER=start (as root; .ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("TIER1_SLURM_CLUSTER=start needs root (munge, slurmctld, slurmd)")
+    proc = subprocess.run(["bash", str(SCRIPT), "start", "--mem-mb", "131072"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+
+
+def run_id(screen: str) -> str:
+    """The executor's id of a run: every SLURM job of it carries it as its name."""
+    found = re.search(r"SLURM run ID: (\S+)", screen)
+    assert found, screen[-3000:]
+    return found[1]
+
+
+def jobs_of(run: str) -> list[dict]:
+    """Every SLURM job of a run, read back from squeue (MinJobAge keeps finished ones there)."""
+    proc = _sh("squeue", "--states=all", "--noheader", "--name", run, "--format=%i|%T|%r|%k|%C|%b")
+    rows = [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
+    return [{"id": r[0], "state": r[1], "reason": r[2], "comment": r[3], "cpus": r[4], "gres": r[5]} for r in rows]
+
+
+def left_running(run: str) -> list[dict]:
+    return [j for j in jobs_of(run) if j["state"] in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}]
+
+
+def notes_of(folder: Path, run: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((folder / ".snakemake/tier1-slurm" / run).glob("*.json"))]
+
+
+def scalar(path: Path, *keys: str):
+    data = json.loads(path.read_text())
+    for key in keys:
+        data = data[key]
+    return data
+
+
+def test_the_cluster_has_the_node_and_gpus_it_was_asked_for(cluster):
+    proc = _sh("sinfo", "--noheader", "--Node", "--partition", PARTITION, "--format=%t|%c|%G")
+    state, cpus, gres = proc.stdout.split()[0].split("|")
+    assert state in {"idle", "mix", "alloc"} and int(cpus) >= 1 and "gpu:4" in gres, proc.stdout
+
+
+def test_a_request_no_node_can_hold_is_refused_before_any_job(cluster, tmp_path, tiny_model):
+    folder = wr.workdir(tmp_path / "run", tiny_model)
+    cpus = int(_sh("sinfo", "--noheader", "--partition", PARTITION, "--format=%c").stdout.split()[0])
+    proc = wr.snakemake(folder, "all", "--profile", "profiles/slurm", "--default-resources", f"slurm_partition={PARTITION}",
+                        f"cpus_per_task={cpus + 1}", "--configfile", wr.TINY, check=False, env=ENV)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "SLURM: no node can run these jobs as asked" in out, out[-3000:]
+    assert f"train n=2 asks for {cpus + 1} CPUs" in out and f"partition '{PARTITION}'" in out, out[-3000:]
+    assert not jobs_of(run_id(out)), "nothing was submitted"
+
+
+def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_model):
+    local = wr.workdir(tmp_path / "local", tiny_model)
+    t0 = time.monotonic()
+    wr.snakemake(local, "--cores", "2", "all", "--configfile", wr.TINY)
+    local_s = time.monotonic() - t0
+    remote = wr.workdir(tmp_path / "slurm", tiny_model)
+    t0 = time.monotonic()
+    proc = wr.snakemake(remote, "all", *SLURM, "--configfile", wr.TINY, env=ENV)
+    slurm_s = time.monotonic() - t0
+    screen = proc.stdout + proc.stderr
+    print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s")
+    # no hang without accounting: the status check says what it uses
+    assert "SLURM: job status from squeue: this cluster keeps no accounting" in screen, screen[-3000:]
+    # every rule a SLURM job (but `all` and the CPU probe, which run in the workflow's own process)
+    run = run_id(screen)
+    jobs = jobs_of(run)
+    rules = {re.sub(r"_wildcards_.*", "", j["comment"]).removeprefix("rule_") for j in jobs}
+    assert rules == {"preflight", "prepare", "tokenize", "commbench", "rank_compute", "train", "train_dropout_reference",
+                     "evaluate", "report"}, jobs
+    assert all(j["state"] == "COMPLETED" for j in jobs), jobs
+    assert len(jobs) == 11, jobs
+    # the story of each job on the submitting console, as locally
+    assert screen.count("[tier1] ") >= 2 * len(jobs), screen[-3000:]
+    # the same losses, nDCG@10 and verdicts as the local run
+    for n in (1, 2):
+        assert (remote / f"results/default/train/gpus{n}/loss.csv").read_text() == \
+            (local / f"results/default/train/gpus{n}/loss.csv").read_text()
+        metrics = f"results/default/eval/gpus{n}/ws{n}/metrics.json"
+        assert scalar(remote / metrics, "metrics") == scalar(local / metrics, "metrics")
+
+    def verdicts(folder):
+        md = (folder / "results/default/report/performance.md").read_text()
+        return re.findall(r"\*\*(scaling|same model|all ranks worked|vs prediction): (\w+)", md)
+
+    assert verdicts(remote) == verdicts(local) and ("same model", "PASS") in verdicts(remote)
+    # each job's allocation, as the job saw it: the CPUs its ranks use, inside one node
+    notes = {n["label"]: n["allocation"] for n in notes_of(remote, run)}
+    train2 = notes["train, 2 rank(s)"]
+    assert train2["SLURM_CPUS_PER_TASK"] == "2" and train2["cpus_allowed"] == "2" and train2["SLURM_NNODES"] == "1", notes
+    # timed jobs apart: no two training windows overlap (the `timed` slot, --exclusive and the machine lock)
+    windows = sorted((scalar(remote / f"results/default/train/{d}/train_metrics.json", "started_at"),
+                      scalar(remote / f"results/default/train/{d}/train_metrics.json", "finished_at"))
+                     for d in ("gpus1", "gpus2", "reference_gpus1"))
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows
+
+
+@pytest.fixture(scope="module")
+def prepared(cluster, tmp_path_factory, tiny_model) -> Path:
+    """Data and token ids made once (locally); each fault case trains through SLURM on a copy."""
+    folder = wr.workdir(tmp_path_factory.mktemp("slurm-faults") / "run", tiny_model)
+    wr.snakemake(folder, "--cores", "2", "results/default/data/tokens.safetensors", *FAULT_CONFIG)
+    return folder
+
+
+def started(prepared: Path, tmp_path: Path, config: list[str] = FAULT_CONFIG):
+    folder = wr.copy(prepared, tmp_path / "run")
+    smk = wr.start(folder, TARGET, *SLURM, *config, env=ENV)
+    wr.wait_for(folder / "results/default/train/gpus2/checkpoints/last.json", smk, folder, limit_s=180)
+    screen = (folder / "screen.txt").read_text()
+    run = run_id(screen)
+    job = next(j for j in jobs_of(run) if j["comment"] == "rule_train_wildcards_2")
+    return folder, smk, run, job
+
+
+def ended(folder: Path, smk: subprocess.Popen, run: str, t0: float | None = None) -> str:
+    """After the run's end (or t0): within LIMIT_S no process of the run and no SLURM job of it."""
+    if t0 is None:
+        smk.wait(timeout=120)
+        t0 = time.monotonic()
+    while (wr.processes_in(folder) or left_running(run)) and time.monotonic() - t0 < LIMIT_S + 60:
+        time.sleep(0.2)
+    gone = time.monotonic() - t0
+    screen = (folder / "screen.txt").read_text()
+    print(f"every process and SLURM job of the run gone {gone:.1f} s after the run ended")
+    assert gone < LIMIT_S, (left_running(run), [p.cmdline() for p in wr.processes_in(folder)], screen[-3000:])
+    assert not (folder / TARGET).exists()
+    return screen
+
+
+def resumes(folder: Path, config: list[str] = FAULT_CONFIG) -> None:
+    if (folder / ".snakemake/locks").exists() and any((folder / ".snakemake/locks").iterdir()):
+        wr.snakemake(folder, "--unlock", *SLURM, *config, env=ENV)
+    wr.snakemake(folder, TARGET, *SLURM, *config, env=ENV)
+    metrics = json.loads((folder / TARGET).read_text())
+    assert metrics["resumed_from_step"] > 0
+    assert any(m.startswith("resumed at step") for m in metrics["marks"])
+
+
+def the_end(screen: str) -> str:
+    return screen[screen.rindex("tier1: "):]
+
+
+def test_scancel_of_a_training_job_is_named_and_the_rerun_resumes(prepared, tmp_path):
+    folder, smk, run, job = started(prepared, tmp_path)
+    _sh("scancel", job["id"])
+    end = the_end(ended(folder, smk, run))
+    assert f"Failed: train, 2 rank(s) (SLURM job {job['id']}: CANCELLED" in end, end
+    assert "results/default/logs/train_gpus2.log" in end, end
+    resumes(folder)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_snakemake_cancels_its_slurm_jobs(prepared, tmp_path, sig):
+    folder, smk, run, job = started(prepared, tmp_path)
+    smk.send_signal(sig)
+    end = the_end(ended(folder, smk, run))
+    who = "you (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM"
+    assert f"tier1: stopped by {who}" in end, end
+    assert f"SLURM: job {job['id']} (train, 2 rank(s)) cancelled" in end, end
+    resumes(folder)
+
+
+def test_kill_9_of_snakemake_ends_its_slurm_jobs(prepared, tmp_path):
+    # a training long enough to outlast the heartbeat's grace (the others end within seconds of a signal)
+    config = [*FAULT_CONFIG, "num_epochs=150"]
+    folder, smk, run, job = started(prepared, tmp_path, config)
+    smk.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    ended(folder, smk, run, t0 + float(ENV["TIER1_HEARTBEAT_STALE_S"]))  # the heartbeat's grace, then LIMIT_S
+    state = next(j for j in jobs_of(run) if j["id"] == job["id"])
+    assert state["state"] in {"FAILED", "CANCELLED"}, state
+    log = (folder / "results/default/logs/train_gpus2.log").read_text()
+    assert "stopped" in log or "SIGTERM" in log, log[-2000:]
+    resumes(folder, config)

@@ -1,0 +1,327 @@
+"""The cluster path: what tier1 adds to Snakemake's SLURM executor (snakemake-executor-plugin-slurm)
+so that a run on SLURM never hangs, names its failures and leaves no job behind.
+
+- Job status: the executor asks `sacct` whenever the binary exists; on a cluster without accounting
+  (no slurmdbd) sacct answers "accounting storage is disabled" and no job is ever seen to end.
+  `choose_status_command` asks sacct once, and switches the executor to squeue when it does not work.
+- A lost Snakemake: a SLURM job runs on another machine, where no parent-death signal or pid can
+  reach it. The submitting Snakemake writes a heartbeat file on the shared file system (the executor
+  needs one anyway) every HEARTBEAT_EVERY_S; each job's console story watches it and stops the job
+  when it has not changed for TIER1_HEARTBEAT_STALE_S (default HEARTBEAT_STALE_S). Watching for a
+  change (not comparing clocks) is immune to clock skew between nodes; reading by open() gets NFS's
+  close-to-open consistency.
+- Failures: each job's console story leaves a note (label, log, node) under the run's notes folder;
+  after a failed run `failed_jobs` asks SLURM for the state and reason of every job of the run and
+  joins them with the notes, so the failure screen names the job, its SLURM state and reason, and
+  the end of its logs.
+- Requests: `check_requests` compares each job's CPUs, memory and GPUs with the largest node of its
+  partition before anything is submitted (SLURM refuses memory at once but leaves too many CPUs
+  pending for ever).
+
+Nothing here imports torch or Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HEARTBEAT_ENV = "TIER1_HEARTBEAT"
+STALE_ENV = "TIER1_HEARTBEAT_STALE_S"
+NOTES_ENV = "TIER1_SLURM_NOTES"
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_STALE_S = 10.0
+FAILED_STATES = {"BOOT_FAIL", "CANCELLED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "PREEMPTED"}
+
+
+def _run(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def in_slurm_job(env: dict[str, str] | None = None) -> bool:
+    return bool((os.environ if env is None else env).get("SLURM_JOB_ID"))
+
+
+# --- job status -------------------------------------------------------------------------------------
+
+def accounting_works() -> tuple[bool, str]:
+    """Whether `sacct` answers on this cluster, and what it said when it does not."""
+    if shutil.which("sacct") is None:
+        return False, "no sacct on this machine"
+    proc = _run(["sacct", "-X", "-n", "-S", "now", "-o", "JobIDRaw"])
+    if proc is None:
+        return False, "sacct did not answer within 20 s"
+    said = (proc.stderr or proc.stdout).strip().splitlines()
+    if proc.returncode != 0 or "disabled" in proc.stdout + proc.stderr:
+        return False, f"sacct: {said[-1] if said else f'exit status {proc.returncode}'}"
+    return True, "sacct works"
+
+
+def min_job_age_s() -> int | None:
+    """How long slurmctld keeps a finished job where squeue sees it (MinJobAge), if it says."""
+    proc = _run(["scontrol", "show", "config"])
+    for line in (proc.stdout if proc else "").splitlines():
+        if line.strip().startswith("MinJobAge"):
+            found = re.search(r"=\s*(\d+)", line)
+            return int(found[1]) if found else None
+    return None
+
+
+def choose_status_command(settings) -> str:
+    """Point the executor's status check (settings.status_command) at what works here; returns
+    the line that says which and why."""
+    works, said = accounting_works()
+    if works:
+        if getattr(settings, "status_command", None) != "squeue":
+            settings.status_command = "sacct"
+        return f"SLURM: job status from {settings.status_command} (accounting works)"
+    settings.status_command = "squeue"
+    line = f"SLURM: job status from squeue: this cluster keeps no accounting ({said})"
+    age, first = min_job_age_s(), getattr(settings, "init_seconds_before_status_checks", 40) or 40
+    if age is not None and age < 3 * first:
+        line += (f"; MinJobAge {age} s is under 3x the first status check ({first} s), so the executor "
+                 f"would go back to sacct: lower --slurm-init-seconds-before-status-checks to {max(1, age // 3)}")
+    return line
+
+
+# --- the lost-Snakemake heartbeat ---------------------------------------------------------------------
+
+class Heartbeat:
+    """A file whose content changes every HEARTBEAT_EVERY_S while the submitting Snakemake lives."""
+
+    def __init__(self, path: Path, every_s: float = HEARTBEAT_EVERY_S, relay=None):
+        """`relay`: called with each new line of the jobs' stories (notes folder, *.story) each beat."""
+        self.path, self.every_s, self.relay = Path(path), every_s, relay
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_to: dict[Path, int] = {}
+        self.lock = threading.Lock()
+        self.beat()
+        threading.Thread(target=self._loop, daemon=True, name="tier1-heartbeat").start()
+
+    def relay_stories(self) -> None:
+        with self.lock:
+            self._relay()
+
+    def _relay(self) -> None:
+        for story in sorted(self.path.parent.glob("*.story"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0):
+            start = self.read_to.get(story, 0)
+            try:
+                with story.open() as f:
+                    f.seek(start)
+                    text = f.read()
+            except OSError:
+                continue
+            whole = text[: text.rfind("\n") + 1]  # a line still being written waits for the next beat
+            self.read_to[story] = start + len(whole.encode())
+            for line in whole.splitlines():
+                self.relay(line)
+
+    def beat(self) -> None:
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(f"{os.getpid()} {time.time():.3f}\n")
+        os.replace(tmp, self.path)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            try:
+                self.beat()
+                if self.relay is not None:
+                    self.relay_stories()
+            except OSError:
+                pass
+
+
+def _read(path: Path) -> str | None:
+    try:
+        with open(path) as f:  # open() revalidates on NFS (close-to-open)
+            return f.read()
+    except OSError:
+        return None
+
+
+def stale_s(env: dict[str, str] | None = None) -> float:
+    try:
+        return float((os.environ if env is None else env).get(STALE_ENV) or HEARTBEAT_STALE_S)
+    except ValueError:
+        return HEARTBEAT_STALE_S
+
+
+def wait_for_lost_heartbeat(path: Path, running, stale: float, every_s: float = 0.5) -> str | None:
+    """While `running()`: watch the heartbeat; the reason once it has not changed for `stale` s."""
+    last, since = _read(path), time.monotonic()
+    while running():
+        time.sleep(every_s)
+        now = _read(path)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stale:
+            who = (last or "").split()[0] if last else "?"
+            return f"the Snakemake that submitted it (pid {who}) is gone: no heartbeat in {path} for {stale:g} s"
+    return None
+
+
+# --- notes and the failure screen --------------------------------------------------------------------
+
+def write_note(label: str, log: Path, env: dict[str, str] | None = None) -> Path | None:
+    """Inside a SLURM job: what this job is, for the failure screen of the run that submitted it.
+    Returns the file its console story goes to, which the submitting Snakemake relays."""
+    env = os.environ if env is None else env
+    folder, job = env.get(NOTES_ENV), env.get("SLURM_JOB_ID")
+    if not folder or not job:
+        return None
+    note = {"slurm_job": job, "label": label, "log": str(Path(log).resolve()), "node": env.get("SLURMD_NODENAME"),
+            "allocation": allocation(env)}
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tmp = Path(folder) / f".{job}.tmp"
+        tmp.write_text(json.dumps(note))
+        os.replace(tmp, Path(folder) / f"{job}.json")
+    except OSError:
+        return None
+    return Path(folder) / f"{job}.story"
+
+
+ALLOCATION_VARS = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_CPUS_ON_NODE",
+                   "SLURM_JOB_CPUS_PER_NODE", "SLURM_CPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_JOB_GPUS",
+                   "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_PARTITION")
+
+
+def allocation(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's SLURM allocation as the job sees it (empty outside a SLURM job)."""
+    env = os.environ if env is None else env
+    if not in_slurm_job(env):
+        return {}
+    out = {k: env[k] for k in ALLOCATION_VARS if k in env}
+    try:
+        out["cpus_allowed"] = str(len(os.sched_getaffinity(0)))
+    except AttributeError:
+        pass
+    return out
+
+
+@dataclass
+class SlurmJob:
+    job_id: str
+    state: str
+    reason: str
+    comment: str  # the executor's rule_<name>[_wildcards_<w>]
+    exit_code: str = ""
+    label: str | None = None
+    log: Path | None = None
+    slurm_log: Path | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    def what(self) -> str:
+        if self.label:
+            return self.label
+        rule = self.comment.removeprefix("rule_")
+        return "rule " + rule.replace("_wildcards_", " (") + (")" if "_wildcards_" in rule else "")
+
+
+def run_jobs(run_uuid: str) -> list[SlurmJob]:
+    """Every job of one Snakemake run (the executor names them all after its run id), by squeue."""
+    proc = _run(["squeue", "--states=all", "--noheader", "--name", run_uuid, "--format=%i|%T|%r|%k"])
+    jobs = []
+    for line in (proc.stdout if proc and proc.returncode == 0 else "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 4:
+            jobs.append(SlurmJob(parts[0], parts[1], parts[2], parts[3]))
+    for job in jobs:
+        detail = _run(["scontrol", "show", "job", "-o", job.job_id])
+        found = re.search(r"\bExitCode=(\S+)", detail.stdout if detail else "")
+        job.exit_code = found[1] if found else ""
+    return jobs
+
+
+def active(jobs: list[SlurmJob]) -> list[SlurmJob]:
+    return [j for j in jobs if j.state in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"}]
+
+
+def with_notes(jobs: list[SlurmJob], notes: Path | None, slurm_logdir: Path | None = None) -> list[SlurmJob]:
+    for job in jobs:
+        note = notes / f"{job.job_id}.json" if notes else None
+        if note and note.exists():
+            try:
+                data = json.loads(note.read_text())
+                job.label, job.log = data.get("label"), Path(data["log"]) if data.get("log") else None
+            except (OSError, ValueError):
+                pass
+        if slurm_logdir and slurm_logdir.is_dir():
+            job.slurm_log = next(iter(sorted(slurm_logdir.rglob(f"{job.job_id}.log"))), None)
+    return jobs
+
+
+def pending_reason(job: SlurmJob) -> str | None:
+    """A line for a job that SLURM will never start as asked."""
+    if job.state == "PENDING" and re.search(r"Resources|ReqNodeNotAvail|PartitionConfig|BadConstraints|NodeDown",
+                                            job.reason) and "Priority" not in job.reason:
+        return f"SLURM job {job.job_id} ({job.what()}) is pending: {job.reason}"
+    return None
+
+
+# --- requests against the partition -------------------------------------------------------------------
+
+@dataclass
+class Node:
+    name: str
+    cpus: int
+    mem_mb: int
+    gpus: int
+
+
+def partition_nodes(partition: str | None) -> list[Node]:
+    cmd = ["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%G"] + (["--partition", partition] if partition else [])
+    proc = _run(cmd)
+    nodes = []
+    for line in (proc.stdout if proc and proc.returncode == 0 else "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4:
+            continue
+        gpus = sum(int(m[1]) for m in re.finditer(r"gpu(?::[\w.]+)?:(\d+)", parts[3]))
+        try:
+            nodes.append(Node(parts[0], int(parts[1]), int(re.sub(r"\D", "", parts[2]) or 0), gpus))
+        except ValueError:
+            continue
+    return nodes
+
+
+def default_partition() -> str | None:
+    proc = _run(["sinfo", "--noheader", "--format=%P"])
+    for name in (proc.stdout if proc else "").split():
+        if name.endswith("*"):
+            return name[:-1]
+    return None
+
+
+def request_problems(requests: list[tuple[str, str | None, int, int, int]]) -> list[str]:
+    """Each (job, partition, cpus, mem_mb, gpus) no node of its partition can hold, as a line."""
+    problems, cache = [], {}
+    for job, partition, cpus, mem_mb, gpus in requests:
+        part = partition or default_partition()
+        if part not in cache:
+            cache[part] = partition_nodes(part)
+        nodes = cache[part]
+        if not nodes:
+            problems.append(f"{job}: partition '{part}' has no nodes sinfo can see")
+            continue
+        if any(n.cpus >= cpus and n.mem_mb >= mem_mb and n.gpus >= gpus for n in nodes):
+            continue
+        big = max(nodes, key=lambda n: (n.gpus, n.cpus, n.mem_mb))
+        asks = f"{cpus} CPUs, {mem_mb} MB" + (f", {gpus} GPU(s)" if gpus else "")
+        has = f"{big.cpus} CPUs, {big.mem_mb} MB, {big.gpus} GPU(s)"
+        problems.append(f"{job} asks for {asks}; the largest node of partition '{part}' ({big.name}) has {has}")
+    return problems
