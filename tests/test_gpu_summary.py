@@ -150,8 +150,36 @@ def test_gpu_session_dry_run_prints_every_job_and_runs_nothing(tmp_path):
     planned = [line.split(" ", 2)[1] for line in out.splitlines() if line.startswith("== gpu-check")]
     for name in ("gpu-check/preflight", "gpu-check/prepare", "gpu-check/tokenize", "gpu-check/train_gpus1",
                  "gpu-check/eval_ws1", "gpu-check/probe_gpus1", "gpu-check-fp32/train_gpus1", "gpu-check-fp32/eval_ws1",
-                 "gpu-check/cosine", "gpu-check/train_gpus2", "gpu-check/report", "gpu-check/bench"):
+                 "gpu-check/cosine", "gpu-check/train_gpus2", "gpu-check/report", "gpu-check/bench",
+                 "gpu-check/gpu_tests", "gpu-check-parts2/train_gpus1"):
         assert name in planned, name
-    assert "-m pytest -q -m gpu tests" in out and "gpu_summary table" in out
+    assert "-m pytest -q -p no:cacheprovider -m gpu tests" in out and "gpu_summary table" in out
+    assert "== milestone: bf16 1-rank steady step" in out
     assert '"precision": "fp32"' in out and '"dataset": "python-source"' in out
     assert not (REPO / layout.run_folder("gpu-check")).exists() and not any((tmp_path / "out").glob("*"))
+
+
+def test_the_targets_are_judged_from_the_records_and_say_why_when_they_cannot_be(tmp_path):
+    """On a GPU record each target reads PASS or FAIL with its figure; on a CPU rehearsal's, n/a and
+    why; the same-model row compares 2 ranks' per-step losses with the dropout reference's."""
+    args = stage_files(tmp_path)
+    run = layout.Run("gpu-check", tmp_path)
+    for model, losses in ((layout.trained_on(1), [1.0, 0.9, 0.8]), (layout.trained_on(2), [1.0, 0.9001, 0.8002]),
+                          (layout.REFERENCE, [1.0, 0.91, 0.79])):
+        path = run.path(layout.loss_csv(model))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("step,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses)))
+    gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
+    table = json.loads((tmp_path / "s.json").read_text())
+    assert table["Same model, 2 ranks sharing the GPU vs 1 rank"].startswith("PASS: per-step loss RMS difference")
+    # the fixture's bf16 step is 6.2 ms at 31.2% MFU; fp32's 50.5 ms: 8.15x
+    assert table["Target: bf16 step <= 25 ms, MFU >= 15%"] == "PASS: 6.20 ms, MFU 31.2%"
+    assert table["Target: bf16 >= 2x fp32 per step"] == "PASS: 8.15x"
+    assert table["Target: bench training >= 1.5x sentence-transformers"] == "n/a: the bench did not run"
+
+    cpu = train_metrics("float32", 0.5, 30.0)
+    write(run.path(layout.train_record(layout.trained_on(1))), record(TrainRecord, **{
+        **{f: getattr(cpu, f) for f in TrainRecord.field_names()}, "hardware": {"gpus": []}}))
+    gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
+    table = json.loads((tmp_path / "s.json").read_text())
+    assert table["Target: bf16 step, MFU, evenness, bf16 against fp32"] == "n/a: no GPU (a CPU rehearsal)"

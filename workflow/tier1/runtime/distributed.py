@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -43,6 +44,9 @@ class Context:
 
 
 COLLECTIVE_TIMEOUT_ENV = "TIER1_COLLECTIVE_TIMEOUT_S"
+# "1": a job planned for GPUs runs on the CPU where CUDA sees none, instead of refusing (the GPU
+# machine's rehearsal on a CPU, scripts/gpu_rehearsal.sh; never set by the workflow)
+REHEARSE_ON_CPU_ENV = "TIER1_REHEARSE_ON_CPU"
 DEFAULT_COLLECTIVE_TIMEOUT_S = 45.0
 
 
@@ -70,10 +74,13 @@ def setup(timeout_s: float | None = None) -> Context:
         if not shared:
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    elif os.environ.get("TIER1_REQUIRE_GPU") == "1":
+    elif os.environ.get("TIER1_REQUIRE_GPU") == "1" and os.environ.get(REHEARSE_ON_CPU_ENV) != "1":
         raise RuntimeError("this job was planned for GPUs but CUDA sees none (check the driver and "
                            "CUDA_VISIBLE_DEVICES); refusing to run it on the CPU")
     else:
+        if os.environ.get("TIER1_REQUIRE_GPU") == "1" and rank == 0:
+            print(f"{REHEARSE_ON_CPU_ENV}=1: a job planned for GPUs runs on the CPU (a rehearsal; "
+                  "its records name the CPU)", file=sys.stderr)
         device = torch.device("cpu")
     host_memory.keep_freed_memory()  # each step reuses the host memory the first one touched
     # Ranks on one machine share its cores; more threads than cores makes every rank slower.

@@ -1,14 +1,16 @@
 """The one-GPU check's summary (tier1.tools.gpu_plan): one table from the files the stages wrote.
 
     python -m tier1.tools.gpu_summary table --run gpu-check --fp32-run gpu-check-fp32 \\
-        --md summary.md --json summary.json
+        --parts-run gpu-check-parts2 --md summary.md --json summary.json
     python -m tier1.tools.gpu_summary cosine --model MODEL --corpus CORPUS.jsonl \\
         --queries QUERIES.jsonl --max-seq-length 256 --out COSINE.json
     python -m tier1.tools.gpu_summary files --run gpu-check --run gpu-check-fp32 --out files.tar.gz
 
 `table` finds each run's files where the workflow puts them (tier1.layout, under --results): the
-1-rank training, evaluation and probe, the fp32 run's training and evaluation, the cosine
-measurement and each run's job times (the check's steps file). `files` packs those runs' records,
+1-rank training, evaluation and probe, 2 ranks sharing the GPU against 1 rank (the same-model
+verdict on the per-step losses, as the report judges it), the bench against sentence-transformers,
+the fp32 run's training and evaluation, the 2-length-part run's training, the cosine measurement
+and each run's job times (the check's steps file). `files` packs those runs' records,
 logs and reports, without weights, token ids, checkpoints or run files.
 
 Every value is read through the record classes (tier1.records): a file that is absent (its step did
@@ -29,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tier1 import layout
-from tier1.records import CosineRecord, EvaluationRecord, ProbeRecord, Record, TrainRecord
+from tier1.records import BenchRecord, CosineRecord, EvaluationRecord, ProbeRecord, Record, TrainRecord
+from tier1.report import analysis
+from tier1.report.collect import Results, read_loss
 
 NA = "n/a"
 GIB = 2**30
@@ -118,7 +122,56 @@ def bf16_speedup(records: dict[str, Any]) -> str:
     a, b = records.get("train"), records.get("train_fp32")
     if not (a and b and a.steady_step_s and b.steady_step_s):
         return NA
+    if a.precision == b.precision:  # a CPU's auto precision is fp32 too: nothing to compare
+        return f"n/a (both ran in {a.precision})"
     return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+
+
+def parts_ratio(records: dict[str, Any]) -> str:
+    """The 2-length-part step over the 1-part step (above 1: one part is faster)."""
+    a, b = records.get("train"), records.get("train_parts2")
+    if not (a and b and a.steady_step_s and b.steady_step_s):
+        return NA
+    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+
+
+def same_model(records: dict[str, Any]) -> str:
+    """2 ranks against 1 on the per-step losses, held to the report's tolerance (the dropout
+    reference's RMS difference from 1 rank, times the report's factor)."""
+    losses = records.get("losses") or {}
+    if not (losses.get(1) and losses.get(2)):
+        return NA
+    agree = analysis.loss_agreement(Results(loss={1: losses[1], 2: losses[2]},
+                                            reference_loss=losses.get("reference") or []))
+    rms, tolerance = agree["rms"].get(2), agree["tolerance"]
+    verdict = "PASS" if rms is not None and rms <= tolerance else "FAIL"
+    yardstick = "dropout reference" if agree["dropout_rms"] is not None else "float noise, no dropout reference"
+    return f"{verdict}: per-step loss RMS difference {rms:.3g}, tolerance {tolerance:.3g} ({yardstick})"
+
+
+def recipe(name: str, value: Callable[[dict], Any], show: Callable[[Any], str]) -> Callable[[BenchRecord], str]:
+    """A bench recipe's figure; where that recipe did not run (a CPU runs only the matched ones),
+    the first that did, named."""
+    def cell(bench: BenchRecord) -> str:
+        if name in bench.recipes:
+            return show(value(bench.recipes[name]))
+        if not bench.recipes:
+            return NA
+        other, measured = next(iter(bench.recipes.items()))
+        return f"{show(value(measured))} ({other} recipe; {name} did not run)"
+    return cell
+
+
+def ratio_marked(key: str, noise_key: str) -> Callable[[dict], str]:
+    """A tier1/sentence-transformers ratio, said to be within noise or marked where it is."""
+    def text(measured: dict) -> str:
+        ratio = measured.get(key)
+        if ratio is None:
+            return NA
+        marks = sorted({m for side in measured.get("sides", {}).values() for m in side.get("marks", [])})
+        notes = (["within noise"] if measured.get("within_noise", {}).get(noise_key) else []) + marks
+        return f"{ratio:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
+    return text
 
 
 def decimals(digits: int) -> Callable[[Any], str]:
@@ -141,6 +194,13 @@ ROWS = [
     Row("Train peak memory allocated", "train", peak, gib),
     Row("Train wall time", "train", lambda t: t.wall_time_s, seconds),
     Row("Final loss", "train", lambda t: t.final_loss, decimals(4)),
+    Row("Same model, 2 ranks sharing the GPU vs 1 rank", "*", same_model),
+    Row("Train step time, median (2 ranks sharing the GPU)", "train_2", lambda t: t.steady_step_s, seconds),
+    Row("Bench training, tier1 / sentence-transformers (defaults)", "bench", lambda b: b,
+        recipe("defaults", ratio_marked("train_steps_ratio", "train_steps_ratio"), str)),
+    Row("Bench encoding, tier1 / sentence-transformers (defaults)", "bench", lambda b: b,
+        recipe("defaults", ratio_marked("encode_texts_ratio", "encode_texts_ratio"), str)),
+    Row("Bench repeats per side", "bench", lambda b: b.repeats),
     Row("Training precision (fp32 run)", "train_fp32", lambda t: t.precision),
     Row("Train step time, median (fp32 run)", "train_fp32", lambda t: t.steady_step_s, seconds),
     Row("Train samples/s (fp32 run)", "train_fp32", lambda t: t.samples_per_s, rate),
@@ -148,6 +208,9 @@ ROWS = [
     Row("Train MFU (fp32 run)", "train_fp32", lambda t: t.throughput.get("mfu"), fraction_as_percent),
     Row("Train peak memory allocated (fp32 run)", "train_fp32", peak, gib),
     Row("bf16 speed-up per step (fp32 step / bf16 step)", "*", bf16_speedup),
+    Row("Train step time, median (2 length parts)", "train_parts2", lambda t: t.steady_step_s, seconds),
+    Row("Train shapes (2 length parts)", "train_parts2", shape_counts),
+    Row("2 length parts step / 1 part step", "*", parts_ratio),
     Row("Encode documents/s (base model)", "eval_base", lambda e: e.documents_per_s, rate),
     Row("Evaluation shapes (rows x width)", "eval_trained", shape_counts),
     Row("Encode documents/s (trained model)", "eval_trained", lambda e: e.documents_per_s, rate),
@@ -162,23 +225,90 @@ ROWS = [
     Row("bf16 vs fp32 embedding cosine, min", "cosine", lambda c: c.min_cosine, decimals(6)),
     Row("bf16 vs fp32 embedding cosine, mean", "cosine", lambda c: c.mean_cosine, decimals(6)),
 ]
+# What the check must show on an H100 or H200 (the GPU half's acceptance): each a row "Target: ..."
+# with PASS, FAIL, or n/a and why (a CPU rehearsal, a step that did not run).
+STEP_TARGET_S = 0.025    # bf16 steady step at 128 pairs x 256 tokens
+MFU_TARGET = 0.15        # counted on the FLOPs the step really ran
+EVENNESS_TARGET = 0.10   # wall-average step within this of the median
+BF16_TARGET = 2.0        # bf16 at least this much faster per step than fp32
+BENCH_TARGETS = {"train_steps_ratio": 1.5, "encode_texts_ratio": 2.0}  # against sentence-transformers' defaults
+
+
+def on_gpu(record: TrainRecord | None) -> bool:
+    return bool(record and record.hardware.get("gpus"))
+
+
+def judged(ok: bool | None, text: str) -> str:
+    return f"{'n/a' if ok is None else 'PASS' if ok else 'FAIL'}: {text}"
+
+
+def target_rows(records: dict[str, Any]) -> list[tuple[str, str]]:
+    train, fp32, bench = records.get("train"), records.get("train_fp32"), records.get("bench")
+    gpu = on_gpu(train)
+    why_not = "no GPU (a CPU rehearsal)" if train and not gpu else "the 1-rank training did not run"
+    out = []
+    if gpu and train.steady_step_s:
+        mfu = train.throughput.get("mfu")
+        out.append((f"Target: bf16 step <= {STEP_TARGET_S * 1000:.0f} ms, MFU >= {MFU_TARGET:.0%}",
+                    judged(train.steady_step_s <= STEP_TARGET_S and (mfu or 0) >= MFU_TARGET,
+                           f"{train.steady_step_s * 1000:.2f} ms, MFU {fraction_as_percent(mfu)}")))
+        wall = train.step_evenness.get("wall_average_step_s")
+        out.append((f"Target: wall-average step within {EVENNESS_TARGET:.0%} of the median",
+                    judged(None if wall is None else abs(wall / train.steady_step_s - 1) <= EVENNESS_TARGET,
+                           NA if wall is None else f"{(wall / train.steady_step_s - 1) * 100:+.1f}%")))
+        if fp32 and fp32.steady_step_s:
+            speedup = fp32.steady_step_s / train.steady_step_s
+            out.append((f"Target: bf16 >= {BF16_TARGET:g}x fp32 per step", judged(speedup >= BF16_TARGET, f"{speedup:.2f}x")))
+        own = [m for t in (train, records.get("train_2")) if t for m in t.marks]
+        out.append(("Target: no window marked", judged(not own, "; ".join(own) or "none marked")))
+    else:
+        out.append(("Target: bf16 step, MFU, evenness, bf16 against fp32", f"n/a: {why_not}"))
+    for key, floor in BENCH_TARGETS.items():
+        what = "training" if key.startswith("train") else "encoding"
+        measured = bench.recipes.get("defaults") if bench else None
+        why = ("the bench did not run" if bench is None else "not on a GPU" if bench.device.startswith("cpu")
+               else "its defaults recipe did not run" if measured is None else None)
+        if why:
+            out.append((f"Target: bench {what} >= {floor:g}x sentence-transformers", f"n/a: {why}"))
+            continue
+        marks = sorted({m for side in measured["sides"].values() for m in side.get("marks", [])})
+        clean = bench.repeats >= 3 and not marks
+        out.append((f"Target: bench {what} >= {floor:g}x sentence-transformers, 3 clean repeats",
+                    judged(measured[key] >= floor and clean,
+                           f"{measured[key]:.2f}x in {bench.repeats} repeats" + (f", marked: {'; '.join(marks)}" if marks else ""))))
+    return out
+
+
 # the record class each input is read through
-KINDS = {"train": TrainRecord, "train_fp32": TrainRecord, "eval_base": EvaluationRecord,
-         "eval_trained": EvaluationRecord, "eval_base_fp32": EvaluationRecord, "probe": ProbeRecord,
-         "cosine": CosineRecord}
+KINDS = {"train": TrainRecord, "train_2": TrainRecord, "train_fp32": TrainRecord, "train_parts2": TrainRecord,
+         "eval_base": EvaluationRecord, "eval_trained": EvaluationRecord, "eval_base_fp32": EvaluationRecord,
+         "probe": ProbeRecord, "cosine": CosineRecord, "bench": BenchRecord}
 
 
-def record_paths(results: Path, run: str, fp32_run: str | None) -> dict[str, Path | None]:
+def record_paths(results: Path, run: str, fp32_run: str | None,
+                 parts_run: str | None = None) -> dict[str, Path | None]:
     """Where each input of the table lies: the check's runs in the standard layout."""
     main, one = layout.Run(run, results), layout.trained_on(1)
     fp32 = layout.Run(fp32_run, results) if fp32_run else None
+    parts = layout.Run(parts_run, results) if parts_run else None
     return {"train": main.path(layout.train_record(one)),
+            "train_2": main.path(layout.train_record(layout.trained_on(2))),
             "train_fp32": fp32.path(layout.train_record(one)) if fp32 else None,
+            "train_parts2": parts.path(layout.train_record(one)) if parts else None,
+            "bench": main.path(layout.BENCH_JSON),
             "eval_base": main.path(layout.eval_metrics(layout.BASE, 1)),
             "eval_trained": main.path(layout.eval_metrics(one, 1)),
             "eval_base_fp32": fp32.path(layout.eval_metrics(layout.BASE, 1)) if fp32 else None,
             "probe": main.path(layout.probe(1)),
             "cosine": main.path(layout.GPU_COSINE)}
+
+
+def loss_logs(results: Path, run: str) -> dict[Any, list[dict]]:
+    """The per-step losses at 1 and 2 ranks and the dropout reference's, where they were written."""
+    main = layout.Run(run, results)
+    paths = {1: layout.loss_csv(layout.trained_on(1)), 2: layout.loss_csv(layout.trained_on(2)),
+             "reference": layout.loss_csv(layout.REFERENCE)}
+    return {key: read_loss(main.path(p)) for key, p in paths.items() if main.path(p).is_file()}
 
 
 def read_steps(path: Path | None) -> list[tuple[str, float | None, int | None]]:
@@ -203,12 +333,12 @@ def _parse(kind, text: str):
         return None
 
 
-def check_steps(results: Path, run: str, fp32_run: str | None) -> list[tuple[str, float | None, int | None]]:
-    """Each job's time and status, the fp32 run's jobs named with its run's name."""
+def check_steps(results: Path, run: str, *others: str | None) -> list[tuple[str, float | None, int | None]]:
+    """Each job's time and status, the other runs' jobs named with their run's name."""
     steps = read_steps(layout.Run(run, results).path(layout.GPU_CHECK_STEPS))
-    if fp32_run:
-        steps += [(f"{fp32_run} {name}", secs, status)
-                  for name, secs, status in read_steps(layout.Run(fp32_run, results).path(layout.GPU_CHECK_STEPS))]
+    for other in filter(None, others):
+        steps += [(f"{other} {name}", secs, status)
+                  for name, secs, status in read_steps(layout.Run(other, results).path(layout.GPU_CHECK_STEPS))]
     return steps
 
 
@@ -222,7 +352,8 @@ def pack(results: Path, runs: list[str], out: Path) -> None:
         inside = Path(*Path(member.name).parts[1:])  # the path inside the run's folder
         if left_out & set(inside.parts) or inside.name.endswith(Path(layout.EVAL_RUN).suffix):
             return None
-        if inside.parts[:1] == (layout.DATA,) and member.isfile() and str(inside) not in data_kept:
+        # a run beside the main one holds its data as hard links (gpu_plan's reuse_data)
+        if inside.parts[:1] == (layout.DATA,) and (member.isfile() or member.islnk()) and str(inside) not in data_kept:
             return None
         return member
 
@@ -253,7 +384,7 @@ def cell(row: Row, records: dict[str, Any]) -> str:
 def rows(records: dict[str, Any], steps: list[tuple[str, float | None, int | None]]) -> list[tuple[str, str]]:
     """(label, value) of every row of the table, the check's step times last; `records` maps an
     input's name to its record, or None when its file is absent."""
-    out = [(row.label, cell(row, records)) for row in ROWS]
+    out = [(row.label, cell(row, records)) for row in ROWS] + target_rows(records)
     out.extend((f"Time: {name}", step_text(secs, status)) for name, secs, status in steps)
     if steps:
         out.append(("Time: all steps", f"{sum(s for _, s, _ in steps if s is not None):.1f} s"))
@@ -310,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--results", type=Path, default=Path(layout.RESULTS))
     t.add_argument("--run", default="gpu-check", help="the check's run (bf16, the 1-rank pipeline)")
     t.add_argument("--fp32-run", default="gpu-check-fp32", help="its fp32 run; '' for none")
+    t.add_argument("--parts-run", default="gpu-check-parts2", help="its run in 2 length parts; '' for none")
     t.add_argument("--title", default="tier1 one-GPU check")
     t.add_argument("--md", type=Path, action="append", default=[], help="Markdown file(s) to write")
     t.add_argument("--json", type=Path, action="append", default=[], help="JSON file(s) to write")
@@ -340,9 +472,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result.to_json()))
         return
 
-    paths = record_paths(args.results, args.run, args.fp32_run or None)
+    paths = record_paths(args.results, args.run, args.fp32_run or None, args.parts_run or None)
     records = {name: read(kind, paths[name]) for name, kind in KINDS.items()}
-    table = rows(records, check_steps(args.results, args.run, args.fp32_run or None))
+    records["losses"] = loss_logs(args.results, args.run)
+    table = rows(records, check_steps(args.results, args.run, args.fp32_run or None, args.parts_run or None))
     text = markdown(table, args.title)
     print(text, end="")
     for path in args.md:
