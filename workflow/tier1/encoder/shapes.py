@@ -70,7 +70,7 @@ def note(first_calls_cost: bool) -> str:
         return "every shape the timed window meets is warmed before it opens (one untimed call each)"
     return ("every shape the timed window meets is warmed before it opens, through the embeddings and the first "
             "layer (every layer has the same shapes): a first meeting costs a CPU little "
-            "(scripts/first_meeting_cost.py), a whole-model pass per shape would cost seconds per job")
+            "(docs/reproduce/first_meeting_cost.py), a whole-model pass per shape would cost seconds per job")
 
 
 def combine(records: list[dict]) -> dict:
