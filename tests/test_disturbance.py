@@ -162,3 +162,11 @@ def test_unreadable_cpu_counters_are_unobserved(monkeypatch):
                      "other processes and steal are unknown"]
     # a CPU run needs no GPU watch: not applicable, which draws no mark
     assert record["gpu"] == {"sampled": False, "not_applicable": NOT_A_GPU}
+
+
+def test_repeats_combined_keep_that_nvml_listed_another_namespaces_pids(monkeypatch):
+    gpu = gpu_window(monkeypatch, FakeNvml())["gpu"]
+    foreign = {**gpu, "other_process_ids_foreign": True}
+    combined = disturbance.combine([window(1, busy=9.7, gpu=gpu), window(1, busy=9.7, gpu=foreign)])
+    assert combined["gpu"]["other_process_ids_foreign"] is True
+    assert disturbance.combine([window(1, busy=9.7, gpu=gpu)] * 2)["gpu"]["other_process_ids_foreign"] is False

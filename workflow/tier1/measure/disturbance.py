@@ -84,6 +84,8 @@ def combine(records: list[dict]) -> dict:
         unobserved = [g["unobserved"] for g in gpus if g.get("unobserved")]
         out["gpu"] = {"sampled": not unobserved, "samples": sum(g.get("samples", 0) for g in gpus),
                       "other_process_ids": sorted({p for g in gpus for p in g.get("other_process_ids", [])}),
+                      # NVML listed another pid namespace's pids (a sandbox): the ids name no process here
+                      "other_process_ids_foreign": any(g.get("other_process_ids_foreign") for g in gpus),
                       "throttle_reasons": sorted({t for g in gpus for t in g.get("throttle_reasons", [])}),
                       "sm_clock_mhz_min": min((g["sm_clock_mhz_min"] for g in gpus if g.get("sm_clock_mhz_min")),
                                               default=None),
