@@ -33,11 +33,21 @@ elapsed() { echo "$(($(date +%s) - t0)) s"; }
 
 echo "== 1. the GPU image's packages in $VENV"
 if [[ ! -f $VENV/.installed ]] || ! cmp -s envs/gpu-image.txt "$VENV/.installed"; then
-    base=$(command -v python3.12 || true)
-    if [[ -z $base ]] || ! "$base" -c 'import venv' 2>/dev/null; then
-        base=python3
-        echo "   no Python 3.12 here (the image has 3.12): the rehearsal uses $(python3 --version)"
+    # Python 3.12, as the image has (its numpy 2.5 needs it): $PYTHON312, python3.12 on PATH, or
+    # pyenv's newest 3.12 (its shim answers only for the versions pyenv has selected)
+    base=
+    pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+    for candidate in ${PYTHON312:-} python3.12 $(ls -d "$pyenv_root"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1); do
+        if "$candidate" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+            base=$candidate
+            break
+        fi
+    done
+    if [[ -z $base ]]; then
+        echo "no Python 3.12 found (the GPU image's; its numpy 2.5 needs it): install one, or name it in PYTHON312" >&2
+        exit 1
     fi
+    echo "   $("$base" --version) from $base"
     rm -rf "$VENV"
     "$base" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
