@@ -240,3 +240,23 @@ def test_kill_9_of_snakemake_ends_its_slurm_jobs(prepared, tmp_path):
     log = (folder / "results/default/logs/train_gpus2.log").read_text()
     assert "stopped" in log or "SIGTERM" in log, log[-2000:]
     resumes(folder, config)
+
+
+def test_a_job_past_its_time_limit_is_named_and_the_rerun_resumes(prepared, tmp_path):
+    # a 1-minute limit (SLURM's smallest) and a training far longer than that
+    config = [*FAULT_CONFIG, "num_epochs=3000", "checkpoint_every=20"]
+    limit = ["--set-resources", "train:runtime=1"]
+    folder, smk, run, job = started(prepared, tmp_path, [*config, *limit])
+    end = the_end(ended(folder, smk, run))
+    assert f"Failed: train, 2 rank(s) (SLURM job {job['id']}: TIMEOUT, reason TimeLimit" in end, end
+    # the rerun goes on from the last checkpoint (and is stopped there: the rest would take minutes)
+    (folder / "screen.txt").rename(folder / "first.txt")
+    smk = wr.start(folder, TARGET, *SLURM, *config, env=ENV)
+    log = folder / "results/default/logs/train_gpus2.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "resuming repeat" in log.read_text()) and time.monotonic() < deadline:
+        assert smk.poll() is None, (folder / "screen.txt").read_text()[-3000:]
+        time.sleep(0.5)
+    assert re.search(r"resuming repeat \d+ from step [1-9]", log.read_text()), log.read_text()[-2000:]
+    smk.send_signal(signal.SIGTERM)
+    ended(folder, smk, run_id((folder / "screen.txt").read_text()))

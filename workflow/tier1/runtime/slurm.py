@@ -94,6 +94,37 @@ def choose_status_command(settings) -> str:
     return line
 
 
+STATUS_MAX_ENV = "TIER1_SLURM_STATUS_MAX_S"
+STATUS_MAX_S = 10.0
+
+
+def cap_status_interval(executor, env: dict[str, str] | None = None) -> float:
+    """The executor waits 10 s longer after each status check that finds no job finished, up to
+    180 s; a 6 s job then waits ~15 s to be seen, and a failed run waits out the current interval
+    before it ends (57 s after a time limit in a measured run). Cap the interval at
+    TIER1_SLURM_STATUS_MAX_S (default 10 s; one squeue call per run that often). Returns the cap."""
+    try:
+        cap = float((os.environ if env is None else env).get(STATUS_MAX_ENV) or STATUS_MAX_S)
+    except ValueError:
+        cap = STATUS_MAX_S
+    base = type(executor)
+    inherited = base.next_seconds_between_status_checks
+
+    class Capped(base):
+        @property
+        def next_seconds_between_status_checks(self):
+            value = inherited.fget(self)
+            return value if value is None else min(value, cap)
+
+        @next_seconds_between_status_checks.setter
+        def next_seconds_between_status_checks(self, value):
+            inherited.fset(self, value)
+
+    Capped.__name__ = Capped.__qualname__ = base.__name__
+    executor.__class__ = Capped
+    return cap
+
+
 # --- the lost-Snakemake heartbeat ---------------------------------------------------------------------
 
 class Heartbeat:
