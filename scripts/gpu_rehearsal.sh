@@ -21,6 +21,7 @@ ROOT=$PWD
 VENV=${GPU_IMAGE_VENV:-$ROOT/.venv-gpu-image}
 WORK=${REHEARSAL_DIR:-${TMPDIR:-/tmp}/tier1-gpu-rehearsal}
 HOST_PY=${PYTHON:-$ROOT/.venv/bin/python} # makes the bundle: Snakemake plans the jobs here
+[[ $HOST_PY == /* ]] || HOST_PY=$ROOT/$HOST_PY # the bundle is made from the copy's folder
 # The check's plan at sizes a 2-core CPU runs in minutes: every job and milestone of the GPU's plan
 SIZES='{train_samples: 64, test_samples: 40, num_epochs: 1, batch_size: 16, max_seq_length: 64,
         eval_batch_size: 32, corpus_chunk_size: 64, batch_sweep: [16], bench_steps: 4, bench_texts: 40,
