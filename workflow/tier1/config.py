@@ -39,6 +39,12 @@ AUTO = "auto"
 ENCODERS = (AUTO, "transformers")
 
 
+# the data-parallel strategies (tier1.training.parallel): DDP replicates the model on every rank,
+# FSDP2 shards it (parameters, gradients, optimizer state) across them
+PARALLELISM = ("ddp", "fsdp")
+PARALLELISM_NAMES = {"ddp": "DDP", "fsdp": "FSDP2"}  # as the report and the records name them
+
+
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
@@ -53,7 +59,20 @@ def from_command_line(values: dict[str, Any]) -> dict[str, Any]:
         out["gpu_counts"] = normalise_gpu_counts(out["gpu_counts"])
     if "batch_sweep" in out:
         out["batch_sweep"] = normalise_batch_sweep(out["batch_sweep"])
+    if "parallelism" in out:
+        out["parallelism"] = normalise_parallelism(out["parallelism"])
     return out
+
+
+def normalise_parallelism(value: Any) -> list[str] | Any:
+    """parallelism as YAML gives it ("ddp", [ddp, fsdp]) or as `--config parallelism=[ddp,fsdp]`
+    does (['ddp', 'fsdp'], or the string '[ddp,fsdp]'): a list of names, in the order given (the
+    first is the report's main table). A value of another kind is left for the schema to name."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.strip("[] ").split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return [v.strip() if isinstance(v, str) else v for v in value]
+    return value
 
 
 def normalise_batch_sweep(value: Any) -> list[int]:
@@ -149,6 +168,9 @@ class Tier1Config:
     # N ranks on one GPU over gloo: a rehearsal of the multi-rank CUDA path (DDP, the comm hook's
     # events, gathered negatives, per-rank dropout), never a speedup; refused unless asked
     share_gpu: bool = False
+    # the data-parallel strategy of the N-rank runs: "ddp", "fsdp" (FSDP2), or both (a list: each
+    # world size trained under each, side by side in the report; the first is the main table's)
+    parallelism: tuple[str, ...] | str = ("ddp",)
 
     def __post_init__(self) -> None:
         counts = normalise_gpu_counts(self.gpu_counts)
@@ -182,6 +204,12 @@ class Tier1Config:
                               "(auto: tier1's BERT where it runs the model; transformers: transformers' own)")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer: {self.optimizer!r} is not one of {', '.join(map(repr, OPTIMIZERS))}")
+        strategies = normalise_parallelism(self.parallelism)
+        if (not isinstance(strategies, list) or not strategies or len(set(strategies)) != len(strategies)
+                or any(s not in PARALLELISM for s in strategies)):
+            raise ConfigError(f"parallelism: {self.parallelism!r} is not one of {', '.join(map(repr, PARALLELISM))} "
+                              "or a list of them without repeats, e.g. [ddp, fsdp]")
+        object.__setattr__(self, "parallelism", tuple(strategies))
         if counts != AUTO:
             for n in self.world_sizes:
                 check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
@@ -252,13 +280,16 @@ class Tier1Config:
         if out["gpu_counts"] != AUTO:
             out["gpu_counts"] = list(self.gpu_counts)
         out["batch_sweep"] = list(self.batch_sweep)
+        out["parallelism"] = list(self.parallelism)
         if out["pad_widths"] != AUTO:
             out["pad_widths"] = list(self.pad_widths)
         return out
 
-    def view(self, stage: type[View]) -> View:
-        """The stage's typed view: only the keys that stage depends on."""
+    def view(self, stage: type[View], parallelism: str | None = None) -> View:
+        """The stage's typed view: only the keys that stage depends on. A training job runs one
+        strategy: `parallelism`, else the first configured."""
         full = self.to_dict()
+        full["parallelism"] = parallelism or self.parallelism[0]
         return stage(**{f.name: full[f.name] for f in dataclasses.fields(stage)})
 
 
@@ -302,6 +333,7 @@ class TrainConfig:
     seed: int
     checkpoint_every: int
     repeats: int
+    parallelism: str = "ddp"  # the one strategy this training runs (tier1.training.parallel)
 
     def check_world_size(self, world_size: int) -> None:
         """A training job checks the batch split against its own world size only."""
@@ -416,9 +448,9 @@ STAGE_VIEWS: dict[str, type] = {
 }
 
 
-def stage_json(cfg: Tier1Config, stage: str) -> str:
-    """What a rule passes to a stage: its view's keys, as JSON."""
-    return json.dumps(dataclasses.asdict(cfg.view(STAGE_VIEWS[stage])), sort_keys=True)
+def stage_json(cfg: Tier1Config, stage: str, parallelism: str | None = None) -> str:
+    """What a rule passes to a stage: its view's keys, as JSON (a training rule's: for its strategy)."""
+    return json.dumps(dataclasses.asdict(cfg.view(STAGE_VIEWS[stage], parallelism)), sort_keys=True)
 
 
 def parse_stage_json(text: str, stage: str):

@@ -23,9 +23,10 @@ def run_folder(run_name: str, results: str | Path = RESULTS) -> str:
     return f"{results}/{run_name}"
 
 
-def trained_on(n: int | str) -> str:
-    """The name of the model trained on n ranks (n may be a wildcard such as "{n}")."""
-    return f"gpus{n}"
+def trained_on(n: int | str, parallelism: str = "ddp") -> str:
+    """The name of the model trained on n ranks (n may be a wildcard such as "{n}") under the
+    data-parallel strategy `parallelism`: "gpus{n}" for DDP (the default), "fsdp_gpus{n}" for FSDP2."""
+    return f"gpus{n}" if parallelism == "ddp" else f"{parallelism}_gpus{n}"
 
 
 # data: the prepared pairs and test set (a BEIR folder), their manifest, the token ids of every text

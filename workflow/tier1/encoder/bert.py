@@ -261,14 +261,16 @@ class Bert(nn.Module):
         model.load_state_dict(state, strict=True)
         return model.eval()
 
-    def save_pretrained(self, folder: Path, safe_serialization: bool = True) -> None:
-        """config.json and model.safetensors, as BertModel.save_pretrained writes them (no pooler)."""
+    def save_pretrained(self, folder: Path, safe_serialization: bool = True,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """config.json and model.safetensors, as BertModel.save_pretrained writes them (no pooler);
+        `state_dict` in place of the module's own (a sharded module's, gathered whole)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = dict(vars(self.config), architectures=["BertModel"])
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
         save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
 

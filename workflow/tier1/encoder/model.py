@@ -160,13 +160,20 @@ def dropout_probabilities(encoder: SentenceEncoder) -> dict[str, float]:
             "attention": float(getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0)}
 
 
-def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int) -> None:
+def save(encoder: SentenceEncoder, tokenizer, folder: Path, max_seq_length: int,
+         weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write `folder` so that both tier1 and sentence_transformers.SentenceTransformer load it: the
     modules of the model folder the encoder was loaded from, copied as they are, or, for a folder
-    without modules.json, mean pooling and Normalize."""
+    without modules.json, mean pooling and Normalize. `weights`: the encoder's state dict whole,
+    where the encoder itself holds only a shard of it (FSDP2: tier1.training.parallel)."""
     folder.mkdir(parents=True, exist_ok=True)
     transformer = encoder.transformer
-    transformer.save_pretrained(folder, safe_serialization=True)
+    if weights is None:
+        transformer.save_pretrained(folder, safe_serialization=True)
+    else:
+        prefix = "transformer."
+        transformer.save_pretrained(folder, safe_serialization=True, state_dict={
+            k[len(prefix):]: v.detach().contiguous().cpu() for k, v in weights.items() if k.startswith(prefix)})
     tokenizer.save_pretrained(folder)
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2))

@@ -1,4 +1,5 @@
-"""Stage 4, train: fine-tune the encoder on one process or under DDP.
+"""Stage 4, train: fine-tune the encoder on one process, or on N under DDP or FSDP2 (the config's
+`parallelism`; tier1.training.parallel).
 
 (The stages in the order the workflow runs them and `tier1 --help` lists them: 1 preflight,
 2 prepare, 3 tokenize, 4 train, 5 evaluate, 6 probe, 7 commbench, 8 report.)
@@ -37,7 +38,7 @@ from tier1.runtime import device as devices
 from tier1.runtime.cli import progress, run_main, stage, training_stage_parser
 from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
-from tier1.training import checkpoint, warm_steps
+from tier1.training import checkpoint, parallel, warm_steps
 from tier1.training.builder import build_trainer
 from tier1.training.record import rank_record, train_record
 from tier1.training.trainer import UNSYNCED_STEPS, Trainer
@@ -91,8 +92,9 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
             bar.set_postfix(loss=f"{t.last_loss:.4f}", refresh=False)
         if not t.done and cfg.checkpoint_every and t.step % cfg.checkpoint_every == 0:
             saving = clock.now()
+            state = t.state_dict()  # whole on every rank (FSDP2 gathers its shards: every rank takes part)
             if ctx.is_main:
-                checkpoint.save(ckpt_dir, {**t.state_dict(), "repeat": repeat, "walls": walls}, fingerprint)
+                checkpoint.save(ckpt_dir, {**state, "repeat": repeat, "walls": walls}, fingerprint)
             distributed.barrier()
             checkpoint_s.append(clock.now() - saving)
         if stop_after is not None and repeat * t.plan.total_steps + t.step >= stop_after and not t.done:
@@ -152,13 +154,16 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
                 "cold_steps_used": warm["cold_used"]}
     allreduce_s = clock.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
     decomposition_s = clock.now() - measuring
-    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced),
+    # the trained weights whole (under FSDP2 gathered from every rank's shards: a collective)
+    weights = parallel.full_model_state(trainer.encoder, trainer.model)
+    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced, weights),
                                             "window": disturbance.combine(windows)})
     if not ctx.is_main:
         return None
 
     with atomic.atomic_path(out.model) as tmp:
-        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length)
+        model.save(trainer.encoder, tokenizer, tmp, cfg.max_seq_length,
+                   weights if parallel.is_sharded(trainer.model) else None)
     write_loss_csv(out.loss, trainer.loss_rows)
     disturbed_by, disturbed = disturbance.judge([r["window"] for r in ranks], available_cores())
     metrics = train_record(cfg, trainer, ranks, walls, start_step, allreduce_s, started_at, decomposition_s,

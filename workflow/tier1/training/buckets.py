@@ -129,12 +129,14 @@ def warm_shapes(encoder: torch.nn.Module, todo, pad_id: int, device: torch.devic
 
 
 def warm_parts(encoder: torch.nn.Module, todo, pad_id: int, device: torch.device, dtype: torch.dtype | None,
-               grad_modes: tuple[bool, ...] = (True,)) -> None:
+               grad_modes: tuple[bool, ...] = (True,), root: torch.nn.Module | None = None) -> None:
     """One untimed pass of each (rows, width, padded) part in `todo` through the training step's
     own path (`embed`: the shared word lookup, then the encoder on word vectors, masked as
     `masked` says), on a batch of padding: with grad, forward and backward; without, the forward
     a cached accumulation step runs first. Under torch.compile each of these is a graph of its
-    own, compiled here rather than inside the timed window; on a GPU, each shape's kernel set-up."""
+    own, compiled here rather than inside the timed window; on a GPU, each shape's kernel set-up.
+    `root`: the pair encoder to enter through instead of the bare encoder (a sharded model gathers
+    its parameters in its root's hooks; every rank then passes the same `todo`)."""
     for rows, width, padded in todo:
         ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
         mask = torch.ones((rows, width), dtype=torch.long, device=device)
@@ -144,7 +146,7 @@ def warm_parts(encoder: torch.nn.Module, todo, pad_id: int, device: torch.device
                              (padded,), 0)
         for grad in grad_modes:
             with torch.set_grad_enabled(grad), devices.autocast(device, dtype):
-                (out,) = embed(encoder, side)
+                (out,) = embed(encoder, side) if root is None else root(side)
             if grad:
                 out.float().sum().backward()
 

@@ -4,14 +4,14 @@ the learning-rate schedule."""
 from __future__ import annotations
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from tier1.config import TrainConfig
 from tier1.encoder.model import SentenceEncoder
 from tier1.encoder.token_cache import PairTokens
 from tier1.runtime import device as devices
 from tier1.runtime.distributed import Context
-from tier1.training.comm_hook import AllreduceSpan, timed_allreduce
+from tier1.training import parallel
+from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.lr_schedule import warmup_then_decay
 from tier1.training.plan import BatchPlan
 from tier1.training.step import PairEncoder
@@ -28,14 +28,11 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
 
 
-def wrap(encoder: SentenceEncoder, ctx: Context, allreduce: AllreduceSpan) -> torch.nn.Module:
-    """The pair encoder, under DDP (with the timed all-reduce hook) when there are several ranks."""
-    pair_model = PairEncoder(encoder)
-    if not ctx.distributed:
-        return pair_model
-    model = DDP(pair_model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-    model.register_comm_hook(allreduce, timed_allreduce)
-    return model
+def wrap(encoder: SentenceEncoder, ctx: Context, allreduce: AllreduceSpan, strategy: str = parallel.DEFAULT,
+         dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The pair encoder, wrapped for the data-parallel strategy when there are several ranks: DDP
+    (with the timed all-reduce hook) or FSDP2 (tier1.training.parallel)."""
+    return parallel.wrap(PairEncoder(encoder), ctx, allreduce, strategy, dtype)
 
 
 def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, tokens: PairTokens,
@@ -53,11 +50,13 @@ def build_trainer(cfg: TrainConfig, ctx: Context, encoder: SentenceEncoder, toke
         # one graph per encoder call signature (allow_graphs), never recompiled for a new length
         encoder.transformer.compile(dynamic=False)
     allreduce = AllreduceSpan()
-    model = wrap(encoder, ctx, allreduce)
+    dtype = devices.autocast_dtype(cfg.precision, ctx.device)
+    model = wrap(encoder, ctx, allreduce, cfg.parallelism, dtype)
+    # after the wrap: under FSDP2 the optimizer holds (and steps) each rank's shards
     optimizer = make_optimizer(cfg, encoder.parameters())
     scheduler = warmup_then_decay(optimizer, cfg.warmup_ratio, plan.total_steps)
-    trainer = Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce,
-                      devices.autocast_dtype(cfg.precision, ctx.device), dropout_stream)
+    trainer = Trainer(cfg, ctx, encoder, model, optimizer, scheduler, plan, tokens, allreduce, dtype,
+                      dropout_stream)
     if trainer.compiled:
         allow_graphs(trainer.compiled_graphs())
     return trainer

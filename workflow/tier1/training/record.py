@@ -16,7 +16,7 @@ from tier1.records import TrainRecord
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
 from tier1.runtime.distributed import Context
-from tier1.training import decomposition
+from tier1.training import decomposition, parallel
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer
 
@@ -25,9 +25,13 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def parameter_checksum(model: torch.nn.Module) -> str:
+def parameter_checksum(state: torch.nn.Module | dict[str, torch.Tensor]) -> str:
+    """A hash of a model's state dict, or of a whole state dict given (under FSDP2: the gathered
+    one, tier1.training.parallel.full_model_state)."""
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    for name, p in sorted(state.items()):
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -94,10 +98,13 @@ def marks(start_step: int, total_steps: int, step_stalls: list[dict]) -> list[st
 
 
 def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict],
-                unsynced: dict[str, list] | None = None) -> dict[str, Any]:
+                unsynced: dict[str, list] | None = None, weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """This rank's own account of the run: the work it did, its memory, its final parameters.
     `peaks` holds each repeat's peak memory, measured with the previous repeat freed; `unsynced`
-    is Trainer.measure_unsynced's result, the input of the step decomposition."""
+    is Trainer.measure_unsynced's result, the input of the step decomposition; `weights` the final
+    state dict whole (parallel.full_model_state; the encoder's own when not given).
+    `model_state_bytes` are the model states this rank holds (parameters, gradients, optimizer
+    state), from its own tensors: under FSDP2 its shards."""
     t = trainer.times
     return {
         "rank": ctx.rank,
@@ -114,7 +121,8 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "peak_device_used_bytes": trainer.peak_used_memory,
         "device_capacity_bytes": devices.capacity(ctx.device),
         "threads": ctx.threads,
-        "parameter_checksum": parameter_checksum(trainer.encoder),
+        "parameter_checksum": parameter_checksum(weights if weights is not None else trainer.encoder),
+        "model_state_bytes": parallel.model_state_bytes(trainer.encoder, trainer.optimizer),
         "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
         # a compiled encoder is warmed through the whole model on any device (Trainer.warm_shapes)
         "shapes": trainer.shape_log.record(trainer.rungs, shapes.note(devices.first_calls_cost(ctx.device)

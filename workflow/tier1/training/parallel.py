@@ -1,0 +1,174 @@
+"""The data-parallel strategy: the one place where the model is wrapped, and what differs between
+the wraps afterwards (skipping the gradient sync, gathering the full state, the bytes a rank holds).
+
+- `ddp`: every rank holds the whole model, its gradients and the optimizer's state; gradients are
+  all-reduced in buckets during backward (tier1.training.comm_hook times them).
+- `fsdp`: FSDP2 (`torch.distributed.fsdp.fully_shard`). Each transformer layer is a unit of its
+  own and the root (the pair encoder: embeddings, the last norm) another, so every rank holds one
+  shard (1/N) of each parameter, of its gradient and of the optimizer's state. A unit's parameters
+  are all-gathered just before its forward, freed after it (`reshard_after_forward=True`), gathered
+  again for its backward, and its gradients reduce-scattered. The last layer and the root keep
+  their parameters from forward to backward (`reshard_after_forward=False`): backward needs them
+  at once, so freeing them would only gather them again. On bf16 the parameters are gathered in
+  bf16 and the gradients reduced in fp32 (`MixedPrecisionPolicy`).
+  The order follows torchtitan's parallelize: activation checkpointing (the encoder's own switch,
+  set when it is loaded), then torch.compile (in place, tier1.training.builder), then sharding.
+
+One rank is never wrapped: both strategies train the plain model there, so a world size of 1 is the
+same baseline for both. The trainer never asks which strategy runs; it calls these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from tier1.config import PARALLELISM as STRATEGIES
+from tier1.config import PARALLELISM_NAMES as NAMES  # noqa: F401 (the names the report prints)
+from tier1.runtime.distributed import Context
+from tier1.training.comm_hook import AllreduceSpan, timed_allreduce
+
+DEFAULT = "ddp"
+
+
+def layers_of(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer's repeated blocks, each of which FSDP2 shards as a unit: BERT's
+    `encoder.layer` (tier1's BERT and transformers' BertModel), a decoder's `layers` (Qwen2, Llama)."""
+    for path in ("encoder.layer", "layers", "h", "transformer.h", "model.layers"):
+        stack = transformer
+        for name in path.split("."):
+            stack = getattr(stack, name, None)
+        if isinstance(stack, torch.nn.ModuleList) and len(stack):
+            return list(stack)
+    raise ValueError(f"{type(transformer).__name__}: no stack of layers (encoder.layer, layers, h) to shard")
+
+
+def wrap(pair_model: torch.nn.Module, ctx: Context, allreduce: AllreduceSpan, strategy: str,
+         dtype: torch.dtype | None) -> torch.nn.Module:
+    """`pair_model` (tier1.training.step.PairEncoder) wrapped for `strategy` when there are several
+    ranks; as it is on one. DDP returns a wrapper; FSDP2 shards the module in place and returns it."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"parallelism: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if not ctx.distributed:
+        return pair_model
+    if strategy == "ddp":
+        model = DDP(pair_model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        model.register_comm_hook(allreduce, timed_allreduce)
+        return model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype is not None \
+        else MixedPrecisionPolicy()
+    layers = layers_of(pair_model.encoder.transformer)
+    for i, layer in enumerate(layers):
+        fully_shard(layer, mp_policy=policy, reshard_after_forward=i < len(layers) - 1)
+    fully_shard(pair_model, mp_policy=policy, reshard_after_forward=False)
+    return pair_model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def without_sync(model: torch.nn.Module, ctx: Context):
+    """A context in which backward leaves each rank its own gradients (no all-reduce, no
+    reduce-scatter): DDP's `no_sync()`, FSDP2's `set_requires_gradient_sync(False)`."""
+    if not ctx.distributed:
+        return contextlib.nullcontext()
+    if is_sharded(model):
+        return _fsdp_no_sync(model)
+    return model.no_sync()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of `tensor` this rank holds (a DTensor's shard; a plain tensor as it is)."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` whole: a DTensor's shards all-gathered (a collective), a plain tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def full_model_state(encoder: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's state dict with every tensor whole, as one process would hold it (the names
+    and tensors its own state-dict hooks give, e.g. tier1's BERT's query/key/value split). Under
+    FSDP2 a collective: every rank calls it, and each gets the whole state."""
+    if not is_sharded(model):
+        return encoder.state_dict()
+    with torch.no_grad():
+        return {k: whole(v).detach() for k, v in encoder.state_dict().items()}
+
+
+def full_optimizer_state(encoder: torch.nn.Module, model: torch.nn.Module, optimizer) -> dict:
+    """The optimizer's state dict; under FSDP2 (a collective) each parameter's state whole and keyed
+    by the parameter's name, beside the parameters themselves whole (`parameters`, by the same names:
+    load_full_state puts them back without the module's state-dict hooks)."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    names = {p: name for name, p in encoder.named_parameters()}
+    with torch.no_grad():
+        return {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+                "state": {names[p]: {k: whole(v) if torch.is_tensor(v) else v for k, v in s.items()}
+                          for p, s in optimizer.state.items()},
+                "parameters": {name: whole(p).detach() for name, p in encoder.named_parameters()}}
+
+
+def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`full` split as `like` is (this rank's shard of it, taken locally: every rank holds `full`)."""
+    if not hasattr(like, "device_mesh"):
+        return full.to(like.device)
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full.to(like.to_local().device), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def load_full_state(encoder: torch.nn.Module, model: torch.nn.Module, optimizer, model_state: dict,
+                    optimizer_state: dict) -> None:
+    """Put back what full_model_state and full_optimizer_state gave (every rank holds the whole
+    state: under FSDP2 each keeps its shard of it)."""
+    if not is_sharded(model):
+        encoder.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    with torch.no_grad():
+        for name, p in encoder.named_parameters():
+            p.copy_(_shard_like(optimizer_state["parameters"][name], p))
+        for name, b in encoder.named_buffers():
+            if name in model_state:
+                b.copy_(model_state[name])
+        for group, saved in zip(optimizer.param_groups, optimizer_state["param_groups"]):
+            group.update(saved)
+        params = dict(encoder.named_parameters())
+        for name, saved in optimizer_state["state"].items():
+            p = params[name]
+            optimizer.state[p] = {k: _shard_like(v, p) if torch.is_tensor(v) and v.dim() else v
+                                  for k, v in saved.items()}
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in (local(t) for t in tensors) if t is not None)
+
+
+def model_state_bytes(encoder: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """The bytes of the model states this rank holds, from its own tensors: parameters, their
+    gradients (counted at their parameters' size and dtype whether or not a backward left them
+    allocated: the step holds them at its peak) and the optimizer's state (AdamW's two moments;
+    its step counters too)."""
+    params = list(encoder.parameters())
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return {"parameters": _bytes(params), "gradients": _bytes(p for p in params if p.requires_grad),
+            "optimizer": _bytes(state)}
