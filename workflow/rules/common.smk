@@ -151,6 +151,13 @@ if os.path.exists(TOKENS):
 config["gpu_counts"] = list(CFG.gpu_counts)
 WORLD_SIZES = list(CFG.world_sizes)  # use_multi_gpu: false leaves only 1, evaluation included
 COMM_WORLD_SIZES = [n for n in WORLD_SIZES if n > 1]  # collectives need two ranks or more
+# The data-parallel strategies trained (parallelism): the first is the main table's; a second is
+# trained and evaluated at every world size beside it. OTHER names the strategy the second rules
+# run (defined always, requested only when configured).
+STRATEGIES = list(CFG.parallelism)
+PRIMARY = STRATEGIES[0]
+SECOND = STRATEGIES[1] if len(STRATEGIES) > 1 else None
+OTHER = SECOND or ("fsdp" if PRIMARY == "ddp" else "ddp")
 
 
 wildcard_constraints:
@@ -164,9 +171,10 @@ def out(path):
     return f"{RESULTS}/{path}"
 
 
-def stage_params(stage):
-    """The JSON of the config keys a stage depends on; a change to any other key leaves it cached."""
-    return stage_json(CFG, stage)
+def stage_params(stage, parallelism=None):
+    """The JSON of the config keys a stage depends on; a change to any other key leaves it cached.
+    A training rule names its strategy (`parallelism`; else the first configured)."""
+    return stage_json(CFG, stage, parallelism)
 
 
 # What a timed job holds the machine's lock on (tier1.runtime.machine_lock): every GPU this run may use,
@@ -214,12 +222,21 @@ def timed_jobs():
     else:  # one job writes every world size's "not applicable" record
         jobs["probe"] = [f"probe:{min(WORLD_SIZES)}"]
     jobs |= {f"commbench_ws{n}": [f"comm:{n}"] for n in COMM_WORLD_SIZES}
-    jobs |= {f"train_gpus{n}": [f"train:{n}"] for n in WORLD_SIZES}
+    jobs |= {train_job(n, PRIMARY): [f"train:{n}"] for n in WORLD_SIZES}
+    if SECOND:
+        jobs |= {train_job(n, SECOND): [f"second_train:{n}"] for n in WORLD_SIZES}
     if len(WORLD_SIZES) > 1:
         jobs["train_reference_gpus1"] = ["reference_train"]
     # one launch evaluates the base model and the model trained on w ranks, each timed
     jobs |= {f"eval_ws{w}": [f"eval_base:{w}", f"eval_trained:{w}"] for w in WORLD_SIZES}
+    if SECOND:
+        jobs |= {f"eval_{SECOND}_ws{w}": [f"second_eval_trained:{w}"] for w in WORLD_SIZES}
     return jobs
+
+
+def train_job(n, strategy):
+    """The name of the training job of n ranks under `strategy` (its log and benchmark file)."""
+    return f"train_{layout.trained_on(n, strategy)}"
 
 
 def report_records():
@@ -229,15 +246,21 @@ def report_records():
         "manifest": out(layout.MANIFEST),
         "tokens": out(layout.TOKENS_RECORD),
         "preflight": out(layout.PREFLIGHT),
-        "train": {str(n): out(layout.train_record(layout.trained_on(n))) for n in WORLD_SIZES},
-        "loss": {str(n): out(layout.loss_csv(layout.trained_on(n))) for n in WORLD_SIZES},
+        "train": {str(n): out(layout.train_record(layout.trained_on(n, PRIMARY))) for n in WORLD_SIZES},
+        "loss": {str(n): out(layout.loss_csv(layout.trained_on(n, PRIMARY))) for n in WORLD_SIZES},
         "probe": {str(n): out(layout.probe(n)) for n in WORLD_SIZES},
         "eval_base": {str(w): out(layout.eval_metrics(layout.BASE, w)) for w in WORLD_SIZES},
-        "eval_trained": {str(n): out(layout.eval_metrics(layout.trained_on(n), n)) for n in WORLD_SIZES},
+        "eval_trained": {str(n): out(layout.eval_metrics(layout.trained_on(n, PRIMARY), n)) for n in WORLD_SIZES},
         "comm": {str(n): out(layout.comm(n)) for n in COMM_WORLD_SIZES},
         # the batch sweep (batch_sweep): the steady step per global batch and world size
         "sweep": {f"b{b}_gpus{n}": out(layout.sweep(b, n)) for b in CFG.batch_sweep for n in WORLD_SIZES},
     }
+    if SECOND:  # the second strategy's runs, side by side with the first's
+        records["second_train"] = {str(n): out(layout.train_record(layout.trained_on(n, SECOND))) for n in WORLD_SIZES}
+        records["second_loss"] = {str(n): out(layout.loss_csv(layout.trained_on(n, SECOND))) for n in WORLD_SIZES}
+        records["second_eval_trained"] = {
+            str(n): out(layout.eval_metrics(layout.trained_on(n, SECOND), n)) for n in WORLD_SIZES
+        }
     if len(WORLD_SIZES) > 1:  # only needed to compare world sizes
         # the 1-rank run with other dropout masks (the same-model yardstick)
         records["reference_train"] = out(layout.train_record(layout.REFERENCE))

@@ -19,7 +19,7 @@ rule train:
         gpu=lambda w: gpus_for(w.n),
     params:
         story=stage_story(lambda w: f"train, {w.n} rank(s)", timed=True),
-        cfg=stage_params("train"),
+        cfg=stage_params("train", "ddp"),
         launch=lambda w: launcher(w.n),
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
@@ -53,3 +53,32 @@ rule train_dropout_reference:
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--dropout-stream 1 --model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"
+
+
+rule train_fsdp:
+    """Fine-tune the model on N ranks under FSDP2 (fsdp_gpus{n}): parameters, gradients and
+    optimizer state sharded across the ranks (parallelism: fsdp); one process for 1."""
+    input:
+        data=out(layout.TRAIN_PAIRS),
+        tokens=out(layout.TOKENS),
+    output:
+        model=directory(out(layout.model_dir(layout.trained_on("{n}", "fsdp")))),
+        metrics=out(layout.train_record(layout.trained_on("{n}", "fsdp"))),
+        loss=out(layout.loss_csv(layout.trained_on("{n}", "fsdp"))),
+    log:
+        out(layout.log(f"train_{layout.trained_on('{n}', 'fsdp')}")),
+    benchmark:
+        out(layout.benchmark(f"train_{layout.trained_on('{n}', 'fsdp')}"))
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    resources:
+        timed=1,
+        gpu=lambda w: gpus_for(w.n),
+    params:
+        story=stage_story(lambda w: f"train, {w.n} rank(s), FSDP2", timed=True),
+        cfg=stage_params("train", "fsdp"),
+        launch=lambda w: launcher(w.n),
+    shell:
+        "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
+        "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"

@@ -54,6 +54,8 @@ def scaling_rows(r: Results) -> list[dict]:
             # whole-device use (CUDA context, NCCL buffers included); GPU only
             "peak_device_used_bytes": max((x.get("peak_device_used_bytes") or 0 for x in ranks), default=0) or None,
             "memory_capacity_bytes": sum(capacities) if capacities and all(capacities) else None,
+            # the model states (parameters, gradients, optimizer state) the largest rank holds
+            "model_state_per_rank_bytes": model_state_per_rank(tm),
             "max_batch_per_device": pm.max_train_batch_per_device if pm else None,
             "max_batch_global": pm.max_train_batch_global if pm else None,
             "objective": tm.objective if tm else {},
@@ -66,6 +68,16 @@ def scaling_rows(r: Results) -> list[dict]:
             "mfu": tm.throughput.get("mfu") if tm else None,
         })
     return rows
+
+
+def model_state_per_rank(m: TrainRecord | None) -> dict | None:
+    """The model-state bytes of the rank that holds the most: parameters, gradients and optimizer
+    state, and their total (None for a record without them)."""
+    held = [x.get("model_state_bytes") for x in (m.ranks if m else [])]
+    if not held or not all(held):
+        return None
+    top = max(held, key=lambda b: sum(b.values()))
+    return {**top, "total": sum(top.values())}
 
 
 def _clean_wall(m: TrainRecord | EvaluationRecord | None) -> float | None:

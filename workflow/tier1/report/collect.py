@@ -54,9 +54,13 @@ RECORDS: dict[str, type[Record]] = {
     "comm": CollectivesRecord,           # collective bandwidths, per world size above 1
     "rank_compute": RankComputeRecord,   # one rank's compute at each world size's share of the batch
     "sweep": SweepRecord,                # the batch sweep, one per (global batch, world size)
+    # a second data-parallel strategy (parallelism: [a, b]), per world size, beside the first's
+    "second_train": TrainRecord,
+    "second_eval_trained": EvaluationRecord,
 }
-LOSS = ("loss", "reference_loss")        # loss.csv files: per world size, and the dropout reference's
-PER_WORLD_SIZE = ("train", "loss", "eval_base", "eval_trained", "probe", "comm")
+LOSS = ("loss", "reference_loss", "second_loss")  # loss.csv files: per world size, the dropout reference's
+PER_WORLD_SIZE = ("train", "loss", "eval_base", "eval_trained", "probe", "comm", "second_train", "second_loss",
+                  "second_eval_trained")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,10 @@ class Results:
     tokens: TokensRecord | None = None                                      # the tokenize stage's record
     rank_compute: RankComputeRecord | None = None
     sweep: dict[tuple[int, int], SweepRecord] = field(default_factory=dict)  # (global batch, world size) -> record
+    # the second strategy's runs (parallelism: [a, b]): world size -> record, loss rows, evaluation
+    second_train: dict[int, TrainRecord] = field(default_factory=dict)
+    second_loss: dict[int, list[dict]] = field(default_factory=dict)
+    second_eval_trained: dict[int, EvaluationRecord] = field(default_factory=dict)
     # (kind, world size) -> file read; a file not per world size (manifest, preflight, tokens) is (kind, 0)
     paths: dict[tuple[str, Any], str] = field(default_factory=dict)
 
@@ -157,8 +165,9 @@ def collect(inputs: Inputs) -> Results:
                 _add(r, kind, key, Path(path))
         else:
             _add(r, kind, None, Path(given))
-    if set(r.loss) != set(r.train):
-        raise ValueError(f"training records at world sizes {sorted(r.train)} but loss files at {sorted(r.loss)}")
+    if set(r.loss) != set(r.train) or set(r.second_loss) != set(r.second_train):
+        raise ValueError(f"training records at world sizes {sorted(r.train)} ({sorted(r.second_train)} of the second "
+                         f"strategy) but loss files at {sorted(r.loss)} ({sorted(r.second_loss)})")
     for name, job in inputs.jobs.items():
         r.jobs[name] = Job(str(job["benchmark"]), read_benchmark(Path(job["benchmark"])), list(job["windows"]))
     return r
@@ -167,8 +176,8 @@ def collect(inputs: Inputs) -> Results:
 def _add(r: Results, kind: str, key: str | None, path: Path) -> None:
     if kind in LOSS:
         rows = read_loss(path)
-        if kind == "loss":
-            r.loss[int(key)] = rows
+        if kind in ("loss", "second_loss"):
+            getattr(r, kind)[int(key)] = rows
         else:
             r.reference_loss = rows
         return
@@ -186,3 +195,23 @@ def _add(r: Results, kind: str, key: str | None, path: Path) -> None:
     else:
         setattr(r, kind, record)
         r.paths[(kind, 0)] = str(path)
+
+
+def strategy(m: TrainRecord) -> str:
+    """The data-parallel strategy a training ran (`ddp` in a record that predates the setting)."""
+    return m.config.get("parallelism", "ddp")
+
+
+def second_strategy(r: Results) -> Results | None:
+    """The results as the second strategy's runs would make them (its trainings, loss curves and
+    evaluations in place of the first's; all else shared), so every verdict and row reads it the
+    same way; None when only one strategy ran."""
+    if not r.second_train:
+        return None
+    import dataclasses
+
+    paths = {k: v for k, v in r.paths.items() if k[0] not in ("train", "eval_trained")}
+    paths |= {(kind[len("second_"):], n): v for (kind, n), v in r.paths.items()
+              if kind in ("second_train", "second_eval_trained")}
+    return dataclasses.replace(r, train=r.second_train, loss=r.second_loss, eval_trained=r.second_eval_trained,
+                               second_train={}, second_loss={}, second_eval_trained={}, paths=paths)

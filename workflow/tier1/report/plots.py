@@ -120,19 +120,57 @@ def throughput(r: Results, path: Path):
     return _save(fig, path, r)
 
 
+def memory_series(r: Results) -> dict[str, dict[int, dict]]:
+    """Per strategy ("DDP", "FSDP2"): world size -> the largest rank's model states and peak (GB)."""
+    from tier1.config import PARALLELISM_NAMES as NAMES
+    from tier1.report.collect import second_strategy, strategy
+
+    out: dict[str, dict[int, dict]] = {}
+    for runs in (r, second_strategy(r)):
+        if runs is None:
+            continue
+        for row in analysis.scaling_rows(runs):
+            n, tm = row["world_size"], runs.train.get(row["world_size"])
+            if tm is None:
+                continue
+            name = NAMES.get(strategy(runs.train[max(runs.train)]), "?")
+            states = row["model_state_per_rank_bytes"]
+            out.setdefault(name, {})[n] = {"states": states["total"] / 1e9 if states else None,
+                                           "peak": (row["peak_memory_per_device_bytes"] or 0) / 1e9}
+    return out
+
+
 def memory(r: Results, path: Path):
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Left: memory per rank against world size, each strategy a line (model states solid, the
+    peak dashed): DDP's model states stay flat, FSDP2's fall as 1/N. Right: every rank's peak."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
+    peak_name = "peak allocated" if on_gpu else "peak RSS (process)"
+    for i, (name, series) in enumerate(memory_series(r).items()):
+        sizes = sorted(series)
+        states = [series[n]["states"] for n in sizes]
+        if all(v is not None for v in states):
+            left.plot(sizes, states, marker=MARKERS[i], linestyle="-", color=str(0.45 * i),
+                      label=f"{name}: model states")
+        left.plot(sizes, [series[n]["peak"] for n in sizes], marker=MARKERS[i], linestyle="--",
+                  color=str(0.45 * i), label=f"{name}: {peak_name}")
+    left.set_xlabel("world size (ranks)")
+    left.set_xticks(sorted(r.train))
+    left.set_ylabel("memory per rank (GB)")
+    left.set_ylim(bottom=0)
+    left.set_title("Memory per rank against world size")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
     labels, values = [], []
     for n, tm in sorted(r.train.items()):
         for x in tm.ranks:
             labels.append(f"{n}:{x['rank']}")
             values.append(analysis.peak_bytes(x["peak_memory"]) / 1e9)
-    ax.bar(labels, values, color="0.5", edgecolor="black")
-    ax.set_xlabel("world size : rank")
-    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
-    ax.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
-    ax.set_title("Peak memory per device during training")
-    ax.grid(axis="y", alpha=0.3)
+    right.bar(labels, values, color="0.5", edgecolor="black")
+    right.set_xlabel("world size : rank")
+    right.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
+    right.set_title("Peak memory of every rank (the main table's runs)")
+    right.grid(axis="y", alpha=0.3)
     return _save(fig, path, r, times=False)
 
 

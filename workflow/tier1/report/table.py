@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from tier1 import layout
 from tier1.config import DEFAULT_MODEL
+from tier1.encoder import random_models
 from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality, sweep
 from tier1.report.analysis import fmt, pct
-from tier1.report.collect import CARD_EXPECTATION, Results
+from tier1.report.collect import CARD_EXPECTATION, Results, second_strategy, strategy
 from tier1.training.decomposition import LABELS, TERMS
 
 GB = 1e9
@@ -64,6 +66,11 @@ def model_name(r: Results) -> str:
     spec = model_spec(r)
     if spec == DEFAULT_MODEL:
         return f"all-MiniLM-L6-v2 (the packaged `{spec}`), fine-tuned from its published weights"
+    if Path(spec).exists() and random_models.is_random(spec):
+        facts = json.loads((Path(spec) / random_models.RANDOM_MARK).read_text())
+        return (f"the model folder `{spec}`: **random weights**, a {facts.get('architecture')}-sized model built "
+                f"from a config ({facts.get('parameters', 0) / 1e6:.0f}M parameters, {facts.get('pooling')} pooling); "
+                "its times and memory are those of its size, its retrieval scores mean nothing")
     if Path(spec).exists() or spec.startswith(("/", ".", "~")):
         return f"the model folder `{spec}`, fine-tuned from the weights found there"
     return f"the Hugging Face model `{spec}`, fine-tuned from its published weights"
@@ -180,6 +187,63 @@ def _gb(x) -> str:
     return "n/a (no GPU)" if x is None else f"{x / GB:.1f} GB"
 
 
+def _gb_model(x: dict | None) -> str:
+    return "n/a (not recorded)" if x is None else f"{x['total'] / GB:.3f} GB"
+
+
+def strategy_names(r: Results) -> list[str]:
+    """The strategies' names as the report prints them: the main table's, then the second's."""
+    from tier1.config import PARALLELISM_NAMES as NAMES
+
+    runs = [r.train] + ([r.second_train] if r.second_train else [])
+    return [NAMES.get(strategy(t[max(t)]), "?") for t in runs]
+
+
+def second_verdicts(r: Results, second: Results | None) -> list[tuple[str, bool | None, str]]:
+    """The same-model verdict of the second strategy's runs, judged as the first's is."""
+    if second is None:
+        return []
+    name = strategy_names(r)[1]
+    return [(f"{v[0]} ({name})", v[1], v[2]) for v in analysis.verdicts(second) if v[0] == "same model"]
+
+
+def strategies_section(r: Results, second: Results | None) -> list[str]:
+    """Both strategies at every world size, side by side: time, step, memory per rank, the model."""
+    if second is None:
+        return []
+    names = strategy_names(r)
+    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
+    peak = "peak allocated" if on_gpu else "peak RSS (process)"
+    measured = ("torch.cuda.max_memory_allocated" if on_gpu
+                else "the process peak resident set, which also counts the model as loaded whole before sharding")
+    lines = ["", "## Strategies side by side", "",
+             f"Each world size trained under {names[0]} and under {names[1]} (one rank is the same plain process "
+             "under both). Model states are the bytes of the tensors each rank holds (the largest rank); the peak is "
+             f"{measured}.",
+             "", "| World size | Strategy | Train time | Steady step | Step vs first strategy | Parameters | Gradients "
+             f"| Optimizer state | Model states per rank | {peak} per rank | Final loss | Checksums equal | nDCG@10 |",
+             "|---" * 13 + "|"]
+    for n in sorted(r.train):
+        for name, runs in zip(names, (r, second)):
+            tm = runs.train.get(n)
+            if tm is None:
+                continue
+            x = next(row for row in analysis.scaling_rows(runs) if row["world_size"] == n)
+            ms = x["model_state_per_rank_bytes"] or {}
+            base = r.train.get(n)
+            ratio = tm.steady_step_s / base.steady_step_s if base and base.steady_step_s and tm.steady_step_s else None
+            ev = runs.eval_trained.get(n)
+            ndcg = f"{ev.metrics['ndcg@10']:.4f}" if ev else "n/a"
+            lines.append(
+                f"| {n} | {name} | {fmt(tm.wall_time_s, ' s', 1)}{_marked(tm.marks)} | {fmt(tm.steady_step_s, ' s', 3)} "
+                f"| {fmt(ratio, 'x')} | {fmt(ms.get('parameters', 0) / GB, ' GB', 3)} "
+                f"| {fmt(ms.get('gradients', 0) / GB, ' GB', 3)} | {fmt(ms.get('optimizer', 0) / GB, ' GB', 3)} "
+                f"| {fmt(ms.get('total', 0) / GB, ' GB', 3)} | {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)} "
+                f"| {fmt(tm.final_loss, '', 4)} | {'yes' if tm.checksums_equal else 'NO'} "
+                f"| {ndcg} |")
+    return lines
+
+
 def _marked(marks: list[str]) -> str:
     return f" ⚠ {'; '.join(marks)}" if marks else ""
 
@@ -200,14 +264,16 @@ def to_markdown(r: Results) -> str:
     ratio_head = (f"Wall-time ratio (1 / {largest} ranks), CPU rehearsal" if cpu
                   else f"Wall-time ratio (1 / {largest} ranks), shared-GPU rehearsal: not a speedup"
                   if analysis.shared_gpu(r) else f"Wall-time speedup ({largest} vs 1)")
+    second = second_strategy(r)
+    names = strategy_names(r)
     lines = ["# tier1 performance report", "", machine_line(r), "", "## Verdicts", ""]
-    for name, ok, text in analysis.verdicts(r):
+    for name, ok, text in analysis.verdicts(r) + second_verdicts(r, second):
         mark = "n/a" if ok is None else ("PASS" if ok else "FAIL")
         lines.append(f"- **{name}: {mark}** — {text}")
     notes = analysis.oversubscription(r)
     lines += [""] + [f"> {n}" for n in notes] + ([""] if notes else [])
 
-    head = [f"{n} {unit}{'s' if n > 1 else ''}" for n in sizes]
+    head = [f"{n} {unit}{'s' if n > 1 else ''}" + (f" ({names[0]})" if n > 1 else "") for n in sizes]
     lines += ["## The table (measured)", "",
               "| Metric | " + " | ".join(head) + f" | {ratio_head} | Card expectation, 4x A40 (not measured here) |",
               "|---" * (len(sizes) + 3) + "|"]
@@ -220,9 +286,21 @@ def to_markdown(r: Results) -> str:
         ratio(rows[largest]["train_speedup"]), f"~{c['training_s'][1]:.0f} s -> ~{c['training_s'][4]:.0f} s (3.0x)")
     row("Evaluation", [fmt(rows[n]["eval_wall_s"], " s", 1) + _marked(rows[n]["eval_marks"]) for n in sizes],
         ratio(rows[largest]["eval_speedup"]), f"~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s (2.7x)")
-    cap = [rows[n]["memory_capacity_bytes"] for n in sizes]
-    row("Memory capacity", [_gb(x) for x in cap],
-        fmt(cap[-1] / cap[0], "x") if cap[0] and cap[-1] else "n/a", "46 GB -> 184 GB (4.0x)")
+    # model states per rank, measured from the tensors each rank holds: what grows with the world
+    # size is the model that fits (FSDP2), not the memory each rank needs for it (DDP)
+    per_rank = [(names[0], rows)] + ([(names[1], {x["world_size"]: x for x in analysis.scaling_rows(second)})]
+                                     if second else [])
+    cells, gains = [], []
+    for n in sizes:
+        held = [(name, by[n]["model_state_per_rank_bytes"]) for name, by in per_rank if n in by]
+        cells.append("; ".join(f"{name} {_gb_model(x)}" if len(per_rank) > 1 else _gb_model(x) for name, x in held))
+    for name, by in per_rank:
+        first, last = by.get(1, {}).get("model_state_per_rank_bytes"), by.get(largest, {}).get("model_state_per_rank_bytes")
+        if first and last:
+            gains.append(f"{name} {fmt(first['total'] / last['total'], 'x')}" if len(per_rank) > 1
+                         else fmt(first["total"] / last["total"], "x"))
+    row(f"Memory capacity: model states per {unit} (parameters, gradients, optimizer state; measured)", cells,
+        "; ".join(gains) + " smaller per rank" if gains else "n/a", "46 GB -> 184 GB (4.0x)")
     mb = [rows[n]["max_batch_global"] for n in sizes]
     row("Max batch size", ["n/a (no GPU)" if x is None else str(x) for x in mb],
         fmt(mb[-1] / mb[0], "x") if mb[0] and mb[-1] else "n/a", "32 -> 128 (4.0x)")
@@ -237,10 +315,14 @@ def to_markdown(r: Results) -> str:
     def eff(x):
         return "n/a (CPU rehearsal)" if cpu else pct(x)
 
+    def strategy_of(n):
+        return f" ({names[0]})" if n > 1 else ""
+
     for n in sizes:
         x, o = rows[n], rows[n]["objective"]
         lines.append(
-            f"| {n} | {fmt(x['train_wall_s'], ' s', 1)} ({fmt(x['train_wall_min_s'], '', 1)}-{fmt(x['train_wall_max_s'], '', 1)}) "
+            f"| {n}{strategy_of(n)} | {fmt(x['train_wall_s'], ' s', 1)} "
+            f"({fmt(x['train_wall_min_s'], '', 1)}-{fmt(x['train_wall_max_s'], '', 1)}) "
             f"| {fmt(x['train_samples_per_s'], '', 1)} | {fmt(x['tokens_per_s'], '', 0)} | {fmt(x['steady_step_s'], ' s', 3)} "
             f"| {pct(x['mfu'])} | {ratio(x['train_speedup'])} | {eff(x['train_efficiency'])} "
             f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
@@ -267,6 +349,7 @@ def to_markdown(r: Results) -> str:
               "The all-reduce column is the median per step of the time from the first gradient bucket's "
               "launch to the last one's completion; it overlaps the backward pass, so it bounds the "
               "communication a step can expose rather than adding to the step time."]
+    lines += strategies_section(r, second)
     lines += [""] + instruments.lines(r) + why_sections(r)
     proj = analysis.projection(r)
     if proj:
