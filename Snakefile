@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/preflight.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/tokenize.smk"

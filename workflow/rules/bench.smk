@@ -4,6 +4,7 @@ rule bench_compare:
     input:
         pairs=out(layout.TRAIN_PAIRS),
         corpus=out(layout.CORPUS),
+        model=model_folder(),
     output:
         md=out(layout.BENCH_MD),
         json=out(layout.BENCH_JSON),

@@ -1,5 +1,7 @@
 rule check_gpus:
     """A short DDP job on every rank, with a per-rank table: did every rank really work?"""
+    input:
+        model=model_folder(),
     output:
         out(layout.CHECK_GPUS),
     log:

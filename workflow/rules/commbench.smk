@@ -1,5 +1,7 @@
 rule commbench:
     """All-reduce and all-gather bandwidth on N ranks (ws{n}), nccl-tests' definitions; a matmul probe."""
+    input:
+        model=model_folder(),
     output:
         out(layout.comm()),
     log:

@@ -5,6 +5,7 @@ rule tokenize:
         corpus=out(layout.CORPUS),
         queries=out(layout.QUERIES),
         qrels=out(layout.QRELS),
+        model=model_folder(),
     output:
         tokens=out(layout.TOKENS),
         # what was tokenised and its seconds (work_s): the report's pipeline overhead

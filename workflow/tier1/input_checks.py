@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tier1 import layout
 from tier1.config import DEFAULT_MODEL, ConfigError, Tier1Config
+from tier1.encoder import random_models
 from tier1.encoder.sentence_modules import read_head
 
 # Encoders whose AutoModel gives token embeddings tier1 can pool.
@@ -64,6 +65,14 @@ def check_model(cfg: Tier1Config, workdir: Path) -> list[str]:
         _check_positions(config, cfg, folder)
         read_head(folder)
         return []
+    if random_models.spec_name(cfg.model):  # built by the rule random_model; checked once it is there
+        folder = workdir / random_models.folder_of(cfg.model, cfg.run_name)
+        if random_models.is_random(folder):
+            check_model_folder(folder, cfg, workdir, built_here=True)
+        else:
+            _check_positions({"max_position_embeddings": random_models.MAX_POSITIONS, "model_type": "bert"}, cfg,
+                             folder)
+        return []
     folder = _local(cfg.model, workdir)
     if not folder.exists():
         if os.environ.get("HF_HUB_OFFLINE", "1") == "1":  # the workflow sets it unless told otherwise
@@ -76,10 +85,11 @@ def check_model(cfg: Tier1Config, workdir: Path) -> list[str]:
     return []
 
 
-def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path) -> None:
-    """A local model folder tier1 can load: an encoder in safetensors, with its tokenizer."""
+def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here: bool = False) -> None:
+    """A local model folder tier1 can load: an encoder in safetensors, with its tokenizer (one the
+    run itself built, `built_here`, lies inside its results folder)."""
     name = cfg.model
-    if _inside(folder, workdir / layout.RESULTS):
+    if not built_here and _inside(folder, workdir / layout.RESULTS):
         raise ConfigError(
             f"model: {name!r} lies inside this run's {layout.RESULTS} folder, which Snakemake may delete and rebuild; "
             f"copy it elsewhere (e.g. cp -r {name} models/) and point model at the copy"

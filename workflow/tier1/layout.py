@@ -65,6 +65,12 @@ LOGS = "logs"
 BENCHMARKS = "benchmarks"
 
 
+def random_model(name: str) -> str:
+    """The folder a `model: random:<name>` spec resolves to (tier1.encoder.random_models), built
+    once per run by the rule random_model."""
+    return f"models/random-{name}"
+
+
 def train_folder(model: str) -> str:
     return f"train/{model}"
 

