@@ -148,9 +148,14 @@ def test_two_rank_gloo_sweep_measures_every_size(sweep):
     assert sweep["backend"] == "gloo" and sweep["world_size"] == 2 and sweep["device_type"] == "cpu"
     assert [r["bytes"] for r in sweep["all_reduce"]] == [MiB, 2 * MiB, GRADIENT]
     assert [r["role"] for r in sweep["all_reduce"]] == [None, None, "gradient"]
-    assert [r["bytes"] for r in sweep["all_gather"]] == [2 * BLOCK * m for m in (1, 4, 16, 64)]
+    # the loss's gathers, then FSDP2's: parameters gathered and gradients reduce-scattered at the gradient's size
+    assert [r["bytes"] for r in sweep["all_gather"]] == [2 * BLOCK * m for m in (1, 4, 16, 64)] + [GRADIENT]
     assert sweep["all_gather"][0]["role"] == "loss embeddings" and sweep["all_gather"][0]["bytes_per_rank"] == BLOCK
-    for name, factor in (("all_reduce", 1.0), ("all_gather", 0.5)):  # 2(n-1)/n and (n-1)/n at n = 2
+    assert sweep["all_gather"][-1]["role"] == "parameters"
+    assert [(r["bytes"], r["role"], r["bytes_per_rank"]) for r in sweep["reduce_scatter"]] == [
+        (GRADIENT, "gradient", GRADIENT // 2)]
+    assert sweep["summary"]["gradient_reduce_scatter"]["busbw_gbps"] > 0
+    for name, factor in (("all_reduce", 1.0), ("all_gather", 0.5), ("reduce_scatter", 0.5)):  # 2(n-1)/n, (n-1)/n
         for row in sweep[name]:
             t = row["time_s"]
             assert len(row["times_s"]) == row["iters"] == commbench.iterations(row["bytes"], cuda=False)[1]

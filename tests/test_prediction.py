@@ -174,3 +174,23 @@ def test_the_report_sections_show_the_flag_and_the_cpu_note(tmp_path):
     for name in ("decomposition", "collectives"):
         plots.ALL[name](r, tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_fsdp_moves_one_and_a_half_times_ddps_bytes_timed_at_its_collectives_busbw():
+    from tier1.report.prediction import ddp_bytes, fsdp_bytes, fsdp_seconds
+
+    g = 440e6  # BERT-base's fp32 gradients
+    assert ddp_bytes(g, 4) == pytest.approx(2 * g * 3 / 4)
+    assert fsdp_bytes(g, g, 4) == pytest.approx(3 * g * 3 / 4)  # gathered twice, reduce-scattered once
+    assert fsdp_bytes(g, g, 4) / ddp_bytes(g, 4) == pytest.approx(1.5)
+    assert fsdp_bytes(g / 2, g, 4) / ddp_bytes(g, 4) == pytest.approx(1.0)  # bf16 gathers, fp32 reduction
+    # nccl-tests: all-gather and reduce-scatter busbw = algbw x (n-1)/n, so t = S (n-1)/n / busbw
+    assert fsdp_seconds(g, g, 4, 10.0, 5.0) == pytest.approx(2 * g * 0.75 / 10e9 + g * 0.75 / 5e9)
+    assert fsdp_seconds(g, g, 1, 10.0, 5.0) == 0.0
+
+
+def test_busbw_factors_follow_nccl_tests():
+    from tier1.stages.commbench import busbw_factor
+
+    assert busbw_factor("all_reduce", 4) == pytest.approx(1.5)
+    assert busbw_factor("all_gather", 4) == busbw_factor("reduce_scatter", 4) == pytest.approx(0.75)

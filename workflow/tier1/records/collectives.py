@@ -1,8 +1,9 @@
-"""The commbench stage's record (layout.comm(n)): all-reduce and all-gather times and bandwidths at one
+"""The commbench stage's record (layout.comm(n)): all-reduce, all-gather and reduce-scatter times and bandwidths at one
 world size, the sizes training moves among them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,3 +36,5 @@ class CollectivesRecord(Stamped):
     model: dict[str, Any]
     config: dict[str, Any]
     finished_at: str
+    # FSDP2's gradient reduce-scatter at the gradient size (absent from records before it was measured)
+    reduce_scatter: list[dict[str, Any]] = dataclasses.field(default_factory=list)

@@ -16,6 +16,13 @@ The model, per world size n (all times per step, per rank):
   backward runs (backward taken as BACKWARD_FRACTION of forward+backward), so only what backward
   cannot hide is exposed, and never less than the last bucket (DDP_BUCKET_BYTES), which can only
   start when backward ends.
+- FSDP2 (parallelism: fsdp) instead of the gradient all-reduce: every unit's parameters
+  all-gathered before its forward and again before its backward, its gradients reduce-scattered
+  (fsdp_bytes: (2 P + G)(n-1)/n bus bytes per rank against DDP's 2 G (n-1)/n, 1.5x with P = G),
+  each at the bus bandwidth the collectives benchmark measured for that collective at that size
+  (busbw = algbw x (n-1)/n for both; fsdp_seconds). The forward's gathers wait for nothing but
+  the previous unit, so like DDP's buckets they hide behind compute where the device overlaps
+  them; the same overlap rule is applied to the whole (backward's share of the step hides it).
 - other (loss logging, scheduler, Python): as at 1 rank. Stragglers: none.
 Speedup = (1-rank step / n-rank step) x (n-rank global batch / 1-rank global batch): the same
 work per wall-second ratio the measured speedup is.
@@ -68,6 +75,29 @@ def ring_seconds(nbytes: float, n: int, busbw_gbps: float) -> float:
 
 def busbw_from_time(nbytes: float, n: int, seconds: float) -> float:
     return nbytes * 2 * (n - 1) / n / seconds / 1e9
+
+
+def ddp_bytes(gradient_bytes: float, n: int) -> float:
+    """Bytes one rank moves per step under DDP: a ring all-reduce of the gradients, 2 G (n-1)/n."""
+    return 2 * gradient_bytes * (n - 1) / n
+
+
+def fsdp_bytes(parameter_bytes: float, gradient_bytes: float, n: int) -> float:
+    """Bytes one rank moves per step under FSDP2: the parameters (as gathered: bf16 on a GPU with
+    mixed precision) all-gathered in forward and again in backward, P (n-1)/n each, and the
+    gradients (fp32) reduce-scattered, G (n-1)/n. With P = G: 1.5x DDP's all-reduce."""
+    return (2 * parameter_bytes + gradient_bytes) * (n - 1) / n
+
+
+def fsdp_seconds(parameter_bytes: float, gradient_bytes: float, n: int, allgather_busbw_gbps: float,
+                 reduce_scatter_busbw_gbps: float) -> float:
+    """FSDP2's collective time per step at the measured bus bandwidths (nccl-tests: all-gather and
+    reduce-scatter busbw = algbw x (n-1)/n, so t = S (n-1)/n / busbw for each)."""
+    if n < 2:
+        return 0.0
+    gather = 2 * parameter_bytes * (n - 1) / n / (allgather_busbw_gbps * 1e9)
+    scatter = gradient_bytes * (n - 1) / n / (reduce_scatter_busbw_gbps * 1e9)
+    return gather + scatter
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -180,6 +210,8 @@ def measured_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int) -
     if not nbytes or n < 2:
         return None
     gathered = record.objective.get("gathered_embeddings", True)
+    if record.config.get("parallelism") == "fsdp":
+        return fsdp_comm(comm, record, n, gathered)
     if comm and comm.all_reduce:
         sweep = comm.all_reduce
         t = allreduce_seconds(sweep, nbytes)
@@ -191,6 +223,24 @@ def measured_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int) -
         return None
     return Comm(t, t * min(1.0, DDP_BUCKET_BYTES / nbytes), 0.0, busbw_from_time(nbytes, n, t),
                 f"the train record's gradient all-reduce at {n} ranks")
+
+
+def fsdp_comm(comm: CollectivesRecord | None, record: TrainRecord, n: int, gathered: bool) -> Comm | None:
+    """FSDP2's collectives at world size n from the commbench record's parameter all-gather and
+    gradient reduce-scatter (measured at the gradient's size); None where the record lacks them.
+    The parameters are gathered in the training's precision (bf16 on a GPU: half the fp32 bytes)."""
+    summary = comm.summary if comm else {}
+    ag, rs = summary.get("parameter_all_gather"), summary.get("gradient_reduce_scatter")
+    if not ag or not rs or not ag.get("busbw_gbps") or not rs.get("busbw_gbps"):
+        return None
+    grads = record.gradient_bytes
+    params = grads // 2 if record.config.get("precision") == "bf16" or record.hardware.get("gpus") else grads
+    t = fsdp_seconds(params, grads, n, ag["busbw_gbps"], rs["busbw_gbps"])
+    gather = summary.get("loss_all_gather", {}).get("time_s", {}).get("median") or 0.0
+    return Comm(t, min(t, rs["time_s"]["median"] * min(1.0, DDP_BUCKET_BYTES / grads)),
+                GATHER_ROUNDS * gather if gathered else 0.0, min(ag["busbw_gbps"], rs["busbw_gbps"]),
+                f"{layout.comm(n)}: parameter all-gather {ag['busbw_gbps']:.2f} GB/s and gradient reduce-scatter "
+                f"{rs['busbw_gbps']:.2f} GB/s busbw, {fsdp_bytes(params, grads, n) / 1e6:.0f} MB per rank per step")
 
 
 def measured_compute_factor(rank_compute: RankComputeRecord | None, n: int, hardware: float,

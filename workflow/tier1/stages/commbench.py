@@ -57,11 +57,13 @@ CPU_WARMUP, CPU_ITERS, CPU_MIN_ITERS, CPU_FULL_ITERS_UP_TO = 1, 10, 5, 8 * MiB
 # algbw = S / t, with S the operation's size in bytes:
 #   all-reduce: S = the buffer every rank reduces (count x element size);
 #   all-gather: S = the gathered output, i.e. n x the per-rank block (nccl-tests computes it as
-#               sendcount x element size x nranks).
+#               sendcount x element size x nranks);
+#   reduce-scatter: S = the reduced input, i.e. n x the per-rank output (recvcount x size x nranks).
 # busbw = algbw x factor, the factor making it comparable with the hardware's link bandwidth
 # whatever the rank count n:
 #   all-reduce: 2(n-1)/n   (n-1 additions and n assignments per element: 2(n-1) transfers over n links)
 #   all-gather: (n-1)/n    (the assignment half of an all-reduce)
+#   reduce-scatter: (n-1)/n (the reduction half)
 # Like nccl-tests, the all-reduce factor is (n-1)/(n+1) instead when NCCL_ALGO is exactly "NVLS"
 # or "NVLSTREE" (in-switch reduction); NCCL choosing NVLS by itself does not change the factor.
 # nccl-tests times back-to-back calls and averages over calls and ranks; here each call is timed
@@ -74,7 +76,7 @@ def busbw_factor(collective: str, world_size: int, nccl_algo: str | None = None)
     n = world_size
     if collective == "all_reduce":
         return (n - 1) / (n + 1) if nccl_algo in IN_NETWORK_ALGOS else 2 * (n - 1) / n
-    if collective == "all_gather":
+    if collective in ("all_gather", "reduce_scatter"):
         return (n - 1) / n
     raise ValueError(f"no bus bandwidth factor for {collective!r}")
 
@@ -125,7 +127,7 @@ def summarise(collective: str, nbytes: int, world_size: int, per_rank: list[list
     """One row of a sweep: sizes, the calls' times, and bandwidths from the median time."""
     times = call_times(per_rank)
     median = statistics.median(times)
-    per_rank_bytes = nbytes // world_size if collective == "all_gather" else nbytes
+    per_rank_bytes = nbytes // world_size if collective in ("all_gather", "reduce_scatter") else nbytes
     factor = busbw_factor(collective, world_size, nccl_algo)
     return {
         "bytes": nbytes,
@@ -158,6 +160,15 @@ def measure(collective: str, nbytes: int, ctx: Context) -> dict:
 
         def call():
             dist.all_gather(parts, block)
+    elif collective == "reduce_scatter":
+        # FSDP2's gradient call: each rank's whole gradient in, its reduced 1/n shard out
+        whole = torch.zeros(nbytes // ELEMENT_BYTES // n * n, dtype=torch.float32, device=ctx.device)
+        shard = torch.empty(whole.numel() // n, dtype=torch.float32, device=ctx.device)
+
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # renamed in torch 2.13
+
+        def call():
+            scatter(shard, whole)
     else:
         raise ValueError(f"unknown collective {collective!r}")
     warmup, iters = iterations(nbytes, ctx.device.type == "cuda")
@@ -211,11 +222,15 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
     with clock.window(ctx.device) as window:
         reduce_rows = sweep("all_reduce", reduce_sizes, "gradient", gradient_bytes)
         gather_rows = sweep("all_gather", gather_sizes, "loss embeddings", block_bytes * ctx.world_size)
+        # FSDP2's collectives at the model's size: parameters all-gathered (forward and backward),
+        # gradients reduce-scattered (tier1.report.prediction.fsdp_seconds)
+        gather_rows += sweep("all_gather", [gradient_bytes], "parameters", gradient_bytes)
+        scatter_rows = sweep("reduce_scatter", [gradient_bytes], "gradient", gradient_bytes)
         probe = matmul_probe(ctx, dtype) if matmul else None
     windows = distributed.all_gather_objects(window.disturbance)
     disturbed_by, marks = disturbance.judge(windows, available_cores())
     gradient_row = next(r for r in reduce_rows if r["role"] == "gradient")
-    loss_row = next(r for r in gather_rows if r["role"] == "loss embeddings")
+    loss_row = next(r for r in gather_rows if r["role"] == "loss embeddings")  # first: the loss's size
     work_s = clock.now() - started
     return {
         "world_size": ctx.world_size,
@@ -231,6 +246,7 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
             "algbw": "S / t",
             "busbw_all_reduce": "algbw x 2(n-1)/n, S = the reduced buffer ((n-1)/(n+1) when NCCL_ALGO is NVLS or NVLSTREE)",
             "busbw_all_gather": "algbw x (n-1)/n, S = the gathered output (n x the per-rank block)",
+            "busbw_reduce_scatter": "algbw x (n-1)/n, S = the reduced input (n x the per-rank output)",
             "time": "per call, the slowest rank's time between a barrier and the call's end "
                     "(CUDA events on GPU, the host clock on CPU); bandwidths from the median call",
         },
@@ -238,16 +254,23 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
         "embedding_block_bytes": block_bytes,
         "all_reduce": reduce_rows,
         "all_gather": gather_rows,
+        "reduce_scatter": scatter_rows,
         "summary": {
             "gradient_all_reduce": {k: gradient_row[k] for k in ("bytes", "time_s", "algbw_gbps", "busbw_gbps")},
             "loss_all_gather": {k: loss_row[k] for k in ("bytes", "bytes_per_rank", "time_s", "algbw_gbps", "busbw_gbps")},
             "all_reduce_busbw_max_gbps": max(r["busbw_gbps"] for r in reduce_rows),
+            "parameter_all_gather": _summary(next(r for r in gather_rows if r["role"] == "parameters")),
+            "gradient_reduce_scatter": _summary(scatter_rows[0]),
         },
         "matmul": probe,
         "disturbance": disturbed_by,
         "marks": marks,
         "rank_windows": windows,
     }
+
+
+def _summary(row: dict) -> dict:
+    return {k: row[k] for k in ("bytes", "time_s", "algbw_gbps", "busbw_gbps")}
 
 
 def model_sizes(spec: str, trust_remote_code: bool = False) -> tuple[int, int, int]:
