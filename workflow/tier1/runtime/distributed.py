@@ -17,7 +17,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from tier1.runtime import host_memory
+from tier1.runtime import host_memory, provenance
 from tier1.runtime.gpus import SHARE_GPU_ENV
 from tier1.runtime.lifeline import die_with_parent
 from tier1.runtime.provenance import available_cores
@@ -104,9 +104,11 @@ def _init(backend: str, timeout_s: float, device: torch.device) -> None:
                             device_id=device if device.type == "cuda" else None)
     me = (socket.gethostname(), os.getpid())
     _local_peers.clear()
-    for r, (host, pid) in enumerate(all_gather_objects(me)):
+    everyone = all_gather_objects(me)
+    for r, (host, pid) in enumerate(everyone):
         if host == me[0] and pid != me[1]:
             _local_peers[r] = pid
+    provenance.note_nodes([host for host, _ in everyone], backend)  # a job across nodes: what ran between them
 
 
 def end_local_peers() -> str:

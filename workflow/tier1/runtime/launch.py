@@ -4,7 +4,9 @@
 
 Several machines: start the same command on each, with --nnodes M --rdzv-endpoint HOST:PORT
 (N ranks per node; torchrun's c10d rendezvous, hosted by the first node to arrive at HOST:PORT,
-joins them into one job of M x N ranks).
+joins them into one job of M x N ranks). Inside a SLURM allocation, --nnodes M --srun does that
+itself: one srun task per node runs this launcher, the first node of the allocation hosts the
+rendezvous (tier1.runtime.slurm.node_plan).
 
 One rank runs as a plain process, several under torchrun. With --gpus the job takes the first
 N GPUs it is allowed to see (the machine's, or those a scheduler gave it), pins them by UUID in
@@ -21,7 +23,7 @@ import sys
 
 from tier1.runtime.cli import exit_without_teardown
 from tier1.runtime.gpus import GPUS_ENV, SHARE_GPU_ENV, visible_gpus
-from tier1.runtime.lifeline import die_with_parent, watch_owner
+from tier1.runtime.lifeline import LIFELINE_ENV, die_with_parent, watch_owner
 
 REQUIRE_GPU_ENV = "TIER1_REQUIRE_GPU"
 TORCHRUN = "torch.distributed.run"
@@ -80,9 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nnodes", type=int, default=1, help="machines in the job (the same command runs on each)")
     parser.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT where the nodes meet (c10d rendezvous)")
     parser.add_argument("--rdzv-id", default="tier1", help="a job id the nodes share")
+    parser.add_argument("--srun", action="store_true",
+                        help="inside a SLURM allocation: start this launcher on each of the --nnodes nodes through "
+                             "srun, the rendezvous on the allocation's first node")
     parser.add_argument("module", help="the stage module, e.g. tier1.stages.train")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.srun:
+        across_nodes(args)
+        return
     env = job_environment(args.ranks, args.gpus, dict(os.environ), args.share_gpu)
     cmd = command(args.ranks, args.module, args.args, args.nnodes, args.rdzv_endpoint, args.rdzv_id)
     # The job (torchrun, or the one rank) ends when whoever started it (Snakemake, a shell) dies;
@@ -108,6 +116,27 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(128 + int(stop.sigval))
         exit_without_teardown()
         return  # reached only when a stream could not be flushed: the usual exit reports it
+    os.execvpe(cmd[0], cmd, env)
+
+
+def across_nodes(args: argparse.Namespace) -> None:
+    """--srun: the same launch on each node of this SLURM allocation, through one srun (its tasks end
+    together: one that fails ends the others), the c10d rendezvous hosted on the first node."""
+    from tier1.runtime.slurm import node_plan
+
+    plan = node_plan(args.nnodes)
+    task = [sys.executable, "-m", "tier1.runtime.launch", "--ranks", str(args.ranks), "--nnodes", str(args.nnodes),
+            "--rdzv-endpoint", plan.rdzv_endpoint, "--rdzv-id", f"slurm-{plan.job_id}",
+            *(["--gpus"] if args.gpus else []), *(["--share-gpu"] if args.share_gpu else []), args.module, *args.args]
+    cmd = plan.srun(task, gpus_per_task=args.ranks if args.gpus else 0)
+    print(f"tier1.runtime.launch: {plan.describe()}", file=sys.stderr, flush=True)
+    env = dict(os.environ)
+    # the wrappers' pids live on this node only: on another node the tasks' watchdog would find them
+    # gone; srun is their lifeline there (slurmstepd ends a step's tasks when its srun ends)
+    env.pop(LIFELINE_ENV, None)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "5")
+    die_with_parent()
+    watch_owner(os.getpid())
     os.execvpe(cmd[0], cmd, env)
 
 

@@ -39,6 +39,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_NODES: dict[str, Any] = {}  # a job across nodes: how many, and what ran between them (note_nodes)
+
+
+def note_nodes(hosts_by_rank: list[str], backend: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Once a process group spans several torchrun agents (nodes; GROUP_WORLD_SIZE): the nodes, their
+    hosts as the ranks reported them, and what carried the collectives between them, for every record
+    this process writes (hardware()["nodes"]). Nothing for a job on one node."""
+    env = os.environ if env is None else env
+    count = int(env.get("GROUP_WORLD_SIZE") or 1)
+    _NODES.clear()
+    if count < 2:
+        return {}
+    hosts = list(dict.fromkeys(hosts_by_rank))
+    started = "SLURM tasks" if env.get("SLURM_STEP_ID") else "torchrun agents"
+    if len(hosts) == 1:
+        what = f"{count} nodes ({started} standing in for nodes on one host, {hosts[0]})"
+        between = f"{backend} over loopback (TCP within the host: no network between the nodes)"
+    else:
+        what = f"{count} nodes ({started} on {len(hosts)} hosts: {', '.join(hosts)})"
+        between = (f"{backend} over TCP between the hosts" if backend == "gloo" else
+                   f"{backend} between the hosts (its transport, InfiniBand or sockets, NCCL_DEBUG=INFO names)")
+    _NODES.update(count=count, hosts=hosts, ranks_per_node=len(hosts_by_rank) // count, launched_by=started,
+                  between=between, summary=f"{what}, {between}")
+    return dict(_NODES)
+
+
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -46,6 +72,8 @@ def hardware() -> dict[str, Any]:
         "hostname": platform.node(),
         "gpus": [],
     }
+    if _NODES:
+        info["nodes"] = dict(_NODES)
     # A stage that does not use torch (prepare, tokenize) does not import it (seconds of CPU)
     # only to learn that a machine NVML finds no GPU on has none.
     if "torch" not in sys.modules and not visible_gpus():

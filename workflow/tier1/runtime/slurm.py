@@ -356,3 +356,84 @@ def request_problems(requests: list[tuple[str, str | None, int, int, int]]) -> l
         has = f"{big.cpus} CPUs, {big.mem_mb} MB, {big.gpus} GPU(s)"
         problems.append(f"{job} asks for {asks}; the largest node of partition '{part}' ({big.name}) has {has}")
     return problems
+
+
+# --- training across nodes ------------------------------------------------------------------------------
+
+RDZV_PORT_BASE = 29500  # torchrun's default port, offset by the job id (two jobs on a node never share one)
+RDZV_PORT_SPAN = 1000
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """`scontrol show job -o JOB`'s fields (NumNodes, NodeList, CPUs/Task, ...); inside a job step the
+    executor has dropped the SLURM_* variables that say the same."""
+    proc = _run(["scontrol", "show", "job", "-o", job_id])
+    if proc is None or proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip() if proc else "no answer within 20 s"
+        raise SystemExit(f"SLURM: cannot read job {job_id}'s allocation (scontrol show job: {said})")
+    return dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """A SLURM node list (`node[1-3]`) as host names, in order."""
+    proc = _run(["scontrol", "show", "hostnames", nodelist])
+    hosts = proc.stdout.split() if proc and proc.returncode == 0 else []
+    if not hosts:
+        raise SystemExit(f"SLURM: cannot expand the node list {nodelist!r} (scontrol show hostnames)")
+    return hosts
+
+
+@dataclass
+class NodePlan:
+    """How M torchrun agents (the job's "nodes") are placed on a SLURM allocation."""
+
+    job_id: str
+    nnodes: int  # torchrun agents, one per node
+    hosts: list[str]  # the allocation's hosts the agents run on
+    cpus_per_task: int | None
+
+    @property
+    def agents_per_host(self) -> int:
+        return self.nnodes // len(self.hosts)
+
+    @property
+    def rdzv_endpoint(self) -> str:
+        """The first node hosts the c10d rendezvous (as torchtitan's multi-node script does)."""
+        return f"{self.hosts[0]}:{RDZV_PORT_BASE + int(self.job_id) % RDZV_PORT_SPAN}"
+
+    def srun(self, task: list[str], gpus_per_task: int = 0) -> list[str]:
+        """The srun that starts `task` once per agent: one task per node, or, where the allocation has
+        fewer hosts than agents, several tasks per host standing in for nodes. A task that fails ends
+        the step (--kill-on-bad-exit)."""
+        cmd = ["srun", f"--jobid={self.job_id}", f"--nodes={len(self.hosts)}", f"--ntasks={self.nnodes}",
+               f"--ntasks-per-node={self.agents_per_host}", "--kill-on-bad-exit=1", "--export=ALL"]
+        if self.cpus_per_task:
+            cmd.append(f"--cpus-per-task={self.cpus_per_task}")
+        if gpus_per_task:
+            cmd.append(f"--gpus-per-task={gpus_per_task}")
+        return cmd + task
+
+    def describe(self) -> str:
+        where = (f"{len(self.hosts)} nodes ({', '.join(self.hosts)})" if self.agents_per_host == 1 else
+                 f"{self.agents_per_host} SLURM tasks per host standing in for nodes on "
+                 f"{len(self.hosts)} host(s) ({', '.join(self.hosts)})")
+        return (f"SLURM job {self.job_id}: {self.nnodes} torchrun agents through srun, {where}; "
+                f"c10d rendezvous at {self.rdzv_endpoint}")
+
+
+def node_plan(nnodes: int, env: dict[str, str] | None = None) -> NodePlan:
+    """The placement of `nnodes` agents on this SLURM job's allocation (read with scontrol). An allocation
+    of fewer hosts than agents runs several per host (the single-host test cluster's stand-in for nodes),
+    provided they divide evenly."""
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job_id:
+        raise SystemExit("--srun starts the nodes inside a SLURM allocation (sbatch, salloc), and this is not "
+                         "one; elsewhere start `launch --nnodes M --rdzv-endpoint HOST:PORT ...` on each machine")
+    fields = job_fields(job_id)
+    hosts = hostnames(fields.get("NodeList", ""))[:nnodes]
+    if nnodes % len(hosts):
+        raise SystemExit(f"SLURM job {job_id} has {len(hosts)} node(s), which {nnodes} nodes' agents cannot "
+                         f"share evenly; ask for {nnodes} nodes")
+    cpus = fields.get("CPUs/Task", "")
+    return NodePlan(job_id, nnodes, hosts, int(cpus) if cpus.isdigit() and int(cpus) > 0 else None)
