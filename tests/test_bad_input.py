@@ -429,3 +429,14 @@ def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model
     assert record.stage == "tokenize" and record.truncated == truncated and 0 < record.work_s < 60
     assert record.counts == {"train_pairs": 30, "documents": 2, "queries": 2, "texts": 64}
     assert record.config_hash and record.hardware and record.libraries
+
+
+def test_training_across_nodes_is_refused_outside_slurm_before_any_job(workdir):
+    env = {k: v for k, v in os.environ.items() if k not in ("TIER1_GPUS", "HF_HUB_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "all", "--config", "nodes=2",
+                           "gpu_counts=[1,2]"], cwd=workdir, capture_output=True, text=True, env=env)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "nodes: 2 trains across 2 machines, which this run can only do as SLURM jobs" in console, console[-3000:]
+    assert "this run's executor is local. On one machine leave nodes: 1." in console
+    assert (workdir / "results" / "default" / "data" / "manifest.json").read_text() == '{"earlier": true}'

@@ -108,3 +108,16 @@ def test_the_encoder_setting_reruns_every_stage_that_loads_the_model_and_no_othe
 def test_an_unknown_encoder_is_a_named_config_error():
     with pytest.raises(ConfigError, match=r"encoder: 'bert' is not one of 'auto', 'transformers'"):
         Tier1Config(encoder="bert")
+
+
+def test_nodes_divide_every_multi_rank_world_size():
+    cfg = Tier1Config(gpu_counts=[1, 2, 4], nodes=2)
+    assert [(cfg.nodes_for(n), cfg.ranks_per_node(n)) for n in (1, 2, 4)] == [(1, 1), (2, 1), (2, 2)]
+    with pytest.raises(ConfigError, match=r"nodes: 2 does not divide world size 3 .*multiples of 2"):
+        Tier1Config(gpu_counts=[1, 3], nodes=2, batch_size=24)
+    with pytest.raises(ConfigError, match=r"nodes: 0 is not a whole number >= 1"):
+        Tier1Config(nodes=0)
+    # auto keeps the world sizes the nodes divide; GPUs are counted per node (TIER1_GPUS declares one node's)
+    assert Tier1Config(gpu_counts="auto", nodes=2).resolve(["gpu0", "gpu1"]).gpu_counts == (1, 2, 4)
+    with pytest.raises(ConfigError, match="world size 8 needs 4 GPUs per node, but jobs here see 2"):
+        Tier1Config(gpu_counts=[1, 8], nodes=2).resolve(["gpu0", "gpu1"])

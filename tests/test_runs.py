@@ -19,7 +19,7 @@ CHANGED = {"run_name": "other", "train_samples": 100, "test_samples": 100, "num_
            "checkpoint_every": 5, "corpus_chunk_size": 128, "ignore_identical_ids": False, "repeats": 3,
            "collective_timeout_s": 60.0, "bench_steps": 5, "bench_texts": 10, "bench_repeats": 1,
            "internode_busbw_gbps": 25.0, "batch_sweep": [8], "share_gpu": True, "pad_widths": [32, 64],
-           "compile": "on", "encoder": "transformers"}
+           "compile": "on", "encoder": "transformers", "parallelism": "fsdp", "nodes": 2}
 
 
 def run_hash(**changes) -> str:

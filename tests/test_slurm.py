@@ -163,6 +163,52 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows
 
 
+def test_training_across_two_nodes_under_srun_equals_the_one_node_run(cluster, tmp_path, tiny_model):
+    # nodes: 2 under SLURM: one job of 2 nodes x 1 rank, the job's command starting one torchrun agent per
+    # node through srun, the c10d rendezvous on the allocation's first node. This cluster has one node,
+    # so the job asks for it alone (--set-resources train:nodes=1) and srun's two tasks stand in for
+    # the two nodes, each a torchrun agent of its own, joined by the rendezvous as on two machines.
+    # Against the same training on one node (2 ranks under one torchrun, locally); the tiny model has
+    # dropout off, so the runs are the same computation split differently.
+    data = wr.workdir(tmp_path / "data", tiny_model)
+    wr.snakemake(data, "--cores", "2", "results/default/data/tokens.safetensors", "--configfile", wr.TINY)
+    one = wr.copy(data, tmp_path / "one-node")
+    t0 = time.monotonic()
+    wr.snakemake(one, "--cores", "2", TARGET, "--configfile", wr.TINY, "--config", "num_epochs=3")
+    one_s = time.monotonic() - t0
+    two = wr.copy(data, tmp_path / "two-nodes")
+    t0 = time.monotonic()
+    proc = wr.snakemake(two, TARGET, *SLURM, "--set-resources", "train:nodes=1", "train:cpus_per_task=1",
+                        "--configfile", wr.TINY, "--config", "num_epochs=3", "nodes=2", env=ENV)
+    two_s = time.monotonic() - t0
+    print(f"training of 2 ranks: on one node {one_s:.0f} s (local), across 2 nodes through SLURM {two_s:.0f} s")
+    screen = proc.stdout + proc.stderr
+    assert "[tier1] train, 2 rank(s) across 2 nodes: done" in screen, screen[-3000:]
+    # one SLURM job: 2 tasks (one per node) of 1 CPU each, on the one host
+    job = next(j for j in jobs_of(run_id(screen)) if j["comment"] == "rule_train_wildcards_2")
+    assert job["state"] == "COMPLETED" and job["cpus"] == "2", job
+    log = (two / "results/default/logs/train_gpus2.log").read_text()
+    assert re.search(r"SLURM job \d+: 2 torchrun agents through srun, 2 SLURM tasks per host standing in for nodes "
+                     r"on 1 host\(s\) \(\S+\); c10d rendezvous at \S+:\d+", log), log[-2000:]
+
+    def losses(folder):
+        rows = (folder / "results/default/train/gpus2/loss.csv").read_text().splitlines()[1:]
+        return [float(row.split(",")[3]) for row in rows]
+
+    one_loss, two_loss = losses(one), losses(two)
+    worst = max(abs(a - b) / abs(a) for a, b in zip(one_loss, two_loss))
+    print(f"per-step loss, 2 nodes x 1 rank against 1 node x 2 ranks: {len(one_loss)} steps, largest relative "
+          f"difference {worst:.1e}")
+    assert len(one_loss) == len(two_loss) > 0 and worst <= 1e-6, (one_loss, two_loss)
+    record = json.loads((two / TARGET).read_text())
+    assert record["checksums_equal"] and [r["rank"] for r in record["ranks"]] == [0, 1]
+    nodes = record["hardware"]["nodes"]
+    assert nodes["count"] == 2 and nodes["ranks_per_node"] == 1 and nodes["launched_by"] == "SLURM tasks", nodes
+    assert nodes["summary"].startswith("2 nodes (SLURM tasks standing in for nodes on one host") and \
+        "gloo over loopback" in nodes["summary"], nodes
+    assert "nodes" not in json.loads((one / TARGET).read_text())["hardware"]
+
+
 @pytest.fixture(scope="module")
 def prepared(cluster, tmp_path_factory, tiny_model) -> Path:
     """Data and token ids made once (locally); each fault case trains through SLURM on a copy."""

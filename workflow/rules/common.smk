@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shlex
 import signal
 import time
@@ -12,6 +13,7 @@ from snakemake.utils import validate
 
 from tier1 import layout
 from tier1.runtime import console, slurm
+from tier1.encoder import random_models
 from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
 from tier1.runtime.checksum import token_cache_problem
@@ -57,6 +59,7 @@ def cluster_onstart():
     partition before anything is submitted, and the heartbeat by which each job knows this Snakemake
     is alive (tier1.runtime.slurm)."""
     plugin = workflow.executor_plugin
+    refuse_nodes_outside_slurm(plugin)
     if plugin is None or plugin.name != "slurm":
         return
     executor = getattr(workflow.scheduler, "_executor", None)
@@ -75,18 +78,32 @@ def cluster_onstart():
     os.environ.update({slurm.NOTES_ENV: str(notes), slurm.HEARTBEAT_ENV: str(notes / "heartbeat")})
 
 
+def refuse_nodes_outside_slurm(plugin):
+    """nodes > 1 (training across machines) runs only as SLURM jobs: refused before any job elsewhere."""
+    across = [job for job in workflow.dag.needrun_jobs() if job.resources.get("mpi") and job.resources.get("nodes")]
+    if across and (plugin is None or plugin.name not in ("slurm", "slurm-jobstep")):
+        raise WorkflowError(
+            f"nodes: {CFG.nodes} trains across {CFG.nodes} machines, which this run can only do as SLURM jobs "
+            f"(--profile profiles/slurm: one torchrun per node through srun); this run's executor is "
+            f"{plugin.name if plugin else 'none'}. On one machine leave nodes: 1."
+        )
+
+
 def slurm_request(job):
-    """(job, partition, CPUs, memory MB, GPUs) as the SLURM executor asks for them."""
+    """(job, partition, CPUs, memory MB, GPUs) of one node, as the SLURM executor asks for them
+    (a job across nodes asks for `tasks` over `nodes`: the tasks one node runs, each of cpus_per_task)."""
     res = job.resources
     number = lambda v: v if isinstance(v, int) else 0  # a value not known before the job runs counts 0
-    cpus = number(res.get("cpus_per_task")) or number(job.threads) or 1
+    per_node = -(-number(res.get("tasks")) // (number(res.get("nodes")) or 1)) or 1
+    cpus = (number(res.get("cpus_per_task")) or number(job.threads) or 1) * per_node
     mem = number(res.get("mem_mb")) or number(res.get("mem_mb_per_cpu")) * cpus
+    gres = re.fullmatch(r"gpu(?::[\w.]+)?:(\d+)", str(res.get("gres") or ""))
     return (
         " ".join([job.name, *(f"{k}={v}" for k, v in job.wildcards_dict.items())]),
         res.get("slurm_partition") or None,
         cpus,
         mem,
-        number(res.get("gpu")),
+        number(res.get("gpu")) or (int(gres[1]) if gres else 0),
     )
 
 
@@ -194,16 +211,42 @@ def stage_story(label, timed=False):
     return story(label)
 
 
-def launcher(n):
+def launcher(n, across_nodes=False):
     """n ranks of a stage: a plain process for one, torchrun (DDP) for several; on a GPU machine
-    each job gets exactly n GPUs of its own (tier1.runtime.launch)."""
+    each job gets exactly n GPUs of its own (tier1.runtime.launch). A training (`across_nodes`) with
+    nodes > 1 runs n / nodes ranks on each node: one launcher per node through srun, inside the
+    job's SLURM allocation, the c10d rendezvous on its first node (launch --srun)."""
     timeout = f"TIER1_COLLECTIVE_TIMEOUT_S={CFG.collective_timeout_s:g}"
     shared = " --share-gpu" if ON_GPUS and CFG.share_gpu else ""
-    return f"env {timeout} {PYTHON} -m tier1.runtime.launch --ranks {int(n)}" + (" --gpus" if ON_GPUS else "") + shared
+    nodes = CFG.nodes_for(int(n)) if across_nodes else 1
+    ranks = f"--ranks {CFG.ranks_per_node(int(n))} --nnodes {nodes} --srun" if nodes > 1 else f"--ranks {int(n)}"
+    return f"env {timeout} {PYTHON} -m tier1.runtime.launch {ranks}" + (" --gpus" if ON_GPUS else "") + shared
 
 
-def gpus_for(n):
-    """The GPU resource of an n-rank job, so a cluster executor requests them."""
+def node_resources(n, key):
+    """A training of n ranks across nodes (nodes > 1), as the SLURM executor asks for it: `nodes` x one
+    task each (--nodes, --ntasks); `mpi` makes the executor run the job's command as it is, on the
+    first node, where it starts the nodes' launchers with srun (launcher); on GPUs gpu:K per node
+    (--gres; the executor's `gpu` is a total), and tasks_per_gpu 0, or the executor would ask
+    --ntasks-per-gpu=tasks. None (not asked) on one node."""
+    nodes = CFG.nodes_for(int(n))
+    if nodes == 1:
+        return None
+    gpus = {"gres": f"gpu:{CFG.ranks_per_node(int(n))}", "tasks_per_gpu": 0} if ON_GPUS else {}
+    return ({"nodes": nodes, "tasks": nodes, "mpi": "srun"} | gpus).get(key)
+
+
+def across(n):
+    """The story's words for a training across nodes ("" on one)."""
+    nodes = CFG.nodes_for(int(n))
+    return f" across {nodes} nodes" if nodes > 1 else ""
+
+
+def gpus_for(n, across_nodes=False):
+    """The GPU resource of an n-rank job, so a cluster executor requests them (a training across
+    nodes asks per node instead: node_resources)."""
+    if across_nodes and CFG.nodes_for(int(n)) > 1:
+        return 0
     return (1 if CFG.share_gpu else int(n)) if ON_GPUS else 0
 
 
@@ -286,3 +329,10 @@ def report_inputs(wildcards):
 
 def final_outputs():
     return [out(layout.REPORT_HTML), out(layout.REPORT_MD), out(layout.REPORT_CSV)]
+
+
+def model_folder():
+    """The folder a `model: random:<name>` spec resolves to, as an input of the first rules that load
+    the model (tokenize, commbench, check_gpus, bench_compare; every other one comes after tokenize);
+    [] for any other model."""
+    return [out(layout.random_model(random_models.spec_name(CFG.model)))] if random_models.spec_name(CFG.model) else []

@@ -1,13 +1,3 @@
-from tier1.encoder import random_models
-
-
-def model_folder():
-    """The folder a `model: random:<name>` spec resolves to, as an input of the first rules that load
-    the model (tokenize, commbench, check_gpus, bench_compare; every other one comes after tokenize);
-    [] for any other model."""
-    return [out(layout.random_model(random_models.spec_name(CFG.model)))] if random_models.spec_name(CFG.model) else []
-
-
 rule random_model:
     """A model folder of a named size with random weights (model: random:<name>), built once per run."""
     output:

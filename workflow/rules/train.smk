@@ -16,11 +16,17 @@ rule train:
     threads: workflow.cores
     resources:
         timed=1,
-        gpu=lambda w: gpus_for(w.n),
+        gpu=lambda w: gpus_for(w.n, across_nodes=True),
+        # nodes > 1 (SLURM): nodes x one task each, the job's command starting them with srun
+        nodes=lambda w: node_resources(w.n, "nodes"),
+        tasks=lambda w: node_resources(w.n, "tasks"),
+        mpi=lambda w: node_resources(w.n, "mpi"),
+        gres=lambda w: node_resources(w.n, "gres"),
+        tasks_per_gpu=lambda w: node_resources(w.n, "tasks_per_gpu"),
     params:
-        story=stage_story(lambda w: f"train, {w.n} rank(s)", timed=True),
+        story=stage_story(lambda w: f"train, {w.n} rank(s){across(w.n)}", timed=True),
         cfg=stage_params("train", "ddp"),
-        launch=lambda w: launcher(w.n),
+        launch=lambda w: launcher(w.n, across_nodes=True),
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"
@@ -74,11 +80,17 @@ rule train_fsdp:
     threads: workflow.cores
     resources:
         timed=1,
-        gpu=lambda w: gpus_for(w.n),
+        gpu=lambda w: gpus_for(w.n, across_nodes=True),
+        # nodes > 1 (SLURM): nodes x one task each, the job's command starting them with srun
+        nodes=lambda w: node_resources(w.n, "nodes"),
+        tasks=lambda w: node_resources(w.n, "tasks"),
+        mpi=lambda w: node_resources(w.n, "mpi"),
+        gres=lambda w: node_resources(w.n, "gres"),
+        tasks_per_gpu=lambda w: node_resources(w.n, "tasks_per_gpu"),
     params:
-        story=stage_story(lambda w: f"train, {w.n} rank(s), FSDP2", timed=True),
+        story=stage_story(lambda w: f"train, {w.n} rank(s), FSDP2{across(w.n)}", timed=True),
         cfg=stage_params("train", "fsdp"),
-        launch=lambda w: launcher(w.n),
+        launch=lambda w: launcher(w.n, across_nodes=True),
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.train --config {params.cfg:q} --data {input.data} --tokens {input.tokens} "
         "--model-out {output.model} --metrics-out {output.metrics} --loss-out {output.loss}"

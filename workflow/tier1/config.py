@@ -168,6 +168,10 @@ class Tier1Config:
     # N ranks on one GPU over gloo: a rehearsal of the multi-rank CUDA path (DDP, the comm hook's
     # events, gathered negatives, per-rank dropout), never a speedup; refused unless asked
     share_gpu: bool = False
+    # machines each multi-rank training spans (SLURM only: one torchrun per node through srun, the
+    # c10d rendezvous on the allocation's first node); it divides every world size above 1, and the
+    # 1-rank baseline stays on one machine
+    nodes: int = 1
     # the data-parallel strategy of the N-rank runs: "ddp", "fsdp" (FSDP2), or both (a list: each
     # world size trained under each, side by side in the report; the first is the main table's)
     parallelism: tuple[str, ...] | str = ("ddp",)
@@ -213,6 +217,7 @@ class Tier1Config:
         if counts != AUTO:
             for n in self.world_sizes:
                 check_batch_split(self.batch_size, self.grad_accum_steps, self.scaling, n)
+        self.check_nodes()
         sweep = tuple(sorted(set(normalise_batch_sweep(self.batch_sweep))))
         if sweep and min(sweep) < 1:
             raise ConfigError("batch_sweep: give global batch sizes >= 1, e.g. [32, 128], or [] for no sweep")
@@ -227,6 +232,27 @@ class Tier1Config:
                         raise ConfigError(f"batch_sweep: global batch {b} does not split over {n} ranks x "
                                           f"{self.grad_accum_steps} accumulation steps; use multiples of "
                                           f"{max(self.world_sizes) * self.grad_accum_steps}")
+
+    def check_nodes(self) -> None:
+        """nodes is a whole number >= 1 that divides every world size above 1 (each node runs the same
+        number of ranks)."""
+        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 1:
+            raise ConfigError(f"nodes: {self.nodes!r} is not a whole number >= 1 (the machines a multi-rank "
+                              "training spans; 1 = one machine)")
+        if self.nodes > 1 and self.gpu_counts != AUTO:
+            uneven = [n for n in self.world_sizes if n > 1 and n % self.nodes]
+            if uneven:
+                raise ConfigError(f"nodes: {self.nodes} does not divide world size {uneven[0]} (every node runs the "
+                                  f"same number of ranks); use gpu_counts that are multiples of {self.nodes} "
+                                  f"(1 stays on one node), or nodes: 1")
+
+    def ranks_per_node(self, world_size: int) -> int:
+        """The ranks each node runs in a job of `world_size` ranks (the 1-rank baseline: one node)."""
+        return world_size // self.nodes if world_size > 1 else 1
+
+    def nodes_for(self, world_size: int) -> int:
+        """The machines a job of `world_size` ranks spans."""
+        return self.nodes if world_size > 1 else 1
 
     def splits_over(self, world_size: int) -> bool:
         try:
@@ -255,13 +281,15 @@ class Tier1Config:
             raise ConfigError("share_gpu: true rehearses N ranks on one GPU, but jobs here see no GPU; "
                               "leave share_gpu false (a CPU machine runs CPU ranks already)")
         if self.gpu_counts == AUTO:
-            sizes = (1, 2) if self.share_gpu and len(gpus) == 1 else auto_world_sizes(len(gpus))
-            counts = tuple(n for n in sizes if self.splits_over(n))
+            sizes = (1, 2) if self.share_gpu and len(gpus) == 1 else auto_world_sizes(len(gpus) * self.nodes)
+            counts = tuple(n for n in sizes if self.splits_over(n) and (n == 1 or n % self.nodes == 0))
         else:
             counts = self.gpu_counts
-        if gpus and max(counts) > len(gpus) and not self.share_gpu:
+        per_node = max(self.ranks_per_node(n) for n in counts)  # TIER1_GPUS / the GPUs seen: one node's
+        if gpus and per_node > len(gpus) and not self.share_gpu:
+            each = " per node" if self.nodes > 1 else ""
             raise ConfigError(
-                f"gpu_counts: world size {max(counts)} needs {max(counts)} GPUs, but jobs here see {len(gpus)} "
+                f"gpu_counts: world size {max(counts)} needs {per_node} GPUs{each}, but jobs here see {len(gpus)} "
                 f"({', '.join(gpus)}); use gpu_counts: auto, or world sizes of at most {len(gpus)} "
                 f"(share_gpu: true runs them on one GPU as a rehearsal, not a speedup)"
             )

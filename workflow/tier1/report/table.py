@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tier1 import layout
-from tier1.config import DEFAULT_MODEL
+from tier1.config import DEFAULT_MODEL, ConfigError
 from tier1.encoder import random_models
 from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality, sweep
 from tier1.report.analysis import fmt, pct
@@ -62,13 +62,24 @@ def model_spec(r: Results) -> str:
     return "unknown"
 
 
+def _random_folder(spec: str) -> Path | None:
+    """The folder of a random-weight model: `random:<name>` (built in this run) or a folder with
+    the mark; None for any other model."""
+    try:
+        folder = random_models.folder_of(spec) if random_models.spec_name(spec) else Path(spec)
+    except ConfigError:
+        return None
+    return folder if folder.exists() and random_models.is_random(folder) else None
+
+
 def model_name(r: Results) -> str:
     spec = model_spec(r)
     if spec == DEFAULT_MODEL:
         return f"all-MiniLM-L6-v2 (the packaged `{spec}`), fine-tuned from its published weights"
-    if Path(spec).exists() and random_models.is_random(spec):
-        facts = json.loads((Path(spec) / random_models.RANDOM_MARK).read_text())
-        return (f"the model folder `{spec}`: **random weights**, a {facts.get('architecture')}-sized model built "
+    folder = _random_folder(spec)
+    if folder is not None:
+        facts = json.loads((folder / random_models.RANDOM_MARK).read_text())
+        return (f"the model `{spec}`: **random weights**, a {facts.get('architecture')}-sized model built "
                 f"from a config ({facts.get('parameters', 0) / 1e6:.0f}M parameters, {facts.get('pooling')} pooling); "
                 "its times and memory are those of its size, its retrieval scores mean nothing")
     if Path(spec).exists() or spec.startswith(("/", ".", "~")):
@@ -417,6 +428,9 @@ def machine_section(r: Results) -> list[str]:
         lines.append("- NCCL settings: " + ", ".join(f"`{k}={v}`" for k, v in p.nccl_env.items()))
     if p.unavailable:
         lines.append(f"- Not readable here: {', '.join(sorted(p.unavailable))}")
+    for n, tm in sorted(r.train.items(), key=lambda item: int(item[0])):  # a training across nodes (nodes > 1)
+        if tm.hardware.get("nodes"):
+            lines.append(f"- Nodes: the {n}-rank training ran on {tm.hardware['nodes']['summary']}")
     return lines + [""]
 
 
