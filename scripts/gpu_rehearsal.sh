@@ -15,6 +15,8 @@
 #  4. what the call would bring back, checked: every record of every planned job, read through its
 #     record class, the summary and the archive (tier1.tools.gpu_rehearsal).
 # Everything lands in $REHEARSAL_DIR (default: a folder under /tmp); exit 0 only when all passed.
+#   bash scripts/gpu_rehearsal.sh --venv-only    builds step 1's environment and stops (CI builds it
+#                                                while the test suite runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,6 +67,7 @@ if present:
     sys.exit(f"the GPU image has none of these, but this environment has: {', '.join(present)}")
 EOF
 echo "   after $(elapsed)"
+[[ ${1:-} == --venv-only ]] && exit 0
 
 echo "== 2. what a device call carries, in $WORK/tree, and the bundle made there"
 rm -rf "$WORK"
