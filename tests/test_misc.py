@@ -107,3 +107,16 @@ def test_a_stage_that_skips_the_interpreter_teardown_loses_no_output(tmp_path, o
     assert "INFO tier1.x: logged last" in err.read_text()
     assert rc == (0 if outcome == "ok" else 1)
     assert ("RuntimeError: it broke" in err.read_text()) == (outcome == "fail")
+
+
+def test_a_record_made_inside_a_slurm_job_names_its_allocation(monkeypatch):
+    from tier1.runtime import provenance
+
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    assert "slurm_allocation" not in provenance.hardware()
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node1")
+    given = provenance.hardware()["slurm_allocation"]
+    assert given["SLURM_JOB_ID"] == "42" and given["SLURM_CPUS_PER_TASK"] == "2" and given["SLURM_JOB_NODELIST"] == "node1"

@@ -156,6 +156,10 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
     notes = {n["label"]: n["allocation"] for n in notes_of(remote, run)}
     train2 = notes["train, 2 rank(s)"]
     assert train2["SLURM_CPUS_PER_TASK"] == "2" and train2["cpus_allowed"] == "2" and train2["SLURM_NNODES"] == "1", notes
+    # and in the stage's own record, beside the hardware it ran on
+    record = json.loads((remote / "results/default/train/gpus2/train_metrics.json").read_text())
+    assert record["hardware"]["slurm_allocation"]["SLURM_CPUS_PER_TASK"] == "2", record["hardware"]
+    assert "slurm_allocation" not in json.loads((local / "results/default/train/gpus2/train_metrics.json").read_text())["hardware"]
     # timed jobs apart: no two training windows overlap (the `timed` slot, --exclusive and the machine lock)
     windows = sorted((scalar(remote / f"results/default/train/{d}/train_metrics.json", "started_at"),
                       scalar(remote / f"results/default/train/{d}/train_metrics.json", "finished_at"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tier1.runtime.gpus import visible_gpus
+from tier1.runtime.slurm import allocation
 
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "snakemake", "tier1")
 
@@ -74,6 +75,9 @@ def hardware() -> dict[str, Any]:
     }
     if _NODES:
         info["nodes"] = dict(_NODES)
+    slurm = allocation()  # inside a SLURM job: the CPUs, GPUs and nodes it was given, as it saw them
+    if slurm:
+        info["slurm_allocation"] = slurm
     # A stage that does not use torch (prepare, tokenize) does not import it (seconds of CPU)
     # only to learn that a machine NVML finds no GPU on has none.
     if "torch" not in sys.modules and not visible_gpus():
