@@ -7,7 +7,7 @@ nothing; its times and memory are those of a model of that size).
     python -m tier1.encoder.random_models bert-base models/random-bert-base
 
 In a config, `model: random:<name>` (e.g. random:bert-base) names such a folder, which the workflow
-builds once per run (rule random_model) under results/<run_name>/models/random-<name>; every stage
+builds once per run (rule random_model) in the run's folder (tier1.layout.random_model); every stage
 resolves the spec to it (`folder_of`, through tier1.encoder.tokenizer.resolve_model_path).
 
 - bert-base, bert-large: BERT encoders of BERT-base's (110M parameters) and BERT-large's (335M)
