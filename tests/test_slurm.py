@@ -148,8 +148,10 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
         assert scalar(remote / metrics, "metrics") == scalar(local / metrics, "metrics")
 
     def verdicts(folder):
+        # the verdicts on what was computed; "vs prediction" judges measured times, which differ
+        # from run to run (on this shared CPU one run's may pass where another's fails)
         md = (folder / "results/default/report/performance.md").read_text()
-        return re.findall(r"\*\*(scaling|same model|all ranks worked|vs prediction): (\w+)", md)
+        return re.findall(r"\*\*(scaling|same model|all ranks worked): (\w+)", md)
 
     assert verdicts(remote) == verdicts(local) and ("same model", "PASS") in verdicts(remote)
     # each job's allocation, as the job saw it: the CPUs its ranks use, inside one node
