@@ -13,6 +13,7 @@ from tier1.records.stamped import Stamped
 @dataclass(frozen=True)
 class CollectivesRecord(Stamped):
     KIND = "collectives"
+    VERSION = 2  # 2: reduce_scatter; a version-1 file (no reduce-scatter rows) is refused, naming the stage to rerun
 
     stage: str
     started_at: str
@@ -36,5 +37,5 @@ class CollectivesRecord(Stamped):
     model: dict[str, Any]
     config: dict[str, Any]
     finished_at: str
-    # FSDP2's gradient reduce-scatter at the gradient size (absent from records before it was measured)
+    # FSDP2's gradient reduce-scatter at the gradient size
     reduce_scatter: list[dict[str, Any]] = dataclasses.field(default_factory=list)
