@@ -37,6 +37,7 @@ if ((!DRY)); then
     if compgen -G "$BUNDLE/wheels/*.whl" >/dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$BUNDLE"/wheels/*.whl
     fi
+    why="no set of wheels installed"
     for set in pinned fallback none; do # what the bench's sentence-transformers side needs (datasets)
         if [[ $set == none ]]; then
             echo "== no set of datasets wheels imports here: the bench's sentence-transformers side will fail:"
@@ -84,6 +85,7 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.tot
 "$PY" -c 'import sys, torch, transformers; print("python", sys.version.split()[0], "| torch", torch.__version__,
 "cuda", torch.cuda.is_available(), "| transformers", transformers.__version__)'
 left=$((CALL_S - $(date +%s) + t0 - COLLECT_S))
+((left < 1)) && left=1 # 0 would mean no limit to the check's script
 echo "== check: bash $CHECK (limit ${left} s)"
 PYTHON=$PY GPU_CHECK_LIMIT_S=$left GPU_CHECK_COLLECT=collect bash "$CHECK"
 echo "   check exit $? after $(elapsed)"

@@ -62,9 +62,12 @@ def cluster_onstart():
     refuse_nodes_outside_slurm(plugin)
     if plugin is None or plugin.name != "slurm":
         return
-    executor = getattr(workflow.scheduler, "_executor", None)
-    cap = slurm.cap_status_interval(executor)
-    print(f"{slurm.choose_status_command(workflow.executor_settings)}; every {cap:g} s at most", file=sys.stderr)
+    executor = getattr(workflow.scheduler, "_executor", None)  # Snakemake's own attribute: may be renamed
+    status = slurm.choose_status_command(workflow.executor_settings)
+    if executor is None:
+        print(f"{status}; at the executor's own intervals (its object was not found to cap them)", file=sys.stderr)
+    else:
+        print(f"{status}; every {slurm.cap_status_interval(executor):g} s at most", file=sys.stderr)
     problems = slurm.request_problems([slurm_request(job) for job in workflow.dag.needrun_jobs() if not job.is_local])
     if problems:
         raise WorkflowError(

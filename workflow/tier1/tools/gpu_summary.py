@@ -146,7 +146,8 @@ def same_model(records: dict[str, Any]) -> str:
     rms, tolerance = agree["rms"].get(2), agree["tolerance"]
     verdict = "PASS" if rms is not None and rms <= tolerance else "FAIL"
     yardstick = "dropout reference" if agree["dropout_rms"] is not None else "float noise, no dropout reference"
-    return f"{verdict}: per-step loss RMS difference {rms:.3g}, tolerance {tolerance:.3g} ({yardstick})"
+    shown = "n/a (no step in common)" if rms is None else f"{rms:.3g}"
+    return f"{verdict}: per-step loss RMS difference {shown}, tolerance {tolerance:.3g} ({yardstick})"
 
 
 def recipe(name: str, value: Callable[[dict], Any], show: Callable[[Any], str]) -> Callable[[BenchRecord], str]:

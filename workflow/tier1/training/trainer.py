@@ -329,7 +329,7 @@ class Trainer:
             for p, saved in zip(self.encoder.parameters(), parameters):
                 p.copy_(saved)
         self._restore_optimizer(state)
-        if self.ctx.distributed:
+        if self.ctx.distributed and not parallel.is_sharded(self.model):  # FSDP2 has no buckets to rebuild
             self._rebuild_ddp_buckets(min(remaining, key=self.positions_of))
         self.optimizer.zero_grad(set_to_none=True)
         self._marks = []
