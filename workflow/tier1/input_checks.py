@@ -25,6 +25,9 @@ ENCODER_TYPES = frozenset({
     "ernie", "megatron-bert", "mobilebert", "modernbert", "mpnet", "roberta", "roformer",
     "squeezebert", "xlm-roberta", "xlm-roberta-xl",
 })
+# Decoders run as embedders (pooled as their folder's Pooling module says: random:qwen2-* by the last
+# token), on transformers; FSDP2 finds their stack of layers (tier1.training.parallel.layers_of).
+DECODER_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 # Types whose position table holds two places for the padding offset (fairseq's layout).
 PADDED_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -98,10 +101,10 @@ def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here
         raise ConfigError(f"model: {name!r} is a file, not a model folder; give the folder holding config.json")
     config = _model_config(folder, name)
     kind = config.get("model_type")
-    if kind not in ENCODER_TYPES:
+    if kind not in ENCODER_TYPES | DECODER_TYPES:
         raise ConfigError(
             f"model: {name!r} is a {kind or 'model without model_type'} model, not an encoder tier1 supports; "
-            f"use an encoder ({', '.join(sorted(ENCODER_TYPES))})"
+            f"use an encoder ({', '.join(sorted(ENCODER_TYPES))}) or a decoder ({', '.join(sorted(DECODER_TYPES))})"
         )
     if "auto_map" in config and not cfg.trust_remote_code:
         raise ConfigError(

@@ -1,8 +1,9 @@
 """Model folders of a named size with random weights, built offline from a config: the model-size
 axis where no weights can be downloaded. Each is a plain sentence-transformers folder (safetensors,
-the packaged all-MiniLM-L6-v2 tokenizer, modules.json with its pooling and Normalize) plus
-RANDOM_MARK, by which the report says that its weights are random (its retrieval scores mean
-nothing; its times and memory are those of a model of that size).
+a tokenizer, modules.json with its pooling and Normalize) plus RANDOM_MARK, by which the report
+says that its weights are random (its retrieval scores mean nothing; its times and memory are those
+of a model of that size). The BERTs keep the packaged all-MiniLM-L6-v2 tokenizer; the decoders get
+a byte-level BPE of the same vocabulary size (`decoder_tokenizer`).
 
     python -m tier1.encoder.random_models bert-base models/random-bert-base
 
@@ -86,7 +87,8 @@ def build(name: str, folder: Path, seed: int = 0, max_positions: int = MAX_POSIT
                                            **BERT[name]), add_pooling_layer=False)
         pooling = "mean"
     else:
-        transformer = Qwen2Model(Qwen2Config(vocab_size=tokenizer.vocab_size, max_position_embeddings=max_positions,
+        tokenizer = decoder_tokenizer(tokenizer)
+        transformer = Qwen2Model(Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=max_positions,
                                              pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
                                              **QWEN2[name]))
         pooling = "lasttoken"
@@ -100,6 +102,26 @@ def build(name: str, folder: Path, seed: int = 0, max_positions: int = MAX_POSIT
     (folder / RANDOM_MARK).write_text(json.dumps({"architecture": name, "seed": seed, "parameters": parameters,
                                                   "pooling": pooling}, indent=2) + "\n")
     return folder
+
+
+def decoder_tokenizer(wordpiece):
+    """A Qwen2 tokenizer (byte-level BPE, cased, no special tokens added) learned from the words of
+    `wordpiece`'s vocabulary, to its size. transformers reads a qwen2 folder's tokenizer.json through
+    Qwen2Tokenizer whatever it holds, and a WordPiece one through it splits every text into single
+    characters (nearly every text then fills max_seq_length); this one it reads as written, so
+    tier1, transformers and sentence-transformers all tokenise alike. Sorted words: the same
+    merges on every machine."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    words = sorted(w[2:] if w.startswith("##") else " " + w for w in wordpiece.get_vocab() if not w.startswith("["))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(words, trainers.BpeTrainer(
+        vocab_size=wordpiece.vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    learned = json.loads(bpe.to_str())["model"]
+    return Qwen2Tokenizer(vocab=learned["vocab"], merges=[tuple(m) for m in learned["merges"]])
 
 
 def main(argv: list[str]) -> None:
