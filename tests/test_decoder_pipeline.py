@@ -113,4 +113,6 @@ def test_the_two_rank_evaluation_scores_as_sentence_transformers_embeds(decoder_
     found = scores(run.path(layout.eval_run(name, 2)))
     assert len(found) == len(queries) * len(docs)
     theirs = torch.tensor([float(embed[q] @ embed[d]) for q, d in found])
-    assert torch.allclose(theirs, torch.tensor(list(found.values())), rtol=0, atol=2e-6)  # the file's 6 decimals
+    # the file's 6 decimals and another summation order (measured 5.5e-7; 0.54 had the evaluation
+    # pooled the last column, padding or not)
+    assert torch.allclose(theirs, torch.tensor(list(found.values())), rtol=0, atol=1e-5)

@@ -105,7 +105,7 @@ def build(name: str, folder: Path, seed: int = 0, max_positions: int = MAX_POSIT
 
 
 def decoder_tokenizer(wordpiece):
-    """A Qwen2 tokenizer (byte-level BPE, cased, no special tokens added) learned from the words of
+    """A Qwen2 tokenizer (byte-level BPE, no lowercasing, no special tokens added) learned from the words of
     `wordpiece`'s vocabulary, to its size. transformers reads a qwen2 folder's tokenizer.json through
     Qwen2Tokenizer whatever it holds, and a WordPiece one through it splits every text into single
     characters (nearly every text then fills max_seq_length); this one it reads as written, so
