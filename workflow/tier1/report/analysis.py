@@ -36,7 +36,9 @@ def _timing(prefix: str, m: TrainRecord | EvaluationRecord | None, base_s: float
     }
 
 
-def scaling_rows(r: Results) -> list[dict]:
+def scaling_rows(r: Results, kind: str | None = None) -> list[dict]:
+    """One row per world size. `kind`: the peak memory to read (peak_kind's; by default `r`'s own)."""
+    kind = kind or peak_kind(r)
     rows = []
     # a marked 1-rank time is no baseline either
     t1 = _clean_wall(r.train.get(1))
@@ -44,7 +46,7 @@ def scaling_rows(r: Results) -> list[dict]:
     for n in sorted(set(r.train) | set(r.eval_base)):
         tm, em, pm = r.train.get(n), r.eval_base.get(n), r.probe.get(n)
         ranks = tm.ranks if tm else []
-        peaks = [peak_bytes(x["peak_memory"]) for x in ranks]
+        peaks = [peak_bytes(x["peak_memory"], kind) for x in ranks]
         capacities = [x.get("device_capacity_bytes") for x in ranks]
         rows.append({
             "world_size": n,
@@ -67,7 +69,31 @@ def scaling_rows(r: Results) -> list[dict]:
             "tokens_per_s": tm.throughput.get("tokens_per_s") if tm else None,
             "mfu": tm.throughput.get("mfu") if tm else None,
         })
+        rows[-1]["largest_model"] = largest_model(rows[-1], tm)
     return rows
+
+
+def largest_model(row: dict, tm: TrainRecord | None) -> dict | None:
+    """A projection: the most parameters one rank could train at this run's batch, strategy and
+    world size. Model states take the bytes per parameter measured (DDP ~16 for fp32 AdamW, FSDP2
+    ~16/N); everything else at the peak (activations, gathered layers, buffers) is taken as measured
+    for this model, though a larger model's activations grow with its width and depth. Against a
+    GPU's memory; on a CPU against the rank's share of the machine's memory (the ranks share it)."""
+    states, peak = row.get("model_state_per_rank_bytes"), row.get("peak_memory_per_device_bytes")
+    if tm is None or not states or not peak or not tm.gradient_bytes:
+        return None
+    capacities = [x.get("device_capacity_bytes") for x in tm.ranks]
+    if capacities and all(capacities):
+        capacity, of = min(capacities), "GPU memory"
+    elif tm.hardware.get("host_memory_bytes") and not tm.hardware.get("gpus"):
+        capacity, of = tm.hardware["host_memory_bytes"] / tm.world_size, "host memory / ranks"
+    else:
+        return None
+    n_params = tm.gradient_bytes / 4  # fp32 gradients, one per parameter
+    per_param = states["total"] / n_params
+    rest = max(peak - states["total"], 0)
+    return {"parameters": max(int((capacity - rest) / per_param), 0), "capacity_bytes": capacity, "of": of,
+            "bytes_per_parameter": per_param, "other_bytes": rest, "measured_parameters": int(n_params)}
 
 
 def model_state_per_rank(m: TrainRecord | None) -> dict | None:
@@ -85,8 +111,39 @@ def _clean_wall(m: TrainRecord | EvaluationRecord | None) -> float | None:
     return m.wall_time_s if m and not m.marks else None
 
 
-def peak_bytes(mem: dict) -> int:
-    return mem.get("max_memory_allocated", mem.get("peak_rss", 0))
+# what a rank's peak memory is, best first: the GPU's allocated bytes, malloc's bytes in use at the
+# step's points (a CPU), the process's resident set (a CPU whose C library cannot tell, older records)
+PEAKS = {"max_memory_allocated": ("peak allocated", "torch.cuda.max_memory_allocated"),
+         "peak_allocated": ("peak allocated (host)", "the host memory allocated and not yet freed (glibc "
+                            "mallinfo2), read after each step's loss, backward and optimizer step"),
+         "peak_rss": ("peak RSS (process)", "the process peak resident set, which also keeps pages freed long "
+                      "before (the model as loaded whole before sharding, the allocator's kept memory)")}
+
+
+def peak_key(mem: dict) -> str | None:
+    return next((k for k in PEAKS if k in mem), None)
+
+
+def peak_bytes(mem: dict, key: str | None = None) -> int:
+    """The peak of `key` (by default the best one `mem` holds); 0 when absent."""
+    key = key or peak_key(mem)
+    return mem.get(key, 0) if key else 0
+
+
+def peak_kind(r: Results) -> str | None:
+    """The peak every rank of every training record in `r` (both strategies') has, so that one
+    table or plot never mixes kinds (on a CPU, the resident set when any record lacks the allocated
+    bytes)."""
+    keys = [peak_key(x["peak_memory"]) for runs in (r.train, r.second_train) for tm in runs.values()
+            for x in tm.ranks]
+    if not keys or None in keys:
+        return None
+    return max(keys, key=list(PEAKS).index)
+
+
+def peak_label(key: str | None) -> tuple[str, str]:
+    """(short label, what it measures) of a peak kind."""
+    return PEAKS.get(key, ("peak memory", "not recorded"))
 
 
 def rms_difference(a: list[dict], b: list[dict]) -> float | None:

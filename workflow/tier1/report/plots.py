@@ -126,10 +126,11 @@ def memory_series(r: Results) -> dict[str, dict[int, dict]]:
     from tier1.report.collect import second_strategy, strategy
 
     out: dict[str, dict[int, dict]] = {}
+    kind = analysis.peak_kind(r)
     for runs in (r, second_strategy(r)):
         if runs is None:
             continue
-        for row in analysis.scaling_rows(runs):
+        for row in analysis.scaling_rows(runs, kind):
             n, tm = row["world_size"], runs.train.get(row["world_size"])
             if tm is None:
                 continue
@@ -144,8 +145,8 @@ def memory(r: Results, path: Path):
     """Left: memory per rank against world size, each strategy a line (model states solid, the
     peak dashed): DDP's model states stay flat, FSDP2's fall as 1/N. Right: every rank's peak."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
-    peak_name = "peak allocated" if on_gpu else "peak RSS (process)"
+    kind = analysis.peak_kind(r)
+    peak_name = analysis.peak_label(kind)[0]
     for i, (name, series) in enumerate(memory_series(r).items()):
         sizes = sorted(series)
         states = [series[n]["states"] for n in sizes]
@@ -165,10 +166,10 @@ def memory(r: Results, path: Path):
     for n, tm in sorted(r.train.items()):
         for x in tm.ranks:
             labels.append(f"{n}:{x['rank']}")
-            values.append(analysis.peak_bytes(x["peak_memory"]) / 1e9)
+            values.append(analysis.peak_bytes(x["peak_memory"], kind) / 1e9)
     right.bar(labels, values, color="0.5", edgecolor="black")
     right.set_xlabel("world size : rank")
-    right.set_ylabel("peak memory (GB)" + ("" if on_gpu else ", process RSS"))
+    right.set_ylabel(f"{peak_name} (GB)")
     right.set_title("Peak memory of every rank (the main table's runs)")
     right.grid(axis="y", alpha=0.3)
     return _save(fig, path, r, times=False)

@@ -223,10 +223,8 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
     if second is None:
         return []
     names = strategy_names(r)
-    on_gpu = bool(next(iter(r.train.values())).hardware.get("gpus"))
-    peak = "peak allocated" if on_gpu else "peak RSS (process)"
-    measured = ("torch.cuda.max_memory_allocated" if on_gpu
-                else "the process peak resident set, which also counts the model as loaded whole before sharding")
+    kind = analysis.peak_kind(r)
+    peak, measured = analysis.peak_label(kind)
     lines = ["", "## Strategies side by side", "",
              f"Each world size trained under {names[0]} and under {names[1]} (one rank is the same plain process "
              "under both). Model states are the bytes of the tensors each rank holds (the largest rank); the peak is "
@@ -239,7 +237,7 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
             tm = runs.train.get(n)
             if tm is None:
                 continue
-            x = next(row for row in analysis.scaling_rows(runs) if row["world_size"] == n)
+            x = next(row for row in analysis.scaling_rows(runs, kind) if row["world_size"] == n)
             ms = x["model_state_per_rank_bytes"] or {}
             base = r.train.get(n)
             ratio = tm.steady_step_s / base.steady_step_s if base and base.steady_step_s and tm.steady_step_s else None
@@ -253,6 +251,14 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
                 f"| {fmt(tm.final_loss, '', 4)} | {'yes' if tm.checksums_equal else 'NO'} "
                 f"| {ndcg} |")
     return lines
+
+
+def _params(projection: dict | None) -> str:
+    """A projected parameter count, as model cards write it (110M, 1.3B)."""
+    if not projection:
+        return "n/a"
+    p = projection["parameters"]
+    return f"{p / 1e9:.1f}B" if p >= 1e9 else f"{p / 1e6:.0f}M"
 
 
 def _marked(marks: list[str]) -> str:
@@ -299,7 +305,8 @@ def to_markdown(r: Results) -> str:
         ratio(rows[largest]["eval_speedup"]), f"~{c['evaluation_s'][1]:.0f} s -> ~{c['evaluation_s'][4]:.0f} s (2.7x)")
     # model states per rank, measured from the tensors each rank holds: what grows with the world
     # size is the model that fits (FSDP2), not the memory each rank needs for it (DDP)
-    per_rank = [(names[0], rows)] + ([(names[1], {x["world_size"]: x for x in analysis.scaling_rows(second)})]
+    per_rank = [(names[0], rows)] + ([(names[1], {x["world_size"]: x
+                                                  for x in analysis.scaling_rows(second, analysis.peak_kind(r))})]
                                      if second else [])
     cells, gains = [], []
     for n in sizes:
@@ -312,10 +319,31 @@ def to_markdown(r: Results) -> str:
                          else fmt(first["total"] / last["total"], "x"))
     row(f"Memory capacity: model states per {unit} (parameters, gradients, optimizer state; measured)", cells,
         "; ".join(gains) + " smaller per rank" if gains else "n/a", "46 GB -> 184 GB (4.0x)")
+    cells, fits = [], {}
+    for n in sizes:
+        held = [(name, by[n]["largest_model"]) for name, by in per_rank if n in by]
+        cells.append("; ".join(f"{name} {_params(x)}" if len(per_rank) > 1 else _params(x) for name, x in held))
+        for name, x in held:
+            fits.setdefault(name, {})[n] = x
+    gains = [f"{name}: {fmt(by[largest]['parameters'] / by[1]['parameters'], 'x')}" for name, by in fits.items()
+             if by.get(1) and by.get(largest) and by[1]["parameters"]]
+    against = next((x["of"] for by in fits.values() for x in by.values() if x), None)
+    row(f"Largest model one {unit} could train (projection{f', against its {against}' if against else ''})", cells,
+        "; ".join(gains) if gains else "n/a", "n/a")
     mb = [rows[n]["max_batch_global"] for n in sizes]
     row("Max batch size", ["n/a (no GPU)" if x is None else str(x) for x in mb],
         fmt(mb[-1] / mb[0], "x") if mb[0] and mb[-1] else "n/a", "32 -> 128 (4.0x)")
 
+    example = next((x for by in fits.values() for x in (by.get(largest), by.get(1)) if x), None)
+    if example:
+        per_param = "; ".join(f"{name} {by[n]['bytes_per_parameter']:.1f} at {n}"
+                              for name, by in fits.items() for n in sorted({1, largest}) if by.get(n))
+        lines += ["", f"The largest model is a projection, not a run: the {unit}'s "
+                  f"{'GPU memory' if example['of'] == 'GPU memory' else 'share of the host memory'} "
+                  f"({example['capacity_bytes'] / GB:.1f} GB) less what the peak held besides the model states "
+                  "(activations, gathered layers, buffers: as measured for this model, though a larger model's grow "
+                  "with its width and depth), divided by the measured model-state bytes per parameter "
+                  f"({per_param})."]
     speed_head = "time ratio (1 / N ranks)" if cpu else "speedup"
     lines += ["", "## Scaling detail", "",
               "| World size | Train time (median, min-max) | Samples/s | Tokens/s | Steady step | MFU "
@@ -329,6 +357,8 @@ def to_markdown(r: Results) -> str:
     def strategy_of(n):
         return f" ({names[0]})" if n > 1 else ""
 
+    # which peak the column holds, where it is not a GPU's allocated bytes
+    peak_suffix = {"peak_allocated": " (host)", "peak_rss": " (RSS)"}.get(analysis.peak_kind(r), "")
     for n in sizes:
         x, o = rows[n], rows[n]["objective"]
         lines.append(
@@ -339,7 +369,7 @@ def to_markdown(r: Results) -> str:
             f"| {fmt(x['allreduce_span_s'], ' s', 3)} "
             f"| {fmt(x['eval_wall_s'], ' s', 1)} ({fmt(x['eval_wall_min_s'], '', 1)}-{fmt(x['eval_wall_max_s'], '', 1)}) "
             f"| {fmt(x['eval_documents_per_s'], '', 0)} | {ratio(x['eval_speedup'])} | {eff(x['eval_efficiency'])} "
-            f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{'' if on_gpu else ' (RSS)'}"
+            f"| {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)}{peak_suffix}"
             f"{_device_used(x['peak_device_used_bytes'])} "
             f"| {o.get('global_batch', 'n/a')} | {o.get('per_device_batch', 'n/a')} | {o.get('negatives_per_anchor', 'n/a')} "
             f"| {o.get('gathered_embeddings', 'n/a')} | {o.get('learning_rate', 'n/a')} | {o.get('grad_accum_steps', 'n/a')} |")

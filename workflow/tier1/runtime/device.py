@@ -10,6 +10,8 @@ import resource
 
 import torch
 
+from tier1.measure import host_allocated
+
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a `precision` setting, or None for plain fp32."""
@@ -74,16 +76,22 @@ def device_name(device: torch.device) -> str:
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        host_allocated.reset()
 
 
 def peak_memory(device: torch.device) -> dict[str, int]:
-    """Bytes: allocated and reserved on a GPU; the process's peak resident set on CPU."""
+    """Bytes: allocated and reserved on a GPU; on a CPU the peak of malloc's bytes in use at the
+    step's points since the last reset_peak (tier1.measure.host_allocated; absent where the C
+    library cannot tell) and the process's peak resident set."""
     if device.type == "cuda":
         return {
             "max_memory_allocated": torch.cuda.max_memory_allocated(device),
             "max_memory_reserved": torch.cuda.max_memory_reserved(device),
         }
-    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    allocated = host_allocated.peak()
+    return {**({"peak_allocated": allocated} if allocated is not None else {}),
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def capacity(device: torch.device) -> int | None:

@@ -66,12 +66,21 @@ def note_nodes(hosts_by_rank: list[str], backend: str, env: dict[str, str] | Non
     return dict(_NODES)
 
 
+def host_memory_bytes() -> int | None:
+    """The machine's physical memory (None where the system cannot tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cores": available_cores(),
         "hostname": platform.node(),
         "gpus": [],
+        "host_memory_bytes": host_memory_bytes(),
     }
     if _NODES:
         info["nodes"] = dict(_NODES)

@@ -40,7 +40,7 @@ from tier1.runtime.distributed import Context
 from tier1.runtime.provenance import available_cores
 from tier1.training import checkpoint, parallel, warm_steps
 from tier1.training.builder import build_trainer
-from tier1.training.record import rank_record, train_record
+from tier1.training.record import rank_record, short, train_record
 from tier1.training.trainer import UNSYNCED_STEPS, Trainer
 
 log = logging.getLogger("tier1.stages.train")
@@ -81,7 +81,6 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
         trainer.load_state_dict(state)
         log.info("resuming repeat %d from step %d of %d", repeat, trainer.step, trainer.plan.total_steps)
     start_step = trainer.step
-    devices.reset_peak(ctx.device)
     bar = progress(trainer.plan.total_steps, f"train x{ctx.world_size}", enabled=ctx.is_main)
     checkpoint_s: list[float] = []  # saving is not training: taken out of the wall time
     bar.update(trainer.step)
@@ -107,6 +106,8 @@ def run_once(cfg: TrainConfig, ctx: Context, tokens: PairTokens, ckpt_dir: Path,
     # costs (a GPU), through the first layer where it costs little (a CPU)
     trainer.warm_shapes(layers=None if devices.first_calls_cost(ctx.device) else CPU_WARM_LAYERS)
     warm_s = clock.now() - warming
+    # the peak is the training's: not the warm-up's copy of the parameters, which no run holds
+    devices.reset_peak(ctx.device)
     with clock.window(ctx.device) as window:
         trainer.fit(after_step)
     bar.close()
@@ -155,8 +156,9 @@ def train(cfg: TrainConfig, ctx: Context, data: Path, out: Outputs, stop_after: 
     allreduce_s = clock.time_allreduce(sum(p.numel() for p in trainer.encoder.parameters()), ctx.device)
     decomposition_s = clock.now() - measuring
     # the trained weights whole (under FSDP2 gathered from every rank's shards: a collective)
-    weights = parallel.full_model_state(trainer.encoder, trainer.model)
-    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced, weights),
+    digest = hashlib.sha256()
+    weights = parallel.full_model_state(trainer.encoder, trainer.model, keep=ctx.is_main, digest=digest)
+    ranks = distributed.all_gather_objects({**rank_record(trainer, ctx, start_step, peaks, unsynced, short(digest)),
                                             "window": disturbance.combine(windows)})
     if not ctx.is_main:
         return None

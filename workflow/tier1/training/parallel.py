@@ -103,28 +103,60 @@ def whole(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def full_model_state(encoder: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def checksum_fold(h, name: str, tensor: torch.Tensor) -> None:
+    """Fold one named tensor into the hash `h` (tier1.training.record.parameter_checksum's way)."""
+    h.update(name.encode())
+    h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+
+
+def full_model_state(encoder: torch.nn.Module, model: torch.nn.Module, keep: bool = True,
+                     digest=None) -> dict[str, torch.Tensor]:
     """The encoder's state dict with every tensor whole, as one process would hold it (the names
-    and tensors its own state-dict hooks give, e.g. tier1's BERT's query/key/value split). Under
-    FSDP2 a collective: every rank calls it, and each gets the whole state."""
+    and tensors its own state-dict hooks give, e.g. tier1's BERT's query/key/value split).
+
+    Under FSDP2 a collective: every rank calls it, in the same (name) order. Each tensor is gathered
+    in turn, moved to host memory and kept only where `keep` (the rank that saves; the others get
+    an empty dict), so no rank holds a second whole model, and none on its GPU. `digest` (a hashlib
+    object), when given, takes every whole tensor by name order on every rank: the checksum of the
+    gathered state, which each rank can give without keeping it."""
     if not is_sharded(model):
-        return encoder.state_dict()
+        state = encoder.state_dict()
+        if digest is not None:
+            for name, tensor in sorted(state.items()):
+                checksum_fold(digest, name, tensor)
+        return state if keep else {}
+    out = {}
     with torch.no_grad():
-        return {k: whole(v).detach() for k, v in encoder.state_dict().items()}
+        for name, tensor in sorted(encoder.state_dict().items()):
+            full = whole(tensor).detach().cpu()
+            if digest is not None:
+                checksum_fold(digest, name, full)
+            if keep:
+                out[name] = full
+    return out
 
 
-def full_optimizer_state(encoder: torch.nn.Module, model: torch.nn.Module, optimizer) -> dict:
+def full_optimizer_state(encoder: torch.nn.Module, model: torch.nn.Module, optimizer, keep: bool = True) -> dict:
     """The optimizer's state dict; under FSDP2 (a collective) each parameter's state whole and keyed
     by the parameter's name, beside the parameters themselves whole (`parameters`, by the same names:
-    load_full_state puts them back without the module's state-dict hooks)."""
+    load_full_state puts them back without the module's state-dict hooks), in host memory and kept
+    only where `keep` (an empty dict elsewhere), as full_model_state."""
     if not is_sharded(model):
-        return optimizer.state_dict()
+        return optimizer.state_dict() if keep else {}
     names = {p: name for name, p in encoder.named_parameters()}
+
+    def gathered(t):
+        full = whole(t).detach().cpu()
+        return full if keep else None
+
     with torch.no_grad():
-        return {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
-                "state": {names[p]: {k: whole(v) if torch.is_tensor(v) else v for k, v in s.items()}
-                          for p, s in optimizer.state.items()},
-                "parameters": {name: whole(p).detach() for name, p in encoder.named_parameters()}}
+        state = {names[p]: {k: gathered(v) if torch.is_tensor(v) else v for k, v in s.items()}
+                 for p, s in sorted(optimizer.state.items(), key=lambda item: names[item[0]])}
+        parameters = {name: gathered(p) for name, p in sorted(encoder.named_parameters())}
+    if not keep:
+        return {}
+    return {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+            "state": state, "parameters": parameters}
 
 
 def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

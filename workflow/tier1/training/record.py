@@ -26,14 +26,18 @@ def median(values: list[float]) -> float | None:
 
 
 def parameter_checksum(state: torch.nn.Module | dict[str, torch.Tensor]) -> str:
-    """A hash of a model's state dict, or of a whole state dict given (under FSDP2: the gathered
-    one, tier1.training.parallel.full_model_state)."""
+    """A hash of a model's state dict, or of a whole state dict given; under FSDP2 the same hash
+    is taken while the state is gathered (tier1.training.parallel.full_model_state's `digest`)."""
     h = hashlib.sha256()
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     for name, p in sorted(state.items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        parallel.checksum_fold(h, name, p)
+    return short(h)
+
+
+def short(h) -> str:
+    """The checksum as records show it: a hash's first 16 hex digits."""
     return h.hexdigest()[:16]
 
 
@@ -98,11 +102,12 @@ def marks(start_step: int, total_steps: int, step_stalls: list[dict]) -> list[st
 
 
 def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dict],
-                unsynced: dict[str, list] | None = None, weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+                unsynced: dict[str, list] | None = None, checksum: str | None = None) -> dict[str, Any]:
     """This rank's own account of the run: the work it did, its memory, its final parameters.
     `peaks` holds each repeat's peak memory, measured with the previous repeat freed; `unsynced`
-    is Trainer.measure_unsynced's result, the input of the step decomposition; `weights` the final
-    state dict whole (parallel.full_model_state; the encoder's own when not given).
+    is Trainer.measure_unsynced's result, the input of the step decomposition; `checksum` that of the
+    final state dict whole (taken while parallel.full_model_state gathered it; of the encoder's own
+    state when not given).
     `model_state_bytes` are the model states this rank holds (parameters, gradients, optimizer
     state), from its own tensors: under FSDP2 its shards."""
     t = trainer.times
@@ -121,7 +126,7 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "peak_device_used_bytes": trainer.peak_used_memory,
         "device_capacity_bytes": devices.capacity(ctx.device),
         "threads": ctx.threads,
-        "parameter_checksum": parameter_checksum(weights if weights is not None else trainer.encoder),
+        "parameter_checksum": checksum if checksum is not None else parameter_checksum(trainer.encoder),
         "model_state_bytes": parallel.model_state_bytes(trainer.encoder, trainer.optimizer),
         "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
         # a compiled encoder is warmed through the whole model on any device (Trainer.warm_shapes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tier1.encoder.model import SentenceEncoder
+from tier1.measure import host_allocated
 from tier1.runtime import device as devices
 from tier1.training.buckets import embed
 from tier1.training.loss import in_batch_negatives_loss
@@ -34,5 +35,10 @@ def forward_backward(model: torch.nn.Module, anchors, positives, dtype: torch.dt
     with devices.autocast(device, dtype):
         a, p = model(anchors, positives)
     loss = in_batch_negatives_loss(a, p, loss_scale, gather)
+    on_cpu = device.type == "cpu"
+    if on_cpu:  # the activations at their most
+        host_allocated.note()
     loss.backward()
+    if on_cpu:  # the gradients, before the optimizer's step
+        host_allocated.note()
     return loss

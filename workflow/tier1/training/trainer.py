@@ -20,7 +20,7 @@ from tier1.encoder.model import first_layers
 from tier1.encoder.packed_ids import PackedIds
 from tier1.encoder.shapes import ShapeLog
 from tier1.encoder.token_cache import PairTokens
-from tier1.measure import clock, flops
+from tier1.measure import clock, flops, host_allocated
 from tier1.runtime import device as devices
 from tier1.runtime import distributed
 from tier1.runtime.distributed import Context
@@ -245,6 +245,7 @@ class Trainer:
         p_all = torch.cat(positives).requires_grad_()
         loss = in_batch_negatives_loss(a_all, p_all, self.cfg.loss_scale, self.cfg.gather_embeddings)
         loss.backward()
+        self.note_host_memory()
         a_grads, p_grads = a_all.grad.split([len(a) for a in anchors]), p_all.grad.split([len(p) for p in positives])
         for i, (a_tok, p_tok) in enumerate(tokens):
             last = i == len(tokens) - 1
@@ -253,14 +254,22 @@ class Trainer:
                 self._seed_dropout(i)
                 with devices.autocast(self.ctx.device, self.autocast_dtype):
                     a, p = self.model(a_tok, p_tok)
+                self.note_host_memory()
                 ((a * a_grads[i]).sum() + (p * p_grads[i]).sum()).backward()
+            self.note_host_memory()
         return loss
 
     def apply_gradients(self) -> None:
         self.optimizer.step()
+        self.note_host_memory()
         self.scheduler.step()
         self._marks[-1][3] = self.clock.mark()
         self.step += 1
+
+    def note_host_memory(self) -> None:
+        """On a CPU, a reading of the bytes in use into the peak (tier1.measure.host_allocated)."""
+        if self.ctx.device.type == "cpu":
+            host_allocated.note()
 
     def read_times(self) -> None:
         """The unread steps' phase times into `times` (on a GPU: one wait, for the last mark)."""
@@ -437,10 +446,12 @@ class Trainer:
 
     # -- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The run's state, whole on every rank (under FSDP2 gathered: every rank calls it)."""
+        """The run's state, whole (under FSDP2 gathered: every rank calls it; only the main rank,
+        which saves it, keeps the model and optimizer states)."""
+        keep = self.ctx.is_main
         return {
-            "model": parallel.full_model_state(self.encoder, self.model),
-            "optimizer": parallel.full_optimizer_state(self.encoder, self.model, self.optimizer),
+            "model": parallel.full_model_state(self.encoder, self.model, keep),
+            "optimizer": parallel.full_optimizer_state(self.encoder, self.model, self.optimizer, keep),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "loss_rows": self.loss_rows,
