@@ -502,7 +502,7 @@ def decomposition_section(r: Results) -> list[str]:
              "stragglers is the slowest rank's compute minus the median rank's; other is what remains of the step. "
              "When the steps the parts come from ran slower than the steady median, the parts are scaled to the step "
              "(marked *, with the factor) and other is 0. At 1 rank there is no sync: "
-             "both are 0 by definition.", "",
+             "both are 0 by definition." + _fsdp_compute_note(r), "",
              "The steps used are the window's last ones whose shapes every rank had met before (a first-shape "
              "set-up in a synced step would otherwise be booked as communication); a short run with too few such "
              "steps fills in with cold ones, named in the last column but one.", "",
@@ -523,6 +523,18 @@ def decomposition_section(r: Results) -> list[str]:
         which = f"steps {used} ({rerun}" + (f"; cold: {', '.join(map(str, cold))}" if cold else "") + ")"
         lines.append(f"| {n} | {_s(d['step_s'])}{mark} | " + " | ".join(cells) + f" | {which} | {busy} |")
     return lines + [""]
+
+
+def _fsdp_compute_note(r: Results) -> str:
+    """What the split means when the decomposed runs are FSDP2's: skipping its gradient sync skips
+    only the reduce-scatter, so the parameters' all-gathers stay in compute."""
+    from tier1.report.collect import strategy
+
+    if not any(n > 1 and strategy(tm) == "fsdp" for n, tm in r.train.items()):
+        return ""
+    return (" Under FSDP2 skipping the sync (`set_requires_gradient_sync(False)`) skips only the gradients' "
+            "reduce-scatter: the parameters are still all-gathered before each layer's forward and backward, so "
+            "compute includes those all-gathers and exposed communication is the reduce-scatter's alone.")
 
 
 def prediction_section(r: Results) -> list[str]:
