@@ -44,7 +44,7 @@ onstart:
 
 onsuccess:
     if CLUSTER:
-        CLUSTER["heartbeat"].relay_stories()  # the jobs' last lines, before the summary
+        CLUSTER["heartbeat"].finish()  # the jobs' last lines, before the summary; the run's notes removed
     if os.path.exists(REPORT_MD) and os.path.getmtime(REPORT_MD) >= RUN_STARTED:
         print(console.run_summary(Path(REPORT_MD), Path(REPORT_HTML)), file=sys.stderr)
 

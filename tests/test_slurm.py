@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import workflow_runs as wr
+from tier1.runtime import slurm
 
 from helpers import REPO
 
@@ -35,7 +36,8 @@ SLURM = ["--profile", "profiles/slurm", "--default-resources", f"slurm_partition
 TARGET = "results/default/train/gpus2/train_metrics.json"
 FAULT_CONFIG = ["--configfile", wr.TINY, "--config", "num_epochs=25", "checkpoint_every=2"]
 LIMIT_S = 10  # after the run ends: no process of it and no SLURM job of it left
-ENV = {**wr.ENV, "TIER1_HEARTBEAT_STALE_S": "5"}
+# tier1's own defaults (heartbeat staleness, status schedule), whatever the caller's environment says
+ENV = {k: v for k, v in wr.ENV.items() if k not in {slurm.STALE_ENV, slurm.STATUS_MAX_ENV}}
 
 
 def _sh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -88,8 +90,21 @@ def left_running(run: str) -> list[dict]:
     return [j for j in jobs_of(run) if j["state"] in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}]
 
 
-def notes_of(folder: Path, run: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((folder / ".snakemake/tier1-slurm" / run).glob("*.json"))]
+def notes_folder(folder: Path, run: str) -> Path:
+    return folder / ".snakemake/tier1-slurm" / run
+
+
+def seconds_in_jobs(run: str) -> tuple[float, float]:
+    """The run's jobs' own time from SLURM's start and end times (1 s resolution): the wall time in
+    which any of them ran, and the sum of their times."""
+    proc = _sh("squeue", "--states=all", "--noheader", "--name", run, "--format=%S|%e")
+    spans = sorted(tuple(time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%S")) for t in line.strip().split("|"))
+                   for line in proc.stdout.splitlines() if line.strip())
+    wall, reach = 0.0, float("-inf")
+    for start, end in spans:
+        wall += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return wall, sum(end - start for start, end in spans)
 
 
 def scalar(path: Path, *keys: str):
@@ -127,11 +142,13 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
     proc = wr.snakemake(remote, "all", *SLURM, "--configfile", wr.TINY, env=ENV)
     slurm_s = time.monotonic() - t0
     screen = proc.stdout + proc.stderr
-    print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s")
+    run = run_id(screen)
+    in_jobs, summed = seconds_in_jobs(run)
+    print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s; the jobs' own time {in_jobs:.0f} s "
+          f"(sum {summed:.0f} s); bound 2 x local + jobs' own = {2 * local_s + in_jobs:.0f} s")
     # no hang without accounting: the status check says what it uses
     assert "SLURM: job status from squeue: this cluster keeps no accounting" in screen, screen[-3000:]
     # every rule a SLURM job (but `all` and the CPU probe, which run in the workflow's own process)
-    run = run_id(screen)
     jobs = jobs_of(run)
     rules = {re.sub(r"_wildcards_.*", "", j["comment"]).removeprefix("rule_") for j in jobs}
     assert rules == {"preflight", "prepare", "tokenize", "commbench", "rank_compute", "train", "train_dropout_reference",
@@ -154,13 +171,12 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
         return re.findall(r"\*\*(scaling|same model|all ranks worked): (\w+)", md)
 
     assert verdicts(remote) == verdicts(local) and ("same model", "PASS") in verdicts(remote)
-    # each job's allocation, as the job saw it: the CPUs its ranks use, inside one node
-    notes = {n["label"]: n["allocation"] for n in notes_of(remote, run)}
-    train2 = notes["train, 2 rank(s)"]
-    assert train2["SLURM_CPUS_PER_TASK"] == "2" and train2["cpus_allowed"] == "2" and train2["SLURM_NNODES"] == "1", notes
-    # and in the stage's own record, beside the hardware it ran on
+    # the run's notes folder (heartbeat, notes, stories) is gone after a run that ended well
+    assert not notes_folder(remote, run).exists(), list(notes_folder(remote, run).iterdir())
+    # each job's allocation as the job saw it, in the stage's own record: the CPUs its ranks use, one node
     record = json.loads((remote / "results/default/train/gpus2/train_metrics.json").read_text())
-    assert record["hardware"]["slurm_allocation"]["SLURM_CPUS_PER_TASK"] == "2", record["hardware"]
+    train2 = record["hardware"]["slurm_allocation"]
+    assert train2["SLURM_CPUS_PER_TASK"] == "2" and train2["cpus_allowed"] == "2" and train2["SLURM_NNODES"] == "1", train2
     assert "slurm_allocation" not in json.loads((local / "results/default/train/gpus2/train_metrics.json").read_text())["hardware"]
     # timed jobs apart: no two training windows overlap (the `timed` slot, --exclusive and the machine lock)
     windows = sorted((scalar(remote / f"results/default/train/{d}/train_metrics.json", "started_at"),
@@ -267,6 +283,7 @@ def test_scancel_of_a_training_job_is_named_and_the_rerun_resumes(prepared, tmp_
     end = the_end(ended(folder, smk, run))
     assert f"Failed: train, 2 rank(s) (SLURM job {job['id']}: CANCELLED" in end, end
     assert "results/default/logs/train_gpus2.log" in end, end
+    assert (notes_folder(folder, run) / f"{job['id']}.json").exists(), "a failed run keeps its notes"
     resumes(folder)
 
 
@@ -281,12 +298,12 @@ def test_sigterm_to_snakemake_cancels_its_slurm_jobs(prepared, tmp_path):
 
 
 def test_kill_9_of_snakemake_ends_its_slurm_jobs(prepared, tmp_path):
-    # a training long enough to outlast the heartbeat's grace (the others end within seconds of a signal)
+    # a training long enough to outlast the heartbeat's grace; the run ends at the kill, and within LIMIT_S
+    # of it (the default staleness, then the job's own stop) nothing of it is left
     config = [*FAULT_CONFIG, "num_epochs=150"]
     folder, smk, run, job = started(prepared, tmp_path, config)
     smk.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    ended(folder, smk, run, t0 + float(ENV["TIER1_HEARTBEAT_STALE_S"]))  # the heartbeat's grace, then LIMIT_S
+    ended(folder, smk, run, time.monotonic())
     state = next(j for j in jobs_of(run) if j["id"] == job["id"])
     assert state["state"] in {"FAILED", "CANCELLED"}, state
     log = (folder / "results/default/logs/train_gpus2.log").read_text()

@@ -65,9 +65,9 @@ def cluster_onstart():
     executor = getattr(workflow.scheduler, "_executor", None)  # Snakemake's own attribute: may be renamed
     status = slurm.choose_status_command(workflow.executor_settings)
     if executor is None:
-        print(f"{status}; at the executor's own intervals (its object was not found to cap them)", file=sys.stderr)
+        print(f"{status}; at the executor's own intervals (its object was not found to adapt them)", file=sys.stderr)
     else:
-        print(f"{status}; every {slurm.cap_status_interval(executor):g} s at most", file=sys.stderr)
+        print(f"{status}; {slurm.adapt_status_checks(executor).describe()}", file=sys.stderr)
     problems = slurm.request_problems([slurm_request(job) for job in workflow.dag.needrun_jobs() if not job.is_local])
     if problems:
         raise WorkflowError(

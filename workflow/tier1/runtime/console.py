@@ -114,11 +114,13 @@ class Job:
 
     def watch_heartbeat(self, path: Path, stale_s: float) -> None:
         """In a SLURM job, on a machine where no pid of the submitting Snakemake can be seen: stop
-        the job when that Snakemake's heartbeat stops (tier1.runtime.slurm)."""
+        the job when that Snakemake's heartbeat stops, and cancel its SLURM job so that every process
+        of it ends at once (tier1.runtime.slurm)."""
         def loop():
             why = slurm.wait_for_lost_heartbeat(path, lambda: self.proc.poll() is None, stale_s)
             if why is not None:
                 self.stop(f"stopped: {why}")
+                slurm.cancel_own_job()
         threading.Thread(target=loop, daemon=True).start()
 
 

@@ -6,15 +6,18 @@ so that a run on SLURM never hangs, names its failures and leaves no job behind.
   `choose_status_command` asks sacct once, and switches the executor to squeue when it does not work.
 - A lost Snakemake: a SLURM job runs on another machine, where no parent-death signal or pid can
   reach it. The submitting Snakemake writes a heartbeat file on the shared file system (the executor
-  needs one anyway) every HEARTBEAT_EVERY_S; each job's console story watches it and stops the job
-  when it has not changed for TIER1_HEARTBEAT_STALE_S (default HEARTBEAT_STALE_S). Watching for a
-  change (not comparing clocks) is immune to clock skew between nodes; reading by open() gets NFS's
-  close-to-open consistency.
+  needs one anyway) every HEARTBEAT_EVERY_S from a thread that does nothing else; each job's console
+  story watches it and stops the job when it has not changed for TIER1_HEARTBEAT_STALE_S (default
+  HEARTBEAT_STALE_S). Watching for a change (not comparing clocks) is immune to clock skew between
+  nodes; reading by open() gets NFS's close-to-open consistency.
+- Status checks: `adapt_status_checks` asks soon after a submission or a job's end and backs off
+  while nothing changes (StatusSchedule): short jobs are seen to end within seconds, long ones cost
+  the controller little.
 - Failures: each job's console story leaves a note (label, log, node) under the run's notes folder;
-  after a failed run `failed_jobs` asks SLURM for the state and reason of every job of the run and
-  joins them with the notes, so the failure screen names the job, its SLURM state and reason, and
-  the end of its logs.
-- Requests: `check_requests` compares each job's CPUs, memory and GPUs with the largest node of its
+  after a failed run `run_jobs` asks SLURM for the state and reason of every job of the run and
+  `with_notes` joins them with the notes, so the failure screen names the job, its SLURM state and
+  reason, and the end of its logs.
+- Requests: `request_problems` compares each job's CPUs, memory and GPUs with the largest node of its
   partition before anything is submitted (SLURM refuses memory at once but leaves too many CPUs
   pending for ever).
 
@@ -23,6 +26,7 @@ Nothing here imports torch or Snakemake.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -37,7 +41,11 @@ HEARTBEAT_ENV = "TIER1_HEARTBEAT"
 STALE_ENV = "TIER1_HEARTBEAT_STALE_S"
 NOTES_ENV = "TIER1_SLURM_NOTES"
 HEARTBEAT_EVERY_S = 1.0
-HEARTBEAT_STALE_S = 10.0
+# Five beats: the beat's own thread does nothing else, so a live Snakemake misses five only when its
+# machine or file system has stalled for seconds. A job of a Snakemake killed with kill -9 then sees
+# the loss 5-6 s after the kill and cancels itself (~2 s to end, measured on a loaded 2-core test
+# cluster): inside the 10 s in which a lost run must leave no job. 10 s took ~12 s in all.
+HEARTBEAT_STALE_S = 5.0
 FAILED_STATES = {"BOOT_FAIL", "CANCELLED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "PREEMPTED"}
 
 
@@ -89,57 +97,130 @@ def choose_status_command(settings) -> str:
     line = f"SLURM: job status from squeue: this cluster keeps no accounting ({said})"
     age, first = min_job_age_s(), getattr(settings, "init_seconds_before_status_checks", 40) or 40
     if age is not None and age < 3 * first:
-        line += (f"; MinJobAge {age} s is under 3x the first status check ({first} s), so the executor "
-                 f"would go back to sacct: lower --slurm-init-seconds-before-status-checks to {max(1, age // 3)}")
+        line += (f"; MinJobAge {age} s is under 3x --slurm-init-seconds-before-status-checks ({first} s), so "
+                 f"the executor would go back to sacct: lower that to {max(1, age // 3)}")
+    elif age is not None and age < 2 * status_cap_s():
+        line += (f"; MinJobAge {age} s is under twice the longest wait between status checks "
+                 f"({status_cap_s():g} s): lower {STATUS_MAX_ENV} to {max(1, age // 2)}")
     return line
 
 
 STATUS_MAX_ENV = "TIER1_SLURM_STATUS_MAX_S"
-STATUS_MAX_S = 10.0
+STATUS_FIRST_S = 2.0  # a young job is asked about soon: tier1's short jobs take seconds
+STATUS_BACKOFF = 1.5  # a job is seen to end at most about half its age (plus STATUS_FIRST_S) late
+STATUS_MAX_S = 30.0  # a long job costs the controller one squeue call per run per 30 s
+STATUS_SLICE_S = 0.25  # how often the waiting executor looks at the schedule (no cluster call)
 
 
-def cap_status_interval(executor, env: dict[str, str] | None = None) -> float:
-    """The executor waits 10 s longer after each status check that finds no job finished, up to
-    180 s; a 6 s job then waits ~15 s to be seen, and a failed run waits out the current interval
-    before it ends (57 s after a time limit in a measured run). Cap the interval at
-    TIER1_SLURM_STATUS_MAX_S (default 10 s; one squeue call per run that often). Returns the cap."""
+class StatusSchedule:
+    """When the executor next asks SLURM about the run's jobs: STATUS_FIRST_S after a submission or
+    after a check that saw a job end (the next wave is young), each check that saw nothing change
+    waiting STATUS_BACKOFF times longer, up to `cap_s`. Times are the caller's (time.monotonic())."""
+
+    def __init__(self, cap_s: float = STATUS_MAX_S, first_s: float = STATUS_FIRST_S, backoff: float = STATUS_BACKOFF):
+        self.cap_s, self.first_s, self.backoff = cap_s, min(first_s, cap_s), backoff
+        self.interval, self.due = self.first_s, 0.0
+        self.lock = threading.Lock()  # submissions come from Snakemake's thread, checks from the executor's
+
+    def submitted(self, now: float) -> None:
+        with self.lock:
+            self.interval = self.first_s
+            self.due = min(self.due, now + self.first_s)
+
+    def checked(self, now: float, changed: bool) -> None:
+        """After a status check; `changed`: it saw a job end."""
+        with self.lock:
+            self.interval = self.first_s if changed else min(self.interval * self.backoff, self.cap_s)
+            self.due = now + self.interval
+
+    def wait_s(self, now: float) -> float:
+        with self.lock:
+            return max(0.0, self.due - now)
+
+    def describe(self) -> str:
+        return (f"checks {self.first_s:g} s after a submission or a job's end, then {self.backoff:g}x longer "
+                f"while nothing changes, up to {self.cap_s:g} s ({STATUS_MAX_ENV})")
+
+
+def status_cap_s(env: dict[str, str] | None = None) -> float:
     try:
         cap = float((os.environ if env is None else env).get(STATUS_MAX_ENV) or STATUS_MAX_S)
     except ValueError:
-        cap = STATUS_MAX_S
+        return STATUS_MAX_S
+    return cap if cap > 0 else STATUS_MAX_S
+
+
+def adapt_status_checks(executor, env: dict[str, str] | None = None) -> StatusSchedule:
+    """Put the executor's status checks on a StatusSchedule. The executor's own schedule waits 10 s
+    longer after each check that sees no job end, up to 180 s, and a new job waits out whatever
+    interval is running: a 6 s job was seen ~15 s late, a failed run waited out the interval before
+    it ended. Here the waiting executor looks at the schedule every STATUS_SLICE_S, so a submission
+    shortens the wait at once, and a run that is ending stops waiting."""
+    schedule = StatusSchedule(status_cap_s(env))
     base = type(executor)
-    inherited = base.next_seconds_between_status_checks
 
-    class Capped(base):
-        @property
-        def next_seconds_between_status_checks(self):
-            value = inherited.fget(self)
-            return value if value is None else min(value, cap)
+    class Adaptive(base):
+        async def sleep(self):
+            while self.wait and schedule.wait_s(time.monotonic()) > 0:
+                await asyncio.sleep(min(STATUS_SLICE_S, schedule.wait_s(time.monotonic())))
 
-        @next_seconds_between_status_checks.setter
-        def next_seconds_between_status_checks(self, value):
-            inherited.fset(self, value)
+        async def check_active_jobs(self, active_jobs):
+            running = 0
+            async for job in super().check_active_jobs(active_jobs):
+                running += 1
+                yield job
+            schedule.checked(time.monotonic(), changed=running < len(active_jobs))
 
-    Capped.__name__ = Capped.__qualname__ = base.__name__
-    executor.__class__ = Capped
-    return cap
+        def report_job_submission(self, job_info, *args, **kwargs):
+            super().report_job_submission(job_info, *args, **kwargs)
+            schedule.submitted(time.monotonic())
+
+    Adaptive.__name__ = Adaptive.__qualname__ = base.__name__
+    executor.__class__ = Adaptive
+    return schedule
 
 
 # --- the lost-Snakemake heartbeat ---------------------------------------------------------------------
 
 class Heartbeat:
-    """A file whose content changes every HEARTBEAT_EVERY_S while the submitting Snakemake lives."""
+    """A file whose content changes every `every_s` while the submitting Snakemake lives, and the relay
+    of the jobs' story lines (notes folder, *.story) to its console.
+
+    Two threads: the beat's does nothing but rewrite the file, so no slow relay (a story file on a
+    sluggish NFS, a blocked console) can delay a beat and make a live run's jobs stop themselves; the
+    relay's reads and prints on its own. A STALE_ENV of a few beats is then safe."""
 
     def __init__(self, path: Path, every_s: float = HEARTBEAT_EVERY_S, relay=None):
-        """`relay`: called with each new line of the jobs' stories (notes folder, *.story) each beat."""
+        """`relay`: called with each new line of the jobs' stories."""
         self.path, self.every_s, self.relay = Path(path), every_s, relay
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.read_to: dict[Path, int] = {}
         self.lock = threading.Lock()
+        self.stopped = threading.Event()
         self.beat()
-        threading.Thread(target=self._loop, daemon=True, name="tier1-heartbeat").start()
+        self.threads = [self._every(self.beat, "tier1-heartbeat")]
+        if relay is not None:
+            self.threads.append(self._every(self.relay_stories, "tier1-relay"))
+
+    def _every(self, action, name: str) -> threading.Thread:
+        def loop():
+            while not self.stopped.wait(self.every_s):
+                try:
+                    action()
+                except OSError:
+                    pass
+        thread = threading.Thread(target=loop, daemon=True, name=name)
+        thread.start()
+        return thread
+
+    def beat(self) -> None:
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(f"{os.getpid()} {time.time():.3f}\n")
+        os.replace(tmp, self.path)
 
     def relay_stories(self) -> None:
+        if self.relay is None:
+            return
         with self.lock:
             self._relay()
 
@@ -152,25 +233,20 @@ class Heartbeat:
                     text = f.read()
             except OSError:
                 continue
-            whole = text[: text.rfind("\n") + 1]  # a line still being written waits for the next beat
+            whole = text[: text.rfind("\n") + 1]  # a line still being written waits for the next pass
             self.read_to[story] = start + len(whole.encode())
             for line in whole.splitlines():
                 self.relay(line)
 
-    def beat(self) -> None:
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(f"{os.getpid()} {time.time():.3f}\n")
-        os.replace(tmp, self.path)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.every_s)
-            try:
-                self.beat()
-                if self.relay is not None:
-                    self.relay_stories()
-            except OSError:
-                pass
+    def finish(self) -> None:
+        """After a run that ended well: the jobs' last lines, then the run's folder (heartbeat, notes,
+        stories) removed; every job has ended, and only a failure screen reads the notes. A failed
+        run keeps its folder (the notes and stories its failure screen was made from)."""
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.relay_stories()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 def _read(path: Path) -> str | None:
@@ -188,7 +264,7 @@ def stale_s(env: dict[str, str] | None = None) -> float:
         return HEARTBEAT_STALE_S
 
 
-def wait_for_lost_heartbeat(path: Path, running, stale: float, every_s: float = 0.5) -> str | None:
+def wait_for_lost_heartbeat(path: Path, running, stale: float, every_s: float = 0.25) -> str | None:
     """While `running()`: watch the heartbeat; the reason once it has not changed for `stale` s."""
     last, since = _read(path), time.monotonic()
     while running():
@@ -263,7 +339,10 @@ class SlurmJob:
         return "rule " + rule.replace("_wildcards_", " (") + (")" if "_wildcards_" in rule else "")
 
 
-def run_jobs(run_uuid: str) -> list[SlurmJob]:
+SETTLE_S = 10.0  # how long the end-of-run screen waits for jobs cancelled at the end to finish completing
+
+
+def queued_jobs(run_uuid: str) -> list[SlurmJob]:
     """Every job of one Snakemake run (the executor names them all after its run id), by squeue."""
     proc = _run(["squeue", "--states=all", "--noheader", "--name", run_uuid, "--format=%i|%T|%r|%k"])
     jobs = []
@@ -271,6 +350,17 @@ def run_jobs(run_uuid: str) -> list[SlurmJob]:
         parts = line.strip().split("|")
         if len(parts) >= 4:
             jobs.append(SlurmJob(parts[0], parts[1], parts[2], parts[3]))
+    return jobs
+
+
+def run_jobs(run_uuid: str, settle_s: float = SETTLE_S) -> list[SlurmJob]:
+    """The run's jobs as they end: a job cancelled as the run stopped is COMPLETING until SLURM has
+    ended its processes (up to the cluster's KillWait), so wait up to `settle_s` for its final state."""
+    deadline = time.monotonic() + settle_s
+    jobs = queued_jobs(run_uuid)
+    while any(j.state == "COMPLETING" for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        jobs = queued_jobs(run_uuid)
     for job in jobs:
         detail = _run(["scontrol", "show", "job", "-o", job.job_id])
         found = re.search(r"\bExitCode=(\S+)", detail.stdout if detail else "")
@@ -360,7 +450,10 @@ def request_problems(requests: list[tuple[str, str | None, int, int, int]]) -> l
 
 # --- training across nodes ------------------------------------------------------------------------------
 
-RDZV_PORT_BASE = 29500  # torchrun's default port, offset by the job id (two jobs on a node never share one)
+# torchrun's default port plus the job id mod 1000: two jobs on one first node get different ports
+# unless their ids are a multiple of 1000 apart. Nothing reserves the port: another program holding
+# it makes the rendezvous fail (the job then fails, naming the endpoint in its log).
+RDZV_PORT_BASE = 29500
 RDZV_PORT_SPAN = 1000
 
 
@@ -437,3 +530,12 @@ def node_plan(nnodes: int, env: dict[str, str] | None = None) -> NodePlan:
                          f"share evenly; ask for {nnodes} nodes")
     cpus = fields.get("CPUs/Task", "")
     return NodePlan(job_id, nnodes, hosts, int(cpus) if cpus.isdigit() and int(cpus) > 0 else None)
+
+
+def cancel_own_job(env: dict[str, str] | None = None) -> bool:
+    """Inside a SLURM job: cancel it. SLURM then signals every process of the job at once (the
+    command, its ranks, and the batch script's own Snakemake, which otherwise tears down only after
+    the command has ended), and the job ends CANCELLED. Whether scancel took it."""
+    job = (os.environ if env is None else env).get("SLURM_JOB_ID")
+    proc = _run(["scancel", job], timeout=10) if job else None
+    return proc is not None and proc.returncode == 0

@@ -1,0 +1,136 @@
+"""tier1.runtime.slurm without a cluster: the status-check schedule (on a clock the test moves), the
+executor's waits and checks put on it (a stand-in executor), and the heartbeat that beats while its
+relay is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from tier1.runtime import slurm
+
+
+def waits(schedule: slurm.StatusSchedule, checks: int, now: float = 0.0) -> list[float]:
+    """The waits between `checks` status checks that each see nothing change."""
+    out = []
+    for _ in range(checks):
+        now += schedule.wait_s(now)
+        schedule.checked(now, changed=False)
+        out.append(schedule.wait_s(now))
+    return out
+
+
+def test_checks_back_off_while_nothing_changes_up_to_the_cap():
+    schedule = slurm.StatusSchedule(cap_s=30, first_s=2, backoff=1.5)
+    assert schedule.wait_s(0.0) == 0  # a new schedule checks at once (with no job yet, SLURM is not asked)
+    schedule.checked(0.0, changed=True)
+    assert schedule.wait_s(0.0) == 2
+    assert waits(schedule, 9) == [3, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30, 30, 30]
+
+
+def test_a_job_seen_to_end_brings_the_next_check_back_to_the_first_interval():
+    schedule = slurm.StatusSchedule(cap_s=30, first_s=2, backoff=1.5)
+    waits(schedule, 10)
+    schedule.checked(100.0, changed=True)
+    assert schedule.wait_s(100.0) == 2
+
+
+def test_a_submission_shortens_a_long_wait_at_once():
+    schedule = slurm.StatusSchedule(cap_s=30, first_s=2, backoff=1.5)
+    schedule.checked(0.0, changed=False)
+    waits(schedule, 10)
+    assert schedule.wait_s(200.0) > 2
+    schedule.submitted(200.0)
+    assert schedule.wait_s(200.0) == 2
+    # a check already due sooner stays as due
+    schedule.checked(300.0, changed=True)
+    schedule.submitted(301.5)
+    assert schedule.wait_s(301.5) == 0.5
+
+
+def test_the_cap_comes_from_the_environment_and_bounds_the_first_check():
+    assert slurm.status_cap_s({}) == slurm.STATUS_MAX_S
+    assert slurm.status_cap_s({slurm.STATUS_MAX_ENV: "3"}) == 3
+    assert slurm.status_cap_s({slurm.STATUS_MAX_ENV: "soon"}) == slurm.STATUS_MAX_S
+    assert slurm.status_cap_s({slurm.STATUS_MAX_ENV: "0"}) == slurm.STATUS_MAX_S
+    schedule = slurm.StatusSchedule(cap_s=1)
+    schedule.checked(0.0, changed=True)
+    assert schedule.wait_s(0.0) == 1 and waits(schedule, 3) == [1, 1, 1]
+
+
+class FakeExecutor:
+    """The parts of Snakemake's RemoteExecutor the schedule hooks into."""
+
+    def __init__(self, finished: set[str]):
+        self.finished, self.wait, self.submitted, self.slept = finished, True, [], 0
+
+    async def check_active_jobs(self, active_jobs):
+        for job in active_jobs:
+            if job not in self.finished:
+                yield job
+
+    async def sleep(self):
+        self.slept += 1
+
+    def report_job_submission(self, job_info, register_job=True):
+        self.submitted.append(job_info)
+
+
+def check(executor, jobs: list[str]) -> list[str]:
+    async def run():
+        return [job async for job in executor.check_active_jobs(jobs)]
+    return asyncio.run(run())
+
+
+def test_the_executor_waits_and_checks_on_the_schedule():
+    executor = FakeExecutor(finished=set())
+    schedule = slurm.adapt_status_checks(executor, env={slurm.STATUS_MAX_ENV: "20"})
+    assert type(executor).__name__ == "FakeExecutor" and schedule.cap_s == 20
+    executor.report_job_submission("job1")
+    assert executor.submitted == ["job1"] and schedule.interval == schedule.first_s
+    assert check(executor, ["job1", "job2"]) == ["job1", "job2"]
+    assert schedule.interval == schedule.first_s * schedule.backoff  # nothing ended: backed off
+    executor.finished.add("job2")
+    assert check(executor, ["job1", "job2"]) == ["job1"]
+    assert schedule.interval == schedule.first_s  # a job ended: the next wave is young
+
+
+def test_a_run_that_is_ending_stops_waiting():
+    executor = FakeExecutor(finished=set())
+    schedule = slurm.adapt_status_checks(executor)
+    schedule.checked(time.monotonic() + 3600, changed=False)  # the next check an hour away
+    executor.wait = False
+    asyncio.run(asyncio.wait_for(executor.sleep(), timeout=30))
+    assert executor.slept == 0  # the executor's own sleep is not used
+
+
+def test_the_heartbeat_beats_while_the_relay_is_stuck(tmp_path):
+    release, lines = threading.Event(), []
+
+    def stuck_relay(line):
+        release.wait(timeout=30)
+        lines.append(line)
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "7.story").write_text("[tier1] a job: started\n")
+    beat = slurm.Heartbeat(tmp_path / "run" / "heartbeat", every_s=0.05, relay=stuck_relay)
+    seen = {(tmp_path / "run" / "heartbeat").read_text()}
+    deadline = time.monotonic() + 30
+    while len(seen) < 4 and time.monotonic() < deadline:
+        seen.add((tmp_path / "run" / "heartbeat").read_text())
+        time.sleep(0.02)
+    assert len(seen) >= 4 and not lines, "the file changed while the relay was stuck on its first line"
+    release.set()
+    beat.finish()
+    assert lines == ["[tier1] a job: started"]
+    assert not (tmp_path / "run").exists(), "a run that ended well leaves no notes folder"
+
+
+def test_the_default_staleness_is_a_few_beats():
+    assert slurm.stale_s({}) == slurm.HEARTBEAT_STALE_S == 5 * slurm.HEARTBEAT_EVERY_S
+    assert slurm.stale_s({slurm.STALE_ENV: "12"}) == 12
+
+
+def test_outside_a_slurm_job_there_is_no_job_of_its_own_to_cancel():
+    assert slurm.cancel_own_job(env={}) is False
