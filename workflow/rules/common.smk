@@ -270,14 +270,21 @@ def timed_jobs():
     jobs |= {f"commbench_ws{n}": [f"comm:{n}"] for n in COMM_WORLD_SIZES}
     jobs |= {train_job(n, PRIMARY): [f"train:{n}"] for n in WORLD_SIZES}
     if SECOND:
-        jobs |= {train_job(n, SECOND): [f"second_train:{n}"] for n in WORLD_SIZES}
+        jobs |= {train_job(n, SECOND): [f"second_train:{n}"] for n in WORLD_SIZES if n > 1}
     if len(WORLD_SIZES) > 1:
         jobs["train_reference_gpus1"] = ["reference_train"]
     # one launch evaluates the base model and the model trained on w ranks, each timed
     jobs |= {f"eval_ws{w}": [f"eval_base:{w}", f"eval_trained:{w}"] for w in WORLD_SIZES}
     if SECOND:
-        jobs |= {f"eval_{SECOND}_ws{w}": [f"second_eval_trained:{w}"] for w in WORLD_SIZES}
+        jobs |= {f"eval_{SECOND}_ws{w}": [f"second_eval_trained:{w}"] for w in WORLD_SIZES if w > 1}
     return jobs
+
+
+def second_trained(n):
+    """The training the second strategy's row at world size n reads. One rank is the same plain run
+    under every strategy (tier1.training.parallel never wraps it), so its row is the first's run,
+    not a second training of the same thing."""
+    return layout.trained_on(n, PRIMARY if n == 1 else SECOND)
 
 
 def train_job(n, strategy):
@@ -302,11 +309,9 @@ def report_records():
         "sweep": {f"b{b}_gpus{n}": out(layout.sweep(b, n)) for b in CFG.batch_sweep for n in WORLD_SIZES},
     }
     if SECOND:  # the second strategy's runs, side by side with the first's
-        records["second_train"] = {str(n): out(layout.train_record(layout.trained_on(n, SECOND))) for n in WORLD_SIZES}
-        records["second_loss"] = {str(n): out(layout.loss_csv(layout.trained_on(n, SECOND))) for n in WORLD_SIZES}
-        records["second_eval_trained"] = {
-            str(n): out(layout.eval_metrics(layout.trained_on(n, SECOND), n)) for n in WORLD_SIZES
-        }
+        records["second_train"] = {str(n): out(layout.train_record(second_trained(n))) for n in WORLD_SIZES}
+        records["second_loss"] = {str(n): out(layout.loss_csv(second_trained(n))) for n in WORLD_SIZES}
+        records["second_eval_trained"] = {str(n): out(layout.eval_metrics(second_trained(n), n)) for n in WORLD_SIZES}
     if len(WORLD_SIZES) > 1:  # only needed to compare world sizes
         # the 1-rank run with other dropout masks (the same-model yardstick)
         records["reference_train"] = out(layout.train_record(layout.REFERENCE))

@@ -226,14 +226,15 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
     kind = analysis.peak_kind(r)
     peak, measured = analysis.peak_label(kind)
     lines = ["", "## Strategies side by side", "",
-             f"Each world size trained under {names[0]} and under {names[1]} (one rank is the same plain process "
-             "under both). Model states are the bytes of the tensors each rank holds (the largest rank); the peak is "
+             f"Each world size trained under {names[0]} and under {names[1]} (one rank is one plain process, "
+             "trained once for both). Model states are the bytes of the tensors each rank holds (the largest rank); the peak is "
              f"{measured}.",
              "", "| World size | Strategy | Train time | Steady step | Step vs first strategy | Parameters | Gradients "
              f"| Optimizer state | Model states per rank | {peak} per rank | Final loss | Checksums equal | nDCG@10 |",
              "|---" * 13 + "|"]
     for n in sorted(r.train):
-        for name, runs in zip(names, (r, second)):
+        # one rank is one plain process under both (never wrapped): one row, trained once
+        for name, runs in ([(" = ".join(names), r)] if n == 1 else zip(names, (r, second))):
             tm = runs.train.get(n)
             if tm is None:
                 continue
