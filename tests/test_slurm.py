@@ -144,8 +144,11 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
     screen = proc.stdout + proc.stderr
     run = run_id(screen)
     in_jobs, summed = seconds_in_jobs(run)
-    print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s; the jobs' own time {in_jobs:.0f} s "
-          f"(sum {summed:.0f} s); bound 2 x local + jobs' own = {2 * local_s + in_jobs:.0f} s")
+    commands = sum(float(row.split("\t")[0]) for tsv in (remote / "results/default/benchmarks").glob("*.tsv")
+                   for row in tsv.read_text().splitlines()[1:])
+    print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s; in SLURM jobs {in_jobs:.0f} s "
+          f"(sum {summed:.0f} s), in the rules' commands {commands:.0f} s; 2 x local + jobs' own = "
+          f"{2 * local_s + in_jobs:.0f} s (SLURM's job times), {2 * local_s + commands:.0f} s (the commands' times)")
     # no hang without accounting: the status check says what it uses
     assert "SLURM: job status from squeue: this cluster keeps no accounting" in screen, screen[-3000:]
     # every rule a SLURM job (but `all` and the CPU probe, which run in the workflow's own process)

@@ -36,16 +36,16 @@ def test_a_job_seen_to_end_brings_the_next_check_back_to_the_first_interval():
     assert schedule.wait_s(100.0) == 2
 
 
-def test_a_submission_shortens_a_long_wait_at_once():
+def test_an_expected_change_shortens_a_long_wait_at_once():
     schedule = slurm.StatusSchedule(cap_s=30, first_s=2, backoff=1.5)
-    schedule.checked(0.0, changed=False)
     waits(schedule, 10)
-    assert schedule.wait_s(200.0) > 2
-    schedule.submitted(200.0)
+    schedule.checked(200.0, changed=False)
+    assert schedule.wait_s(200.0) == 30
+    schedule.expect_change(200.0)
     assert schedule.wait_s(200.0) == 2
     # a check already due sooner stays as due
     schedule.checked(300.0, changed=True)
-    schedule.submitted(301.5)
+    schedule.expect_change(301.5)
     assert schedule.wait_s(301.5) == 0.5
 
 
@@ -134,3 +134,16 @@ def test_the_default_staleness_is_a_few_beats():
 
 def test_outside_a_slurm_job_there_is_no_job_of_its_own_to_cancel():
     assert slurm.cancel_own_job(env={}) is False
+
+
+def test_a_story_that_ends_tells_the_schedule_before_slurm_does(tmp_path):
+    ends, lines = [], []
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "8.story").write_text(
+        "[tier1] train, 2 rank(s): started\n[tier1] train, 2 rank(s): step 3/12\n"
+        "[tier1] train, 2 rank(s): done in 7 s\n[tier1] report: FAILED (exit 1) after 2 s; the end of x.log:\n")
+    beat = slurm.Heartbeat(tmp_path / "run" / "heartbeat", every_s=60, relay=lines.append,
+                           on_job_end=lambda: ends.append(len(lines)))
+    beat.relay_stories()
+    assert ends == [3, 4] and len(lines) == 4
+    beat.finish()

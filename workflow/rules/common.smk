@@ -64,10 +64,11 @@ def cluster_onstart():
         return
     executor = getattr(workflow.scheduler, "_executor", None)  # Snakemake's own attribute: may be renamed
     status = slurm.choose_status_command(workflow.executor_settings)
-    if executor is None:
+    schedule = None if executor is None else slurm.adapt_status_checks(executor)
+    if schedule is None:
         print(f"{status}; at the executor's own intervals (its object was not found to adapt them)", file=sys.stderr)
     else:
-        print(f"{status}; {slurm.adapt_status_checks(executor).describe()}", file=sys.stderr)
+        print(f"{status}; {schedule.describe()}", file=sys.stderr)
     problems = slurm.request_problems([slurm_request(job) for job in workflow.dag.needrun_jobs() if not job.is_local])
     if problems:
         raise WorkflowError(
@@ -77,7 +78,11 @@ def cluster_onstart():
             "or name a partition whose nodes are larger (slurm_partition=...)."
         )
     notes = Path(".snakemake/tier1-slurm", getattr(executor, "run_uuid", "run")).resolve()
-    CLUSTER.update(executor=executor, notes=notes, heartbeat=slurm.Heartbeat(notes / "heartbeat", relay=console.say))
+    # a job's story that says its command ended brings the next status check forward
+    heartbeat = slurm.Heartbeat(
+        notes / "heartbeat", relay=console.say, on_job_end=schedule.expect_change if schedule else None
+    )
+    CLUSTER.update(executor=executor, notes=notes, heartbeat=heartbeat)
     os.environ.update({slurm.NOTES_ENV: str(notes), slurm.HEARTBEAT_ENV: str(notes / "heartbeat")})
 
 

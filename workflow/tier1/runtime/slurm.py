@@ -46,6 +46,8 @@ HEARTBEAT_EVERY_S = 1.0
 # the loss 5-6 s after the kill and cancels itself (~2 s to end, measured on a loaded 2-core test
 # cluster): inside the 10 s in which a lost run must leave no job. 10 s took ~12 s in all.
 HEARTBEAT_STALE_S = 5.0
+# The last line of a job's story (tier1.runtime.console): its command has ended, its SLURM job soon will.
+STORY_END = re.compile(r"^\[tier1\] .*?: (done in \d+ s|FAILED \(exit|stopped\b)")
 FAILED_STATES = {"BOOT_FAIL", "CANCELLED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "PREEMPTED"}
 
 
@@ -106,23 +108,25 @@ def choose_status_command(settings) -> str:
 
 
 STATUS_MAX_ENV = "TIER1_SLURM_STATUS_MAX_S"
-STATUS_FIRST_S = 2.0  # a young job is asked about soon: tier1's short jobs take seconds
+STATUS_FIRST_S = 1.0  # a young job, or one whose command has just ended, is asked about soon
 STATUS_BACKOFF = 1.5  # a job is seen to end at most about half its age (plus STATUS_FIRST_S) late
 STATUS_MAX_S = 30.0  # a long job costs the controller one squeue call per run per 30 s
 STATUS_SLICE_S = 0.25  # how often the waiting executor looks at the schedule (no cluster call)
 
 
 class StatusSchedule:
-    """When the executor next asks SLURM about the run's jobs: STATUS_FIRST_S after a submission or
-    after a check that saw a job end (the next wave is young), each check that saw nothing change
-    waiting STATUS_BACKOFF times longer, up to `cap_s`. Times are the caller's (time.monotonic())."""
+    """When the executor next asks SLURM about the run's jobs: STATUS_FIRST_S after a change is
+    expected (a submission; a job's story saying its command ended) or a check saw a job end (the
+    next wave is young), each check that saw nothing change waiting STATUS_BACKOFF times longer, up
+    to `cap_s`. Times are time.monotonic()'s."""
 
     def __init__(self, cap_s: float = STATUS_MAX_S, first_s: float = STATUS_FIRST_S, backoff: float = STATUS_BACKOFF):
         self.cap_s, self.first_s, self.backoff = cap_s, min(first_s, cap_s), backoff
         self.interval, self.due = self.first_s, 0.0
         self.lock = threading.Lock()  # submissions come from Snakemake's thread, checks from the executor's
 
-    def submitted(self, now: float) -> None:
+    def expect_change(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self.lock:
             self.interval = self.first_s
             self.due = min(self.due, now + self.first_s)
@@ -155,7 +159,8 @@ def adapt_status_checks(executor, env: dict[str, str] | None = None) -> StatusSc
     longer after each check that sees no job end, up to 180 s, and a new job waits out whatever
     interval is running: a 6 s job was seen ~15 s late, a failed run waited out the interval before
     it ended. Here the waiting executor looks at the schedule every STATUS_SLICE_S, so a submission
-    shortens the wait at once, and a run that is ending stops waiting."""
+    (or a job's end told by its story, Heartbeat's on_job_end) shortens the wait at once, and a run
+    that is ending stops waiting."""
     schedule = StatusSchedule(status_cap_s(env))
     base = type(executor)
 
@@ -173,7 +178,7 @@ def adapt_status_checks(executor, env: dict[str, str] | None = None) -> StatusSc
 
         def report_job_submission(self, job_info, *args, **kwargs):
             super().report_job_submission(job_info, *args, **kwargs)
-            schedule.submitted(time.monotonic())
+            schedule.expect_change()
 
     Adaptive.__name__ = Adaptive.__qualname__ = base.__name__
     executor.__class__ = Adaptive
@@ -190,9 +195,10 @@ class Heartbeat:
     sluggish NFS, a blocked console) can delay a beat and make a live run's jobs stop themselves; the
     relay's reads and prints on its own. A STALE_ENV of a few beats is then safe."""
 
-    def __init__(self, path: Path, every_s: float = HEARTBEAT_EVERY_S, relay=None):
-        """`relay`: called with each new line of the jobs' stories."""
-        self.path, self.every_s, self.relay = Path(path), every_s, relay
+    def __init__(self, path: Path, every_s: float = HEARTBEAT_EVERY_S, relay=None, on_job_end=None):
+        """`relay`: called with each new line of the jobs' stories; `on_job_end`: called (no arguments)
+        when a story's line says the job's command has ended, before SLURM does."""
+        self.path, self.every_s, self.relay, self.on_job_end = Path(path), every_s, relay, on_job_end
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.read_to: dict[Path, int] = {}
         self.lock = threading.Lock()
@@ -237,6 +243,8 @@ class Heartbeat:
             self.read_to[story] = start + len(whole.encode())
             for line in whole.splitlines():
                 self.relay(line)
+                if self.on_job_end is not None and STORY_END.search(line):
+                    self.on_job_end()
 
     def finish(self) -> None:
         """After a run that ended well: the jobs' last lines, then the run's folder (heartbeat, notes,
