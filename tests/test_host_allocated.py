@@ -41,9 +41,11 @@ def test_the_peak_is_the_largest_reading_since_the_reset():
     assert host_allocated.peak() < high
 
 
-def record(states_total: int, peak: int, n_params: int, world: int, capacity: int | None, host: int | None):
+def record(states_total: int, peak: int, n_params: int, world: int, capacity: int | None, host: int | None,
+           strategy: str = "ddp", precision: str = "float32"):
     ranks = [{"device_capacity_bytes": capacity, "peak_memory": {"peak_allocated": peak}}] * world
-    return SimpleNamespace(ranks=ranks, gradient_bytes=4 * n_params, world_size=world,
+    return SimpleNamespace(ranks=ranks, gradient_bytes=4 * n_params, world_size=world, precision=precision,
+                           config={"parallelism": strategy},
                            hardware={"gpus": ["GPU"] if capacity else [], "host_memory_bytes": host})
 
 
@@ -53,10 +55,12 @@ def test_largest_model_divides_the_memory_left_by_the_measured_bytes_per_paramet
     got = analysis.largest_model(row, record(1.6e9, 3.6e9, 100_000_000, 1, 80e9, None))
     assert got["of"] == "GPU memory" and got["bytes_per_parameter"] == pytest.approx(16)
     assert got["parameters"] == pytest.approx((80e9 - 2e9) / 16, rel=1e-9)
-    # FSDP2 on 4 ranks: a quarter of the states per rank, four times the parameters (and the rest)
-    row4 = {"model_state_per_rank_bytes": {"total": 0.4e9}, "peak_memory_per_device_bytes": 2.4e9}
-    got4 = analysis.largest_model(row4, record(0.4e9, 2.4e9, 100_000_000, 4, 80e9, None))
-    assert got4["parameters"] == pytest.approx((80e9 - 2e9) / 4, rel=1e-9)
+    # FSDP2 on 4 ranks: a quarter of the states per rank, and the whole parameters gathered for the
+    # step on top (bf16: 2 bytes each), which grow with the model as the states do
+    row4 = {"model_state_per_rank_bytes": {"total": 0.4e9}, "peak_memory_per_device_bytes": 2.6e9}
+    got4 = analysis.largest_model(row4, record(0.4e9, 2.6e9, 100_000_000, 4, 80e9, None, "fsdp", "bfloat16"))
+    assert got4["bytes_per_parameter"] == pytest.approx(4 + 2)
+    assert got4["parameters"] == pytest.approx((80e9 - 2e9) / 6, rel=1e-9)
 
 
 def test_on_a_cpu_each_rank_gets_its_share_of_the_host_memory():

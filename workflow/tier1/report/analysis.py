@@ -5,6 +5,7 @@ from __future__ import annotations
 from tier1.records import EvaluationRecord, TrainRecord
 from tier1.report import bound, prediction, sweep
 from tier1.report.collect import CARD_EXPECTATION, Results
+from tier1.training import parallel
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
 # The per-step loss of an N-rank run may differ from the 1-rank run's by dropout noise: ranks draw
@@ -73,11 +74,16 @@ def scaling_rows(r: Results, kind: str | None = None) -> list[dict]:
     return rows
 
 
+# bytes a parameter takes gathered for a step under FSDP2, by the record's compute precision
+GATHERED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
 def largest_model(row: dict, tm: TrainRecord | None) -> dict | None:
     """A projection: the most parameters one rank could train at this run's batch, strategy and
     world size. Model states take the bytes per parameter measured (DDP ~16 for fp32 AdamW, FSDP2
-    ~16/N); everything else at the peak (activations, gathered layers, buffers) is taken as measured
-    for this model, though a larger model's activations grow with its width and depth. Against a
+    ~16/N, plus under FSDP2 the whole parameters gathered for the step); everything else at the
+    peak (activations, buffers) is taken as measured for this model, though a larger model's
+    activations grow with its width and depth. Against a
     GPU's memory; on a CPU against the rank's share of the machine's memory (the ranks share it)."""
     states, peak = row.get("model_state_per_rank_bytes"), row.get("peak_memory_per_device_bytes")
     if tm is None or not states or not peak or not tm.gradient_bytes:
@@ -91,7 +97,10 @@ def largest_model(row: dict, tm: TrainRecord | None) -> dict | None:
         return None
     n_params = tm.gradient_bytes / 4  # fp32 gradients, one per parameter
     per_param = states["total"] / n_params
-    rest = max(peak - states["total"], 0)
+    if tm.config.get("parallelism") == "fsdp" and tm.world_size > 1 and not parallel.RESHARD_AFTER_FORWARD:
+        # the whole parameters, gathered for the step (in the compute precision), grow with the model too
+        per_param += GATHERED_BYTES.get(getattr(tm, "precision", None), 4)
+    rest = max(peak - per_param * n_params, 0)
     return {"parameters": max(int((capacity - rest) / per_param), 0), "capacity_bytes": capacity, "of": of,
             "bytes_per_parameter": per_param, "other_bytes": rest, "measured_parameters": int(n_params)}
 

@@ -342,8 +342,9 @@ def to_markdown(r: Results) -> str:
         lines += ["", f"The largest model is a projection, not a run: the {unit}'s "
                   f"{'GPU memory' if example['of'] == 'GPU memory' else 'share of the host memory'} "
                   f"({example['capacity_bytes'] / GB:.1f} GB) less what the peak held besides the model states "
-                  "(activations, gathered layers, buffers: as measured for this model, though a larger model's grow "
-                  "with its width and depth), divided by the measured model-state bytes per parameter "
+                  "(activations, buffers: as measured for this model, though a larger model's grow with its width "
+                  "and depth), divided by the bytes per parameter: the measured model states, under FSDP2 plus the "
+                  "whole parameters it gathers for a step "
                   f"({per_param})."]
     speed_head = "time ratio (1 / N ranks)" if cpu else "speedup"
     lines += ["", "## Scaling detail", "",
