@@ -10,9 +10,9 @@ the wraps afterwards (skipping the gradient sync, gathering the full state, the 
   (`reshard_after_forward=False`), then freed, and its gradients reduce-scattered. A training step
   calls the encoder several times (anchors and positives, each in its length parts): freeing after
   each call would gather every layer again for the next call and again for each backward, 4 to 8
-  all-gathers a step where one does. Measured on the default config at 2 ranks: the 2-part step
-  under FSDP2 took 1.68x DDP's when freeing after each call (marked disturbed), and
-  docs/reproduce/fsdp_step.py (1 part) gave 1.21x against 1.15x kept. The cost is the whole
+  all-gathers a step where one does. The default model at 2 ranks, FSDP2's step against DDP's:
+  1.23x freeing after each call, 1.11x kept (docs/reproduce/fsdp_step.py, side by side); through
+  the pipeline (2 length parts) 1.68x freeing (marked disturbed), 1.31x kept (clean). The cost is the whole
   parameters (not their gradients, not the optimizer's state) held during the step; between
   steps every rank holds its shards only. On bf16 the parameters are gathered in bf16 and the
   gradients reduced in fp32 (`MixedPrecisionPolicy`).
