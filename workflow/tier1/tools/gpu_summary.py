@@ -1,7 +1,7 @@
 """The one-GPU check's summary (tier1.tools.gpu_plan): one table from the files the stages wrote.
 
     python -m tier1.tools.gpu_summary table --run gpu-check --fp32-run gpu-check-fp32 \\
-        --parts-run gpu-check-parts2 --md summary.md --json summary.json
+        --parts-run gpu-check-parts2 --fsdp-run gpu-check-fsdp --md summary.md --json summary.json
     python -m tier1.tools.gpu_summary cosine --model MODEL --corpus CORPUS.jsonl \\
         --queries QUERIES.jsonl --max-seq-length 256 --out COSINE.json
     python -m tier1.tools.gpu_summary files --run gpu-check --run gpu-check-fp32 --out files.tar.gz
@@ -9,7 +9,8 @@
 `table` finds each run's files where the workflow puts them (tier1.layout, under --results): the
 1-rank training, evaluation and probe, 2 ranks sharing the GPU against 1 rank (the same-model
 verdict on the per-step losses, as the report judges it), the bench against sentence-transformers,
-the fp32 run's training and evaluation, the 2-length-part run's training, the cosine measurement
+the fp32 run's training and evaluation, the 2-length-part run's training, the FSDP2 run's 2 shared
+ranks against DDP's (per-step losses, step, memory per rank), the cosine measurement
 and each run's job times (the check's steps file). `files` packs those runs' records,
 logs and reports, without weights, token ids, checkpoints or run files.
 
@@ -135,6 +136,31 @@ def parts_ratio(records: dict[str, Any]) -> str:
     return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
 
 
+def fsdp_against_ddp_losses(records: dict[str, Any]) -> str:
+    """FSDP2's per-step losses at 2 shared ranks against DDP's: the largest relative difference
+    (the same batches, seeds and dropout masks; only the strategy differs)."""
+    ddp, fsdp = (records.get("losses") or {}).get(2), records.get("fsdp_losses")
+    if not (ddp and fsdp):
+        return NA
+    theirs = {row["step"]: row["loss"] for row in ddp}
+    diffs = [abs(row["loss"] - theirs[row["step"]]) / abs(theirs[row["step"]])
+             for row in fsdp if row["step"] in theirs and theirs[row["step"]]]
+    return f"{max(diffs):.3g} over {len(diffs)} steps" if diffs else "n/a (no step in common)"
+
+
+def fsdp_step_ratio(records: dict[str, Any]) -> str:
+    """FSDP2's steady step over DDP's, 2 ranks sharing the GPU (over gloo: no speedup figure)."""
+    a, b = records.get("train_2"), records.get("train_fsdp2")
+    if not (a and b and a.steady_step_s and b.steady_step_s):
+        return NA
+    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+
+
+def model_states(record: TrainRecord) -> Any:
+    held = analysis.model_state_per_rank(record)
+    return held["total"] if held else None
+
+
 def same_model(records: dict[str, Any]) -> str:
     """2 ranks against 1 on the per-step losses, held to the report's tolerance (the dropout
     reference's RMS difference from 1 rank, times the report's factor)."""
@@ -197,6 +223,13 @@ ROWS = [
     Row("Final loss", "train", lambda t: t.final_loss, decimals(4)),
     Row("Same model, 2 ranks sharing the GPU vs 1 rank", "*", same_model),
     Row("Train step time, median (2 ranks sharing the GPU)", "train_2", lambda t: t.steady_step_s, seconds),
+    Row("Train step time, median (2 ranks sharing the GPU, FSDP2)", "train_fsdp2", lambda t: t.steady_step_s, seconds),
+    Row("FSDP2 step / DDP step (2 ranks sharing the GPU)", "*", fsdp_step_ratio),
+    Row("FSDP2 against DDP, 2 ranks: per-step loss, largest relative difference", "*", fsdp_against_ddp_losses),
+    Row("Model states per rank, DDP (2 ranks)", "train_2", model_states, gib),
+    Row("Model states per rank, FSDP2 (2 ranks)", "train_fsdp2", model_states, gib),
+    Row("Train peak memory allocated, DDP (2 ranks, rank 0)", "train_2", peak, gib),
+    Row("Train peak memory allocated, FSDP2 (2 ranks, rank 0)", "train_fsdp2", peak, gib),
     Row("Bench training, tier1 / sentence-transformers (defaults)", "bench", lambda b: b,
         recipe("defaults", ratio_marked("train_steps_ratio", "train_steps_ratio"), str)),
     Row("Bench encoding, tier1 / sentence-transformers (defaults)", "bench", lambda b: b,
@@ -282,20 +315,23 @@ def target_rows(records: dict[str, Any]) -> list[tuple[str, str]]:
 
 # the record class each input is read through
 KINDS = {"train": TrainRecord, "train_2": TrainRecord, "train_fp32": TrainRecord, "train_parts2": TrainRecord,
+         "train_fsdp2": TrainRecord,
          "eval_base": EvaluationRecord, "eval_trained": EvaluationRecord, "eval_base_fp32": EvaluationRecord,
          "probe": ProbeRecord, "cosine": CosineRecord, "bench": BenchRecord}
 
 
 def record_paths(results: Path, run: str, fp32_run: str | None,
-                 parts_run: str | None = None) -> dict[str, Path | None]:
+                 parts_run: str | None = None, fsdp_run: str | None = None) -> dict[str, Path | None]:
     """Where each input of the table lies: the check's runs in the standard layout."""
     main, one = layout.Run(run, results), layout.trained_on(1)
     fp32 = layout.Run(fp32_run, results) if fp32_run else None
     parts = layout.Run(parts_run, results) if parts_run else None
+    fsdp = layout.Run(fsdp_run, results) if fsdp_run else None
     return {"train": main.path(layout.train_record(one)),
             "train_2": main.path(layout.train_record(layout.trained_on(2))),
             "train_fp32": fp32.path(layout.train_record(one)) if fp32 else None,
             "train_parts2": parts.path(layout.train_record(one)) if parts else None,
+            "train_fsdp2": fsdp.path(layout.train_record(layout.trained_on(2, "fsdp"))) if fsdp else None,
             "bench": main.path(layout.BENCH_JSON),
             "eval_base": main.path(layout.eval_metrics(layout.BASE, 1)),
             "eval_trained": main.path(layout.eval_metrics(one, 1)),
@@ -310,6 +346,12 @@ def loss_logs(results: Path, run: str) -> dict[Any, list[dict]]:
     paths = {1: layout.loss_csv(layout.trained_on(1)), 2: layout.loss_csv(layout.trained_on(2)),
              "reference": layout.loss_csv(layout.REFERENCE)}
     return {key: read_loss(main.path(p)) for key, p in paths.items() if main.path(p).is_file()}
+
+
+def fsdp_losses(results: Path, run: str) -> list[dict] | None:
+    """The FSDP2 run's per-step losses at 2 ranks, where written."""
+    path = layout.Run(run, results).path(layout.loss_csv(layout.trained_on(2, "fsdp")))
+    return read_loss(path) if path.is_file() else None
 
 
 def read_steps(path: Path | None) -> list[tuple[str, float | None, int | None]]:
@@ -443,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--run", default="gpu-check", help="the check's run (bf16, the 1-rank pipeline)")
     t.add_argument("--fp32-run", default="gpu-check-fp32", help="its fp32 run; '' for none")
     t.add_argument("--parts-run", default="gpu-check-parts2", help="its run in 2 length parts; '' for none")
+    t.add_argument("--fsdp-run", default="gpu-check-fsdp", help="its run under FSDP2; '' for none")
     t.add_argument("--title", default="tier1 one-GPU check")
     t.add_argument("--md", type=Path, action="append", default=[], help="Markdown file(s) to write")
     t.add_argument("--json", type=Path, action="append", default=[], help="JSON file(s) to write")
@@ -473,10 +516,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result.to_json()))
         return
 
-    paths = record_paths(args.results, args.run, args.fp32_run or None, args.parts_run or None)
+    paths = record_paths(args.results, args.run, args.fp32_run or None, args.parts_run or None, args.fsdp_run or None)
     records = {name: read(kind, paths[name]) for name, kind in KINDS.items()}
     records["losses"] = loss_logs(args.results, args.run)
-    table = rows(records, check_steps(args.results, args.run, args.fp32_run or None, args.parts_run or None))
+    records["fsdp_losses"] = fsdp_losses(args.results, args.fsdp_run) if args.fsdp_run else None
+    table = rows(records, check_steps(args.results, args.run, args.fp32_run or None, args.parts_run or None,
+                                      args.fsdp_run or None))
     text = markdown(table, args.title)
     print(text, end="")
     for path in args.md:
