@@ -8,8 +8,8 @@ Each variant holds its own copy of the model; rounds alternate the variants (a f
 load on the machine falls on all of them alike and the ratio of medians is what counts. Batches are
 the default config's shape at 2 ranks: 16 pairs of 64 tokens per rank, AdamW. Variants:
 - ddp: tier1's DDP wrap;
-- fsdp: tier1's FSDP2 wrap (tier1.training.parallel.wrap: every layer gathered once a step and
-  kept to its backward, reshard_after_forward=False);
+- fsdp: tier1's FSDP2 wrap and step (tier1.training.parallel: every layer gathered once a step and
+  kept to the step's last backward);
 - fsdp-free: FSDP2 freeing each layer after every call (reshard_after_forward=True): a layer is
   gathered again for the positives' call and for each backward.
 """
@@ -17,6 +17,7 @@ the default config's shape at 2 ranks: 16 pairs of 64 tokens per rank, AdamW. Va
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -76,7 +77,9 @@ def main() -> None:
         dist.barrier()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        forward_backward(wrapped, a, p, None, cfg.loss_scale, cfg.gather_embeddings)
+        # tier1's step keeps every layer gathered through its last backward; the freeing variant does not
+        with parallel.gathered_for_step(wrapped) if v == "fsdp" else contextlib.nullcontext():
+            forward_backward(wrapped, a, p, None, cfg.loss_scale, cfg.gather_embeddings)
         optimizer.step()
         return time.perf_counter() - start
 

@@ -6,13 +6,15 @@ the wraps afterwards (skipping the gradient sync, gathering the full state, the 
 - `fsdp`: FSDP2 (`torch.distributed.fsdp.fully_shard`). Each transformer layer is a unit of its
   own and the root (the pair encoder: embeddings, the last norm) another, so every rank holds one
   shard (1/N) of each parameter, of its gradient and of the optimizer's state. A unit's parameters
-  are all-gathered at its first forward of the step and kept until its backward is done
-  (`reshard_after_forward=False`), then freed, and its gradients reduce-scattered. A training step
-  calls the encoder several times (anchors and positives, each in its length parts): freeing after
-  each call would gather every layer again for the next call and again for each backward, 4 to 8
-  all-gathers a step where one does. The default model at 2 ranks, FSDP2's step against DDP's:
-  1.23x freeing after each call, 1.11x kept (docs/reproduce/fsdp_step.py, side by side); through
-  the pipeline (2 length parts) 1.68x freeing (marked disturbed), 1.31x kept (clean). The cost is the whole
+  are all-gathered at its first forward of the step and kept until the step's last backward is done
+  (`reshard_after_forward=False`, and `gathered_for_step` around the step), then freed, and its
+  gradients reduce-scattered. A training step calls the encoder several times (anchors and
+  positives, each in its length parts), each call with a backward of its own: freeing after each
+  forward or each backward would gather every layer again for the next, 4 to 8 all-gathers a step
+  where one does. The default model at 2 ranks, FSDP2's step against DDP's: side by side
+  (docs/reproduce/fsdp_step.py, 1 part a side) 1.23x freeing after each call, 1.11x kept; through
+  the pipeline (2 length parts a side) 1.68x freeing after each call (marked disturbed), 1.31x kept
+  through forward only, 1.20x kept through the step (clean windows). The cost is the whole
   parameters (not their gradients, not the optimizer's state) held during the step; between
   steps every rank holds its shards only. On bf16 the parameters are gathered in bf16 and the
   gradients reduced in fp32 (`MixedPrecisionPolicy`).
@@ -79,6 +81,28 @@ def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gathered_for_step(model: torch.nn.Module):
+    """Under FSDP2, a context in which each layer stays gathered from its first forward to the end
+    of the step's last backward, then is freed: the step's several encoder calls each run a backward
+    through the layer, and freeing it after the first would gather it again for the next (measured:
+    4 all-gathers a layer a step with 2 length parts a side). Nothing changes for an unsharded model."""
+    if not is_sharded(model):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_backward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_backward(True, recurse=False)
+            unit.reshard()  # before the optimizer updates the shards: no stale gathered copy is kept
 
 
 def without_sync(model: torch.nn.Module, ctx: Context):

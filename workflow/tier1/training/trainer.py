@@ -208,7 +208,7 @@ class Trainer:
         start = self.clock.mark()
         self.optimizer.zero_grad(set_to_none=True)
         skip_sync = parallel.without_sync(self.model, self.ctx) if not sync else contextlib.nullcontext()
-        with skip_sync:
+        with skip_sync, parallel.gathered_for_step(self.model):
             if len(batch.tokens) == 1:
                 self._seed_dropout(0)
                 loss = forward_backward(self.model, *batch.tokens[0], self.autocast_dtype, self.cfg.loss_scale,
