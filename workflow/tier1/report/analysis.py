@@ -5,7 +5,6 @@ from __future__ import annotations
 from tier1.records import EvaluationRecord, TrainRecord
 from tier1.report import bound, prediction, sweep
 from tier1.report.collect import CARD_EXPECTATION, Results
-from tier1.training import parallel
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
 # The per-step loss of an N-rank run may differ from the 1-rank run's by dropout noise: ranks draw
@@ -83,8 +82,8 @@ def largest_model(row: dict, tm: TrainRecord | None) -> dict | None:
     world size. Model states take the bytes per parameter measured (DDP ~16 for fp32 AdamW, FSDP2
     ~16/N, plus under FSDP2 the whole parameters gathered for the step); everything else at the
     peak (activations, buffers) is taken as measured for this model, though a larger model's
-    activations grow with its width and depth. Against a
-    GPU's memory; on a CPU against the rank's share of the machine's memory (the ranks share it)."""
+    activations grow with its width and depth. Against a GPU's memory; on a CPU against the rank's
+    share of the machine's memory (the ranks share it)."""
     states, peak = row.get("model_state_per_rank_bytes"), row.get("peak_memory_per_device_bytes")
     if tm is None or not states or not peak or not tm.gradient_bytes:
         return None
@@ -97,8 +96,9 @@ def largest_model(row: dict, tm: TrainRecord | None) -> dict | None:
         return None
     n_params = tm.gradient_bytes / 4  # fp32 gradients, one per parameter
     per_param = states["total"] / n_params
-    if tm.config.get("parallelism") == "fsdp" and tm.world_size > 1 and not parallel.RESHARD_AFTER_FORWARD:
-        # the whole parameters, gathered for the step (in the compute precision), grow with the model too
+    if tm.config.get("parallelism") == "fsdp" and tm.world_size > 1:
+        # the whole parameters, gathered for the step (tier1.training.parallel keeps every layer
+        # gathered through it; in the compute precision), grow with the model too
         per_param += GATHERED_BYTES.get(getattr(tm, "precision", None), 4)
     rest = max(peak - per_param * n_params, 0)
     return {"parameters": max(int((capacity - rest) / per_param), 0), "capacity_bytes": capacity, "of": of,

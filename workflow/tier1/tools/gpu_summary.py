@@ -115,8 +115,7 @@ def encoder_text(record: TrainRecord) -> str:
 def peak(record: TrainRecord | EvaluationRecord) -> Any:
     """Rank 0's peak allocated: on a GPU its memory, on a CPU (the rehearsal) the host memory
     allocated (tier1.measure.host_allocated); the process RSS only for a record without either."""
-    memory = record.ranks[0]["peak_memory"]
-    return memory.get("max_memory_allocated", memory.get("peak_allocated", memory.get("peak_rss")))
+    return analysis.peak_bytes(record.ranks[0]["peak_memory"]) or None
 
 
 def bf16_speedup(records: dict[str, Any]) -> str:

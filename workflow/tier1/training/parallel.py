@@ -38,9 +38,6 @@ from tier1.runtime.distributed import Context
 from tier1.training.comm_hook import AllreduceSpan, timed_allreduce
 
 DEFAULT = "ddp"
-# FSDP2 keeps a unit's parameters gathered from its first forward of the step to its backward (the
-# module docstring says why); the report's largest-model projection counts them.
-RESHARD_AFTER_FORWARD = False
 
 
 def layers_of(transformer: torch.nn.Module) -> list[torch.nn.Module]:
@@ -71,9 +68,11 @@ def wrap(pair_model: torch.nn.Module, ctx: Context, allreduce: AllreduceSpan, st
 
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype is not None \
         else MixedPrecisionPolicy()
+    # every unit kept gathered from its first forward of the step (the module docstring says why;
+    # the report's largest-model projection counts the gathered parameters)
     for layer in layers_of(pair_model.encoder.transformer):
-        fully_shard(layer, mp_policy=policy, reshard_after_forward=RESHARD_AFTER_FORWARD)
-    fully_shard(pair_model, mp_policy=policy, reshard_after_forward=RESHARD_AFTER_FORWARD)
+        fully_shard(layer, mp_policy=policy, reshard_after_forward=False)
+    fully_shard(pair_model, mp_policy=policy, reshard_after_forward=False)
     return pair_model
 
 
