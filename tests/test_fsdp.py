@@ -3,7 +3,9 @@
 CPU, gloo, the tiny random BERT, fp32. Dropout off: the loss of every step at 2 and 4 ranks under
 FSDP2 equals the 1-rank loss to 1e-6 relative (measured: ~3e-7, the same as DDP's), the gathered
 parameters agree with the 1-rank model, every rank's gathered checksum is the same, and each rank
-holds a 1/N shard of the model states. A killed FSDP2 run resumes to the uninterrupted one's model,
+holds a 1/N shard of the model states. AdamW's update barely depends on the gradient's scale, so
+the gradient itself (its reduce-scatter's average, and its accumulation without sync) is proven
+with plain SGD, where a wrong scale moves every parameter. A killed FSDP2 run resumes to the uninterrupted one's model,
 and the saved folder is a plain sentence-transformers model with the full weights.
 """
 
@@ -39,9 +41,9 @@ def train(cfg: str, data: Path, out: Path, ranks: int, *extra: str, ok: bool = T
 
 
 def config(tiny_model: Path, parallelism: str, **kw) -> str:
-    return stage_json(Tier1Config(model=str(tiny_model), batch_size=8, num_epochs=1, max_seq_length=32,
-                                  learning_rate=1e-3, warmup_ratio=0.0, gpu_counts=(1, 2, 4), **kw),
-                      "train", parallelism)
+    settings = dict(model=str(tiny_model), batch_size=8, num_epochs=1, max_seq_length=32, learning_rate=1e-3,
+                    warmup_ratio=0.0, gpu_counts=(1, 2, 4))
+    return stage_json(Tier1Config(**(settings | kw)), "train", parallelism)
 
 
 def losses(folder: Path) -> list[float]:
@@ -64,6 +66,32 @@ def runs(tmp_path_factory, tiny_model, data) -> dict[str, Path]:
         train(config(tiny_model, strategy), data, root / name, ranks)
         out[name] = root / name
     return out
+
+
+@pytest.fixture(scope="module")
+def sgd_runs(tmp_path_factory, tiny_model, data) -> dict[str, Path]:
+    """Plain SGD: one process, and FSDP2 at 2 and 4 ranks accumulating over 2 micro-batches (the
+    first backward without a reduce-scatter). One process does not accumulate: the DDP tests show
+    that accumulation alone leaves the result as it is."""
+    root = tmp_path_factory.mktemp("fsdp-sgd")
+    out = {}
+    for name, strategy, ranks, accum in (("one", "ddp", 1, 1), ("fsdp2", "fsdp", 2, 2), ("fsdp4", "fsdp", 4, 2)):
+        train(config(tiny_model, strategy, optimizer="sgd", learning_rate=0.5, grad_accum_steps=accum),
+              data, root / name, ranks)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
+def test_fsdp_sgd_trains_the_one_process_model_step_by_step(sgd_runs, name):
+    ref, got = losses(sgd_runs["one"]), losses(sgd_runs[name])
+    assert len(got) == len(ref) == 5
+    for step, (a, b) in enumerate(zip(got, ref)):
+        assert abs(a - b) / abs(b) <= STEPS_RTOL, f"step {step}: {a} vs {b}"
+    a = load_file(sgd_runs["one"] / "model" / "model.safetensors")
+    b = load_file(sgd_runs[name] / "model" / "model.safetensors")
+    moved = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved <= 1e-5, f"largest parameter difference {moved:.2e}"
 
 
 @pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
