@@ -115,14 +115,15 @@ def warm_up_run(rank: int, world_size: int, model_path: str, pairs: list, out: s
         encoder, tokenizer = model.load(model_path)
         trainer = build_trainer(cfg, ctx, encoder, pair_tokens(tokenizer, pairs, cfg.max_seq_length))
         if warm:
-            second_pass = trainer._rebuild_ddp_buckets
+            passes, results["rebuilt_before_pass"] = trainer.compute_gradients, []
 
-            def after_one_step(batch, trainer=trainer, second_pass=second_pass):
-                results["rebuilt_after_one_step"] = trainer.model._has_rebuilt_buckets
-                second_pass(batch)
+            def noted(batch, trainer=trainer, passes=passes):
+                results["rebuilt_before_pass"].append(trainer.model._has_rebuilt_buckets)
+                return passes(batch)
 
-            trainer._rebuild_ddp_buckets = after_one_step
+            trainer.compute_gradients = noted
             trainer.warm_up()
+            trainer.compute_gradients = passes
             results["rebuilt_before_window"] = trainer.model._has_rebuilt_buckets
             results["state_keys"] = set().union(*(s.keys() for s in trainer.optimizer.state.values()))
         trainer.fit()

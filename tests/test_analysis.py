@@ -80,6 +80,18 @@ def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
     assert ok is False and "NO" in text
 
 
+def test_same_model_sets_the_first_step_gradient_norm_beside_one_ranks():
+    r = results({1: 60.0, 2: 30.0, 4: 15.0}, gpus=4)
+    for n, norm in ((1, 4.0), (2, 4.002), (4, 16.0)):  # 4 ranks: a gradient summed, not averaged
+        for rank in r.train[n].ranks:
+            rank["first_step_gradient_norm"] = norm
+    _, text = verdict(r, "same model")
+    assert "2 ranks: |ΔnDCG@10| 0.0000, per-step loss RMS difference 7.07e-04, first-step gradient norm 1.000x" in text
+    assert "first-step gradient norm 4.000x 1 rank's" in text
+    del r.train[1].ranks[0]["first_step_gradient_norm"]  # a record from before the norm was kept
+    assert "gradient norm" not in verdict(r, "same model")[1]
+
+
 def test_all_ranks_worked_needs_every_rank_counted_and_equal_checksums():
     assert verdict(results({1: 60.0, 2: 30.0}, gpus=2), "all ranks worked")[0] is True
     idle = results({1: 60.0, 2: 30.0}, gpus=2, samples=None)

@@ -94,6 +94,22 @@ def test_fsdp_sgd_trains_the_one_process_model_step_by_step(sgd_runs, name):
     assert moved <= 1e-5, f"largest parameter difference {moved:.2e}"
 
 
+def first_gradient_norms(folder: Path) -> list[float]:
+    return [r["first_step_gradient_norm"] for r in json.loads((folder / "train_metrics.json").read_text())["ranks"]]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
+def test_fsdp_first_gradient_has_the_one_process_norm_on_every_rank(runs, sgd_runs, optimizer, name):
+    """The recorded norm of the first step's whole gradient: a reduce-scatter that summed where it
+    should average would show here as a factor of the world size, whatever the optimizer."""
+    folders = sgd_runs if optimizer == "sgd" else runs
+    (ref,), got = first_gradient_norms(folders["one"]), first_gradient_norms(folders[name])
+    assert ref > 0 and len(got) == int(name[-1])
+    for norm in got:
+        assert abs(norm - ref) / ref <= 1e-5, f"{norm} vs {ref}"
+
+
 @pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
 def test_fsdp_loss_equals_one_process_at_every_step(runs, name):
     ref, got = losses(runs["one"]), losses(runs[name])

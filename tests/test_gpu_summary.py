@@ -183,3 +183,16 @@ def test_the_targets_are_judged_from_the_records_and_say_why_when_they_cannot_be
     gpu_summary.main([*args, "--json", str(tmp_path / "s.json")])
     table = json.loads((tmp_path / "s.json").read_text())
     assert table["Target: bf16 step, MFU, evenness, bf16 against fp32"] == "n/a: no GPU (a CPU rehearsal)"
+
+
+def test_the_first_step_gradient_norms_are_set_beside_one_ranks():
+    import dataclasses
+
+    def with_norm(norm):
+        one = train_metrics("bfloat16", 0.0124, 10300.0)
+        return dataclasses.replace(one, ranks=[{**one.ranks[0], "first_step_gradient_norm": norm}])
+
+    records = {"train": with_norm(4.0), "train_2": with_norm(4.0004), "train_fsdp2": with_norm(8.0)}
+    assert gpu_summary.first_gradient_norms(records) == "1 rank 4; DDP 2 ranks 4 (1.000x); FSDP2 2 ranks 8 (2.000x)"
+    # a record from before the norm was kept, or a resumed run: left out, not shown as zero
+    assert gpu_summary.first_gradient_norms({"train": train_metrics("bfloat16", 0.0124, 10300.0)}) == "n/a"

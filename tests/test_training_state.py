@@ -221,15 +221,16 @@ def test_warm_up_drops_state_an_optimizer_does_not_start_from_zero(dropout_model
 
 def test_ddp_warm_up_rebuilds_the_buckets_before_the_window(dropout_model, pairs, tmp_path):
     """DDP regroups its gradient buckets in the forward after the first backward; the warm-up
-    makes that happen before the window, and the run's losses and model stay those of a run
-    without it (2 CPU ranks over gloo)."""
+    (the first step's gradient, then the warm-up step) makes that happen before the window, and
+    the run's losses and model stay those of a run without it (2 CPU ranks over gloo)."""
     import ddp_runs
     import helpers
 
     out = tmp_path / "warm.pt"
     helpers.spawn(ddp_runs.warm_up_run, 2, str(dropout_model), pairs[:48], str(out))
     got = torch.load(out)
-    assert not got["rebuilt_after_one_step"]  # the warm-up step alone leaves it to the first timed step
+    # not before the warm-up step: the first step's gradient alone would leave it to the first timed step
+    assert got["rebuilt_before_pass"] == [False, False]
     assert got["rebuilt_before_window"]
     assert got["state_keys"] == {"step", "exp_avg", "exp_avg_sq"}
     assert got["losses"][0] == got["losses"][1] and got["same_parameters"]
@@ -278,7 +279,20 @@ def test_the_warm_up_step_takes_the_batch_with_the_most_padded_positions(dropout
     real = trainer.compute_gradients
     trainer.compute_gradients = lambda indices, **kw: taken.append(indices) or real(indices, **kw)
     trainer.warm_up()
-    assert taken == [batches[positions.index(max(positions))]]
+    # the first step's batch for its gradient's norm, then the warm-up step's
+    assert taken == [batches[0], batches[positions.index(max(positions))]]
+
+
+def test_the_warm_up_keeps_the_first_steps_gradient_norm(dropout_model, pairs):
+    """The norm the warm-up records is that of the gradient the first training step computes
+    (same batch, same dropout masks), as torch's own total-norm gives it."""
+    trainer = built(dropout_model, pairs)
+    trainer.warm_up()
+    other = built(dropout_model, pairs)
+    other.compute_gradients(other.plan.schedule()[0][1])
+    expected = torch.nn.utils.get_total_norm([p.grad for p in other.encoder.parameters() if p.grad is not None])
+    assert trainer.first_gradient_norm == pytest.approx(float(expected), rel=1e-6)
+    assert trainer.first_gradient_norm > 0
 
 
 def test_every_rank_warms_up_on_the_same_batch(dropout_model, pairs):

@@ -213,6 +213,19 @@ def oversubscription(r: Results) -> list[str]:
     return notes
 
 
+def first_gradient_norm(tm: TrainRecord | None) -> float | None:
+    """The norm of the first step's whole gradient (tier1.training.trainer.Trainer.gradient_norm);
+    None for a resumed run or a record from before it was kept."""
+    return tm.ranks[0].get("first_step_gradient_norm") if tm and tm.ranks else None
+
+
+def _gradient_ratio(r: Results, n: int) -> str:
+    """`n` ranks' first-step gradient norm over 1 rank's: near 1 within dropout's noise, n or 1/n
+    where the gradient is summed where it should be averaged (or the reverse)."""
+    a, b = first_gradient_norm(r.train.get(n)), first_gradient_norm(r.train.get(1))
+    return f", first-step gradient norm {a / b:.3f}x 1 rank's" if a and b else ""
+
+
 def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
     out = []
     rows = scaling_rows(r)
@@ -246,7 +259,7 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
         loss_ok = all(v is not None and v <= agree["tolerance"] for v in agree["rms"].values())
         ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective and loss_ok
         detail = ", ".join(f"{n} ranks: |ΔnDCG@10| {d:.4f}, per-step loss RMS difference {_sci(agree['rms'].get(n))}"
-                           for n, d in sorted(diffs.items()))
+                           f"{_gradient_ratio(r, n)}" for n, d in sorted(diffs.items()))
         if agree["dropout_rms"] is not None:
             yardstick = (f"loss tolerance {_sci(agree['tolerance'])} = {DROPOUT_NOISE_FACTOR:g}x the RMS difference "
                          f"between two 1-rank runs that differ only in dropout masks ({_sci(agree['dropout_rms'])})")

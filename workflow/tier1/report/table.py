@@ -228,10 +228,13 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
     lines = ["", "## Strategies side by side", "",
              f"Each world size trained under {names[0]} and under {names[1]} (one rank is one plain process, "
              "trained once for both). Model states are the bytes of the tensors each rank holds (the largest rank); the peak is "
-             f"{measured}.",
+             f"{measured}. The first step's gradient norm is that of the whole gradient after its all-reduce or "
+             "reduce-scatter: a strategy that summed where it should average would show it N times larger, which the "
+             "losses would not (AdamW's update hardly depends on the gradient's scale).",
              "", "| World size | Strategy | Train time | Steady step | Step vs first strategy | Parameters | Gradients "
-             f"| Optimizer state | Model states per rank | {peak} per rank | Final loss | Checksums equal | nDCG@10 |",
-             "|---" * 13 + "|"]
+             f"| Optimizer state | Model states per rank | {peak} per rank | First-step gradient norm | Final loss "
+             "| Checksums equal | nDCG@10 |",
+             "|---" * 14 + "|"]
     for n in sorted(r.train):
         # one rank is one plain process under both (never wrapped): one row, trained once
         for name, runs in ([(" = ".join(names), r)] if n == 1 else zip(names, (r, second))):
@@ -249,9 +252,14 @@ def strategies_section(r: Results, second: Results | None) -> list[str]:
                 f"| {fmt(ratio, 'x')} | {fmt(ms.get('parameters', 0) / GB, ' GB', 3)} "
                 f"| {fmt(ms.get('gradients', 0) / GB, ' GB', 3)} | {fmt(ms.get('optimizer', 0) / GB, ' GB', 3)} "
                 f"| {fmt(ms.get('total', 0) / GB, ' GB', 3)} | {fmt((x['peak_memory_per_device_bytes'] or 0) / GB, ' GB', 2)} "
+                f"| {_norm(analysis.first_gradient_norm(tm))} "
                 f"| {fmt(tm.final_loss, '', 4)} | {'yes' if tm.checksums_equal else 'NO'} "
                 f"| {ndcg} |")
     return lines
+
+
+def _norm(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
 
 
 def _params(projection: dict | None) -> str:

@@ -184,13 +184,18 @@ def all_gather_objects(obj):
     return out
 
 
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """The mean of `tensor` over ranks (a new tensor); `tensor` itself without a group."""
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over ranks (a new tensor); `tensor` itself without a group."""
     if not active():
         return tensor
     total = tensor.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / dist.get_world_size()
+    return total
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of `tensor` over ranks (a new tensor); `tensor` itself without a group."""
+    return all_reduce_sum(tensor) / dist.get_world_size() if active() else tensor
 
 
 def all_reduce_max(value: float, device: torch.device) -> float:

@@ -156,6 +156,19 @@ def fsdp_step_ratio(records: dict[str, Any]) -> str:
     return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
 
 
+def first_gradient_norms(records: dict[str, Any]) -> str:
+    """The first step's whole-gradient norm at 1 rank, and at 2 shared ranks under each strategy
+    beside it: N times 1 rank's where a gradient is summed that should be averaged (the losses
+    would not show it: AdamW's update hardly depends on the gradient's scale)."""
+    base = analysis.first_gradient_norm(records.get("train"))
+    parts = []
+    for label, key in (("1 rank", "train"), ("DDP 2 ranks", "train_2"), ("FSDP2 2 ranks", "train_fsdp2")):
+        norm = analysis.first_gradient_norm(records.get(key))
+        if norm is not None:
+            parts.append(f"{label} {norm:.4g}" + (f" ({norm / base:.3f}x)" if base and key != "train" else ""))
+    return "; ".join(parts) or NA
+
+
 def model_states(record: TrainRecord) -> Any:
     held = analysis.model_state_per_rank(record)
     return held["total"] if held else None
@@ -226,6 +239,7 @@ ROWS = [
     Row("Train step time, median (2 ranks sharing the GPU, FSDP2)", "train_fsdp2", lambda t: t.steady_step_s, seconds),
     Row("FSDP2 step / DDP step (2 ranks sharing the GPU)", "*", fsdp_step_ratio),
     Row("FSDP2 against DDP, 2 ranks: per-step loss, largest relative difference", "*", fsdp_against_ddp_losses),
+    Row("First-step gradient norm (2 ranks against 1)", "*", first_gradient_norms),
     Row("Model states per rank, DDP (2 ranks)", "train_2", model_states, gib),
     Row("Model states per rank, FSDP2 (2 ranks)", "train_fsdp2", model_states, gib),
     Row("Train peak memory allocated, DDP (2 ranks, rank 0)", "train_2", peak, gib),

@@ -128,6 +128,7 @@ def rank_record(trainer: Trainer, ctx: Context, start_step: int, peaks: list[dic
         "threads": ctx.threads,
         "parameter_checksum": checksum if checksum is not None else parameter_checksum(trainer.encoder),
         "model_state_bytes": parallel.model_state_bytes(trainer.encoder, trainer.optimizer),
+        "first_step_gradient_norm": trainer.first_gradient_norm,
         "step_parts": decomposition.rank_parts(unsynced, t.data, t.optimizer, steady(t.step)) if unsynced else None,
         # a compiled encoder is warmed through the whole model on any device (Trainer.warm_shapes)
         "shapes": trainer.shape_log.record(trainer.rungs, shapes.note(devices.first_calls_cost(ctx.device)

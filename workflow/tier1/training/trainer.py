@@ -78,6 +78,7 @@ class Trainer:
         self.shape = flops.layers_and_hidden(encoder)
         self.non_embedding_params = flops.non_embedding_parameters(encoder)
         self.peak_used_memory: int | None = None  # whole-device bytes in use after a step (GPU)
+        self.first_gradient_norm: float | None = None  # the first step's, read in the warm-up (None after a resume)
         self.loss_rows: list[dict] = []
         self.last_loss: float | None = None  # the latest loss read from the device (progress display)
         self.times = StepTimes()
@@ -320,8 +321,9 @@ class Trainer:
         and first update; on a CPU the first touch of the memory a step uses) stay out of the timed
         window. Parameters and optimizer state are put back bit for bit, in place: the state the
         step allocated stays allocated (`_restore_optimizer`), so the first timed step creates none.
-        With DDP a second forward and backward follows (`_rebuild_ddp_buckets`). The run's
-        parameters, optimizer state, counters and dropout masks are those of a run without it."""
+        A fresh run first computes the first step's gradient and keeps its norm (`gradient_norm`);
+        a resumed one follows the step with DDP's second forward and backward (`_rebuild_ddp_buckets`).
+        The run's parameters, optimizer state, counters and dropout masks are those of a run without it."""
         remaining = [b for _, b in self.plan.schedule()[self.step:]]
         if not remaining:
             return
@@ -329,6 +331,13 @@ class Trainer:
         # the same batch, so that the ranks' collectives match)
         batch = max(remaining, key=self.positions_of)
         counters = (self.samples_seen, dict(self.tokens_seen), self.flops)
+        first = self.step == 0
+        if first:
+            # the first step's gradient (the same batch, dropout masks and parameters), read here
+            # rather than inside a step: the check of its scale across strategies and world sizes.
+            # Under DDP this is the first backward, so the warm-up step's forward regroups the buckets.
+            self.compute_gradients(self.plan.schedule()[0][1])
+            self.first_gradient_norm = self.gradient_norm()
         parameters = [p.detach().clone() for p in self.encoder.parameters()]
         state = {p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
                  for p, s in self.optimizer.state.items()}
@@ -338,7 +347,7 @@ class Trainer:
             for p, saved in zip(self.encoder.parameters(), parameters):
                 p.copy_(saved)
         self._restore_optimizer(state)
-        if self.ctx.distributed and not parallel.is_sharded(self.model):  # FSDP2 has no buckets to rebuild
+        if self.ctx.distributed and not parallel.is_sharded(self.model) and not first:  # FSDP2 has no buckets
             self._rebuild_ddp_buckets(min(remaining, key=self.positions_of))
         self.optimizer.zero_grad(set_to_none=True)
         self._marks = []
@@ -346,6 +355,17 @@ class Trainer:
         self.times = StepTimes()
         devices.synchronize(self.ctx.device)
         distributed.barrier()
+
+    def gradient_norm(self) -> float:
+        """The L2 norm of the whole gradient the last backward left (all-reduced or reduce-scattered):
+        the same value on every rank. Under FSDP2 a collective, each rank holding a shard of it.
+        AdamW's update hardly depends on the gradient's scale, so losses alone would not show a
+        gradient summed where it should be averaged; this norm does."""
+        grads = [parallel.local(p.grad).float() for p in self.encoder.parameters() if p.grad is not None]
+        squares = sum((g.pow(2).sum() for g in grads), torch.zeros((), device=self.ctx.device))
+        if parallel.is_sharded(self.model):
+            squares = distributed.all_reduce_sum(squares)
+        return float(squares.sqrt())
 
     def _restore_optimizer(self, saved: dict) -> None:
         """The optimizer state as `saved` (per parameter, taken before the warm-up step), written
