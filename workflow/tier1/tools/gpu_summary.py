@@ -183,7 +183,8 @@ def same_model(records: dict[str, Any]) -> str:
     agree = analysis.loss_agreement(Results(loss={1: losses[1], 2: losses[2]},
                                             reference_loss=losses.get("reference") or []))
     rms, tolerance = agree["rms"].get(2), agree["tolerance"]
-    verdict = "PASS" if rms is not None and rms <= tolerance else "FAIL"
+    verdict = ("PASS" if rms is not None and rms <= tolerance else "FAIL") if agree["judged"] else \
+        f"not judged ({agree['steps']} steps, under {analysis.DROPOUT_MIN_STEPS})"
     yardstick = "dropout reference" if agree["dropout_rms"] is not None else "float noise, no dropout reference"
     shown = "n/a (no step in common)" if rms is None else f"{rms:.3g}"
     return f"{verdict}: per-step loss RMS difference {shown}, tolerance {tolerance:.3g} ({yardstick})"
