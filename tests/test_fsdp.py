@@ -50,6 +50,13 @@ def losses(folder: Path) -> list[float]:
     return [float(row.split(",")[3]) for row in (folder / "loss.csv").read_text().splitlines()[1:]]
 
 
+def same_losses(one: Path, other: Path) -> None:
+    ref, got = losses(one), losses(other)
+    assert len(got) == len(ref) == 5
+    for step, (a, b) in enumerate(zip(got, ref)):
+        assert abs(a - b) / abs(b) <= STEPS_RTOL, f"step {step}: {a} vs {b}"
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, pairs) -> Path:
     path = tmp_path_factory.mktemp("fsdp-data") / "train.jsonl"
@@ -84,10 +91,7 @@ def sgd_runs(tmp_path_factory, tiny_model, data) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
 def test_fsdp_sgd_trains_the_one_process_model_step_by_step(sgd_runs, name):
-    ref, got = losses(sgd_runs["one"]), losses(sgd_runs[name])
-    assert len(got) == len(ref) == 5
-    for step, (a, b) in enumerate(zip(got, ref)):
-        assert abs(a - b) / abs(b) <= STEPS_RTOL, f"step {step}: {a} vs {b}"
+    same_losses(sgd_runs["one"], sgd_runs[name])
     a = load_file(sgd_runs["one"] / "model" / "model.safetensors")
     b = load_file(sgd_runs[name] / "model" / "model.safetensors")
     moved = max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -112,10 +116,7 @@ def test_fsdp_first_gradient_has_the_one_process_norm_on_every_rank(runs, sgd_ru
 
 @pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
 def test_fsdp_loss_equals_one_process_at_every_step(runs, name):
-    ref, got = losses(runs["one"]), losses(runs[name])
-    assert len(got) == len(ref) == 5
-    for step, (a, b) in enumerate(zip(got, ref)):
-        assert abs(a - b) / abs(b) <= STEPS_RTOL, f"step {step}: {a} vs {b}"
+    same_losses(runs["one"], runs[name])
 
 
 @pytest.mark.parametrize("name", ["fsdp2", "fsdp4"])
