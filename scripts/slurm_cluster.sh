@@ -3,15 +3,19 @@
 # N fake GPU devices, one partition, all state under one folder.
 #
 #   sudo scripts/slurm_cluster.sh start [--gpus N] [--cpus C] [--mem-mb M]   # installs SLURM where missing
+#   sudo scripts/slurm_cluster.sh start --accounting ...                    # and MariaDB, slurmdbd
 #   eval "$(scripts/slurm_cluster.sh env)"                                  # SLURM_CONF for sbatch, squeue, ...
 #   scripts/slurm_cluster.sh status
 #   sudo scripts/slurm_cluster.sh stop                                      # cancels its jobs, stops the daemons by pid
 #
-# Accounting: none (no slurmdbd, no database). `sacct` then answers "accounting storage is disabled",
-# which is the case that hung Snakemake's SLURM executor for ever; the profile's status check uses
-# squeue instead, and MinJobAge here keeps a finished job in squeue for 10 minutes, far longer than
-# the executor's poll interval, so every job is seen to end. A cluster with slurmdbd needs nothing of
-# this (sacct works there); a database here would cost CI a MariaDB server for no extra proof.
+# Accounting, two kinds of cluster:
+# - none (the default): no slurmdbd. `sacct` answers "accounting storage is disabled", the case that
+#   hung Snakemake's SLURM executor for ever; tier1 switches its status check to squeue, and MinJobAge
+#   here keeps a finished job in squeue for 10 minutes, far longer than any wait between checks.
+# - --accounting: slurmdbd over a MariaDB server of the cluster's own (apt-installed where missing;
+#   its data, socket, pid and log under the folder, TCP on 127.0.0.1 only), as on most real
+#   clusters. The executor then asks sacct, whose answers are not squeue's: a cancelled job is
+#   "CANCELLED by <uid>" there (tier1.runtime.slurm.plain_job_states).
 #
 # GPUs: slurmd drops a GPU GRES whose File= devices are missing, so the node gets N character
 # devices under the state folder (the NVIDIA major number; nothing opens them). A job asking for
@@ -22,7 +26,8 @@
 # variable dropped, SLURM_CONF included, so only the default path reaches it. `stop` removes the link.
 #
 # Needs root (the daemons run as root, munge's key is root's). The folder is $TIER1_SLURM_DIR
-# (default /tmp/tier1-slurm); its ports are 16817/16818 on 127.0.0.1 only.
+# (default /tmp/tier1-slurm); its ports are 16817/16818 (and 16819 slurmdbd, 16820 MariaDB) on
+# 127.0.0.1 only.
 set -euo pipefail
 
 DIR=${TIER1_SLURM_DIR:-/tmp/tier1-slurm}
@@ -30,6 +35,9 @@ CONF=$DIR/etc/slurm.conf
 PARTITION=${TIER1_SLURM_PARTITION:-tier1}
 CTLD_PORT=16817
 SLURMD_PORT=16818
+DBD_PORT=16819
+DB_PORT=16820
+DB_NAME=tier1_acct_db
 NODE=$(hostname -s)
 SYSTEM_CONF=/etc/slurm/slurm.conf
 
@@ -42,24 +50,48 @@ need_root() {
     fi
 }
 
-install_if_missing() {
-    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
-        && command -v sbatch >/dev/null; then
-        return
-    fi
-    say "installing slurm-wlm and munge (apt)"
+# apt-get install, an update first only where the package lists do not know the packages
+apt_install() {
+    say "installing $* (apt)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q slurm-wlm munge >"$DIR/log/apt.log" 2>&1 \
-        || { apt-get update -q >>"$DIR/log/apt.log" 2>&1 && apt-get install -y -q slurm-wlm munge >>"$DIR/log/apt.log" 2>&1; } \
-        || { say "apt-get install slurm-wlm munge failed; see $DIR/log/apt.log"; exit 1; }
+    apt-get install -y -q "$@" >>"$DIR/log/apt.log" 2>&1 \
+        || { apt-get update -q >>"$DIR/log/apt.log" 2>&1 && apt-get install -y -q "$@" >>"$DIR/log/apt.log" 2>&1; } \
+        || { say "apt-get install $* failed; see $DIR/log/apt.log"; exit 1; }
     # the packages' own services (systemd) are not what this script runs
+}
+
+install_if_missing() {
+    if ! { command -v slurmctld && command -v slurmd && command -v munged && command -v sbatch; } >/dev/null; then
+        apt_install slurm-wlm munge
+    fi
+    if [ "$1" = yes ] && ! { command -v slurmdbd && command -v mariadbd && command -v mariadb-install-db \
+        && command -v mariadb-admin; } >/dev/null; then
+        # without recommends: the server, its client and slurmdbd's MySQL plugin are all it needs
+        apt_install --no-install-recommends mariadb-server slurmdbd
+    fi
 }
 
 pid_of() { [ -s "$DIR/run/$1.pid" ] && cat "$DIR/run/$1.pid" || true; }
 alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# a daemon that has exited but is not yet reaped (a zombie, until its parent, init, collects it) has stopped
+running() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+accounting_config() {
+    if [ "$1" = yes ]; then
+        echo "# Accounting through slurmdbd (see the script's header); sacct answers from its database"
+        echo "AccountingStorageType=accounting_storage/slurmdbd"
+        echo "AccountingStorageHost=127.0.0.1"
+        echo "AccountingStoragePort=$DBD_PORT"
+        echo "# the munge socket for slurmdbd's clients (slurmctld, sacct, sacctmgr): AuthInfo does not reach them"
+        echo "AccountingStoragePass=$DIR/munge/munge.socket"
+    else
+        echo "# No accounting (see the script's header): squeue must still see a finished job when asked"
+        echo "AccountingStorageType=accounting_storage/none"
+    fi
+}
 
 write_config() {
-    local gpus=$1 cpus=$2 mem=$3
+    local gpus=$1 cpus=$2 mem=$3 accounting=$4
     mkdir -p "$DIR"/{etc,dev,spool/ctld,spool/d,log,run,munge}
     local devices="" gres=""
     if [ "$gpus" -gt 0 ]; then
@@ -93,8 +125,7 @@ SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 SlurmdParameters=config_overrides
 ReturnToService=2
-# No accounting (see the script's header): squeue must still see a finished job when asked
-AccountingStorageType=accounting_storage/none
+$(accounting_config "$accounting")
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=600
@@ -113,8 +144,85 @@ EOF
     echo "$devices" >"$DIR/etc/gres.conf"
 }
 
+# --- accounting: MariaDB and slurmdbd ---------------------------------------------------------------
+
+DB_SOCKET=$DIR/run/mariadb.sock
+
+# MariaDB of the cluster's own: nothing read from /etc/mysql, TCP on 127.0.0.1 only
+start_database() {
+    if [ ! -d "$DIR/db/mysql" ]; then
+        mariadb-install-db --no-defaults --user=root --datadir="$DIR/db" --auth-root-authentication-method=socket \
+            --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 \
+            || { say "mariadb-install-db failed; see $DIR/log/mariadb-install.log"; stop; exit 1; }
+    fi
+    # a test database: no fsync per commit, no native AIO (containers often refuse it), the lock wait
+    # slurmdbd asks for; its log still warns of a buffer pool under 512 MB (one of a few jobs' records)
+    setsid mariadbd --no-defaults --user=root --datadir="$DIR/db" --socket="$DB_SOCKET" --bind-address=127.0.0.1 \
+        --port="$DB_PORT" --pid-file="$DIR/run/mariadbd.pid" --log-error="$DIR/log/mariadb.log" --skip-name-resolve \
+        --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
+        --innodb-flush-log-at-trx-commit=2 --innodb-use-native-aio=0 \
+        </dev/null >/dev/null 2>&1 &
+    local t0=$SECONDS
+    until mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping >/dev/null 2>&1; do
+        if [ $((SECONDS - t0)) -ge 60 ]; then
+            say "MariaDB did not answer within 60 s; the end of its log:"
+            tail -n 20 "$DIR/log/mariadb.log" >&2 || true
+            stop
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+# slurmdbd's database (kept from start to start, like slurmctld's job ids) and its user, with a new
+# password each start
+accounting_db() {
+    local password
+    password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+    mariadb --no-defaults --socket="$DB_SOCKET" -u root <<EOF
+CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+GRANT ALL ON $DB_NAME.* TO 'slurm'@'127.0.0.1';
+EOF
+    # slurmdbd refuses a config others can read (it holds the password); it is found beside slurm.conf
+    (umask 077 && cat >"$DIR/etc/slurmdbd.conf" <<EOF
+# written by scripts/slurm_cluster.sh: the cluster's accounting on 127.0.0.1
+AuthType=auth/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+DbdHost=$NODE
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$password
+StorageLoc=$DB_NAME
+EOF
+    )
+}
+
+start_slurmdbd() {
+    slurmdbd
+    # the cluster registered before slurmctld starts, so that its first jobs are recorded
+    local t0=$SECONDS
+    until sacctmgr -n list cluster format=cluster 2>/dev/null | grep -qw tier1 \
+        || sacctmgr -i add cluster tier1 >>"$DIR/log/sacctmgr.log" 2>&1; do
+        if [ $((SECONDS - t0)) -ge 60 ]; then
+            say "slurmdbd did not answer within 60 s; the end of its log:"
+            tail -n 20 "$DIR/log/slurmdbd.log" "$DIR/log/sacctmgr.log" >&2 || true
+            stop
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+
 start() {
-    local gpus=4 cpus mem
+    local gpus=4 cpus mem accounting=no
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10))  # 80% of the machine, in MB
     while [ $# -gt 0 ]; do
@@ -122,21 +230,28 @@ start() {
             --gpus) gpus=$2; shift 2 ;;
             --cpus) cpus=$2; shift 2 ;;
             --mem-mb) mem=$2; shift 2 ;;
+            --accounting) accounting=yes; shift ;;
             *) say "unknown option $1"; exit 2 ;;
         esac
     done
     need_root
     if alive slurmctld && alive slurmd; then
+        local has=no
+        if alive slurmdbd; then has=yes; fi
+        if [ "$has" != "$accounting" ]; then
+            say "already running ($DIR), $([ "$has" = yes ] && echo with || echo without) accounting: stop it first"
+            exit 1
+        fi
         say "already running ($DIR)"
         return
     fi
     mkdir -p "$DIR/log"
-    install_if_missing
+    install_if_missing "$accounting"
     if [ -e "$SYSTEM_CONF" ] && [ "$(readlink "$SYSTEM_CONF")" != "$CONF" ]; then
         say "$SYSTEM_CONF exists and is not this cluster's: a SLURM of this machine's own; not touching it"
         exit 1
     fi
-    write_config "$gpus" "$cpus" "$mem"
+    write_config "$gpus" "$cpus" "$mem" "$accounting"
     mkdir -p "$(dirname "$SYSTEM_CONF")"
     ln -sfn "$CONF" "$SYSTEM_CONF"
     export SLURM_CONF=$CONF
@@ -148,21 +263,29 @@ start() {
         munged --force --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
             --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munge.seed"
     fi
+    local t0=$SECONDS kind="no accounting (status via squeue)"
+    if [ "$accounting" = yes ]; then
+        alive mariadbd || { start_database && accounting_db; }
+        alive slurmdbd || start_slurmdbd
+        kind="accounting: slurmdbd and MariaDB up in $((SECONDS - t0)) s (status via sacct)"
+    fi
     # -c: no state from an earlier start (its jobs are gone)
     alive slurmctld || slurmctld -c -f "$CONF"
     alive slurmd || slurmd -f "$CONF"
-    local t0=$SECONDS state=""
-    while [ $((SECONDS - t0)) -lt 60 ]; do
+    local state="" t1=$SECONDS
+    while [ $((SECONDS - t1)) -lt 60 ]; do
         state=$(sinfo -h -N -n "$NODE" -o %t 2>/dev/null | head -1 || true)
-        if [ "$state" = idle ]; then
+        # with accounting, up once sacct answers too (slurmctld has registered with slurmdbd)
+        if [ "$state" = idle ] && { [ "$accounting" = no ] || sacct -X -n -S now -o JobIDRaw >/dev/null 2>&1; }; then
             say "up in $((SECONDS - t0)) s: node $NODE ($cpus CPUs, $mem MB, $gpus GPU devices), partition $PARTITION," \
-                "no accounting (status via squeue); SLURM_CONF=$CONF"
+                "$kind; SLURM_CONF=$CONF"
             return
         fi
         sleep 0.5
     done
-    say "the node did not become idle within 60 s (state: '${state:-none}'); the end of the logs:"
+    say "not up within 60 s (node state: '${state:-none}'$([ "$accounting" = no ] || echo ", or sacct not answering")); the end of the logs:"
     tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+    [ "$accounting" = no ] || tail -n 20 "$DIR/log/slurmdbd.log" >&2 || true
     stop
     exit 1
 }
@@ -177,14 +300,15 @@ stop() {
             sleep 0.5
         done
     fi
-    for daemon in slurmd slurmctld munged; do
+    # slurmctld before slurmdbd (it sends its last records), slurmdbd before its database, munge last
+    for daemon in slurmd slurmctld slurmdbd mariadbd munged; do
         local pid
         pid=$(pid_of "$daemon")
         [ -n "$pid" ] || continue
         if kill -0 "$pid" 2>/dev/null; then
             kill "$pid"
-            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -9 "$pid" || true
+            for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
+            running "$pid" && kill -9 "$pid" || true
         fi
         rm -f "$DIR/run/$daemon.pid"
     done
@@ -194,7 +318,8 @@ stop() {
 
 status() {
     export SLURM_CONF=$CONF
-    for daemon in munged slurmctld slurmd; do
+    for daemon in munged slurmctld slurmd slurmdbd mariadbd; do
+        if [ "$daemon" = slurmdbd ] || [ "$daemon" = mariadbd ]; then [ -s "$DIR/run/$daemon.pid" ] || continue; fi
         if alive "$daemon"; then echo "$daemon: running (pid $(pid_of "$daemon"))"; else echo "$daemon: not running"; fi
     done
     alive slurmctld && sinfo -N -o "%N %t %c %m %G" || true
@@ -206,5 +331,5 @@ case ${1:-} in
     stop) stop ;;
     status) status ;;
     env) echo "export SLURM_CONF=$CONF" ;;
-    *) echo "usage: $0 start [--gpus N] [--cpus C] [--mem-mb M] | stop | status | env" >&2; exit 2 ;;
+    *) echo "usage: $0 start [--accounting] [--gpus N] [--cpus C] [--mem-mb M] | stop | status | env" >&2; exit 2 ;;
 esac
