@@ -1,12 +1,17 @@
 """tier1.runtime.slurm without a cluster: the status-check schedule (on a clock the test moves), the
-executor's waits and checks put on it (a stand-in executor), and the heartbeat that beats while its
-relay is stuck."""
+executor's waits and checks put on it (a stand-in executor), sacct's job states as the executor must
+read them, and the heartbeat that beats while its relay is stuck."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import sys
 import threading
 import time
+import types
+
+import pytest
 
 from tier1.runtime import slurm
 
@@ -147,3 +152,64 @@ def test_a_story_that_ends_tells_the_schedule_before_slurm_does(tmp_path):
     beat.relay_stories()
     assert ends == [3, 4] and len(lines) == 4
     beat.finish()
+
+
+def test_sacct_states_read_as_squeue_names_them():
+    assert slurm.plain_state("CANCELLED by 0") == "CANCELLED"
+    assert [slurm.plain_state(s) for s in ("RUNNING", "COMPLETED", "TIMEOUT", "OUT_OF_MEMORY")] == \
+        ["RUNNING", "COMPLETED", "TIMEOUT", "OUT_OF_MEMORY"]
+
+
+def sacct_executor(monkeypatch, states: dict[str, str]):
+    """A stand-in for the executor's module and its check: a job in none of its end states is running."""
+    module = types.ModuleType("sacct_plugin")
+
+    async def query_job_status(command, logger):
+        return dict(states), 0.01
+
+    class Executor:
+        wait = True
+
+        async def check_active_jobs(self, active_jobs):
+            found, _ = await module.query_job_status("sacct ...", None)
+            for job in active_jobs:
+                if found.get(job) not in {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"}:
+                    yield job
+
+    module.query_job_status, module.Executor = query_job_status, Executor
+    Executor.__module__ = module.__name__
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module, Executor()
+
+
+def test_a_job_cancelled_is_seen_to_end_when_sacct_says_who_cancelled_it(monkeypatch):
+    states = {"5": "CANCELLED by 0", "6": "RUNNING"}
+    _, executor = sacct_executor(monkeypatch, states)
+    assert check(executor, ["5", "6"]) == ["5", "6"]  # as the executor reads sacct: 5 runs for ever
+    schedule = slurm.adapt_status_checks(executor)
+    assert slurm.plain_job_states(executor)  # found through the adapted class too
+    assert check(executor, ["5", "6"]) == ["6"]
+    assert schedule.interval == schedule.first_s  # a job ended
+    assert slurm.plain_job_states(executor), "a second call wraps nothing twice"
+    assert check(executor, ["5", "6"]) == ["6"]
+
+
+def test_a_status_query_that_failed_stays_failed(monkeypatch):
+    module, executor = sacct_executor(monkeypatch, {})
+
+    async def failed(command, logger):
+        return None, None
+
+    module.query_job_status = failed
+    slurm.plain_job_states(executor)
+    assert asyncio.run(module.query_job_status("sacct ...", None)) == (None, None)
+
+
+def test_an_executor_without_the_status_query_is_said_not_found():
+    assert slurm.plain_job_states(FakeExecutor(finished=set())) is False
+
+
+def test_the_installed_executor_checks_through_its_modules_status_query():
+    plugin = pytest.importorskip("snakemake_executor_plugin_slurm")
+    assert callable(plugin.query_job_status)
+    assert "await query_job_status(" in inspect.getsource(plugin.Executor.check_active_jobs)

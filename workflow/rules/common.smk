@@ -64,6 +64,12 @@ def cluster_onstart():
         return
     executor = getattr(workflow.scheduler, "_executor", None)  # Snakemake's own attribute: may be renamed
     status = slurm.choose_status_command(workflow.executor_settings)
+    # (the executor may also fall back to sacct by itself: its states are made plain whatever the command)
+    plain = executor is not None and slurm.plain_job_states(executor)
+    if not plain and workflow.executor_settings.status_command == "sacct":
+        print(
+            "SLURM: the executor's status query was not found: a job cancelled may not be seen to end", file=sys.stderr
+        )
     schedule = None if executor is None else slurm.adapt_status_checks(executor)
     if schedule is None:
         print(f"{status}; at the executor's own intervals (its object was not found to adapt them)", file=sys.stderr)

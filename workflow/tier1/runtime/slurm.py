@@ -4,6 +4,8 @@ so that a run on SLURM never hangs, names its failures and leaves no job behind.
 - Job status: the executor asks `sacct` whenever the binary exists; on a cluster without accounting
   (no slurmdbd) sacct answers "accounting storage is disabled" and no job is ever seen to end.
   `choose_status_command` asks sacct once, and switches the executor to squeue when it does not work.
+  Where sacct works, it names a cancelled job "CANCELLED by <uid>", a state the executor took for a
+  running job (the run waited for ever): `plain_job_states` gives the executor squeue's plain names.
 - A lost Snakemake: a SLURM job runs on another machine, where no parent-death signal or pid can
   reach it. The submitting Snakemake writes a heartbeat file on the shared file system (the executor
   needs one anyway) every HEARTBEAT_EVERY_S from a thread that does nothing else; each job's console
@@ -32,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -105,6 +108,34 @@ def choose_status_command(settings) -> str:
         line += (f"; MinJobAge {age} s is under twice the longest wait between status checks "
                  f"({status_cap_s():g} s): lower {STATUS_MAX_ENV} to {max(1, age // 2)}")
     return line
+
+
+def plain_state(state: str) -> str:
+    """A job state as squeue names it: sacct adds who cancelled a job ("CANCELLED by 0")."""
+    return state.split(" ", 1)[0]
+
+
+def plain_job_states(executor) -> bool:
+    """Make the executor read sacct's job states as squeue names them. It compares each job's state
+    with its own list of failed states; "CANCELLED by 0" is in none of them, so a cancelled job
+    (scancel by a user or an administrator, a job stopping itself on a stale heartbeat) was a running
+    job to it, and the run waited for ever. Its status query is a function of its module
+    (query_job_status), wrapped there. Whether that was found."""
+    module = next((sys.modules.get(c.__module__) for c in type(executor).__mro__
+                   if hasattr(sys.modules.get(c.__module__), "query_job_status")), None)
+    if module is None:
+        return False
+    query = module.query_job_status
+    if getattr(query, "plain_states", False):
+        return True
+
+    async def plain(*args, **kwargs):
+        states, took = await query(*args, **kwargs)
+        return (None if states is None else {job: plain_state(state) for job, state in states.items()}), took
+
+    plain.plain_states = True
+    module.query_job_status = plain
+    return True
 
 
 STATUS_MAX_ENV = "TIER1_SLURM_STATUS_MAX_S"
