@@ -1,11 +1,13 @@
 """The cluster path on a real SLURM: the single-host cluster of scripts/slurm_cluster.sh (munge,
 slurmctld, slurmd on 127.0.0.1, four fake GPU devices, no accounting), the tiny pipeline through
 `--profile profiles/slurm` as a user runs it, and the faults a cluster adds (scancel of a job,
-SIGTERM and kill -9 of the Snakemake that submitted it).
+SIGTERM and kill -9 of the Snakemake that submitted it). test_slurm_accounting.py runs the tiny
+pipeline and the scancel case again on the same cluster with accounting (job status from sacct).
 
-The cluster: one that is up (partition `tier1`) is used as it is; with TIER1_SLURM_CLUSTER=start
-(as root; CI's .ci/run does this) the module starts one and stops it at the end; otherwise every test
-here is skipped, saying so. The node has this machine's cores; its memory is declared at 128 GB (no
+The cluster: one of the module's kind that is up (partition `tier1`) is used as it is; with
+TIER1_SLURM_CLUSTER=start (as root; CI's .ci/run does this) the module starts one, stopping the
+script's cluster of the other kind first, and stops it at the end; otherwise every test here is
+skipped, saying so. The node has this machine's cores; its memory is declared at 128 GB (no
 cgroups: SLURM accounts it, nothing enforces it) so that the profile's own memory requests fit, and
 the jobs ask for 2 CPUs (a 2-core node refuses the profile's 8 before submitting: tested too).
 """
@@ -54,22 +56,54 @@ def cluster_is_up() -> bool:
     return proc.returncode == 0 and any(s.strip() in {"idle", "mix", "alloc"} for s in proc.stdout.splitlines())
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    if cluster_is_up():
+def cluster_of(accounting: bool):
+    """A module's cluster, of one kind: with accounting (sacct answers) or without."""
+    kind = "with accounting" if accounting else "without accounting"
+    up = cluster_is_up()
+    if up and slurm.accounting_works()[0] == accounting:
         yield
         return
+    start = ["start", "--accounting"] if accounting else ["start"]
     if os.environ.get("TIER1_SLURM_CLUSTER") != "start":
-        pytest.skip("no SLURM cluster is up (partition 'tier1'): start one with `sudo scripts/slurm_cluster.sh start` "
-                    "or let the tests start it: TIER1_SLURM_CLUSTER=start (as root; .ci/run does)")
+        pytest.skip(f"no SLURM cluster {kind} is up (partition 'tier1'): start one with `sudo scripts/slurm_cluster.sh "
+                    f"{' '.join(start)}` or let the tests start it: TIER1_SLURM_CLUSTER=start (as root; .ci/run does)")
     if os.geteuid() != 0:
         pytest.skip("TIER1_SLURM_CLUSTER=start needs root (munge, slurmctld, slurmd)")
-    proc = subprocess.run(["bash", str(SCRIPT), "start", "--mem-mb", "131072"], capture_output=True, text=True, timeout=600)
+    if up:  # the other kind: only the script's own cluster can be stopped (by its pid files)
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(SCRIPT), *start, "--mem-mb", "131072"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"cluster {kind} started in {time.monotonic() - t0:.1f} s: {proc.stderr.strip().splitlines()[-1]}")
     try:
         yield
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    yield from cluster_of(accounting=False)
+
+
+MADE: dict[str, object] = {}  # what both kinds' modules start from, made once a session (a fixture is per module)
+
+
+def made_once(key: str, make):
+    if key not in MADE:
+        MADE[key] = make()
+    return MADE[key]
+
+
+@pytest.fixture(scope="module")
+def local_tiny(tmp_path_factory, tiny_model) -> tuple[Path, float]:
+    """The tiny pipeline run locally, and its seconds: what every run through SLURM must equal."""
+    def make():
+        folder = wr.workdir(tmp_path_factory.mktemp("slurm-local") / "local", tiny_model)
+        t0 = time.monotonic()
+        wr.snakemake(folder, "--cores", "2", "all", "--configfile", wr.TINY)
+        return folder, time.monotonic() - t0
+    return made_once("local-tiny", make)
 
 
 def run_id(screen: str) -> str:
@@ -84,6 +118,12 @@ def jobs_of(run: str) -> list[dict]:
     proc = _sh("squeue", "--states=all", "--noheader", "--name", run, "--format=%i|%T|%r|%k|%C|%b")
     rows = [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
     return [{"id": r[0], "state": r[1], "reason": r[2], "comment": r[3], "cpus": r[4], "gres": r[5]} for r in rows]
+
+
+def accounted(run: str) -> dict[str, str]:
+    """Each job of a run and its state, as the accounting database has them (sacct)."""
+    proc = _sh("sacct", "-X", "--parsable2", "--noheader", "--name", run, "--format=JobIDRaw,State")
+    return dict(line.split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
 
 
 def left_running(run: str) -> list[dict]:
@@ -132,11 +172,15 @@ def test_a_request_no_node_can_hold_is_refused_before_any_job(cluster, tmp_path,
     assert not jobs_of(run_id(out)), "nothing was submitted"
 
 
-def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_model):
-    local = wr.workdir(tmp_path / "local", tiny_model)
-    t0 = time.monotonic()
-    wr.snakemake(local, "--cores", "2", "all", "--configfile", wr.TINY)
-    local_s = time.monotonic() - t0
+def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_model, local_tiny):
+    screen = tiny_pipeline_through_slurm(tmp_path, tiny_model, local_tiny)
+    # no hang without accounting: the status check says what it uses
+    assert "SLURM: job status from squeue: this cluster keeps no accounting" in screen, screen[-3000:]
+
+
+def tiny_pipeline_through_slurm(tmp_path: Path, tiny_model: Path, local_tiny: tuple[Path, float]) -> str:
+    """The tiny pipeline through the profile, checked against the local run; its screen."""
+    local, local_s = local_tiny
     remote = wr.workdir(tmp_path / "slurm", tiny_model)
     t0 = time.monotonic()
     proc = wr.snakemake(remote, "all", *SLURM, "--configfile", wr.TINY, env=ENV)
@@ -149,8 +193,6 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
     print(f"tiny pipeline: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s; in SLURM jobs {in_jobs:.0f} s "
           f"(sum {summed:.0f} s), in the rules' commands {commands:.0f} s; 2 x local + jobs' own = "
           f"{2 * local_s + in_jobs:.0f} s (SLURM's job times), {2 * local_s + commands:.0f} s (the commands' times)")
-    # no hang without accounting: the status check says what it uses
-    assert "SLURM: job status from squeue: this cluster keeps no accounting" in screen, screen[-3000:]
     # every rule a SLURM job (but `all` and the CPU probe, which run in the workflow's own process)
     jobs = jobs_of(run)
     rules = {re.sub(r"_wildcards_.*", "", j["comment"]).removeprefix("rule_") for j in jobs}
@@ -186,6 +228,7 @@ def test_the_tiny_pipeline_through_slurm_equals_the_local_run(cluster, tmp_path,
                       scalar(remote / f"results/default/train/{d}/train_metrics.json", "finished_at"))
                      for d in ("gpus1", "gpus2", "reference_gpus1"))
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows
+    return screen
 
 
 def test_training_across_two_nodes_under_srun_equals_the_one_node_run(cluster, tmp_path, tiny_model):
@@ -237,9 +280,11 @@ def test_training_across_two_nodes_under_srun_equals_the_one_node_run(cluster, t
 @pytest.fixture(scope="module")
 def prepared(cluster, tmp_path_factory, tiny_model) -> Path:
     """Data and token ids made once (locally); each fault case trains through SLURM on a copy."""
-    folder = wr.workdir(tmp_path_factory.mktemp("slurm-faults") / "run", tiny_model)
-    wr.snakemake(folder, "--cores", "2", "results/default/data/tokens.safetensors", *FAULT_CONFIG)
-    return folder
+    def make():
+        folder = wr.workdir(tmp_path_factory.mktemp("slurm-faults") / "run", tiny_model)
+        wr.snakemake(folder, "--cores", "2", "results/default/data/tokens.safetensors", *FAULT_CONFIG)
+        return folder
+    return made_once("prepared", make)
 
 
 def started(prepared: Path, tmp_path: Path, config: list[str] = FAULT_CONFIG):
@@ -255,7 +300,11 @@ def started(prepared: Path, tmp_path: Path, config: list[str] = FAULT_CONFIG):
 def ended(folder: Path, smk: subprocess.Popen, run: str, t0: float | None = None) -> str:
     """After the run's end (or t0): within LIMIT_S no process of the run and no SLURM job of it."""
     if t0 is None:
-        smk.wait(timeout=120)
+        try:
+            smk.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            smk.kill()  # its jobs stop themselves once its heartbeat stops
+            pytest.fail("the run did not end within 120 s of its job's end: " + (folder / "screen.txt").read_text()[-3000:])
         t0 = time.monotonic()
     while (wr.processes_in(folder) or left_running(run)) and time.monotonic() - t0 < LIMIT_S + 60:
         time.sleep(0.2)
@@ -281,13 +330,18 @@ def the_end(screen: str) -> str:
 
 
 def test_scancel_of_a_training_job_is_named_and_the_rerun_resumes(prepared, tmp_path):
+    resumes(scancel_is_named(prepared, tmp_path))
+
+
+def scancel_is_named(prepared: Path, tmp_path: Path) -> Path:
+    """A training job cancelled under its run: the run ends and its failure screen names the job."""
     folder, smk, run, job = started(prepared, tmp_path)
     _sh("scancel", job["id"])
     end = the_end(ended(folder, smk, run))
     assert f"Failed: train, 2 rank(s) (SLURM job {job['id']}: CANCELLED" in end, end
     assert "results/default/logs/train_gpus2.log" in end, end
     assert (notes_folder(folder, run) / f"{job['id']}.json").exists(), "a failed run keeps its notes"
-    resumes(folder)
+    return folder
 
 
 def test_sigterm_to_snakemake_cancels_its_slurm_jobs(prepared, tmp_path):
