@@ -265,9 +265,8 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
                              == r.train[1].objective["negatives_per_anchor"]
                              for n in r.train)
         loss_ok = all(v is not None and v <= agree["tolerance"] for v in agree["rms"].values())
-        ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective and (loss_ok or not agree["judged"])
-        if ok and not agree["judged"]:
-            ok = None  # nothing failed, but the losses could not be held to dropout's noise
+        # None where nothing failed but the losses could not be held to dropout's noise
+        ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective and (loss_ok if agree["judged"] else None)
         detail = ", ".join(f"{n} ranks: |ΔnDCG@10| {d:.4f}, per-step loss RMS difference {_sci(agree['rms'].get(n))}"
                            f"{_gradient_ratio(r, n)}" for n, d in sorted(diffs.items()))
         if not agree["judged"]:

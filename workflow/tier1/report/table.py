@@ -543,7 +543,7 @@ def _fsdp_compute_note(r: Results) -> str:
     if not any(n > 1 and strategy(tm) == "fsdp" for n, tm in r.train.items()):
         return ""
     return (" Under FSDP2 skipping the sync (`set_requires_gradient_sync(False)`) skips only the gradients' "
-            "reduce-scatter: the parameters are still all-gathered before each layer's forward and backward, so "
+            "reduce-scatter: the parameters are still all-gathered (each layer once a step, at its first forward), so "
             "compute includes those all-gathers and exposed communication is the reduce-scatter's alone.")
 
 

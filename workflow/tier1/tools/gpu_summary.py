@@ -118,22 +118,24 @@ def peak(record: TrainRecord | EvaluationRecord) -> Any:
     return analysis.peak_bytes(record.ranks[0]["peak_memory"]) or None
 
 
+def step_ratio(a: TrainRecord | None, b: TrainRecord | None) -> str:
+    """`b`'s steady step over `a`'s (above 1: `a` is faster)."""
+    if not (a and b and a.steady_step_s and b.steady_step_s):
+        return NA
+    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+
+
 def bf16_speedup(records: dict[str, Any]) -> str:
     """fp32's steady step over bf16's (above 1: bf16 is faster)."""
     a, b = records.get("train"), records.get("train_fp32")
-    if not (a and b and a.steady_step_s and b.steady_step_s):
-        return NA
-    if a.precision == b.precision:  # a CPU's auto precision is fp32 too: nothing to compare
-        return f"n/a (both ran in {a.precision})"
-    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+    if a and b and a.steady_step_s and b.steady_step_s and a.precision == b.precision:
+        return f"n/a (both ran in {a.precision})"  # a CPU's auto precision is fp32 too: nothing to compare
+    return step_ratio(a, b)
 
 
 def parts_ratio(records: dict[str, Any]) -> str:
     """The 2-length-part step over the 1-part step (above 1: one part is faster)."""
-    a, b = records.get("train"), records.get("train_parts2")
-    if not (a and b and a.steady_step_s and b.steady_step_s):
-        return NA
-    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+    return step_ratio(records.get("train"), records.get("train_parts2"))
 
 
 def fsdp_against_ddp_losses(records: dict[str, Any]) -> str:
@@ -150,10 +152,7 @@ def fsdp_against_ddp_losses(records: dict[str, Any]) -> str:
 
 def fsdp_step_ratio(records: dict[str, Any]) -> str:
     """FSDP2's steady step over DDP's, 2 ranks sharing the GPU (over gloo: no speedup figure)."""
-    a, b = records.get("train_2"), records.get("train_fsdp2")
-    if not (a and b and a.steady_step_s and b.steady_step_s):
-        return NA
-    return number(b.steady_step_s / a.steady_step_s, ".2f") + "x"
+    return step_ratio(records.get("train_2"), records.get("train_fsdp2"))
 
 
 def first_gradient_norms(records: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ the wraps afterwards (skipping the gradient sync, gathering the full state, the 
   positives, each in its length parts), each call with a backward of its own: freeing after each
   forward or each backward would gather every layer again for the next, 4 to 8 all-gathers a step
   where one does. The default model at 2 ranks, FSDP2's step against DDP's: side by side
-  (docs/reproduce/fsdp_step.py, 1 part a side) 1.23x freeing after each call, 1.11x kept; through
+  (docs/reproduce/fsdp_step.py, 1 part a side) 1.32x freeing after each call, 1.13x kept; through
   the pipeline (2 length parts a side) 1.68x freeing after each call (marked disturbed), 1.31x kept
   through forward only, 1.20x kept through the step (clean windows). The cost is the whole
   parameters (not their gradients, not the optimizer's state) held during the step; between
