@@ -44,12 +44,20 @@ def test_ranks_are_set_up_once_and_torn_down(calls):
     assert calls == ["setup", "teardown"]
 
 
-def test_a_failed_rank_ends_its_peers_then_tears_down(calls, caplog):
-    with caplog.at_level(logging.ERROR), pytest.raises(ValueError), cli.stage(argparse.Namespace()) as run:
-        assert run.ctx.distributed
-        raise ValueError("bad batch\nmore")
-    assert calls == ["setup", "end peers", "teardown"]
-    assert "rank 0 failed (ValueError: bad batch); ending the job's ranks on this machine: 2 ended" in caplog.text
+def test_a_failed_rank_says_why_then_ends_its_peers_then_tears_down(calls, caplog):
+    """The cause is logged before the peers are killed: two ranks failing at once kill each other,
+    and the one that speaks first must already have said why (else the log holds only SIGKILLs)."""
+    said = logging.Handler()
+    said.emit = lambda record: calls.append(record.getMessage())
+    logging.getLogger("tier1.stages").addHandler(said)
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(ValueError), cli.stage(argparse.Namespace()) as run:
+            assert run.ctx.distributed
+            raise ValueError("bad batch\nmore")
+    finally:
+        logging.getLogger("tier1.stages").removeHandler(said)
+    assert calls == ["setup", "rank 0 failed (ValueError: bad batch)", "end peers",
+                     "rank 0 ended the job's ranks on this machine: 2 ended", "teardown"]
 
 
 def test_an_exit_is_not_a_failure(calls):

@@ -118,9 +118,11 @@ def stage(args: argparse.Namespace, view: str | None = None, transformers: bool 
         if ctx is not None and ctx.distributed:
             from tier1.runtime import distributed
 
-            logging.getLogger("tier1.stages").error(
-                "rank %d failed (%s: %s); ending the job's ranks on this machine: %s", ctx.rank,
-                type(err).__name__, str(err).splitlines()[0][:300], distributed.end_local_peers())
+            log = logging.getLogger("tier1.stages")
+            # Said before the peers are ended: a peer failing at the same moment ends this rank
+            # too, and whichever says it first leaves the cause in the job's log.
+            log.error("rank %d failed (%s: %s)", ctx.rank, type(err).__name__, str(err).splitlines()[0][:300])
+            log.error("rank %d ended the job's ranks on this machine: %s", ctx.rank, distributed.end_local_peers())
         raise
     finally:
         if run._ctx is not None:
