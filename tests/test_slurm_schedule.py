@@ -213,3 +213,26 @@ def test_the_installed_executor_checks_through_its_modules_status_query():
     plugin = pytest.importorskip("snakemake_executor_plugin_slurm")
     assert callable(plugin.query_job_status)
     assert "await query_job_status(" in inspect.getsource(plugin.Executor.check_active_jobs)
+
+
+def test_the_failure_screen_adds_the_jobs_squeue_has_forgotten_from_sacct(monkeypatch):
+    """squeue still has one job of the run, sacct has both (one cancelled, named as sacct names it):
+    the one squeue forgot is added with sacct's plain state and exit code; sacct is asked only where
+    it works (`accounted_since`), from the run's start."""
+    asked = []
+
+    def answers(cmd, timeout=20):
+        asked.append(cmd[0])
+        out = {"squeue": "12|FAILED|NonZeroExitCode|rule_evaluate_wildcards_2\n",
+               "scontrol": "JobId=12 ExitCode=1:0\n",
+               "sacct": "11|CANCELLED by 0|None||0:15\n12|FAILED|NonZeroExitCode||1:0\n"}[cmd[0]]
+        assert cmd[0] != "sacct" or cmd[cmd.index("--starttime") + 1] == "2026-12-07T08:00:00"
+        return types.SimpleNamespace(returncode=0, stdout=out)
+
+    monkeypatch.setattr(slurm, "_run", answers)
+    assert [(j.job_id, j.state) for j in slurm.run_jobs("run", settle_s=0)] == [("12", "FAILED")]
+    assert "sacct" not in asked
+    jobs = slurm.run_jobs("run", settle_s=0, accounted_since="2026-12-07T08:00:00")
+    assert [(j.job_id, j.state, j.exit_code, j.what()) for j in jobs] == [
+        ("11", "CANCELLED", "0:15", "a job of this run"), ("12", "FAILED", "1:0", "rule evaluate (2)")]
+    assert all(j.failed for j in jobs)

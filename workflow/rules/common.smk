@@ -64,6 +64,11 @@ def cluster_onstart():
         return
     executor = getattr(workflow.scheduler, "_executor", None)  # Snakemake's own attribute: may be renamed
     status = slurm.choose_status_command(workflow.executor_settings)
+    # where sacct works, the failure screen asks it for the jobs squeue has forgotten (MinJobAge);
+    # a minute early, for a clock a little behind the controller's
+    accounted_since = None
+    if workflow.executor_settings.status_command == "sacct":
+        accounted_since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     # (the executor may also fall back to sacct by itself: its states are made plain whatever the command)
     plain = executor is not None and slurm.plain_job_states(executor)
     if not plain and workflow.executor_settings.status_command == "sacct":
@@ -88,7 +93,7 @@ def cluster_onstart():
     heartbeat = slurm.Heartbeat(
         notes / "heartbeat", relay=console.say, on_job_end=schedule.expect_change if schedule else None
     )
-    CLUSTER.update(executor=executor, notes=notes, heartbeat=heartbeat)
+    CLUSTER.update(executor=executor, notes=notes, heartbeat=heartbeat, accounted_since=accounted_since)
     os.environ.update({slurm.NOTES_ENV: str(notes), slurm.HEARTBEAT_ENV: str(notes / "heartbeat")})
 
 
@@ -128,7 +133,9 @@ def cluster_jobs():
         return []
     CLUSTER["heartbeat"].relay_stories()  # the jobs' last lines first
     return slurm.with_notes(
-        slurm.run_jobs(executor.run_uuid), CLUSTER["notes"], getattr(executor, "slurm_logdir", None)
+        slurm.run_jobs(executor.run_uuid, accounted_since=CLUSTER["accounted_since"]),
+        CLUSTER["notes"],
+        getattr(executor, "slurm_logdir", None),
     )
 
 

@@ -16,9 +16,9 @@ so that a run on SLURM never hangs, names its failures and leaves no job behind.
   while nothing changes (StatusSchedule): short jobs are seen to end within seconds, long ones cost
   the controller little.
 - Failures: each job's console story leaves a note (label, log, node) under the run's notes folder;
-  after a failed run `run_jobs` asks SLURM for the state and reason of every job of the run and
-  `with_notes` joins them with the notes, so the failure screen names the job, its SLURM state and
-  reason, and the end of its logs.
+  after a failed run `run_jobs` asks SLURM for the state and reason of every job of the run (squeue,
+  and sacct where it works for the jobs squeue has forgotten) and `with_notes` joins them with the
+  notes, so the failure screen names the job, its SLURM state and reason, and the end of its logs.
 - Requests: `request_problems` compares each job's CPUs, memory and GPUs with the largest node of its
   partition before anything is submitted (SLURM refuses memory at once but leaves too many CPUs
   pending for ever).
@@ -374,6 +374,8 @@ class SlurmJob:
     def what(self) -> str:
         if self.label:
             return self.label
+        if not self.comment:  # sacct keeps a job's comment only where the cluster asks it to (job_comment)
+            return "a job of this run"
         rule = self.comment.removeprefix("rule_")
         return "rule " + rule.replace("_wildcards_", " (") + (")" if "_wildcards_" in rule else "")
 
@@ -392,9 +394,25 @@ def queued_jobs(run_uuid: str) -> list[SlurmJob]:
     return jobs
 
 
-def run_jobs(run_uuid: str, settle_s: float = SETTLE_S) -> list[SlurmJob]:
+def accounted_jobs(run_uuid: str, since: str) -> list[SlurmJob]:
+    """Every job of one run as the accounting database has it (sacct, jobs started since `since`,
+    an ISO time): also the jobs squeue has forgotten (MinJobAge after they ended)."""
+    proc = _run(["sacct", "-X", "--noheader", "--parsable2", "--name", run_uuid, "--starttime", since,
+                 "--format=JobIDRaw,State,Reason,Comment,ExitCode"])
+    jobs = []
+    for line in (proc.stdout if proc and proc.returncode == 0 else "").splitlines():
+        parts = line.split("|")
+        if len(parts) >= 5:
+            jobs.append(SlurmJob(parts[0], plain_state(parts[1]), parts[2], parts[3], exit_code=parts[4]))
+    return jobs
+
+
+def run_jobs(run_uuid: str, settle_s: float = SETTLE_S, accounted_since: str | None = None) -> list[SlurmJob]:
     """The run's jobs as they end: a job cancelled as the run stopped is COMPLETING until SLURM has
-    ended its processes (up to the cluster's KillWait), so wait up to `settle_s` for its final state."""
+    ended its processes (up to the cluster's KillWait), so wait up to `settle_s` for its final state.
+    With `accounted_since` (the run's start, where accounting works) the jobs squeue no longer shows
+    are added from sacct: on a real cluster a job that failed early in a long run is gone from squeue
+    (MinJobAge, 300 s by default) by the time the run ends."""
     deadline = time.monotonic() + settle_s
     jobs = queued_jobs(run_uuid)
     while any(j.state == "COMPLETING" for j in jobs) and time.monotonic() < deadline:
@@ -404,7 +422,10 @@ def run_jobs(run_uuid: str, settle_s: float = SETTLE_S) -> list[SlurmJob]:
         detail = _run(["scontrol", "show", "job", "-o", job.job_id])
         found = re.search(r"\bExitCode=(\S+)", detail.stdout if detail else "")
         job.exit_code = found[1] if found else ""
-    return jobs
+    if accounted_since:
+        seen = {j.job_id for j in jobs}
+        jobs += [j for j in accounted_jobs(run_uuid, accounted_since) if j.job_id not in seen]
+    return sorted(jobs, key=lambda j: int(j.job_id) if j.job_id.isdigit() else 0)
 
 
 def active(jobs: list[SlurmJob]) -> list[SlurmJob]:
