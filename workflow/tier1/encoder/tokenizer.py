@@ -60,6 +60,17 @@ def _words(count: int) -> re.Pattern:
     return re.compile(r"(?:\s*(?:[^\W_]+(?![^\W_])|[^\w\s]|_)){" + str(count) + "}")
 
 
+def _bert_class(folder: Path, config: dict) -> bool:
+    """Whether AutoTokenizer reads the folder through BERT's tokenizer class, the one that runs
+    tokenizer.json as written: the class tokenizer_config.json names, else the model type's. Another
+    class may read the same file otherwise (a qwen2 folder's WordPiece file splits into characters)."""
+    named = config.get("tokenizer_class")
+    if named:
+        return named in {"BertTokenizer", "BertTokenizerFast"}
+    model_config = folder / "config.json"
+    return model_config.is_file() and json.loads(model_config.read_text()).get("model_type") == "bert"
+
+
 class FastTokenizer:
     """The part of a transformers tokenizer tier1 uses: `tok(texts, truncation=..., max_length=...)`,
     `pad_token_id`, `len(tok)` and `save_pretrained`."""
@@ -87,6 +98,8 @@ class FastTokenizer:
             return False
         config_path = folder / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        if not _bert_class(folder, config):
+            return False
         spec = json.loads(path.read_text())
         # BERT's WordPiece pipeline only, the one held to AutoTokenizer: other tokenizer classes
         # (RoBERTa's prefix space, Llama's BOS/EOS switches, ...) change the ids in Python
