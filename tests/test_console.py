@@ -86,3 +86,37 @@ def test_the_job_lives_by_whatever_started_its_wrappers(tmp_path):
     owner, inherited = json.loads((tmp_path / "probe.log").read_text())
     assert owner == os.getpid()
     assert inherited[0] == os.getpid() and len(inherited) == 2  # this process, then the console
+
+
+TORCHRUN_SUMMARY = """[0]:
+  time      : 2026-12-07_07:46:30
+  host      : localhost
+  rank      : {rank} (local_rank: {rank})
+  exitcode  : -9 (pid: 21666)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 21666"""
+
+
+def test_a_sigkill_no_rank_explains_is_named_as_from_outside():
+    """The kernel's out-of-memory killer sends SIGKILL and its victim says nothing: a rank killed so
+    is named, unless a failed tier1 rank says it ended it; a lone process killed so is named too."""
+    peer_failed = "08:00:00 ERROR tier1.stages rank 0 failed (RuntimeError: Connection closed by peer)"
+    lines = [peer_failed, "08:00:00 ERROR tier1.stages rank 0 ends the job's other ranks on this machine: "
+             "rank 1 was gone already", *TORCHRUN_SUMMARY.format(rank=1).splitlines()]
+    assert console.unexplained_kill(lines, 1).startswith("Rank 1 was ended by SIGKILL from outside the job")
+    # two ranks failing at once: the one that spoke first ended the other
+    lines = ["08:00:00 ERROR tier1.stages rank 1 failed (SafetensorError: invalid header)",
+             "08:00:00 ERROR tier1.stages rank 1 ends the job's other ranks on this machine: ended rank 0",
+             *TORCHRUN_SUMMARY.format(rank=0).splitlines()]
+    assert console.unexplained_kill(lines, 1) is None
+    assert console.unexplained_kill(["train x1:  44%|####6     | 7/16"], -9).startswith(
+        "The job's process was ended by SIGKILL")
+    assert console.unexplained_kill([peer_failed], 1) is None
+
+
+def test_a_job_killed_from_outside_says_so_in_its_log_and_story(tmp_path, capsys):
+    rc, log, err = _job(tmp_path, "import os, signal; print('training', flush=True); os.kill(os.getpid(), signal.SIGKILL)",
+                        capsys)
+    assert rc == 1
+    assert log.splitlines()[-1].startswith("The job's process was ended by SIGKILL from outside the job")
+    assert "out-of-memory killer" in err.splitlines()[-1]

@@ -131,8 +131,12 @@ def test_kill_9_of_a_rank_fails_the_job_and_says_so(prepared, tmp_path):
     wr.ranks(folder)[-1].send_signal(signal.SIGKILL)
     screen = ended("kill -9 of one rank", folder, smk, t0, before)
     end = the_end(screen)
+    print(end)
     assert "Failed: train, 2 rank(s)" in end, end
     assert "results/default/logs/train_gpus2.log" in end and f"snakemake {' '.join(RUN)}" in end, end
+    # what the kernel's out-of-memory killer does, named as such (the other rank only saw its peer go)
+    assert re.search(r"Rank \d was ended by SIGKILL from outside the job, without a word of its own: most often "
+                     r"by the kernel's out-of-memory killer", end), end
     resumes(folder)
 
 
@@ -220,6 +224,7 @@ def test_a_failed_job_ends_the_run_with_its_story_and_what_to_do(prepared, tmp_p
     assert "Failed: train, 2 rank(s)" in end, screen[-4000:]
     assert "The end of its log, results/default/logs/train_gpus2.log:" in end, end
     assert "SafetensorError" in end, end  # the rank's own error, not only torchrun's summary
+    assert "from outside the job" not in end, end  # a rank ended by its failed peer is not an outside kill
     assert f"snakemake {' '.join(run)}" in end, end
     assert "TypeError" not in screen and "Traceback" not in end.split("What to do")[1], screen[-4000:]
 

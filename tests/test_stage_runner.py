@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -57,7 +61,7 @@ def test_a_failed_rank_says_why_then_ends_its_peers_then_tears_down(calls, caplo
     finally:
         logging.getLogger("tier1.stages").removeHandler(said)
     assert calls == ["setup", "rank 0 failed (ValueError: bad batch)", "end peers",
-                     "rank 0 ended the job's ranks on this machine: 2 ended", "teardown"]
+                     "rank 0 ends the job's other ranks on this machine: 2 ended", "teardown"]
 
 
 def test_an_exit_is_not_a_failure(calls):
@@ -65,3 +69,23 @@ def test_an_exit_is_not_a_failure(calls):
         assert run.ctx.distributed
         raise SystemExit(3)
     assert calls == ["setup", "teardown"]
+
+
+def test_ending_the_peers_says_which_it_ended_which_were_gone_and_which_were_stopped(monkeypatch):
+    """The failure screen tells the SIGKILLs a failed rank sent from an outside one (the kernel's
+    out-of-memory killer) by this line: a peer already dead (a zombie its torchrun has not reaped
+    yet) is not one it ended."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    running, stopped, dead = (subprocess.Popen(sleeper) for _ in range(3))
+    try:
+        stopped.send_signal(signal.SIGSTOP)
+        dead.kill()
+        while open(f"/proc/{dead.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)  # a zombie until waited for, as a rank is until torchrun reaps it
+        monkeypatch.setattr(distributed, "_local_peers", {1: running.pid, 2: stopped.pid, 3: dead.pid})
+        assert distributed.end_local_peers() == "ended ranks 1, 2; rank 3 was gone already; rank 2 was stopped"
+        assert running.wait(timeout=10) == -signal.SIGKILL and stopped.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in (running, stopped, dead):
+            proc.kill()
+            proc.wait()

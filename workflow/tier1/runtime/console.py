@@ -66,6 +66,40 @@ def why_it_failed(path: Path, n: int = TAIL_LINES) -> list[str]:
     return [*causes, "    ..." if causes else "", *end] if causes else end
 
 
+# torchrun's failure summary, one entry per failed rank: "rank      : 1 (local_rank: 1)", then
+# "exitcode  : -9 (pid: 2166)"; and what a failed tier1 rank says of the peers it ended
+SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+SUMMARY_SIGKILL = re.compile(r"^\s*exitcode\s*:\s*-9\b")
+ENDED_BY_TIER1 = re.compile(r"ends the job's other ranks on this machine: ended ranks? ([\d, ]+)")
+
+
+def unexplained_kill(lines: list[str], returncode: int) -> str | None:
+    """A line for a job ended by SIGKILL that no tier1 rank did: the kernel's out-of-memory killer
+    sends SIGKILL, and a rank it kills says nothing (a surviving peer's own failure, a lost
+    connection, is then all the log shows). None where every SIGKILL is explained."""
+    killed, rank = set(), None
+    for line in lines:
+        found = SUMMARY_RANK.match(line)
+        if found:
+            rank = int(found[1])
+        elif rank is not None and SUMMARY_SIGKILL.match(line):
+            killed.add(rank)
+    for line in lines:
+        found = ENDED_BY_TIER1.search(line)
+        if found:
+            killed -= {int(r) for r in found[1].replace(" ", "").split(",") if r}
+    if killed:
+        who = f"Rank{'s' if len(killed) > 1 else ''} {', '.join(map(str, sorted(killed)))} " + \
+            ("were" if len(killed) > 1 else "was")
+    elif returncode == -signal.SIGKILL:
+        who = "The job's process was"
+    else:
+        return None
+    return (f"{who} ended by SIGKILL from outside the job, without a word of its own: most often by the "
+            "kernel's out-of-memory killer (`dmesg | grep -i -e oom -e killed` names it), else by a kill -9. "
+            "If it was memory: a smaller batch_size or max_seq_length, or fewer ranks on this machine.")
+
+
 STOP_GRACE_S = 20.0  # after a stop request, how long the job has to end before it is killed
 LIFELINE_EVERY_S = 1.0
 
@@ -197,6 +231,10 @@ def _run(label: str, log: Path, cmd: list[str], above: list[int]) -> int:
     if job.stopped_by:
         say(f"[tier1] {label}: {job.stopped_by} after {seconds:.0f} s; its log: {log}")
         return 130
+    hint = unexplained_kill(tail(log, 1_000_000), proc.returncode)
+    if hint:  # into the log too: the failure screen shows the log's end
+        with log.open("a") as out:
+            out.write(hint + "\n")
     say(f"[tier1] {label}: FAILED (exit {proc.returncode}) after {seconds:.0f} s; the end of {log}:")
     for line in why_it_failed(log):
         say(f"    {line}")

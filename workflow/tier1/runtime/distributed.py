@@ -114,17 +114,29 @@ def _init(backend: str, timeout_s: float, device: torch.device) -> None:
 def end_local_peers() -> str:
     """After this rank failed (a collective timed out, a peer died): kill the job's other ranks on
     this machine, so a stopped or hung one cannot hold the job open while torchrun waits for it
-    to stop by itself. Returns which ranks were stopped (a stopped peer is the usual culprit)."""
-    stopped = []
+    to stop by itself. Says which ranks it ended (the failure screen tells these SIGKILLs from one
+    by the kernel's out-of-memory killer), which were gone already, and which were stopped (a
+    stopped peer is the usual culprit)."""
+    ended, gone, stopped = [], [], []
     for r, pid in _local_peers.items():
         try:
             with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                    stopped.append(r)
-            os.kill(pid, signal.SIGKILL)
+                state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
-            pass  # already gone, or not Linux
-    return ", ".join(f"rank {r} was stopped" for r in stopped) or "no peer on this machine was stopped"
+            state = None  # reaped already, or not Linux
+        if state in (None, "Z", "X"):
+            gone.append(r)
+            continue
+        if state == "T":
+            stopped.append(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            ended.append(r)
+        except OSError:
+            gone.append(r)
+    said = [f"{'ended rank' + ('s' if len(ended) > 1 else '')} {', '.join(map(str, ended))}" if ended else "",
+            *(f"rank {r} was gone already" for r in gone), *(f"rank {r} was stopped" for r in stopped)]
+    return "; ".join(p for p in said if p) or "no other rank on this machine"
 
 
 def teardown() -> None:
