@@ -104,10 +104,15 @@ def test_a_sigkill_no_rank_explains_is_named_as_from_outside():
     lines = [peer_failed, "08:00:00 ERROR tier1.stages rank 0 ends the job's other ranks on this machine: "
              "rank 1 was gone already", *TORCHRUN_SUMMARY.format(rank=1).splitlines()]
     assert console.unexplained_kill(lines, 1).startswith("Rank 1 was ended by SIGKILL from outside the job")
-    # two ranks failing at once: the one that spoke first ended the other
+    # a failed rank ends a healthy peer, saying so before the kill
     lines = ["08:00:00 ERROR tier1.stages rank 1 failed (SafetensorError: invalid header)",
-             "08:00:00 ERROR tier1.stages rank 1 ends the job's other ranks on this machine: ended rank 0",
+             "08:00:00 ERROR tier1.stages rank 1 ends the job's other ranks on this machine: killing rank 0",
              *TORCHRUN_SUMMARY.format(rank=0).splitlines()]
+    assert console.unexplained_kill(lines, 1) is None
+    # two ranks failing at once, each killed by the other before it could say it would end it
+    lines = ["08:00:00 ERROR tier1.stages rank 1 failed (SafetensorError: invalid header)",
+             "08:00:00 ERROR tier1.stages rank 0 failed (SafetensorError: invalid header)",
+             *TORCHRUN_SUMMARY.format(rank=0).splitlines(), *TORCHRUN_SUMMARY.format(rank=1).splitlines()]
     assert console.unexplained_kill(lines, 1) is None
     assert console.unexplained_kill(["train x1:  44%|####6     | 7/16"], -9).startswith(
         "The job's process was ended by SIGKILL")

@@ -28,7 +28,7 @@ def calls(monkeypatch):
     seen = []
     monkeypatch.setattr(distributed, "setup", lambda: seen.append("setup") or FakeContext(2))
     monkeypatch.setattr(distributed, "teardown", lambda: seen.append("teardown"))
-    monkeypatch.setattr(distributed, "end_local_peers", lambda: seen.append("end peers") or "2 ended")
+    monkeypatch.setattr(distributed, "end_local_peers", lambda announce: announce("killing rank 1") or seen.append("end peers"))
     return seen
 
 
@@ -60,8 +60,8 @@ def test_a_failed_rank_says_why_then_ends_its_peers_then_tears_down(calls, caplo
             raise ValueError("bad batch\nmore")
     finally:
         logging.getLogger("tier1.stages").removeHandler(said)
-    assert calls == ["setup", "rank 0 failed (ValueError: bad batch)", "end peers",
-                     "rank 0 ends the job's other ranks on this machine: 2 ended", "teardown"]
+    assert calls == ["setup", "rank 0 failed (ValueError: bad batch)",
+                     "rank 0 ends the job's other ranks on this machine: killing rank 1", "end peers", "teardown"]
 
 
 def test_an_exit_is_not_a_failure(calls):
@@ -73,8 +73,8 @@ def test_an_exit_is_not_a_failure(calls):
 
 def test_ending_the_peers_says_which_it_ended_which_were_gone_and_which_were_stopped(monkeypatch):
     """The failure screen tells the SIGKILLs a failed rank sent from an outside one (the kernel's
-    out-of-memory killer) by this line: a peer already dead (a zombie its torchrun has not reaped
-    yet) is not one it ended."""
+    out-of-memory killer) by this line, said before the kills: a peer already dead (a zombie its
+    torchrun has not reaped yet) is not one it ends."""
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     running, stopped, dead = (subprocess.Popen(sleeper) for _ in range(3))
     try:
@@ -83,7 +83,10 @@ def test_ending_the_peers_says_which_it_ended_which_were_gone_and_which_were_sto
         while open(f"/proc/{dead.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
             time.sleep(0.01)  # a zombie until waited for, as a rank is until torchrun reaps it
         monkeypatch.setattr(distributed, "_local_peers", {1: running.pid, 2: stopped.pid, 3: dead.pid})
-        assert distributed.end_local_peers() == "ended ranks 1, 2; rank 3 was gone already; rank 2 was stopped"
+        said = []
+        # said before the kills: both still alive when the line is written
+        distributed.end_local_peers(lambda line: said.append((line, running.poll(), stopped.poll())))
+        assert said == [("killing ranks 1, 2; rank 3 was gone already; rank 2 was stopped", None, None)]
         assert running.wait(timeout=10) == -signal.SIGKILL and stopped.wait(timeout=10) == -signal.SIGKILL
     finally:
         for proc in (running, stopped, dead):

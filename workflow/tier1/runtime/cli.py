@@ -122,7 +122,8 @@ def stage(args: argparse.Namespace, view: str | None = None, transformers: bool 
             # Said before the peers are ended: a peer failing at the same moment ends this rank
             # too, and whichever says it first leaves the cause in the job's log.
             log.error("rank %d failed (%s: %s)", ctx.rank, type(err).__name__, str(err).splitlines()[0][:300])
-            log.error("rank %d ends the job's other ranks on this machine: %s", ctx.rank, distributed.end_local_peers())
+            distributed.end_local_peers(
+                lambda said: log.error("rank %d ends the job's other ranks on this machine: %s", ctx.rank, said))
         raise
     finally:
         if run._ctx is not None:

@@ -70,13 +70,15 @@ def why_it_failed(path: Path, n: int = TAIL_LINES) -> list[str]:
 # "exitcode  : -9 (pid: 2166)"; and what a failed tier1 rank says of the peers it ended
 SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
 SUMMARY_SIGKILL = re.compile(r"^\s*exitcode\s*:\s*-9\b")
-ENDED_BY_TIER1 = re.compile(r"ends the job's other ranks on this machine: ended ranks? ([\d, ]+)")
+ENDED_BY_TIER1 = re.compile(r"ends the job's other ranks on this machine: killing ranks? ([\d, ]+)")
+FAILED_BY_ITSELF = re.compile(r"\brank (\d+) failed \(")
 
 
 def unexplained_kill(lines: list[str], returncode: int) -> str | None:
     """A line for a job ended by SIGKILL that no tier1 rank did: the kernel's out-of-memory killer
     sends SIGKILL, and a rank it kills says nothing (a surviving peer's own failure, a lost
-    connection, is then all the log shows). None where every SIGKILL is explained."""
+    connection, is then all the log shows). None where every SIGKILL is explained: the rank had
+    failed by itself (and a failing peer ended it), or a failed peer said it would end it."""
     killed, rank = set(), None
     for line in lines:
         found = SUMMARY_RANK.match(line)
@@ -85,9 +87,11 @@ def unexplained_kill(lines: list[str], returncode: int) -> str | None:
         elif rank is not None and SUMMARY_SIGKILL.match(line):
             killed.add(rank)
     for line in lines:
-        found = ENDED_BY_TIER1.search(line)
-        if found:
-            killed -= {int(r) for r in found[1].replace(" ", "").split(",") if r}
+        ended, failed = ENDED_BY_TIER1.search(line), FAILED_BY_ITSELF.search(line)
+        if ended:
+            killed -= {int(r) for r in ended[1].replace(" ", "").split(",") if r}
+        if failed:
+            killed.discard(int(failed[1]))
     if killed:
         who = f"Rank{'s' if len(killed) > 1 else ''} {', '.join(map(str, sorted(killed)))} " + \
             ("were" if len(killed) > 1 else "was")

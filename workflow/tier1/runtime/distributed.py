@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -111,32 +112,34 @@ def _init(backend: str, timeout_s: float, device: torch.device) -> None:
     provenance.note_nodes([host for host, _ in everyone], backend)  # a job across nodes: what ran between them
 
 
-def end_local_peers() -> str:
+def end_local_peers(announce: Callable[[str], None]) -> None:
     """After this rank failed (a collective timed out, a peer died): kill the job's other ranks on
     this machine, so a stopped or hung one cannot hold the job open while torchrun waits for it
-    to stop by itself. Says which ranks it ended (the failure screen tells these SIGKILLs from one
-    by the kernel's out-of-memory killer), which were gone already, and which were stopped (a
-    stopped peer is the usual culprit)."""
-    ended, gone, stopped = [], [], []
+    to stop by itself. `announce` is told first which ranks it ends, which were gone already and
+    which were stopped (a stopped peer is the usual culprit): said before the kills, the line is in
+    the log whenever a kill was sent, and the failure screen tells these SIGKILLs from one by the
+    kernel's out-of-memory killer."""
+    to_end, gone, stopped = {}, [], []
     for r, pid in _local_peers.items():
         try:
             with open(f"/proc/{pid}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             state = None  # reaped already, or not Linux
-        if state in (None, "Z", "X"):
+        if state in (None, "Z", "X"):  # a zombie: dead, not yet reaped by its torchrun
             gone.append(r)
             continue
+        to_end[r] = pid
         if state == "T":
             stopped.append(r)
+    said = [f"killing rank{'s' if len(to_end) > 1 else ''} {', '.join(map(str, to_end))}" if to_end else "",
+            *(f"rank {r} was gone already" for r in gone), *(f"rank {r} was stopped" for r in stopped)]
+    announce("; ".join(p for p in said if p) or "no other rank on this machine")
+    for pid in to_end.values():
         try:
             os.kill(pid, signal.SIGKILL)
-            ended.append(r)
         except OSError:
-            gone.append(r)
-    said = [f"{'ended rank' + ('s' if len(ended) > 1 else '')} {', '.join(map(str, ended))}" if ended else "",
-            *(f"rank {r} was gone already" for r in gone), *(f"rank {r} was stopped" for r in stopped)]
-    return "; ".join(p for p in said if p) or "no other rank on this machine"
+            pass  # gone since
 
 
 def teardown() -> None:
