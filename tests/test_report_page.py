@@ -187,6 +187,25 @@ def test_plots_carry_the_hardware_and_the_marks(tmp_path):
     assert any("NVIDIA H100" in t for t in texts) and not any("CPU rehearsal" in t for t in texts)
 
 
+def test_the_ratio_plot_names_what_it_could_not_draw(tmp_path):
+    """A marked time gives no ratio, nor does any time divided into a marked 1-rank time: with the
+    1-rank training disturbed and the 2-rank evaluation too, the plot has no point but the
+    evaluation's at 1 rank, and its box says why for each of the others."""
+    def edit(kind, n, record):
+        if kind == "train" and n == 1:
+            record["marks"] = [DISTURBED]
+
+    r = collect(stage_files(tmp_path, eval_marks={2: [DISTURBED]}, edit=edit))
+    fig = plots.speedup(r, tmp_path / "s.png")
+    boxes = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert boxes == ["Not drawn (a marked time gives no ratio):\n"
+                     "training: x1 disturbed; x2 against a marked 1-rank time\nevaluation: x2 disturbed"], boxes
+    drawn = [line.get_xydata().tolist() for line in fig.axes[0].lines if line.get_marker() not in (None, "None")]
+    assert drawn == [[[1.0, 1.0]]], drawn  # evaluation at 1 rank: its own time over itself
+    clean = plots.speedup(collect(stage_files(tmp_path / "clean")), tmp_path / "c.png")
+    assert [t.get_text() for ax in clean.axes for t in ax.texts] == []
+
+
 def test_a_cpu_figure_speaks_of_times_only_where_it_shows_times(tmp_path):
     r = collect(stage_files(tmp_path))
     footers = {name: " ".join(t.get_text() for t in getattr(plots, name)(r, tmp_path / f"{name}.png").texts)

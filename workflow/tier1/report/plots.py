@@ -57,6 +57,24 @@ def _flag(ax, x, y, text: str) -> None:
                 fontsize=7.5, fontweight="bold")
 
 
+def not_drawn(rows: list[dict]) -> list[str]:
+    """Per stage, the world sizes the ratio plot has no point for, and why: its own time marked
+    (disturbed, resumed, stalled), or the 1-rank time it would be divided into marked."""
+    out = []
+    for key, label in (("train", "training"), ("eval", "evaluation")):
+        base = next((x for x in rows if x["world_size"] == 1), None)
+        base_marked = bool(base and base[f"{key}_marks"])
+        why = []
+        for x in rows:
+            if x[f"{key}_marks"]:
+                why.append(f"x{x['world_size']} {mark_kinds(x[f'{key}_marks'])}")
+            elif base_marked and x[f"{key}_wall_s"] is not None:
+                why.append(f"x{x['world_size']} against a marked 1-rank time")
+        if why:
+            out.append(f"{label}: " + "; ".join(why))
+    return out
+
+
 def speedup(r: Results, path: Path):
     rows = analysis.scaling_rows(r)
     ns = [x["world_size"] for x in rows]
@@ -83,11 +101,11 @@ def speedup(r: Results, path: Path):
         ax.plot(*zip(*steps), marker="D", linestyle="-", color="0.45", label="training, steady step (measured)")
         ax.plot([x["world_size"] for x in pred], [x["predicted_speedup"] for x in pred], marker="^",
                 linestyle=":", color="0.45", label="training, steady step (predicted)")
-        for x in rows:  # a marked time gives no speedup: say where one is missing and why
-            if x[f"{key}_marks"]:
-                ax.annotate(f"{label} x{x['world_size']}: {mark_kinds(x[f'{key}_marks'])}, not drawn",
-                            (x["world_size"], 0.02 if key == "train" else 0.09), xycoords=("data", "axes fraction"),
-                            ha="center", fontsize=7.5, fontweight="bold")
+    missing = not_drawn(rows)
+    if missing:
+        ax.text(0.02, 0.03, "Not drawn (a marked time gives no ratio):\n" + "\n".join(missing), transform=ax.transAxes,
+                ha="left", va="bottom", fontsize=7.5, fontweight="bold",
+                bbox={"facecolor": "white", "edgecolor": "0.5", "boxstyle": "round,pad=0.3"})
     if proj:
         ax.plot([p["world_size"] for p in proj], [p["speedup"] for p in proj], marker="x", linestyle="-.",
                 color="0.35", label="training (projection)")
