@@ -398,12 +398,16 @@ def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
      "has 1 usable pairs (0 rows with an empty text and 59 repeating"),
     (lambda w: "num_epochs=1000000000", "num_epochs"),
     (lambda w: "encoder=bert", "'bert' is not one of ['auto', 'transformers']"),
+    (lambda w: "batch_sise=16", "config: batch_sise: not a tier1 setting; did you mean batch_size? "
+                                "(config/schema.yaml lists them)"),
+    (lambda w: "gpu_counts=[0]", "config: gpu_counts[0]: 0 is less than the minimum of 1 (gpu_counts: world sizes"),
 ])
 def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, setting, words):
     proc = plan(workdir, setting(workdir))
     console = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert words in console
+    assert "$schema" not in console and len(console.splitlines()) < 12, console  # the line, not the schema around it
     assert "Job stats" not in console
     assert (workdir / "results" / "default" / "data" / "manifest.json").read_text() == '{"earlier": true}'
 
@@ -440,3 +444,22 @@ def test_training_across_nodes_is_refused_outside_slurm_before_any_job(workdir):
     assert "nodes: 2 trains across 2 machines, which this run can only do as SLURM jobs" in console, console[-3000:]
     assert "this run's executor is local. On one machine leave nodes: 1." in console
     assert (workdir / "results" / "default" / "data" / "manifest.json").read_text() == '{"earlier": true}'
+
+
+@pytest.mark.parametrize("extra", ["config/quick.yaml", "config/full.yaml", "config/memory.yaml", ".test/config/config.yaml"])
+def test_the_one_line_check_passes_every_shipped_config_and_names_a_bad_value(extra):
+    """tier1.config_schema says a problem in one line before Snakemake's validation: silent on every
+    config the project ships, and naming the setting, its bound and what it is for otherwise."""
+    pytest.importorskip("jsonschema")
+    from tier1.config_schema import first_problem
+
+    schema = REPO / "config" / "schema.yaml"
+    config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+              **yaml.safe_load((REPO / extra).read_text())}
+    assert first_problem(config, schema) is None
+    assert first_problem({**config, "eval_batch_size": 0}, schema) == \
+        "eval_batch_size: 0 is less than the minimum of 1"
+    assert first_problem({**config, "parallelism": ["ddp", "zero"]}, schema) == \
+        "parallelism[1]: 'zero' is not one of ['ddp', 'fsdp'] (parallelism: the data-parallel strategy of the N-rank training runs)"
+    assert first_problem({**config, "modle": "x"}, schema) == \
+        "modle: not a tier1 setting; did you mean model? (config/schema.yaml lists them)"

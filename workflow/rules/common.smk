@@ -16,6 +16,7 @@ from tier1.runtime import console, slurm
 from tier1.encoder import random_models
 from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
+from tier1.config_schema import first_problem
 from tier1.runtime.checksum import token_cache_problem
 from tier1.runtime.gpus import visible_gpus
 
@@ -146,6 +147,11 @@ try:
     # --config gpu_counts=[1,2] arrives as strings, use_multi_gpu=false as a word: make the
     # values what the schema describes first.
     config.update(from_command_line(config))
+    # one line naming the setting, before Snakemake's validation (which also fills the defaults)
+    # would print the whole schema and config around it
+    _problem = first_problem(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    if _problem:
+        raise ConfigError(_problem)
     validate(config, "../../config/schema.yaml")
     CFG = Tier1Config.from_dict(config).resolve(GPUS)
     # The model and dataset, before any job runs and before any output is removed (not for --lint,
