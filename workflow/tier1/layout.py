@@ -169,8 +169,3 @@ def finished_runs(results: Path = Path(RESULTS)) -> list[str]:
     """The runs under `results` with a finished report."""
     return sorted(p.parent.parent.name for p in Path(results).glob(f"*/{REPORT_MD}"))
 
-
-if __name__ == "__main__":  # for the Makefile: python -m tier1.layout RUN [NAME]
-    import sys
-
-    print(named_path(*sys.argv[1:3]))
