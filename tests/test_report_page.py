@@ -187,6 +187,21 @@ def test_plots_carry_the_hardware_and_the_marks(tmp_path):
     assert any("NVIDIA H100" in t for t in texts) and not any("CPU rehearsal" in t for t in texts)
 
 
+def test_the_run_is_named_by_its_whole_config_hash_in_the_provenance_and_the_history(tmp_path):
+    """Two runs whose training reads the same keys (default and quick differ in data and evaluation)
+    share the training stage's hash: the report and its copy in the history are named by the run's."""
+    def edit(kind, n, record):
+        record["run_config_hash"] = "0123456789ab"
+
+    inputs = stage_files(tmp_path, edit=edit)
+    out = tmp_path / "report"
+    report_main.build(inputs, out / "performance.md", out / "performance.csv", [], tmp_path / "history", None, None)
+    assert "- Git revision: abc; run config hash: 0123456789ab (training's own keys: cafe)" in \
+        (out / "performance.md").read_text()
+    [kept] = list((tmp_path / "history").iterdir())
+    assert kept.name.endswith("_0123456789ab") and (kept / "performance.md").is_file()
+
+
 def test_the_ratio_plot_names_what_it_could_not_draw(tmp_path):
     """A marked time gives no ratio, nor does any time divided into a marked 1-rank time: with the
     1-rank training disturbed and the 2-rank evaluation too, the plot has no point but the

@@ -50,7 +50,7 @@ def build(inputs: Inputs, md: Path, csv: Path, plot_paths: list[Path], history: 
     if history is not None:
         # A rerun with another config replaces the report; the history keeps every report made.
         first = next(iter(r.train.values()))
-        keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first.config_hash}"
+        keep = history / f"{provenance.utc_now()[:19].replace(':', '')}_{first.run_config_hash or first.config_hash}"
         atomic.write_text(keep / csv.name, csv_text)
         atomic.write_text(keep / md.name, md_text)
         if html_path is not None:

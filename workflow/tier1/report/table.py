@@ -49,8 +49,12 @@ def encoder_line(r: Results) -> str:
 def provenance_lines(r: Results) -> list[str]:
     any_train = next(iter(r.train.values()))
     lib = ", ".join(f"{k} {v}" for k, v in any_train.libraries.items())
+    # the run's hash (its whole resolved config: the one `tier1 compare` and the history folder
+    # name), and the training stage's own hash of the keys it reads
+    run_hash = any_train.run_config_hash or "n/a (a stage run by hand)"
     return ["## Provenance", "", f"- Libraries: {lib}",
-            f"- Git revision: {any_train.git_revision}; config hash: {any_train.config_hash}"]
+            f"- Git revision: {any_train.git_revision}; run config hash: {run_hash} (training's own keys: "
+            f"{any_train.config_hash})"]
 
 
 def model_spec(r: Results) -> str:
