@@ -19,6 +19,7 @@ rule rank_compute:
         cfg=stage_params("train"),
         launch=launcher(1),
         sizes=" ".join(str(n) for n in WORLD_SIZES),
+        record=RankComputeRecord.schema(),  # a new record version reruns the stage
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.rank_compute --config {params.cfg:q} --data {input.data} "
         "--tokens {input.tokens} --world-sizes {params.sizes} --out {output}"

@@ -12,6 +12,8 @@ from tier1.records.stamped import Stamped
 @dataclass(frozen=True)
 class RankComputeRecord(Stamped):
     KIND = "rank_compute"
+    VERSION = 2  # 2: the timed rounds' disturbance (disturbed_by, marks); a version-1 file is refused
+
 
     stage: str
     started_at: str
@@ -25,4 +27,6 @@ class RankComputeRecord(Stamped):
     method: str
     encoder: dict[str, str]
     world_sizes: dict[str, dict[str, Any]]  # world size (as text) -> that share's compute
+    disturbed_by: dict[str, Any]  # what else ran during the timed rounds (tier1.measure.disturbance.judge)
+    marks: list[str]  # a disturbed measurement: the prediction does not use it
     finished_at: str

@@ -248,8 +248,9 @@ def measured_compute_factor(rank_compute: RankComputeRecord | None, n: int, hard
     """One rank's compute at world size n over the 1-rank compute, from tier1.stages.rank_compute's record,
     measured side by side in one process. The rank ran alone with the hardware it would have had
     if it had it to itself (a whole GPU; cores/n threads); where n ranks share less than that
-    (more ranks than GPUs or cores: they time-slice), the time grows by the shortfall."""
-    per = rank_compute.world_sizes if rank_compute else {}
+    (more ranks than GPUs or cores: they time-slice), the time grows by the shortfall. None where it
+    was not measured, or measured beside other work (marked): the prediction then models the compute."""
+    per = rank_compute.world_sizes if rank_compute and not rank_compute.marks else {}
     x, one = per.get(str(n)), per.get("1")
     if not x or not one or not one["compute_s"]["median"]:
         return None

@@ -606,10 +606,21 @@ def prediction_section(r: Results) -> list[str]:
 
 def rank_compute_section(r: Results) -> list[str]:
     """One rank's compute at each world size's share of the batch, measured alone (tier1.stages.rank_compute)."""
+    rc = r.rank_compute
+    if rc is not None and rc.marks:  # measured beside other work: shown, marked, and not used
+        lines = ["## Per-rank compute (measured)", "",
+                 f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}.", "",
+                 f"⚠ {'; '.join(rc.marks)}. Not used: the prediction models each rank's compute instead "
+                 "(its share of the batch on its share of the hardware).", "",
+                 "| World size | Per-rank batch | Threads | Compute (median, min-max) |", "|---" * 4 + "|"]
+        for n, x in sorted(rc.world_sizes.items(), key=lambda kv: int(kv[0])):
+            t = x["compute_s"]
+            lines.append(f"| {n} | {x['per_rank_batch']} | {x['threads']} | ⚠ {_s(t['median'])} "
+                         f"({fmt(t['min'], '', 3)}-{fmt(t['max'], '', 3)}) |")
+        return lines + [""]
     rows = [x for x in bound.per_world_size(r) if x["rank_compute"]]
     if not rows:
         return []
-    rc = r.rank_compute
     on_gpu = rows[0]["on_gpu"]
     lines = ["## Per-rank compute (measured)", "",
              f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}. The prediction "

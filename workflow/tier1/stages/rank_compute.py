@@ -27,7 +27,7 @@ import torch
 from tier1.config import TrainConfig, config_hash
 from tier1.encoder import model
 from tier1.encoder.token_cache import training_pairs
-from tier1.measure import gpu_busy
+from tier1.measure import clock, disturbance, gpu_busy
 from tier1.records import RankComputeRecord
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
@@ -64,12 +64,14 @@ def rank_trainer(cfg: TrainConfig, ctx: Context, encoder, tokens, n: int) -> Tra
 
 def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[int], cores: int,
             batches: int = BATCHES, rounds: int = ROUNDS) -> dict:
-    """Per world size: the rank's batch, its threads, and its forward+backward times (seconds)."""
+    """Per world size (under "world_sizes"): the rank's batch, its threads, and its forward+backward
+    times (seconds); and what else ran during the timed rounds ("disturbed_by", "marks")."""
     trainers = {n: rank_trainer(cfg, ctx, encoder, tokens, n) for n in world_sizes}
     picked = {n: [b for _, b in t.plan.schedule()[:batches]] for n, t in trainers.items()}
     times: dict[int, list[float]] = {n: [] for n in world_sizes}
     data: dict[int, list[float]] = {n: [] for n in world_sizes}
-    for timed in [False] + [True] * rounds:  # the first pass meets every shape, untimed
+
+    def one_pass(timed: bool) -> None:
         for n, trainer in trainers.items():
             torch.set_num_threads(threads_for(n, cores, ctx.device))
             trainer.times.compute.clear()
@@ -81,6 +83,13 @@ def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[i
             if timed:
                 times[n] += trainer.times.compute
                 data[n] += trainer.times.data
+
+    one_pass(timed=False)  # the first pass meets every shape, untimed
+    # the timed rounds watched as a training window is: what else ran beside them marks the record
+    with clock.window(ctx.device, barriers=False) as window:
+        for _ in range(rounds):
+            one_pass(timed=True)
+    disturbed_by, marks = disturbance.judge([window.disturbance], cores)
     busy = {}
     if ctx.device.type == "cuda":
         for n, trainer in trainers.items():
@@ -88,11 +97,11 @@ def measure(cfg: TrainConfig, ctx: Context, encoder, tokens, world_sizes: list[i
             trainer.optimizer.zero_grad(set_to_none=True)
     torch.set_num_threads(threads_for(1, cores, ctx.device))
     full = statistics.median(times[min(world_sizes)])
-    out = {}
+    out = {"disturbed_by": disturbed_by, "marks": marks, "world_sizes": {}}
     for n in world_sizes:
         t = trainers[n]
         med = statistics.median(times[n])
-        out[str(n)] = {
+        out["world_sizes"][str(n)] = {
             "per_rank_batch": t.plan.per_device,
             "share_of_global_batch": t.plan.per_device / cfg.global_batch(1),
             "threads": threads_for(n, cores, ctx.device),
@@ -115,7 +124,8 @@ def run(cfg: TrainConfig, ctx: Context, data: Path, tokens_path: Path | None, wo
     encoder = encoder.to(ctx.device).train()
     tokens = training_pairs(tokenizer, data, tokens_path, cfg.max_seq_length)
     sizes = sorted(set(world_sizes) | {1})
-    per_n = measure(cfg, ctx, encoder, tokens, sizes, cores)
+    measured = measure(cfg, ctx, encoder, tokens, sizes, cores)
+    per_n = measured["world_sizes"]
     settings = dict(vars(cfg))
     record = RankComputeRecord(
         stage="rank_compute",
@@ -132,10 +142,14 @@ def run(cfg: TrainConfig, ctx: Context, data: Path, tokens_path: Path | None, wo
                 "forward+backward only (no optimizer step); on a CPU with the threads each rank of that run has"),
         encoder=model.identity(encoder, ctx.device),
         world_sizes=per_n,
+        disturbed_by=measured["disturbed_by"],
+        marks=measured["marks"],
         finished_at=provenance.utc_now(),
         **provenance.stamp(config_hash(settings)),
     )
     record.write(out)
+    for mark in record.marks:
+        log.warning("%s: the prediction will model each rank's compute instead of using these times", mark)
     for n, x in per_n.items():
         log.info("compute of one rank at world size %s (batch %d, %d thread(s)): %.3f s, %.2f of 1 rank's",
                  n, x["per_rank_batch"], x["threads"], x["compute_s"]["median"], x["relative_to_one_rank"] or 0)
