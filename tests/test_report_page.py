@@ -202,6 +202,23 @@ def test_the_run_is_named_by_its_whole_config_hash_in_the_provenance_and_the_his
     assert kept.name.endswith("_0123456789ab") and (kept / "performance.md").is_file()
 
 
+def test_the_memory_rows_say_what_their_ratios_compare(tmp_path):
+    """Under DDP every rank holds the whole model states: the ratio cell says so, not "1.00x smaller";
+    the largest-model cell names its ratio's direction; the card's 4.0x is all GPUs' memory together."""
+    def edit(kind, n, record):
+        if kind == "train":
+            record["hardware"] = {**record["hardware"], "host_memory_bytes": 16e9}
+            for rank in record["ranks"]:
+                rank["model_state_bytes"] = {"parameters": 90e6, "gradients": 90e6, "optimizer": 180e6}
+
+    md = table.to_markdown(collect(stage_files(tmp_path, edit=edit)))
+    memory = next(line for line in md.splitlines() if line.startswith("| Memory capacity"))
+    assert memory.endswith("| the same per rank (a whole copy each) | 46 GB -> 184 GB (4.0x: the 4 GPUs' memory together) |")
+    largest = next(line for line in md.splitlines() if line.startswith("| Largest model one rank"))
+    ratio = re.search(r"\| 2 ranks' over 1 rank's: ([\d.]+)x \| n/a \|$", largest)
+    assert ratio and 0.3 < float(ratio[1]) < 0.6, largest  # 2 ranks split one host's memory
+
+
 def test_the_ratio_plot_names_what_it_could_not_draw(tmp_path):
     """A marked time gives no ratio, nor does any time divided into a marked 1-rank time: with the
     1-rank training disturbed and the 2-rank evaluation too, the plot has no point but the

@@ -329,12 +329,13 @@ def prediction_verdict(r: Results) -> tuple[str, bool | None, str] | None:
     parts = []
     for x in rows:
         n = x["world_size"]
-        state = ("not judged (marked)" if x["marks"] else "n/a" if x["ratio"] is None
+        state = ("not judged: a time is marked" if x["marks"] else "n/a" if x["ratio"] is None
                  else f"{pct(x['ratio'])} of predicted, {x['judgement']}" + (" — BELOW" if x["flagged"] else ""))
         parts.append(f"{n} ranks: steady-step {what} {fmt(x['measured_step_speedup'], unit)} vs predicted "
                      f"{fmt(x['predicted_speedup'], unit)} ({state}; {wall} {fmt(walls.get(n), unit)})")
     worst = "; ".join(f"largest gap at {x['world_size']} ranks: {x['why']}" for x in flagged if x["why"])
-    text = "; ".join(parts) + f" (flag below {pct(prediction.FLAG_BELOW)})" + (f". {worst}" if worst else "")
+    text = (f"A world size under {pct(prediction.FLAG_BELOW)} of its prediction is flagged. " + "; ".join(parts)
+            + (f". {worst}" if worst else ""))
     cause = bound.sentence(r)
     if cause:
         text += f". What bounds the step: {cause}"

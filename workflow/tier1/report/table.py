@@ -328,18 +328,20 @@ def to_markdown(r: Results) -> str:
     for name, by in per_rank:
         first, last = by.get(1, {}).get("model_state_per_rank_bytes"), by.get(largest, {}).get("model_state_per_rank_bytes")
         if first and last:
-            gains.append(f"{name} {fmt(first['total'] / last['total'], 'x')}" if len(per_rank) > 1
-                         else fmt(first["total"] / last["total"], "x"))
+            less = first["total"] / last["total"]
+            said = "the same per rank (a whole copy each)" if abs(less - 1) < 0.02 else f"{fmt(less, 'x')} less per rank"
+            gains.append(f"{name} {said}" if len(per_rank) > 1 else said)
     row(f"Memory capacity: model states per {unit} (parameters, gradients, optimizer state; measured)", cells,
-        "; ".join(gains) + " smaller per rank" if gains else "n/a", "46 GB -> 184 GB (4.0x)")
+        "; ".join(gains) if gains else "n/a", "46 GB -> 184 GB (4.0x: the 4 GPUs' memory together)")
     cells, fits = [], {}
     for n in sizes:
         held = [(name, by[n]["largest_model"]) for name, by in per_rank if n in by]
         cells.append("; ".join(f"{name} {_params(x)}" if len(per_rank) > 1 else _params(x) for name, x in held))
         for name, x in held:
             fits.setdefault(name, {})[n] = x
-    gains = [f"{name}: {fmt(by[largest]['parameters'] / by[1]['parameters'], 'x')}" for name, by in fits.items()
-             if by.get(1) and by.get(largest) and by[1]["parameters"]]
+    gains = [(f"{name} " if len(per_rank) > 1 else "") + fmt(by[largest]['parameters'] / by[1]['parameters'], 'x')
+             for name, by in fits.items() if by.get(1) and by.get(largest) and by[1]["parameters"]]
+    gains = [f"{largest} {unit}s' over 1 {unit}'s: " + "; ".join(gains)] if gains else []
     against = next((x["of"] for by in fits.values() for x in by.values() if x), None)
     row(f"Largest model one {unit} could train (projection{f', against its {against}' if against else ''})", cells,
         "; ".join(gains) if gains else "n/a", "n/a")
