@@ -57,7 +57,8 @@ def _fake_run(results, name, train_samples, sha, verdict, seconds, cpu="AMD EPYC
         "- **scaling: n/a** — a CPU rehearsal\n\n## The table (measured)\n")
     (folder / "report" / "performance.csv").write_text(
         "metric,world_size,value,unit,source\n"
-        f"training_time,1,{seconds},s,x\ntraining_time,2,{seconds / 2},s,x\ntrained_ndcg@10,1,0.8,,x\n")
+        f"training_time,1,{seconds},s,x\ntraining_time,2,{seconds / 2},s,x\ntrained_ndcg@10,1,0.8,,x\n"
+        "training_time_ratio,2,,,x\npeak_memory_per_device,1,1168000000,bytes,x\n")
     record(ManifestRecord, dataset={"source": "python-stdlib"}, counts={"train_pairs": train_samples},
            content_sha256={"train": sha * 64, "test": "c" * 64},
            config={"train_samples": train_samples}).write(folder / "data" / "manifest.json")
@@ -74,6 +75,9 @@ def test_two_named_runs_side_by_side(tmp_path, capsys):
     assert text in capsys.readouterr().out
     assert "| same model | PASS | FAIL |" in text
     assert "| training_time (2) | 20 s | 5 s |" in text
+    # as the report shows them: a ratio with no value (a marked time) is n/a, memory in GB
+    assert "| training_time_ratio (2) | n/a | n/a |" in text
+    assert "| peak_memory_per_device (1) | 1.17 GB | 1.17 GB |" in text
     # where they differ: the data (hash and count) and the setting, not the hardware or libraries
     assert "| config: train_samples | 512 | 100 |" in text
     assert "| data: sha256 train | aaaaaaaaaaaaaaaa | bbbbbbbbbbbbbbbb |" in text
@@ -86,3 +90,10 @@ def test_a_run_without_a_report_is_named_with_the_runs_that_have_one(tmp_path):
     _fake_run(results, "default", 512, "a", "PASS", 40.0)
     with pytest.raises(Exception, match=r"run 'nope': no finished report.*runs with one: default"):
         compare.load_run(results, "nope")
+
+
+def test_no_run_may_take_the_comparisons_folder():
+    from tier1.config import ConfigError, Tier1Config
+
+    with pytest.raises(ConfigError, match="run_name: 'compare' is the folder `tier1 compare` writes to"):
+        Tier1Config(run_name="compare")

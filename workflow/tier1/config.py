@@ -186,6 +186,9 @@ class Tier1Config:
         if not RUN_NAME.fullmatch(str(self.run_name)):
             raise ConfigError(f"run_name: {self.run_name!r} must be letters, digits, '.', '_' or '-' "
                               f"(it names the folder {layout.run_folder('<run_name>')}/), e.g. quick")
+        if self.run_name == layout.COMPARISONS:
+            raise ConfigError(f"run_name: {self.run_name!r} is the folder `tier1 compare` writes to "
+                              f"({layout.run_folder(layout.COMPARISONS)}/); name the run otherwise, e.g. compare-1")
         if self.scaling not in ("strong", "weak"):
             raise ConfigError(f"scaling: {self.scaling!r} is not one of 'strong', 'weak'")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -150,9 +150,12 @@ class Run:
         return self.folder / relative
 
 
+COMPARISONS = "compare"  # the folder beside the runs' that `tier1 compare` writes to: no run may take its name
+
+
 def comparison(runs: list[str], results: Path = Path(RESULTS)) -> Path:
     """Where `tier1 compare` writes runs side by side: beside the runs, not inside one."""
-    return Path(results) / "compare" / f"{'_vs_'.join(runs)}.md"
+    return Path(results) / COMPARISONS / f"{'_vs_'.join(runs)}.md"
 
 
 def named_path(run_name: str, name: str | None = None) -> str:

@@ -46,12 +46,18 @@ def load_run(results: Path, name: str) -> dict:
 
 
 def _value(row: dict | None) -> str:
+    """A report CSV cell as the report writes it: "n/a" where it has no value, bytes in GB."""
     if row is None:
         return "—"
+    if not row["value"]:
+        return "n/a"
     try:
-        return f"{float(row['value']):.4g} {row['unit']}".strip()
+        value = float(row["value"])
     except ValueError:
         return row["value"]
+    if row["unit"] == "bytes":
+        return f"{value / 1e9:.3g} GB"
+    return f"{value:.4g} {row['unit']}".strip()
 
 
 def differences(runs: list[dict], part: str) -> list[str]:
