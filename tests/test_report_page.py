@@ -322,3 +322,11 @@ def test_the_report_says_when_training_lowered_quality_and_which_model_ran(tmp_p
     same = table.to_markdown(collect(stage_files(tmp_path / "same", trained_ndcg=0.8004)))
     assert "lowered" not in same and "left nDCG@10 where it was (0.8000 -> 0.8004, within 0.001)" in same
     assert "Pooling: mean, then L2-normalised" in same and "Sequence length: 256 tokens, as the model folder asks" in same
+
+
+def test_a_table_cell_keeps_a_number_with_its_unit():
+    """A narrow column of the scaling table broke "63.2 s" into "63.2" and "s" on two lines."""
+    from tier1.report import html
+
+    page = html.blocks_to_html(["| Train time | Memory | Ranks |", "|---|---|---|", "| 63.2 s (60.1-64.0) | 0.361 GB | 4 ranks |"])
+    assert "<td>63.2&nbsp;s (60.1-64.0)</td><td>0.361&nbsp;GB</td><td>4 ranks</td>" in page

@@ -70,6 +70,14 @@ def inline(text: str) -> str:
                             f"{m.group(2)}</span>", out)
 
 
+# a number and its unit in a table cell: one word, so a narrow column never breaks "63.2 s" in two
+VALUE_UNIT = re.compile(r"(\d) (s|ms|GB|MB|KB|B|M|x|%)(?![\w-])")
+
+
+def cell(text: str) -> str:
+    return VALUE_UNIT.sub("\\1&nbsp;\\2", inline(text))
+
+
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -94,7 +102,7 @@ def blocks_to_html(lines: list[str]) -> str:
                 i += 1
             body = [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
             head = "".join(f"<th>{inline(c)}</th>" for c in rows[0])
-            trs = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+            trs = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in body)
             out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>')
         elif line.startswith("- "):
             items = []

@@ -103,8 +103,9 @@ def speedup(r: Results, path: Path):
                 linestyle=":", color="0.45", label="training, steady step (predicted)")
     missing = not_drawn(rows)
     if missing:
-        ax.text(0.02, 0.03, "Not drawn (a marked time gives no ratio):\n" + "\n".join(missing), transform=ax.transAxes,
-                ha="left", va="bottom", fontsize=7.5, fontweight="bold",
+        # under the axes (above the hardware box): inside them it would cover the lines it explains
+        ax.text(0.0, -0.21, "Not drawn (a marked time gives no ratio):\n" + "\n".join(missing), transform=ax.transAxes,
+                ha="left", va="top", fontsize=7.5, fontweight="bold",
                 bbox={"facecolor": "white", "edgecolor": "0.5", "boxstyle": "round,pad=0.3"})
     if proj:
         ax.plot([p["world_size"] for p in proj], [p["speedup"] for p in proj], marker="x", linestyle="-.",
