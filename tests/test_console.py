@@ -42,6 +42,16 @@ def test_the_end_of_a_run(tmp_path):
     text = console.run_summary(md, tmp_path / "missing.html")
     assert "- **same model: PASS** — ok" in text and "| a | b |" in text
     assert "more" not in text and f"Report: {md}" in text
+    assert "⚠" not in text
+
+
+def test_the_end_of_a_run_names_a_marked_cell_by_its_kind(tmp_path):
+    md = tmp_path / "performance.md"
+    md.write_text("## The table (measured)\n\n| Metric | 1 rank | 4 ranks |\n|---|---|---|\n"
+                  "| Training | 19.5 s | 30.1 s ⚠ disturbed: other processes used 0.32 of 2 cores during the timed window |\n")
+    text = console.run_summary(md)
+    assert "| Training | 19.5 s | 30.1 s ⚠ disturbed |" in text
+    assert "(⚠: a marked time; the report says what marked it)" in text
 
 
 def test_a_failed_run_names_each_failed_jobs_log(tmp_path):

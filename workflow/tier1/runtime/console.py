@@ -257,11 +257,20 @@ def section(markdown: str, heading: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
+# a mark in a table cell: "⚠ disturbed: other processes used 0.32 of 2 cores ..." up to the cell's end
+CELL_MARK = re.compile(r"⚠ ([\w-]+)[^|]*")
+
+
 def run_summary(md: Path, html: Path | None = None) -> str:
-    """The verdicts and the headline table of a finished report, then where to read the rest."""
+    """The verdicts and the headline table of a finished report, then where to read the rest. The
+    table's marks are shortened to their kind ("⚠ disturbed"): whole, they made lines of hundreds of
+    characters; the report says by what."""
     text = md.read_text()
+    table = [CELL_MARK.sub(r"⚠ \1 ", line) for line in section(text, "The table")]
+    marked = any("⚠" in line for line in table)
     out = ["", "tier1: the run is complete", "", "Verdicts:", *section(text, "Verdicts"), "",
-           "The table:", *section(text, "The table"), "", f"Report: {md}"]
+           "The table:", *table, *(["(⚠: a marked time; the report says what marked it)"] if marked else []),
+           "", f"Report: {md}"]
     if html is not None and html.exists():
         out.append(f"Report page (open in a browser): {html}")
     return "\n".join(out)
