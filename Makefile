@@ -8,8 +8,7 @@ CORES  ?= 4
 PYTEST_ARGS ?=
 RUN    ?= default
 # A path of a run, as tier1.layout spells it: $(call path,RUN,NAME), NAME one of its constants.
-# (not `python -m tier1.layout`: the package imports that module first, and runpy warns of it)
-path = $(shell PYTHONPATH=workflow $(PYTHON) -c 'import sys; from tier1.layout import named_path; print(named_path(*sys.argv[1:]))' $(1) $(2))
+path = $(shell PYTHONPATH=workflow $(PYTHON) -m tier1.tools.run_path $(1) $(2))
 
 .PHONY: run quick compare test lint setup report check-gpus rehearse pin clean
 

@@ -71,8 +71,7 @@ collect() {
     for src in $BENCH_FILES; do [[ -f $src ]] && cp "$src" "$DEST/"; done
     "$PY" -m tier1.tools.gpu_summary files --run "$RUN" --run "$FP32_RUN" --run "$PARTS_RUN" --run "$FSDP_RUN" --out "$DEST/gpu_check_files.tar.gz"
 }
-layout_path() { "$PY" -c 'import sys; from tier1.layout import named_path; print(named_path(*sys.argv[1:]))' "$@"; }
-BENCH_FILES="$(layout_path "$RUN" BENCH_MD 2>/dev/null) $(layout_path "$RUN" BENCH_JSON 2>/dev/null)"
+BENCH_FILES="$("$PY" -m tier1.tools.run_path "$RUN" BENCH_MD 2>/dev/null) $("$PY" -m tier1.tools.run_path "$RUN" BENCH_JSON 2>/dev/null)"
 export -f collect
 export PY DEST RUN FP32_RUN PARTS_RUN FSDP_RUN stamp BENCH_FILES
 

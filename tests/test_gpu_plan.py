@@ -163,7 +163,7 @@ def test_what_the_gpu_machine_runs_imports_no_snakemake():
 import importlib, pkgutil, sys
 sys.modules["snakemake"] = None  # import snakemake fails, as it does there
 import tier1.stages
-modules = ["tier1.runtime.console", "tier1.runtime.launch", "tier1.layout", "tier1.tools.gpu_summary",
+modules = ["tier1.runtime.console", "tier1.runtime.launch", "tier1.layout", "tier1.tools.run_path", "tier1.tools.gpu_summary",
            "tier1.report.__main__", "tier1.bench.compare"]
 modules += ["tier1.stages." + m.name for m in pkgutil.iter_modules(tier1.stages.__path__)]
 for name in modules:

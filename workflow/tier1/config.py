@@ -117,6 +117,15 @@ def check_batch_split(batch_size: int, grad_accum_steps: int, scaling: str, worl
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+def not_a_setting(key: str, known) -> str:
+    """The line for a config key tier1 does not have, with the nearest one it does."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"{key}: not a tier1 setting" + (f"; did you mean {close[0]}?" if close else "") + \
+        " (config/schema.yaml lists them)"
+
+
 @dataclass(frozen=True)
 class Tier1Config:
     run_name: str = "default"  # every output in its own folder (tier1.layout.run_folder)
@@ -303,7 +312,7 @@ class Tier1Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: not a tier1 setting (config/schema.yaml lists them)")
+            raise ConfigError(not_a_setting(unknown[0], known))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,9 +5,10 @@ the whole config), with the one line that matters fifth.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
+
+from tier1.config import not_a_setting
 
 DESCRIBED_MAX = 120
 
@@ -32,10 +33,7 @@ def first_problem(config: dict[str, Any], schema_path: Path) -> str | None:
         return None
     properties = schema.get("properties", {})
     if error.validator == "additionalProperties" and not error.absolute_path:
-        unknown = sorted(set(config) - set(properties))[0]
-        close = difflib.get_close_matches(unknown, properties, n=1)
-        return (f"{unknown}: not a tier1 setting" + (f"; did you mean {close[0]}?" if close else "")
-                + f" ({Path(schema_path).parent.name}/{Path(schema_path).name} lists them)")
+        return not_a_setting(sorted(set(config) - set(properties))[0], properties)
     path = list(error.absolute_path)
     described = properties.get(path[0], {}).get("description") if path else None
     if described and len(described) > DESCRIBED_MAX:  # its first clause: what the setting is

@@ -61,8 +61,8 @@ def not_drawn(rows: list[dict]) -> list[str]:
     """Per stage, the world sizes the ratio plot has no point for, and why: its own time marked
     (disturbed, resumed, stalled), or the 1-rank time it would be divided into marked."""
     out = []
+    base = next((x for x in rows if x["world_size"] == 1), None)
     for key, label in (("train", "training"), ("eval", "evaluation")):
-        base = next((x for x in rows if x["world_size"] == 1), None)
         base_marked = bool(base and base[f"{key}_marks"])
         why = []
         for x in rows:

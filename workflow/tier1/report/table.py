@@ -609,11 +609,13 @@ def prediction_section(r: Results) -> list[str]:
 def rank_compute_section(r: Results) -> list[str]:
     """One rank's compute at each world size's share of the batch, measured alone (tier1.stages.rank_compute)."""
     rc = r.rank_compute
-    if rc is not None and rc.marks:  # measured beside other work: shown, marked, and not used
-        lines = ["## Per-rank compute (measured)", "",
-                 f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}.", "",
-                 f"⚠ {'; '.join(rc.marks)}. Not used: the prediction models each rank's compute instead "
-                 "(its share of the batch on its share of the hardware).", "",
+    if rc is None:
+        return []
+    head = ["## Per-rank compute (measured)", "",
+            f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}."]
+    if rc.marks:  # measured beside other work: shown, marked, and not used
+        lines = [*head, "", f"⚠ {'; '.join(rc.marks)}. Not used: the prediction models each rank's compute "
+                 "instead (its share of the batch on its share of the hardware).", "",
                  "| World size | Per-rank batch | Threads | Compute (median, min-max) |", "|---" * 4 + "|"]
         for n, x in sorted(rc.world_sizes.items(), key=lambda kv: int(kv[0])):
             t = x["compute_s"]
@@ -624,10 +626,8 @@ def rank_compute_section(r: Results) -> list[str]:
     if not rows:
         return []
     on_gpu = rows[0]["on_gpu"]
-    lines = ["## Per-rank compute (measured)", "",
-             f"From `{r.paths.get(('rank_compute', 0), 'rank_compute.json')}`: {rc.method}. The prediction "
-             "uses these times for each rank's compute instead of assuming it shrinks with the rank's share of the batch.",
-             ""]
+    lines = [*head[:-1], head[-1] + " The prediction uses these times for each rank's compute instead of assuming "
+             "it shrinks with the rank's share of the batch.", ""]
     if not on_gpu:
         lines += [f"> CPU: each world size's rank ran with the threads an n-rank run gives each rank ({rc.cores} "
                   "cores / n), so the ratio mixes the smaller batch with fewer cores. GPU-busy share: not applicable "

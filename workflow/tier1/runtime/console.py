@@ -67,10 +67,11 @@ def why_it_failed(path: Path, n: int = TAIL_LINES) -> list[str]:
 
 
 # torchrun's failure summary, one entry per failed rank: "rank      : 1 (local_rank: 1)", then
-# "exitcode  : -9 (pid: 2166)"; and what a failed tier1 rank says of the peers it ended
+# "exitcode  : -9 (pid: 2166)"; what a failed tier1 rank logs of itself (tier1.runtime.cli.stage)
+# and of the peers it kills (tier1.runtime.distributed.end_local_peers)
 SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
 SUMMARY_SIGKILL = re.compile(r"^\s*exitcode\s*:\s*-9\b")
-ENDED_BY_TIER1 = re.compile(r"ends the job's other ranks on this machine: killing ranks? ([\d, ]+)")
+ENDED_BY_TIER1 = re.compile(r"\bkilling ranks? ([\d, ]+)")
 FAILED_BY_ITSELF = re.compile(r"\brank (\d+) failed \(")
 
 
