@@ -94,3 +94,13 @@ def test_site_roots_are_existing_and_distinct():
     roots = stdlib_pairs.site_roots()
     assert all(r.is_dir() for r in roots)
     assert len({r.resolve() for r in roots}) == len(roots)
+
+
+def test_the_report_names_each_embedded_dataset_as_the_config_does(tmp_path, monkeypatch):
+    from tier1.report.table import dataset_name
+
+    lib, site = fake_install(tmp_path)
+    monkeypatch.setattr(stdlib_pairs, "stdlib_root", lambda: lib)
+    monkeypatch.setattr(stdlib_pairs, "site_roots", lambda: site)
+    for spec in ("stdlib", "python-source"):
+        assert dataset_name(sources.load(spec).description).startswith(f"{spec}: docstring -> function pairs from `{lib}`")

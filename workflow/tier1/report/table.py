@@ -108,8 +108,9 @@ def dataset_name(d: dict) -> str:
         return f"the BEIR folder `{d.get('path')}`"
     if src == "huggingface":
         return f"the Hugging Face dataset `{d.get('id')}`"
+    # the embedded datasets by their config names (`dataset: stdlib`), not the manifest's source tag
     if src == "python-stdlib":
-        return f"python-stdlib: docstring -> function pairs from `{d.get('root')}` (Python {d.get('python_version')})"
+        return f"stdlib: docstring -> function pairs from `{d.get('root')}` (Python {d.get('python_version')})"
     if src == "python-source":
         return (f"python-source: docstring -> function pairs from `{d.get('root')}` and `{d.get('site_packages')}` "
                 f"({d.get('distributions')} distributions, fingerprint {d.get('distributions_sha256')})")
