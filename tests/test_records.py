@@ -123,3 +123,12 @@ def test_the_cpu_probe_writes_records_that_read_back(tmp_path):
         record = records.ProbeRecord.read(out)
         assert record.world_size == n and record.max_train_batch_per_device is None
         assert record.not_applicable.startswith("no GPU") and record.encoder is None and record.work_s == 0.0
+
+
+def test_the_cpu_probe_says_on_the_console_what_it_wrote(tmp_path, capsys):
+    # it runs in the workflow's own process, without the job wrapper that prints every other job's line
+    outs = [tmp_path / "gpus1.json", tmp_path / "gpus2.json"]
+    records.probe.main_from_workflow(outs, [1, 2], '{"model": "m"}', tmp_path / "probe.log")
+    said = capsys.readouterr().err
+    assert said.startswith("[tier1] probe: no GPU") and "[1, 2]" in said
+    assert (tmp_path / "probe.log").read_text() in said.replace("[tier1] probe: ", "")

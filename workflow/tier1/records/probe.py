@@ -6,6 +6,7 @@ own process (the CPU probe rule), with no job to start."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,4 +60,7 @@ def write_not_applicable(outs: list[Path], world_sizes: list[int], settings: dic
 
 def main_from_workflow(outs, world_sizes, settings_json: str, log: Path) -> None:
     write_not_applicable(list(outs), list(world_sizes), json.loads(settings_json))
-    Path(log).write_text(f"no GPU: probe records 'not applicable' for world sizes {list(world_sizes)}\n")
+    line = f"no GPU, so no memory limit to find: 'not applicable' for world sizes {list(world_sizes)}"
+    Path(log).write_text(line + "\n")
+    # the console line every job has (a job's own is written by tier1.runtime.console, not run here)
+    print(f"[tier1] probe: {line}", file=sys.stderr, flush=True)
