@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tier1.measure import disturbance
 from tier1.measure.gpu_activity import NOT_A_GPU
 
@@ -64,13 +66,13 @@ class FakeNvml:
     def nvmlDeviceGetHandleByUUID(self, uuid):
         return uuid
 
-    def nvmlDeviceGetComputeProcesses(self, h):
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
         self.calls += 1
         if self.fail_at is not None and self.calls >= self.fail_at:
             raise RuntimeError("NVML_ERROR_UNKNOWN")
         return []
 
-    nvmlDeviceGetGraphicsProcesses = staticmethod(lambda h: [])
+    nvmlDeviceGetGraphicsRunningProcesses = staticmethod(lambda h: [])
     nvmlDeviceGetCurrentClocksEventReasons = staticmethod(lambda h: 0)
     nvmlDeviceGetClockInfo = staticmethod(lambda h, kind: 1980)
 
@@ -128,13 +130,40 @@ def test_a_query_that_fails_later_keeps_its_sample_number(monkeypatch):
 
 def test_when_every_query_fails_the_sampler_stops_and_names_them_all(monkeypatch):
     nvml = FakeNvml()
-    for name in ("nvmlDeviceGetComputeProcesses", "nvmlDeviceGetCurrentClocksEventReasons",
+    for name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetCurrentClocksEventReasons",
                  "nvmlDeviceGetClockInfo", "nvmlDeviceGetUtilizationRates"):
         monkeypatch.setattr(nvml, name, lambda *a: (_ for _ in ()).throw(RuntimeError("GPU is lost")), raising=False)
     gpu = gpu_window(monkeypatch, nvml)["gpu"]
     assert gpu["samples"] == 1 and gpu["sampled"] is False and gpu["sm_clock_mhz_min"] is None
     assert gpu["unobserved"].count("NVML sample 1 failed (RuntimeError: GPU is lost)") == 4
     assert gpu["gpu_util_mean_pct"] is None
+
+
+class RealNamesNvml(FakeNvml):
+    """FakeNvml that answers only to the names nvidia-ml-py's pynvml (`real`) has: a sampler asking
+    for a function NVML's bindings lack gets the AttributeError the GPU would give it."""
+
+    def __init__(self, real):
+        super().__init__()
+        self.real = real
+
+    def __getattribute__(self, name):
+        if name.startswith(("nvml", "NVML_")) and not hasattr(object.__getattribute__(self, "real"), name):
+            raise AttributeError(f"module 'pynvml' has no attribute '{name}'")
+        return super().__getattribute__(name)
+
+
+def test_the_sampler_calls_only_functions_pynvml_has(monkeypatch):
+    # nvmlDeviceGetComputeProcesses (no such function) made every GPU window unobserved at sample 1
+    real = pytest.importorskip("pynvml")
+    gpu = gpu_window(monkeypatch, RealNamesNvml(real))["gpu"]
+    assert gpu["sampled"] and "unobserved" not in gpu, gpu.get("unobserved")
+
+
+def test_the_fake_nvml_offers_only_functions_pynvml_has():
+    real = pytest.importorskip("pynvml")
+    offered = [n for n in dir(FakeNvml) if n.startswith(("nvml", "NVML_"))]
+    assert offered and [n for n in offered if not hasattr(real, n)] == []
 
 
 def test_no_nvml_on_a_gpu_run_is_unobserved(monkeypatch):

@@ -23,7 +23,7 @@ class Processes(FakeNvml):
         super().__init__()
         self.listed = listed
 
-    def nvmlDeviceGetComputeProcesses(self, h):
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.listed.items()]
 
 

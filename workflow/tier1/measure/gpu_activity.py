@@ -120,7 +120,7 @@ class GpuSampler:
     # -- one query per quantity: a query that fails stops only itself, and is named --------------
     def _processes(self, nvml, h) -> None:
         listed = {p.pid: getattr(p, "usedGpuMemory", None)
-                  for p in nvml.nvmlDeviceGetComputeProcesses(h) + nvml.nvmlDeviceGetGraphicsProcesses(h)}
+                  for p in nvml.nvmlDeviceGetComputeRunningProcesses(h) + nvml.nvmlDeviceGetGraphicsRunningProcesses(h)}
         own = {os.getpid(), os.getppid()}
         needs_memory = listed and not own & listed.keys()  # read only where it decides anything
         others, foreign = neighbours(listed, own, own_processes_on_device(),
