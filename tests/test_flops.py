@@ -151,3 +151,24 @@ def test_a_step_counts_the_padded_positions_it_ran_and_mfu_uses_them(tiny_model,
     peak = flops.peak_flops("NVIDIA H200", "float32")[0]
     assert got["model_flops_per_step"] == executed
     assert got["mfu"] == pytest.approx(executed / 0.5 / peak)
+
+
+@pytest.mark.parametrize("shared, gpus", [(False, 2), (True, 1)])
+def test_mfu_counts_the_gpus_the_ranks_ran_on(monkeypatch, shared, gpus):
+    """2 ranks on 2 GPUs are measured against 2 peaks; 2 ranks sharing one GPU (share_gpu) against
+    that GPU's one peak, not a peak per rank."""
+    from types import SimpleNamespace
+
+    from tier1.runtime.distributed import Context
+    from tier1.training import record
+
+    monkeypatch.setattr(record.devices, "device_name", lambda device: "NVIDIA H200")
+    if shared:
+        monkeypatch.setenv("TIER1_SHARE_GPU", "1")
+    else:
+        monkeypatch.delenv("TIER1_SHARE_GPU", raising=False)
+    ctx = Context(rank=0, world_size=2, local_rank=0, local_world_size=2, device=torch.device("cuda", 0), threads=1)
+    trainer = SimpleNamespace(ctx=ctx, autocast_dtype=torch.bfloat16, plan=SimpleNamespace(world_size=2))
+    got = record.utilisation(trainer, [{"model_flops": 3e12, "steps": 1}, {"model_flops": 3e12, "steps": 1}], 0.1)
+    peak = flops.peak_flops("NVIDIA H200", "bfloat16")[0]
+    assert got["mfu"] == pytest.approx(6e12 / 0.1 / (peak * gpus))

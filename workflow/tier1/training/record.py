@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 from typing import Any
 
@@ -16,6 +17,7 @@ from tier1.records import TrainRecord
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
 from tier1.runtime.distributed import Context
+from tier1.runtime.gpus import SHARE_GPU_ENV
 from tier1.training import decomposition, parallel
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer
@@ -166,6 +168,14 @@ def step_evenness(wall: float, step_times: list[float], steady_s: float | None, 
             "where_s": parts, "note": why}
 
 
+def gpus_in_job(ctx: Context) -> int:
+    """The GPUs whose peak the ranks' FLOPs are measured against: one per rank, or one per node where
+    the node's ranks shared it (share_gpu: the launcher gives them the node's first GPU only)."""
+    if os.environ.get(SHARE_GPU_ENV) == "1":
+        return max(1, ctx.world_size // ctx.local_world_size)
+    return ctx.world_size
+
+
 def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> dict[str, Any]:
     """Model FLOPs per step (all ranks' padded batches, forward and backward) and the share of
     the devices' dense peak the steady step reaches. The peak is the datasheet's for the card and
@@ -177,8 +187,7 @@ def utilisation(trainer: Trainer, ranks: list[dict], step_s: float | None) -> di
     peak, source = (flops.peak_flops(devices.device_name(device), dtype) if device.type == "cuda" else (None, None))
     if device.type == "cuda" and peak is None:
         peak, source = flops.measured_matmul_peak(device, trainer.autocast_dtype or torch.float32), "measured matmul"
-    world = trainer.plan.world_size
-    value = flops.mfu(per_step, step_s, peak * world) if per_step and step_s and peak else None
+    value = flops.mfu(per_step, step_s, peak * gpus_in_job(trainer.ctx)) if per_step and step_s and peak else None
     return {"model_flops_per_step": per_step, "peak_flops_per_device": peak, "peak_source": source or
             "n/a (no GPU: a CPU has no datasheet peak here)", "mfu": value}
 
