@@ -142,6 +142,24 @@ def test_kernel_intervals_count_overlaps_once():
     assert gpu_busy.busy_share(0.02, 0.2) == pytest.approx(0.1) and gpu_busy.busy_share(None, 0.2) is None
 
 
+
+def test_kernel_time_leaves_out_the_gpu_spans_of_annotated_ranges():
+    """A record_function range (DDP's forward) also shows on the device as one span from its first
+    kernel to its last, gaps included: counted, it would make a host-bound step look busy."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def event(start, end, **kw):
+        return FunctionEvent(id=0, name="k", thread=0, start_us=start, end_us=end, **kw)
+
+    cuda = torch.autograd.DeviceType.CUDA
+    events = [event(0, 10), event(0, 2, device_type=cuda), event(8, 10, device_type=cuda),
+              event(0, 10, device_type=cuda, is_user_annotation=True)]
+    prof = SimpleNamespace(events=lambda: events)
+    assert gpu_busy.union_seconds(gpu_busy.kernel_intervals(prof)) == pytest.approx(4.0)
+
 @pytest.mark.slow
 def test_the_stage_times_one_rank_at_each_share_through_its_command_line(tiny_model, pairs, tmp_path):
     import subprocess

@@ -29,9 +29,12 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 
 def kernel_intervals(prof) -> list[tuple[float, float]]:
-    """(start, end) in microseconds of every device-side event the profiler recorded."""
+    """(start, end) in microseconds of every device-side event the profiler recorded, but the
+    GPU spans of annotated ranges (a record_function such as DDP's forward), which cover the idle
+    gaps between their kernels too (torch's own device-time totals leave them out likewise)."""
     cuda = torch.autograd.DeviceType.CUDA
-    return [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == cuda]
+    return [(e.time_range.start, e.time_range.end) for e in prof.events()
+            if e.device_type == cuda and not getattr(e, "is_user_annotation", False)]
 
 
 def profile(run: Callable[[], object], steps: int) -> dict:
