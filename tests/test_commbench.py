@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tier1.config import CommbenchConfig, Tier1Config, parse_stage_json, stage_json
+from tier1.runtime.distributed import Context
 from tier1.stages import commbench
 from tier1.stages.commbench import MiB
 
@@ -88,12 +90,36 @@ def test_all_gather_sizes_are_whole_outputs_of_the_loss_block_and_larger():
     assert commbench.allgather_sizes(block, 2) == [2 * block, 8 * block, 32 * block, 128 * block]
 
 
-def test_iterations_follow_nccl_tests_on_gpu_and_shrink_with_size_on_cpu():
-    assert commbench.iterations(2**30, cuda=True) == (5, 20)
-    assert commbench.iterations(MiB, cuda=False) == (1, 10)
-    assert commbench.iterations(8 * MiB, cuda=False) == (1, 10)
-    assert commbench.iterations(16 * MiB, cuda=False) == (1, 5)
-    assert commbench.iterations(90_261_504, cuda=False) == (1, 5)
+def test_iterations_follow_nccl_tests_over_nccl_and_shrink_with_size_over_gloo():
+    assert commbench.iterations(2**30, nccl=True) == (5, 20)
+    assert commbench.iterations(MiB, nccl=False) == (1, 10)
+    assert commbench.iterations(8 * MiB, nccl=False) == (1, 10)
+    assert commbench.iterations(16 * MiB, nccl=False) == (1, 5)
+    assert commbench.iterations(90_261_504, nccl=False) == (1, 5)
+
+
+@pytest.mark.parametrize("device, backend, nccl", [("cpu", "gloo", False), ("cuda", "gloo", False),
+                                                   ("cuda", "nccl", True)])
+def test_only_nccl_gets_the_gpu_sweep(monkeypatch, device, backend, nccl):
+    # ranks sharing one GPU run over gloo: each call goes through host memory, so the 1 GiB sweep
+    # and nccl-tests' 25 calls a size would spend minutes of a GPU check on figures nobody reads
+    monkeypatch.setattr(commbench.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(commbench.dist, "get_backend", lambda *a: backend)
+    assert commbench.over_nccl(Context(0, 2, 0, 2, torch.device(device), 1)) is nccl
+
+
+def test_ranks_sharing_a_gpu_take_the_matmul_probe_one_at_a_time(monkeypatch):
+    # together, each would read about half the GPU's rate and report it as its own
+    events = []
+    monkeypatch.setattr(commbench, "over_nccl", lambda ctx: False)
+    monkeypatch.setattr(commbench.distributed, "barrier", lambda: events.append("barrier"))
+    monkeypatch.setattr(commbench.distributed, "all_gather_objects", lambda mine: [7e14, mine])
+    monkeypatch.setattr(commbench.devices, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(commbench.flops, "measured_matmul_peak",
+                        lambda device, dtype, size, repeats: events.append("matmul") or 6e14)
+    probe = commbench.matmul_probe(Context(1, 2, 1, 2, torch.device("cuda", 0), 8), torch.bfloat16)
+    assert events == ["barrier", "barrier", "matmul"]  # rank 1 measures in the second turn, alone
+    assert probe["ranks_in_turn"] and probe["achieved_tflops_per_rank"] == [700.0, 600.0]
 
 
 def test_the_stage_view_and_the_gathered_block():
@@ -158,7 +184,7 @@ def test_two_rank_gloo_sweep_measures_every_size(sweep):
     for name, factor in (("all_reduce", 1.0), ("all_gather", 0.5), ("reduce_scatter", 0.5)):  # 2(n-1)/n, (n-1)/n
         for row in sweep[name]:
             t = row["time_s"]
-            assert len(row["times_s"]) == row["iters"] == commbench.iterations(row["bytes"], cuda=False)[1]
+            assert len(row["times_s"]) == row["iters"] == commbench.iterations(row["bytes"], nccl=False)[1]
             assert 0 < t["min"] <= t["median"] <= t["max"]
             assert row["algbw_gbps"] == pytest.approx(row["bytes"] / t["median"] / 1e9)
             assert row["busbw_factor"] == factor and row["busbw_gbps"] == pytest.approx(factor * row["algbw_gbps"])
@@ -229,3 +255,14 @@ def test_the_report_collects_preflight_and_comm_by_world_size(tmp_path):
     inputs = dataclasses.replace(inputs, records={**inputs.records, "comm": {"2": str(tmp_path / "ws4.json")}})
     with pytest.raises(ValueError, match="ws4.json: a record of world size 4, given as world size 2"):
         collect(inputs)
+
+
+def test_the_report_says_when_the_matmul_ranks_took_turns():
+    from types import SimpleNamespace
+
+    from tier1.report.table import collectives_section
+
+    matmul = {"dtype": "bfloat16", "achieved_tflops_median": 650.0, "fraction_of_peak": 0.66, "ranks_in_turn": True}
+    comm = SimpleNamespace(summary={}, matmul=matmul, backend="gloo", marks=[])
+    row = collectives_section(SimpleNamespace(comm={2: comm}))[-2]
+    assert "TFLOP/s bfloat16 (66% of peak), one rank at a time on the shared GPU |" in row

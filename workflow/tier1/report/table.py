@@ -496,6 +496,7 @@ def collectives_section(r: Results) -> list[str]:
         g, a = s.get("gradient_all_reduce", {}), s.get("loss_all_gather", {})
         mm = c.matmul or {}
         frac = f" ({pct(mm['fraction_of_peak'])} of peak)" if mm.get("fraction_of_peak") else ""
+        frac += ", one rank at a time on the shared GPU" if mm.get("ranks_in_turn") else ""
         lines.append(
             f"| {n} | {c.backend} | {(g.get('bytes') or 0) / 1e6:.1f} MB | {_s(g.get('time_s', {}).get('median'), 4)} "
             f"| {fmt(g.get('algbw_gbps'), ' GB/s')} | {fmt(g.get('busbw_gbps'), ' GB/s')} "

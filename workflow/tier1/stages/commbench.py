@@ -4,8 +4,9 @@
 
 Two sweeps of float32 messages, the same code on gloo (CPU) and NCCL (GPU):
 - all-reduce, as DDP reduces the gradients: 1 MiB doubling up to the gradient size (the
-  model's trainable parameters x 4 bytes), plus exactly the gradient size; on GPUs the doubling
-  goes on to 1 GiB, where bus bandwidth has usually levelled off;
+  model's trainable parameters x 4 bytes), plus exactly the gradient size; over NCCL the doubling
+  goes on to 1 GiB, where bus bandwidth has usually levelled off (not over gloo, which ranks
+  sharing one GPU use: each call goes through host memory, and 1 GiB calls would take minutes);
 - all-gather, as the loss gathers the positives' embeddings: the per-rank block (per-device batch
   x embedding width x 4 bytes) and 4, 16 and 64 times it. This is the forward half; the
   gather's backward all-reduces a gradient of the gathered size (n x the block).
@@ -13,7 +14,8 @@ For each size: untimed warm-up calls, then timed calls, each after a barrier, ti
 events on a GPU and the host clock on a CPU (tier1.measure.clock's stopwatch). A call's time is its slowest rank's (the collective
 is done when every rank has its result); a size's time is the median over calls.
 
-Plus a dense matmul in the training precision on every rank at once, beside the datasheet peak:
+Plus a dense matmul in the training precision on every rank at once (one rank at a time where the
+ranks share one GPU, so each figure is the GPU's, not a share of it), beside the datasheet peak:
 the compute side of the same question. It lives here, not in the preflight, because it must
 not run beside another timed job.
 """
@@ -109,9 +111,14 @@ def allgather_sizes(block_bytes: int, world_size: int, multiples: tuple[int, ...
     return [block_bytes * m * world_size for m in multiples]
 
 
-def iterations(nbytes: int, cuda: bool) -> tuple[int, int]:
+def over_nccl(ctx: Context) -> bool:
+    """Whether the collectives run over NCCL: on GPUs, unless the ranks share one (gloo)."""
+    return ctx.device.type == "cuda" and dist.is_initialized() and dist.get_backend() == "nccl"
+
+
+def iterations(nbytes: int, nccl: bool) -> tuple[int, int]:
     """(warm-up calls, timed calls) for a message of `nbytes`."""
-    if cuda:
+    if nccl:
         return GPU_WARMUP, GPU_ITERS
     scaled = CPU_ITERS * CPU_FULL_ITERS_UP_TO // max(nbytes, 1)
     return CPU_WARMUP, max(CPU_MIN_ITERS, min(CPU_ITERS, scaled))
@@ -171,25 +178,31 @@ def measure(collective: str, nbytes: int, ctx: Context) -> dict:
             scatter(shard, whole)
     else:
         raise ValueError(f"unknown collective {collective!r}")
-    warmup, iters = iterations(nbytes, ctx.device.type == "cuda")
+    warmup, iters = iterations(nbytes, over_nccl(ctx))
     mine = clock.time_calls(call, ctx.device, warmup, iters)
-    algo = os.environ.get("NCCL_ALGO") if ctx.device.type == "cuda" else None
+    algo = os.environ.get("NCCL_ALGO") if over_nccl(ctx) else None
     return summarise(collective, nbytes, n, distributed.all_gather_objects(mine), warmup, algo)
 
 
 def matmul_probe(ctx: Context, dtype: torch.dtype) -> dict:
     """Achieved dense matmul FLOP/s on every rank at once (each with its own share of the cores
-    on a CPU), beside the datasheet peak of the card and precision."""
+    on a CPU; one rank at a time on a GPU the ranks share), beside the datasheet peak of the card
+    and precision."""
     cuda = ctx.device.type == "cuda"
     size, repeats = (8192, 10) if cuda else (1024, 5)
-    distributed.barrier()
-    achieved = flops.measured_matmul_peak(ctx.device, dtype, size=size, repeats=repeats)
+    in_turn = cuda and not over_nccl(ctx)
+    achieved = None
+    for turn in range(ctx.world_size if in_turn else 1):
+        distributed.barrier()
+        if not in_turn or turn == ctx.rank:
+            achieved = flops.measured_matmul_peak(ctx.device, dtype, size=size, repeats=repeats)
     per_rank = distributed.all_gather_objects(achieved)
     name = devices.device_name(ctx.device)
     peak, source = flops.peak_flops(name, devices.dtype_name(dtype)) if cuda else (None, None)
     median = statistics.median(per_rank)
     return {
         "dtype": devices.dtype_name(dtype), "size": size, "repeats": repeats, "threads_per_rank": ctx.threads,
+        "ranks_in_turn": in_turn,
         "achieved_tflops_per_rank": [f / 1e12 for f in per_rank], "achieved_tflops_median": median / 1e12,
         "peak_tflops": peak / 1e12 if peak else None,
         "peak_source": source or ("not in the datasheet table" if cuda else "n/a (no datasheet peak for a CPU)"),
@@ -202,9 +215,8 @@ def benchmark(ctx: Context, gradient_bytes: int, block_bytes: int, dtype: torch.
     """Both sweeps (and the matmul probe) on the ranks of `ctx`; the same dict on every rank but
     `work_s`, this rank's seconds of measuring (rank 0's is the one written)."""
     started = clock.now()
-    cuda = ctx.device.type == "cuda"
     if up_to is None:
-        up_to = max(GPU_SWEEP_TO, gradient_bytes) if cuda else gradient_bytes
+        up_to = max(GPU_SWEEP_TO, gradient_bytes) if over_nccl(ctx) else gradient_bytes
     reduce_sizes = allreduce_sizes(gradient_bytes, up_to)
     gather_sizes = allgather_sizes(block_bytes, ctx.world_size)
 
