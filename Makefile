@@ -67,4 +67,4 @@ pin: setup
 
 # Removes one run's results (make clean RUN=quick); other runs are kept.
 clean:
-	rm -rf $(call path,$(RUN)) .snakemake
+	rm -rf $(call path,$(RUN))

@@ -364,8 +364,27 @@ def final_outputs():
     return [out(layout.REPORT_HTML), out(layout.REPORT_MD), out(layout.REPORT_CSV)]
 
 
+def local_files(spec):
+    """Every file of a local dataset or model (the file itself, or a folder's files but hidden
+    ones), as a rule's inputs: Snakemake then reruns the jobs that read them when one is edited in
+    place, as it does for a changed setting; [] for a name that is not a local path."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        return []
+    return sorted(str(f) for f in path.rglob("*")
+                  if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts))
+
+
 def model_folder():
-    """The folder a `model: random:<name>` spec resolves to, as an input of the first rules that load
-    the model (tokenize, commbench, check_gpus, bench_compare; every other one comes after tokenize);
-    [] for any other model."""
-    return [out(layout.random_model(random_models.spec_name(CFG.model)))] if random_models.spec_name(CFG.model) else []
+    """The model's files as inputs of the first rules that load it (tokenize, commbench,
+    check_gpus, bench_compare; every other one comes after tokenize): the folder a
+    `model: random:<name>` spec resolves to (built by its rule), else a local folder's files."""
+    name = random_models.spec_name(CFG.model)
+    return [out(layout.random_model(name))] if name else local_files(CFG.model)
+
+
+def dataset_files():
+    """A local dataset's files (a pair file, or a BEIR folder's), as the prepare rule's inputs."""
+    return [] if CFG.dataset in ("stdlib", "python-source") else local_files(CFG.dataset)

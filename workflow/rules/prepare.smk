@@ -1,5 +1,7 @@
 rule prepare:
     """Training pairs and the BEIR-form test set from the configured dataset."""
+    input:
+        dataset=dataset_files(),
     output:
         train=out(layout.TRAIN_PAIRS),
         corpus=out(layout.CORPUS),
