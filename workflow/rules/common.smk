@@ -373,8 +373,8 @@ def local_files(spec):
         return [str(path)]
     if not path.is_dir():
         return []
-    return sorted(str(f) for f in path.rglob("*")
-                  if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    hidden = lambda f: any(part.startswith(".") for part in f.relative_to(path).parts)
+    return sorted(str(f) for f in path.rglob("*") if f.is_file() and not hidden(f))
 
 
 def model_folder():
