@@ -143,9 +143,12 @@ WALL_AVERAGE_SLACK = 0.10  # the wall-average step may exceed the steady median 
 
 def step_evenness(wall: float, step_times: list[float], steady_s: float | None, disturbed: bool) -> dict[str, Any]:
     """The wall-average step beside the steady median, and where the difference went when the
-    average is over WALL_AVERAGE_SLACK above: the first tenth of the steps (left out of the median),
-    slow steps after it, or time between the steps (progress, checkpoints, host work a GPU waited
-    for: there the step clocks are the device's)."""
+    average is over WALL_AVERAGE_SLACK above. `wall` is the window that ran `step_times`. The
+    difference, wall less the steps at the median, is split into parts that add up to it: the first
+    tenth of the steps (left out of the median); the steps after it, their excess over the median
+    and their shortfall under it apart (about half of them are under the median, so the excess
+    alone can exceed the whole); and the time between the steps (progress, checkpoints, host work a
+    GPU waited for: there the step clocks are the device's)."""
     n = len(step_times)
     average = wall / n if n else None
     excess = average / steady_s - 1 if average and steady_s else None
@@ -153,19 +156,29 @@ def step_evenness(wall: float, step_times: list[float], steady_s: float | None, 
     why = None
     if excess is not None:
         head = max(1, n // 10) if n > 1 else 0
+        after = [t - steady_s for t in step_times[head:]]
         parts = {"first_tenth_s": sum(t - steady_s for t in step_times[:head]),
-                 "slow_steps_after_s": sum(max(0.0, t - steady_s) for t in step_times[head:]),
+                 "slow_steps_after_s": sum(d for d in after if d > 0),
+                 "fast_steps_after_s": sum(d for d in after if d < 0),
                  "between_steps_s": wall - sum(step_times)}
         if excess > WALL_AVERAGE_SLACK:
-            largest = max(parts, key=parts.get)
-            what = {"first_tenth_s": "the first tenth of the steps, left out of the median, ran slower",
-                    "slow_steps_after_s": "steps after the first tenth were uneven",
-                    "between_steps_s": "time passed between the steps"}[largest]
-            why = (f"the wall-average step is {excess:.0%} above the steady median; most of the difference "
-                   f"({parts[largest]:.2f} s of {wall - n * steady_s:.2f} s): {what}"
+            why = (f"the wall-average step is {excess:.0%} above the steady median; " + _difference(parts, n)
                    + ("; other work shared the machine during the window" if disturbed else ""))
     return {"wall_average_step_s": average, "steady_step_s": steady_s, "excess": excess,
             "where_s": parts, "note": why}
+
+
+def _difference(parts: dict[str, float], n: int) -> str:
+    """The difference and its parts, signed, so that they add up to it (rounding aside), and the
+    largest of them named."""
+    after = parts["slow_steps_after_s"] + parts["fast_steps_after_s"]
+    net = {"the first tenth of the steps, left out of the median, ran slower": parts["first_tenth_s"],
+           "steps after the first tenth were uneven": after,
+           "time passed between the steps": parts["between_steps_s"]}
+    return (f"the wall time is {sum(net.values()):.2f} s over {n} steps at the median: "
+            f"{parts['first_tenth_s']:+.2f} s in the first tenth of the steps, {after:+.2f} s in the steps after it "
+            f"({parts['slow_steps_after_s']:.2f} s above the median, {-parts['fast_steps_after_s']:.2f} s below), "
+            f"{parts['between_steps_s']:+.2f} s between the steps; the largest part: {max(net, key=net.get)}")
 
 
 def gpus_in_job(ctx: Context) -> int:
@@ -219,7 +232,8 @@ def train_record(cfg: TrainConfig, trainer: Trainer, ranks: list[dict], walls: l
         samples_per_s=samples / wall if wall else None,
         steady_step_s=step_s,
         steady_step_spread=steady_spread(t.step),
-        step_evenness=step_evenness(wall, t.step, step_s, bool(disturbed)),
+        # the trainer holds the last repeat's steps: beside its own wall, not the median repeat's
+        step_evenness=step_evenness(walls[-1], t.step, step_s, bool(disturbed)),
         shapes=shapes.combine([r["shapes"] for r in ranks]),
         encoder=identity(trainer.encoder, trainer.ctx.device),
         stalls=step_stalls,
