@@ -330,3 +330,23 @@ def test_a_table_cell_keeps_a_number_with_its_unit():
 
     page = html.blocks_to_html(["| Train time | Memory | Ranks |", "|---|---|---|", "| 63.2 s (60.1-64.0) | 0.361 GB | 4 ranks |"])
     assert "<td>63.2&nbsp;s (60.1-64.0)</td><td>0.361&nbsp;GB</td><td>4 ranks</td>" in page
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_the_largest_model_note_speaks_of_the_strategy_run(tmp_path, parallelism):
+    """The projection counts parameters gathered for the step only under FSDP2 (above one rank):
+    a DDP run's note says nothing of FSDP2; an FSDP2 run's says what it added."""
+    def edit(kind, n, record):
+        if kind == "train":
+            record["hardware"] = {**record["hardware"], "host_memory_bytes": 16e9}
+            record["config"] = {**record["config"], "parallelism": parallelism if n > 1 else "ddp"}
+            for rank in record["ranks"]:
+                rank["model_state_bytes"] = {"parameters": 90e6, "gradients": 90e6, "optimizer": 180e6}
+
+    md = table.to_markdown(collect(stage_files(tmp_path, edit=edit)))
+    note = next(line for line in md.splitlines() if line.startswith("The largest model is a projection"))
+    if parallelism == "ddp":
+        assert "FSDP2" not in note and "gathers" not in note, note
+        assert note.endswith("the measured model states (DDP 16.0 at 1; DDP 16.0 at 2)."), note
+    else:
+        assert "under FSDP2 plus the whole parameters it gathers for a step (FSDP2 16.0 at 1; FSDP2 20.0 at 2)" in note

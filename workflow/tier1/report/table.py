@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tier1 import layout
-from tier1.config import DEFAULT_MODEL, ConfigError
+from tier1.config import DEFAULT_MODEL, PARALLELISM_NAMES, ConfigError
 from tier1.encoder import random_models
 from tier1.report import analysis, bound, instruments, noise, overhead, prediction, quality, sweep
 from tier1.report.analysis import fmt, pct
@@ -279,6 +279,12 @@ def _marked(marks: list[str]) -> str:
     return f" ⚠ {'; '.join(marks)}" if marks else ""
 
 
+def _gathers(fits: dict[str, dict[int, dict | None]]) -> bool:
+    """Whether a projection counts parameters gathered for the step: FSDP2's above one rank
+    (analysis.largest_model), never a DDP run's."""
+    return any(n > 1 and x for n, x in fits.get(PARALLELISM_NAMES["fsdp"], {}).items())
+
+
 def _device_used(x) -> str:
     return "" if x is None else f" (device {x / GB:.2f} GB)"
 
@@ -358,8 +364,8 @@ def to_markdown(r: Results) -> str:
                   f"{'GPU memory' if example['of'] == 'GPU memory' else 'share of the host memory'} "
                   f"({example['capacity_bytes'] / GB:.1f} GB) less what the peak held besides the model states "
                   "(activations, buffers: as measured for this model, though a larger model's grow with its width "
-                  "and depth), divided by the bytes per parameter: the measured model states, under FSDP2 plus the "
-                  "whole parameters it gathers for a step "
+                  "and depth), divided by the bytes per parameter: the measured model states"
+                  f"{', under FSDP2 plus the whole parameters it gathers for a step' if _gathers(fits) else ''} "
                   f"({per_param})."]
     speed_head = "time ratio (1 / N ranks)" if cpu else "speedup"
     lines += ["", "## Scaling detail", "",
