@@ -85,6 +85,30 @@ def test_same_model_fails_on_a_different_objective_or_a_quality_gap():
     assert ok is False and "NO" in text
 
 
+def per_query(r: Results, n: int, scores: list[float]) -> None:
+    """World size n's trained model scoring `scores` on queries q0, q1, ... (its mean with them)."""
+    r.eval_trained[n] = dataclasses.replace(r.eval_trained[n], metrics={"ndcg@10": sum(scores) / len(scores)},
+                                            ndcg10_per_query={f"q{i}": s for i, s in enumerate(scores)},
+                                            queries_judged=len(scores))
+
+
+def test_an_ndcg_gap_the_test_set_cannot_resolve_is_not_judged_and_a_real_one_fails():
+    # 100 queries on which the 2-rank model wins or loses 0.2 at random, by 0.011 on average:
+    # noise of a test set that small (3 standard errors 0.06), as between two dropout draws
+    r = results({1: 60.0, 2: 30.0}, gpus=2)
+    one = [0.5] * 100
+    per_query(r, 1, one)
+    per_query(r, 2, [s + (0.2 if i % 2 else -0.2) + 0.011 for i, s in enumerate(one)])
+    ok, text = verdict(r, "same model")
+    assert ok is None and "|ΔnDCG@10| 0.0110 (within the test set's noise" in text and "100 queries judged" in text
+    # the same mean gap on every query alike: the test set resolves it
+    per_query(r, 2, [s + 0.011 for s in one])
+    assert verdict(r, "same model")[0] is False
+    # a gap within the tolerance passes whatever the spread
+    per_query(r, 2, [s + (0.2 if i % 2 else -0.2) + 0.005 for i, s in enumerate(one)])
+    assert verdict(r, "same model")[0] is True
+
+
 def test_same_model_sets_the_first_step_gradient_norm_beside_one_ranks():
     r = results({1: 60.0, 2: 30.0, 4: 15.0}, gpus=4)
     for n, norm in ((1, 4.0), (2, 4.002), (4, 16.0)):  # 4 ranks: a gradient summed, not averaged

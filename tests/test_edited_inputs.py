@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from helpers import REPO, real_pairs
 from test_pipeline import TINY, jobs_planned, smk
+
+from helpers import REPO, real_pairs
 
 
 def test_editing_a_local_dataset_or_model_reruns_what_reads_it(tmp_path, tiny_model):

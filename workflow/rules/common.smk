@@ -17,7 +17,7 @@ from tier1.encoder import random_models
 from tier1.input_checks import check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
 from tier1.config_schema import first_problem
-from tier1.records import RankComputeRecord
+from tier1.records import EvaluationRecord, RankComputeRecord
 from tier1.runtime.checksum import token_cache_problem
 from tier1.runtime.gpus import visible_gpus
 

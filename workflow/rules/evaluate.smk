@@ -29,6 +29,7 @@ rule evaluate:
         ),
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),
+        record=EvaluationRecord.schema(),  # a new record version reruns the stage
         base=CFG.model,
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.evaluate --config {params.cfg:q} "
@@ -63,6 +64,7 @@ rule evaluate_second:
         story=stage_story(lambda w: f"evaluate {layout.trained_on(w.w, OTHER)}, {w.w} rank(s)", timed=True),
         cfg=stage_params("evaluate"),
         launch=lambda w: launcher(w.w),
+        record=EvaluationRecord.schema(),  # a new record version reruns the stage
     shell:
         "{params.story} {log} -- {params.launch} tier1.stages.evaluate --config {params.cfg:q} "
         "--corpus {input.corpus} --queries {input.queries} --qrels {input.qrels} --tokens {input.tokens} "

@@ -12,6 +12,7 @@ from tier1.records.stamped import Stamped
 @dataclass(frozen=True)
 class EvaluationRecord(Stamped):
     KIND = "evaluation"
+    VERSION = 2  # 2: ndcg10_per_query (the same-model verdict's noise of the test set)
 
     stage: str
     model: str
@@ -21,6 +22,7 @@ class EvaluationRecord(Stamped):
     started_at: str
     finished_at: str | None
     metrics: dict[str, float]           # ndcg@10, mrr@10, ... (tier1.evaluation.metrics)
+    ndcg10_per_query: dict[str, float]  # query id -> nDCG@10, for paired comparisons of two models
     queries: int
     queries_judged: int
     documents: int

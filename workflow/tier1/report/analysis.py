@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 from tier1.records import EvaluationRecord, TrainRecord
 from tier1.report import bound, prediction, sweep
 from tier1.report.collect import CARD_EXPECTATION, Results
 
 NDCG_TOLERANCE = 0.01  # N-rank vs 1-rank nDCG@10; float reductions differ across world sizes
+# On a small test set two models that differ only by dropout noise can differ by more than that in
+# nDCG@10 (100 queries: 0.0106 between two 1-rank runs). A larger difference within this many
+# standard errors of the per-query differences' mean is within the test set's noise: not judged,
+# where a difference beyond it is a real one.
+NDCG_NOISE_FACTOR = 3.0
 # The per-step loss of an N-rank run may differ from the 1-rank run's by dropout noise: ranks draw
 # their own masks. Allowed: this many times the difference between two 1-rank runs that differ only
 # in their dropout masks, and never less than float noise (what remains without dropout).
@@ -234,6 +242,30 @@ def _gradient_ratio(r: Results, n: int) -> str:
     return f", first-step gradient norm {a / b:.3f}x 1 rank's" if a and b else ""
 
 
+def ndcg_standard_error(a: EvaluationRecord, b: EvaluationRecord) -> float | None:
+    """The standard error of the mean of the per-query nDCG@10 differences of two models on the
+    same queries: the spread their nDCG@10 difference has from the test set's size alone."""
+    mine, theirs = a.ndcg10_per_query, b.ndcg10_per_query
+    diffs = [mine[q] - theirs[q] for q in mine.keys() & theirs.keys()]
+    return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+
+
+def ndcg_judgement(diff: float, se: float | None) -> tuple[bool | None, str]:
+    """An nDCG@10 difference against NDCG_TOLERANCE: True within it; beyond it, None while it is
+    within NDCG_NOISE_FACTOR standard errors (the test set cannot tell), else False."""
+    if diff <= NDCG_TOLERANCE:
+        return True, ""
+    if se is not None and diff <= NDCG_NOISE_FACTOR * se:
+        return None, (f" (within the test set's noise: {NDCG_NOISE_FACTOR:g}x the standard error of the "
+                      f"per-query differences is {NDCG_NOISE_FACTOR * se:.4f}; not judged)")
+    return False, ""
+
+
+def all_of(parts: list[bool | None]) -> bool | None:
+    """False if any part failed, else None if any could not be judged, else True."""
+    return False if any(p is False for p in parts) else None if any(p is None for p in parts) else True
+
+
 def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
     out = []
     rows = scaling_rows(r)
@@ -265,10 +297,13 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
                              == r.train[1].objective["negatives_per_anchor"]
                              for n in r.train)
         loss_ok = all(v is not None and v <= agree["tolerance"] for v in agree["rms"].values())
-        # None where nothing failed but the losses could not be held to dropout's noise
-        ok = all(d <= NDCG_TOLERANCE for d in diffs.values()) and same_objective and (loss_ok if agree["judged"] else None)
-        detail = ", ".join(f"{n} ranks: |ΔnDCG@10| {d:.4f}, per-step loss RMS difference {_sci(agree['rms'].get(n))}"
-                           f"{_gradient_ratio(r, n)}" for n, d in sorted(diffs.items()))
+        ndcg = {n: ndcg_judgement(d, ndcg_standard_error(r.eval_trained[n], r.eval_trained[1]))
+                for n, d in diffs.items()}
+        # None where nothing failed but a part could not be judged (the losses held to dropout's
+        # noise over too few steps, an nDCG@10 difference the test set is too small to resolve)
+        ok = all_of([*(v for v, _ in ndcg.values()), same_objective, loss_ok if agree["judged"] else None])
+        detail = ", ".join(f"{n} ranks: |ΔnDCG@10| {d:.4f}{ndcg[n][1]}, per-step loss RMS difference "
+                           f"{_sci(agree['rms'].get(n))}{_gradient_ratio(r, n)}" for n, d in sorted(diffs.items()))
         if not agree["judged"]:
             yardstick = (f"per-step losses not judged: {agree['steps']} steps are too few to hold them to dropout's "
                          f"noise (the RMS difference between two 1-rank runs that differ only in dropout masks, "
@@ -280,7 +315,9 @@ def verdicts(r: Results) -> list[tuple[str, bool | None, str]]:
         else:
             yardstick = f"loss tolerance {_sci(agree['tolerance'])} (float noise; no dropout reference run)"
         out.append(("same model", ok if diffs else None,
-                    f"1-rank nDCG@10 {ref:.4f}; {detail or 'no other world size'} (nDCG tolerance {NDCG_TOLERANCE}; "
+                    f"1-rank nDCG@10 {ref:.4f}; {detail or 'no other world size'} (nDCG tolerance {NDCG_TOLERANCE}, "
+                    f"beyond it judged once it exceeds {NDCG_NOISE_FACTOR:g} standard errors of the per-query "
+                    f"differences ({r.eval_trained[1].queries_judged} queries judged); "
                     f"{yardstick}); objective identical across world sizes: {'yes' if same_objective else 'NO'}"))
     worked = []
     ok = True

@@ -221,6 +221,7 @@ def evaluate(model_spec: str, beir: BeirSet, cfg: EvalConfig, ctx: Context, out:
         world_size=ctx.world_size,
         started_at=started_at,
         metrics=ir_metrics.mean(per_q),
+        ndcg10_per_query={q: m["ndcg@10"] for q, m in per_q.items()},
         queries=len(query_ids),
         queries_judged=len(per_q),
         documents=len(doc_ids),
