@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("name two runs or more")
+    if args.out and args.out.suffix == ".json":
+        parser.error("--out names the markdown file; its .json is written beside it")
     runs = [load_run(args.results, name) for name in args.runs]
     text = to_markdown(runs)
     out = args.out or layout.comparison(args.runs, args.results)
