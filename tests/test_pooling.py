@@ -78,6 +78,22 @@ def test_the_packaged_model_is_mean_pooled_and_normalised():
     assert head.source.endswith("1_Pooling/config.json")
 
 
+@pytest.mark.parametrize("model_max_length, expected", [(128, 128), (4096, 512)])
+def test_a_folder_whose_settings_name_no_length_is_read_at_the_length_sentence_transformers_uses(
+        tmp_path, model_max_length, expected):
+    # sentence-transformers 6.2 saves sentence_bert_config.json without max_seq_length; it then reads
+    # the tokenizer's model_max_length, at most the model's 512 positions
+    from sentence_transformers import SentenceTransformer
+
+    folder = shutil.copytree(packaged(), tmp_path / "model")
+    settings = folder / "sentence_bert_config.json"
+    settings.write_text(json.dumps({k: v for k, v in json.loads(settings.read_text()).items() if k != "max_seq_length"}))
+    tokenizer = folder / "tokenizer_config.json"
+    tokenizer.write_text(json.dumps({**json.loads(tokenizer.read_text()), "model_max_length": model_max_length}))
+    assert read_head(folder).folder_max_seq_length == expected
+    assert SentenceTransformer(str(folder), device="cpu").max_seq_length == expected
+
+
 def test_a_plain_hugging_face_folder_keeps_mean_pooling_and_says_so(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     head = read_head(tmp_path)

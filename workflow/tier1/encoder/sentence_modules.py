@@ -138,12 +138,25 @@ def read_head(folder: Path) -> Head:
 
 
 def _folder_max_seq_length(folder: Path) -> int | None:
+    """sentence_bert_config.json's max_seq_length; where it names none (sentence-transformers 6.2
+    saves none), the length sentence-transformers then reads the folder with: the tokenizer's
+    model_max_length, at most the model's positions."""
     path = folder / "sentence_bert_config.json"
     if not path.is_file():
         return None
     config = _read_json(path, "the sentence-transformers transformer settings")
     length = config.get("max_seq_length") if isinstance(config, dict) else None
-    return length if isinstance(length, int) else None
+    if isinstance(length, int):
+        return length
+    limits = [_int_setting(folder / "tokenizer_config.json", "model_max_length"),
+              _int_setting(folder / "config.json", "max_position_embeddings")]
+    return min(limits) if all(limits) else None
+
+
+def _int_setting(path: Path, key: str) -> int | None:
+    config = _read_json(path, key) if path.is_file() else None
+    value = config.get(key) if isinstance(config, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _check_similarity(folder: Path, head: Head) -> None:
