@@ -155,8 +155,25 @@ def _euclidean(tmp):
 
 
 def _model_in_results(tmp):
-    folder = model_folder(tmp / "results" / "train" / "gpus1")
+    folder = model_folder(tmp / "results" / "default" / "train" / "gpus1")
     return {"model": str(folder.relative_to(tmp))}
+
+
+def _model_in_other_run(tmp):
+    folder = model_folder(tmp / "results" / "mine" / "train" / "gpus1")
+    return {"model": str(folder.relative_to(tmp)), "run_name": "x2"}
+
+
+def _model_path_missing(tmp):
+    return {"model": str(tmp / "nonexistent" / "model")}
+
+
+def _model_dot_path_missing(tmp):
+    return {"model": "./models/mine"}
+
+
+def _model_hub_or_folder_missing(tmp):
+    return {"model": "models/mine"}
 
 
 def _model_is_a_file(tmp):
@@ -232,6 +249,33 @@ def _json_not_rows(tmp):
     return {"dataset": str(tmp / "pairs.json")}
 
 
+def _label_column(tmp):
+    (tmp / "pairs.csv").write_text("sentence1,sentence2,label\n" + "".join(
+        f"sentence {i},other sentence {i},{i % 2}\n" for i in range(400)))
+    return {"dataset": str(tmp / "pairs.csv")}
+
+
+def _score_column(tmp):
+    rows = [{**r, "Score": 4.5} for r in pair_rows(400)]
+    return {"dataset": str(jsonl(tmp / "pairs.jsonl", rows))}
+
+
+def _beir_no_train(tmp):
+    return {"dataset": str(beir(tmp))}
+
+
+def _beir_train_all_zero(tmp):
+    folder = beir(tmp)
+    (folder / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t0\n" for i in range(30, 40)))
+    return {"dataset": str(folder)}
+
+
+def _beir_train_only_test_queries(tmp):
+    folder = beir(tmp)
+    (folder / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i + 1}\t1\n" for i in range(10)))
+    return {"dataset": str(folder)}
+
+
 def _beir_missing(tmp):
     return {"dataset": str(beir(tmp, skip="queries.jsonl"))}
 
@@ -288,7 +332,18 @@ CASES = {
     "module outside the folder": (_module_outside, ["places the Pooling module at '../../elsewhere'",
                                                     "not in a folder inside"]),
     "euclidean similarity": (_euclidean, ["similarity function 'euclidean'", "cosine"]),
-    "model inside results/": (_model_in_results, ["inside this run's results folder", "copy it elsewhere"]),
+    "model inside results/": (_model_in_results, ["inside this run's results folder (results/default)",
+                                                  "copy it out (e.g. cp -r results/default/train/gpus1/model "
+                                                  "models/default)"]),
+    "model inside another run's results/": (_model_in_other_run, [
+        "'results/mine/train/gpus1/model' lies inside the results folder of run 'mine' (results/mine)",
+        "copy it out (e.g. cp -r results/mine/train/gpus1/model models/mine) and point model at the copy"]),
+    "absolute model path missing": (_model_path_missing, ["model: folder /", "/nonexistent/model does not exist "
+                                                          "(looked at /", "check the path"]),
+    "./ model path missing": (_model_dot_path_missing, ["model: folder ./models/mine does not exist (looked at /",
+                                                        "/models/mine)"]),
+    "one-slash model missing offline": (_model_hub_or_folder_missing, ["model: 'models/mine' is not a local folder "
+                                                                       "(nothing at /", "HF_HUB_OFFLINE=1"]),
     "model is a file": (_model_is_a_file, ["is a file, not a model folder"]),
     "unsupported suffix": (_bad_suffix, ["pairs.txt", "suffix '.txt'", ".jsonl/.json/.csv/.parquet"]),
     "missing pair file": (_missing_file, ["nowhere.jsonl", "does not exist", "check the path"]),
@@ -307,6 +362,14 @@ CASES = {
                                                  "global batch (32) = 332", "lower test_samples or batch_size"]),
     "empty file": (_empty_file, ["pairs.csv holds no rows"]),
     "JSON that is not rows": (_json_not_rows, ["pairs.json is not a list of objects"]),
+    "label column": (_label_column, ["pairs.csv has a 'label' column", "trains every row as a positive pair",
+                                     "keep only the matching rows and drop the 'label' column"]),
+    "score column": (_score_column, ["pairs.jsonl has a 'Score' column", "drop the 'Score' column"]),
+    "BEIR without train.tsv": (_beir_no_train, ["beir' has no qrels/train.tsv, so no training pairs",
+                                                "add one", "or give a pair file"]),
+    "BEIR train scores all 0": (_beir_train_all_zero, ["train.tsv judges no pair with a score above 0"]),
+    "BEIR train queries all tested": (_beir_train_only_test_queries, ["every query of", "also asked in "
+                                                                      "qrels/test.tsv", "no training pairs"]),
     "BEIR file missing": (_beir_missing, ["has no queries.jsonl", "corpus.jsonl, queries.jsonl and qrels/test.tsv"]),
     "corpus line without _id": (_corpus_without_id, ["corpus.jsonl line 41 has no \"_id\""]),
     "queries line without _id": (_queries_without_id, ["queries.jsonl line 41 has no \"_id\""]),
@@ -343,6 +406,50 @@ def test_good_inputs_pass(tmp_path, monkeypatch):
     remote = Tier1Config(model=str(model_folder(tmp_path / "r", config={**BERT, "auto_map": {}})),
                          trust_remote_code=True)
     assert check_inputs(remote, tmp_path) == []
+
+
+@pytest.mark.parametrize("online", ["0", "1"])
+def test_a_model_path_that_is_not_there_is_never_sent_to_the_hub(tmp_path, monkeypatch, online):
+    """A path with more than one '/' (or starting /, ./, ../, ~) cannot be a hub id: planning and the
+    jobs' resolve_model_path both name the folder, whatever HF_HUB_OFFLINE says."""
+    from tier1.encoder.tokenizer import resolve_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", online)
+    monkeypatch.chdir(tmp_path)
+    for spec in ("/nonexistent/model", "../models/mine", "./mine", "~/no-such-tier1-model", "models/mine/v2"):
+        for refuse, arg in ((lambda s: check_inputs(Tier1Config(model=s), tmp_path), spec), (resolve_model_path, spec)):
+            with pytest.raises(ConfigError, match=f"^model: folder {spec} does not exist \\(looked at /") as err:
+                refuse(arg)
+            assert "HF_HUB" not in str(err.value) and "hub" not in str(err.value)
+    if online == "0":  # a spec that can be a hub id still goes to the hub
+        assert resolve_model_path("someone/some-model") == "someone/some-model"
+
+
+def test_columns_training_does_not_read_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = [{"anchor": a["anchor"], "positive": a["positive"], "negative": f"wrong {i}", "source": "web"}
+            for i, a in enumerate(pair_rows(400))]
+    path = jsonl(tmp_path / "triplets.jsonl", rows)
+    assert check_inputs(Tier1Config(dataset=str(path)), tmp_path) == [
+        f"dataset: {path}: the anchor is column 'anchor', the positive 'positive'; column 'negative' is not used: "
+        f"tier1's negatives are the batch's other positives; column 'source' is not used"]
+    # a second text column the synonyms could have picked is named too; an id is used (to drop repeats)
+    rows = [{"id": i, "query": f"q {i}", "passage": f"p {i}", "text": "t", "neg_1": "n"} for i in range(400)]
+    path = jsonl(tmp_path / "pairs.jsonl", rows)
+    assert check_inputs(Tier1Config(dataset=str(path)), tmp_path) == [
+        f"dataset: {path}: the anchor is column 'query', the positive 'passage'; columns 'text', 'neg_1' are not used"]
+    assert check_inputs(Tier1Config(dataset=str(jsonl(tmp_path / "p.jsonl", pair_rows(400)))), tmp_path) == []
+
+
+def test_a_beir_test_set_smaller_than_test_samples_is_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = beir(tmp_path, docs=80)
+    (folder / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(40, 80)))
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(40)))
+    cfg = Tier1Config(dataset=str(folder), batch_size=8)
+    assert check_inputs(cfg, tmp_path) == [f"dataset: {str(folder)!r} judges 40 test queries (qrels/test.tsv), "
+                                           f"fewer than test_samples (300); all 40 are used"]
+    assert check_inputs(Tier1Config(dataset=str(folder), batch_size=8, test_samples=40), tmp_path) == []
 
 
 def test_prepare_counts_what_it_left_out(tmp_path):
@@ -383,8 +490,8 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("TIER1_GPUS", "HF_HUB_OFFLINE")}
+def plan(workdir: Path, *config: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIER1_GPUS", "HF_HUB_OFFLINE")} | env_vars
     return subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--config", *config], cwd=workdir,
                           capture_output=True, text=True, env=env)
 
@@ -396,6 +503,13 @@ def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
      "m/model has a sentence_transformers.models.Dense module ('2_Dense' in modules.json)"),
     (lambda w: "dataset=" + jsonl(w / "pairs.jsonl", [{"id": "same", **r} for r in pair_rows(60)]).name,
      "has 1 usable pairs (0 rows with an empty text and 59 repeating"),
+    (lambda w: "dataset=" + _label_column(w)["dataset"],
+     "pairs.csv has a 'label' column, but tier1 trains every row as a positive pair"),
+    (lambda w: "dataset=" + _beir_no_train(w)["dataset"], "has no qrels/train.tsv, so no training pairs: add one"),
+    (lambda w: "model=/nonexistent/model", "model: folder /nonexistent/model does not exist (looked at "
+                                           "/nonexistent/model); check the path"),
+    (lambda w: f"model={_model_in_other_run(w)['model']} run_name=x2",
+     "lies inside the results folder of run 'mine' (results/mine)"),
     (lambda w: "num_epochs=1000000000", "num_epochs"),
     (lambda w: "encoder=bert", "'bert' is not one of ['auto', 'transformers']"),
     (lambda w: "batch_sise=16", "config: batch_sise: not a tier1 setting; did you mean batch_size? "
@@ -403,13 +517,57 @@ def plan(workdir: Path, *config: str) -> subprocess.CompletedProcess:
     (lambda w: "gpu_counts=[0]", "config: gpu_counts[0]: 0 is less than the minimum of 1 (gpu_counts: world sizes"),
 ])
 def test_snakemake_refuses_before_any_job_and_keeps_earlier_results(workdir, setting, words):
-    proc = plan(workdir, setting(workdir))
+    proc = plan(workdir, *setting(workdir).split())
     console = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert words in console
     assert "$schema" not in console and len(console.splitlines()) < 12, console  # the line, not the schema around it
     assert "Job stats" not in console
     assert (workdir / "results" / "default" / "data" / "manifest.json").read_text() == '{"earlier": true}'
+
+
+def test_unread_columns_are_said_while_planning_and_in_the_prepare_log(workdir):
+    rows = [{**r, "negative": f"wrong answer {i}"} for i, r in enumerate(pair_rows(400))]
+    jsonl(workdir / "triplets.jsonl", rows)
+    proc = plan(workdir, "dataset=triplets.jsonl")
+    line = ("triplets.jsonl: the anchor is column 'anchor', the positive 'positive'; column 'negative' is "
+            "not used: tier1's negatives are the batch's other positives")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"\ndataset: {workdir / line}\n" in proc.stderr
+    proc = prepare_command(workdir, {"dataset": "triplets.jsonl", "train_samples": 20, "test_samples": 10, "seed": 0})
+    assert proc.returncode == 0 and f"dataset: {line}" in proc.stderr, proc.stderr
+
+
+def prepare_command(workdir: Path, cfg: dict) -> subprocess.CompletedProcess:
+    """The prepare rule's own command line, writing into workdir/out."""
+    return subprocess.run([sys.executable, "-m", "tier1.stages.prepare", "--config", json.dumps(cfg),
+                           *[a for name in ("train", "corpus", "queries", "qrels", "manifest")
+                             for a in (f"--{name}", str(workdir / "out" / name))]],
+                          cwd=workdir, capture_output=True, text=True)
+
+
+def test_a_beir_folder_without_training_pairs_says_why_in_the_prepare_job_too(tmp_path):
+    proc = prepare_command(tmp_path, {"dataset": _beir_no_train(tmp_path)["dataset"], "train_samples": 20,
+                                      "test_samples": 10, "seed": 0})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (f"configuration error: dataset: BEIR folder '{tmp_path / 'beir'}' has no qrels/train.tsv, so no training "
+            f"pairs: add one") in proc.stderr
+
+
+def test_a_missing_model_path_is_refused_online_too_while_planning_and_in_the_tokenize_job(workdir):
+    """HF_HUB_OFFLINE=0 once let such a path pass planning, then transformers failed in the job with
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"."""
+    words = "model: folder /nonexistent/model does not exist (looked at /nonexistent/model); check the path"
+    proc = plan(workdir, "model=/nonexistent/model", HF_HUB_OFFLINE="0")
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and words in console and "HF_HUB" not in console
+    cfg = {"model": "/nonexistent/model", "trust_remote_code": False, "encoder": "auto", "max_seq_length": 32}
+    proc = subprocess.run([sys.executable, "-m", "tier1.stages.tokenize", "--config", json.dumps(cfg),
+                           *[a for name in ("train", "corpus", "queries", "qrels", "out", "record-out")
+                             for a in (f"--{name}", str(workdir / name))]],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "0"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"configuration error: {words}" in proc.stderr
 
 
 def test_the_token_cache_counts_texts_cut_at_max_seq_length(tmp_path, tiny_model):

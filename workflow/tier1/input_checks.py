@@ -78,14 +78,27 @@ def check_model(cfg: Tier1Config, workdir: Path) -> list[str]:
         return []
     folder = _local(cfg.model, workdir)
     if not folder.exists():
+        if is_path(cfg.model):
+            raise ConfigError(missing_folder(cfg.model, folder))
         if os.environ.get("HF_HUB_OFFLINE", "1") == "1":  # the workflow sets it unless told otherwise
             raise ConfigError(
-                f"model: {cfg.model!r} is not a local folder and HF_HUB_OFFLINE=1 forbids the hub; "
-                f"give a local folder, {DEFAULT_MODEL!r}, or set HF_HUB_OFFLINE=0 to download it"
+                f"model: {cfg.model!r} is not a local folder (nothing at {folder.resolve()}) and HF_HUB_OFFLINE=1 "
+                f"forbids the hub; give a local folder, {DEFAULT_MODEL!r}, or set HF_HUB_OFFLINE=0 to download it"
             )
         return [f"model: {cfg.model!r} is a hub id; it is checked only when a job downloads it"]
     check_model_folder(folder, cfg, workdir)
     return []
+
+
+def is_path(spec: str) -> bool:
+    """Whether a model spec can only be a folder: a hub id is `name` or `namespace/name`."""
+    return Path(spec).is_absolute() or spec.startswith(("./", "../", "~")) or spec.count("/") > 1
+
+
+def missing_folder(spec: str, path: Path) -> str:
+    """The line for a model folder that is not there (planning and the jobs say the same)."""
+    return (f"model: folder {spec} does not exist (looked at {Path(path).expanduser().resolve()}); "
+            f"check the path (relative to the run folder) or give {DEFAULT_MODEL!r}")
 
 
 def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here: bool = False) -> None:
@@ -93,9 +106,10 @@ def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here
     run itself built, `built_here`, lies inside its results folder)."""
     name = cfg.model
     if not built_here and _inside(folder, workdir / layout.RESULTS):
+        run = _results_run(folder, workdir)
         raise ConfigError(
-            f"model: {name!r} lies inside this run's {layout.RESULTS} folder, which Snakemake may delete and rebuild; "
-            f"copy it elsewhere (e.g. cp -r {name} models/) and point model at the copy"
+            f"model: {name!r} lies inside {_whose(run, cfg.run_name)}, which Snakemake may delete and rebuild "
+            f"whenever that run runs; copy it out (e.g. cp -r {name} models/{run or ''}) and point model at the copy"
         )
     if not folder.is_dir():
         raise ConfigError(f"model: {name!r} is a file, not a model folder; give the folder holding config.json")
@@ -128,6 +142,23 @@ def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here
         )
     _check_positions(config, cfg, folder)
     read_head(folder)  # its sentence-transformers modules: a Dense head or a custom module is refused
+
+
+def _results_run(folder: Path, workdir: Path) -> str | None:
+    """The run whose results folder (results/<run>/) holds `folder`; None for results/ itself."""
+    results = workdir / layout.RESULTS
+    for path, root in ((folder.absolute(), results.absolute()), (folder.resolve(), results.resolve())):
+        if root in path.parents and path.parent != root:
+            return path.relative_to(root).parts[0]
+    return None
+
+
+def _whose(run: str | None, this_run: str) -> str:
+    if run is None:
+        return f"the {layout.RESULTS} folder"
+    if run == this_run:
+        return f"this run's results folder ({layout.run_folder(run)})"
+    return f"the results folder of run {run!r} ({layout.run_folder(run)})"
 
 
 def _model_config(folder: Path, name: str) -> dict:
@@ -172,20 +203,18 @@ def check_dataset(cfg: Tier1Config, workdir: Path) -> list[str]:
         return []
     path = _local(spec, workdir)
     if path.is_dir():
-        source = sources.load(str(path))
+        source = sources.load(str(path))  # refuses a folder that gives no training pairs
         test = source.beir_test
         judged = sum(1 for q in test.qrels if test.qrels[q])
-        warnings = []
-        if not source.pairs:
-            warnings.append(f"dataset: {spec!r} has no qrels/train.tsv pairs; training needs them")
-        return warnings + _check_sizes(cfg, spec, len(source.pairs), judged, source.dropped, beir=True)
+        return _check_sizes(cfg, spec, len(source.pairs), judged, source.dropped, beir=True)
     if path.suffix in sources.PAIR_SUFFIXES or path.exists():
         if not path.exists():
             raise ConfigError(
                 f"dataset: file {spec!r} does not exist (looked at {path}); check the path, relative to the run folder"
             )
         source = sources.load(str(path))
-        return _check_sizes(cfg, spec, len(source.pairs), None, source.dropped, beir=False)
+        notes = [source.unused] if source.unused else []
+        return notes + _check_sizes(cfg, spec, len(source.pairs), None, source.dropped, beir=False)
     return [f"dataset: {spec!r} is a hub id; it is checked only when the prepare job downloads it"]
 
 
@@ -199,11 +228,14 @@ def _check_sizes(cfg: Tier1Config, spec: str, pairs: int, judged: int | None, dr
     if beir:
         if judged == 0:
             raise ConfigError(f"dataset: {spec!r} qrels/test.tsv judges no query; add judgements to qrels/test.tsv")
-        if 0 < pairs < batch:
+        if pairs < batch:
             raise ConfigError(
                 f"batch_size: the global batch is {batch} but {spec!r} gives only {pairs} training pairs{why}; "
                 f"lower batch_size or add training pairs"
             )
+        if judged < cfg.test_samples:  # the folder's own test set is sampled, never filled up
+            return [f"dataset: {spec!r} judges {judged} test queries (qrels/test.tsv), fewer than test_samples "
+                    f"({cfg.test_samples}); all {judged} are used"]
         return []
     if pairs < cfg.test_samples + batch:
         raise ConfigError(

@@ -4,8 +4,9 @@
   - "stdlib": code-search pairs from the Python standard library (offline default);
   - "python-source": the same from the standard library plus the environment's site-packages
     (offline, tens of thousands of pairs; which ones depends on the installed packages);
-  - a local pair file (.jsonl, .json, .csv, .parquet) with an anchor and a positive column;
-  - a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, optional qrels/train.tsv);
+  - a local pair file (.jsonl, .json, .csv, .parquet) with an anchor and a positive column (other
+    columns are not read; a label or score column is refused);
+  - a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv, and qrels/train.tsv to train on);
   - otherwise a Hugging Face dataset id, loaded through `datasets` (needs the network).
 """
 
@@ -22,6 +23,10 @@ from tier1.config import ConfigError
 ANCHOR_COLUMNS = ("anchor", "query", "question", "sentence1", "text1")
 POSITIVE_COLUMNS = ("positive", "passage", "document", "text", "answer", "sentence2", "text2")
 PAIR_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# A column that says whether (or how well) a row's texts match: tier1 trains every row as a match,
+# and cannot tell which values mean "no" (SNLI's label 0 is entailment, STS's score 5 is the best).
+LABEL_COLUMNS = ("label", "labels", "gold_label", "score", "scores", "similarity", "similarity_score",
+                 "relevance", "relevant", "is_duplicate", "is_positive")
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Source:
     beir_test: BeirSet | None = None
     # Rows left out while reading: {"dropped_empty": n, "dropped_duplicates": n}.
     dropped: dict[str, int] = field(default_factory=lambda: {"dropped_empty": 0, "dropped_duplicates": 0})
+    # What the source holds that training does not read (one line, or ""), e.g. a negative column.
+    unused: str = ""
 
 
 @dataclass
@@ -56,8 +63,10 @@ def load(spec: str) -> Source:
     if path.suffix in PAIR_SUFFIXES:
         if not path.exists():
             raise ConfigError(f"dataset: file {spec!r} does not exist; check the path (relative to the run folder)")
-        pairs, dropped = clean_pairs(read_rows(path), spec)
-        return Source(pairs, {"source": "file", "path": str(path.resolve())}, dropped=dropped)
+        rows = read_rows(path)
+        pairs, dropped = clean_pairs(rows, spec)
+        return Source(pairs, {"source": "file", "path": str(path.resolve())}, dropped=dropped,
+                      unused=unused_columns(rows, spec))
     if path.exists():
         raise ConfigError(
             f"dataset: {spec!r} has suffix {path.suffix!r}; give a BEIR folder or a "
@@ -124,6 +133,46 @@ def _pick(columns: list[str], wanted: tuple[str, ...], role: str, where: str) ->
     )
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    """Every column of `rows`, in the order first seen (a JSON line may add one)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def pair_columns(rows: list[dict], where: str) -> tuple[str, str]:
+    """The anchor and positive columns of `rows`; a label or score column is refused."""
+    columns = _columns(rows)
+    for name in columns:
+        if name.lower() in LABEL_COLUMNS:
+            raise ConfigError(
+                f"dataset: {where} has a {name!r} column, but tier1 trains every row as a positive pair (with the "
+                f"batch's other rows as negatives), so a row marked as not matching would be learnt as a match; "
+                f"keep only the matching rows and drop the {name!r} column"
+            )
+    a = _pick(columns, ANCHOR_COLUMNS, "anchor", where)
+    return a, _pick([c for c in columns if c != a], POSITIVE_COLUMNS, "positive", where)
+
+
+def unused_columns(rows: list[dict], where: str) -> str:
+    """One line naming the columns training does not read ("" when none): a silently dropped
+    column can change what the user thinks is trained."""
+    anchor, positive = pair_columns(rows, where)
+    unused = [c for c in _columns(rows) if c not in (anchor, positive, "id")]
+    negatives = [c for c in unused if "negative" in c.lower()]
+    others = [c for c in unused if c not in negatives]
+    notes = []
+    if negatives:
+        notes.append(f"{_names(negatives)} not used: tier1's negatives are the batch's other positives")
+    if others:
+        notes.append(f"{_names(others)} not used")
+    if not notes:
+        return ""
+    return f"dataset: {where}: the anchor is column {anchor!r}, the positive {positive!r}; " + "; ".join(notes)
+
+
+def _names(columns: list[str]) -> str:
+    return f"column {columns[0]!r} is" if len(columns) == 1 else f"columns {', '.join(map(repr, columns))} are"
+
+
 def _normalised(text: str) -> str:
     return " ".join(text.split()).lower()
 
@@ -133,13 +182,12 @@ def clean_pairs(rows: list[dict], where: str) -> tuple[list[dict[str, str]], dic
 
     A row whose anchor or positive is empty (or only whitespace) is dropped; so is a later row that
     repeats an earlier one's id, anchor or positive (whitespace-normalised, case-insensitive), so no
-    text is both trained on and tested with. Texts that are not strings are refused.
+    text is both trained on and tested with. Texts that are not strings, and a label column
+    (`pair_columns`), are refused.
     """
     if not rows:
         raise ConfigError(f"dataset: {where} holds no rows; give a file with anchor/positive pairs")
-    columns = list(rows[0].keys())
-    a = _pick(columns, ANCHOR_COLUMNS, "anchor", where)
-    p = _pick([c for c in columns if c != a], POSITIVE_COLUMNS, "positive", where)
+    a, p = pair_columns(rows, where)
     pairs, ids, anchors, positives = [], set(), set(), set()
     dropped = {"dropped_empty": 0, "dropped_duplicates": 0}
     for i, row in enumerate(rows):
@@ -263,25 +311,39 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def _beir_source(folder: Path) -> Source:
+    """The folder's test set and its training pairs (qrels/train.tsv); every run trains, so a folder
+    that gives none is refused here, where planning and the prepare job both read it."""
     test = read_beir(folder, "test")
+    train_tsv = folder / "qrels" / "train.tsv"
+    if not train_tsv.exists():
+        raise ConfigError(
+            f"dataset: BEIR folder {str(folder)!r} has no qrels/train.tsv, so no training pairs: "
+            f"add one (query-id, corpus-id, score rows) or give a pair file"
+        )
+    train = read_beir(folder, "train")
     rows = []
-    if (folder / "qrels" / "train.tsv").exists():
-        train = read_beir(folder, "train")
-        for qid, docs in sorted(train.qrels.items()):
-            for did, score in sorted(docs.items()):
-                if score > 0:
-                    doc = train.corpus[did]
-                    text = f"{doc['title']} {doc['text']}".strip()
-                    rows.append({"id": f"{qid}-{did}", "anchor": train.queries[qid], "positive": text})
-    description = {"source": "beir", "path": str(folder.resolve())}
+    for qid, docs in sorted(train.qrels.items()):
+        for did, score in sorted(docs.items()):
+            if score > 0:
+                doc = train.corpus[did]
+                text = f"{doc['title']} {doc['text']}".strip()
+                rows.append({"id": f"{qid}-{did}", "anchor": train.queries[qid], "positive": text})
     if not rows:
-        return Source([], description, beir_test=test)
-    pairs, dropped = clean_pairs(rows, str(folder / "qrels" / "train.tsv"))
+        raise ConfigError(
+            f"dataset: {train_tsv} judges no pair with a score above 0, so no training pairs; "
+            f"add rows with score 1 or more"
+        )
+    pairs, dropped = clean_pairs(rows, str(train_tsv))
     # A training query that is also a test query would be learnt before it is asked.
     tested = {_normalised(test.queries[q]) for q in test.qrels}
     kept = [p for p in pairs if _normalised(p["anchor"]) not in tested]
+    if not kept:
+        raise ConfigError(
+            f"dataset: every query of {train_tsv} is also asked in qrels/test.tsv (same text), and a tested query "
+            f"is not trained on, so no training pairs are left; give training pairs for other queries"
+        )
     dropped["dropped_duplicates"] += len(pairs) - len(kept)
-    return Source(kept, description, beir_test=test, dropped=dropped)
+    return Source(kept, {"source": "beir", "path": str(folder.resolve())}, beir_test=test, dropped=dropped)
 
 
 def _hub_source(spec: str) -> Source:
@@ -296,5 +358,6 @@ def _hub_source(spec: str) -> Source:
             f"dataset: {spec!r} is not a local file or folder, and loading it as a Hugging Face "
             f"dataset id failed ({type(err).__name__}: {err}). Offline, use 'stdlib' or a local path."
         ) from err
-    pairs, dropped = clean_pairs(list(ds), spec)
-    return Source(pairs, {"source": "huggingface", "id": spec}, dropped=dropped)
+    rows = list(ds)
+    pairs, dropped = clean_pairs(rows, spec)
+    return Source(pairs, {"source": "huggingface", "id": spec}, dropped=dropped, unused=unused_columns(rows, spec))

