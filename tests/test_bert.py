@@ -221,7 +221,9 @@ def test_query_key_value_as_one_parameter_round_trip(folder, request, tmp_path):
     ours = bert.Bert.from_folder(path)
     layer = ours.encoder.layer[0].attention.self
     assert [name for name, _ in layer.named_parameters()] == ["qkv.weight", "qkv.bias"]
-    original = {k: v for k, v in load_file(str(path / bert.WEIGHTS)).items() if not k.startswith(bert._UNUSED)}
+    # every tensor tier1 runs, and the pooler it carries back unchanged
+    original = {k: v for k, v in load_file(str(path / bert.WEIGHTS)).items()
+                if k.startswith("pooler.") or not k.startswith(bert._UNUSED)}
     prefix = "encoder.layer.0.attention.self."
     torch.testing.assert_close(layer.qkv.weight.detach(), torch.cat(
         [original[prefix + f"{n}.weight"] for n in ("query", "key", "value")]), rtol=0, atol=0)
@@ -277,3 +279,17 @@ def test_the_attention_kernel_is_chosen_once_per_forward_and_for_each_recompute(
     out.sum().backward()
     assert len(entries) == (1 + 2 * layers if checkpointing else 1)  # and so does its recompute
     assert outside == []
+
+
+def test_a_saved_model_keeps_the_folders_pooler(packaged, tmp_path):
+    # tier1 never runs the pooler; written back unchanged, transformers reloads the saved folder
+    # without a report of newly initialised weights
+    from safetensors.torch import load_file
+
+    encoder, tokenizer = model.load(packaged)
+    model.save(encoder, tokenizer, tmp_path, max_seq_length=64)
+    _, info = AutoModel.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not info["missing_keys"]
+    source, saved = load_file(f"{packaged}/{bert.WEIGHTS}"), load_file(str(tmp_path / bert.WEIGHTS))
+    pooler = [k for k in source if "pooler." in k]
+    assert pooler and all(torch.equal(source[k], saved[k.removeprefix("bert.")]) for k in pooler)

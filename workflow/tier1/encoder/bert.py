@@ -228,6 +228,9 @@ class Bert(nn.Module):
         self.embeddings = _Embeddings(config)
         self.encoder = _Stack(config)
         self.checkpointing = False
+        # the folder's pooler, unused and untrained, written back on save: without it transformers
+        # reloads the saved model with a report of newly initialised weights
+        self.pooler: dict[str, torch.Tensor] = {}
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -257,14 +260,16 @@ class Bert(nn.Module):
         # a checkpoint with heads (BertForPreTraining, ...) keeps the encoder under "bert."
         if any(k.startswith("bert.") for k in state):
             state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+        model.pooler = {k: v for k, v in state.items() if k.startswith("pooler.")}
         state = {_renamed(k): v for k, v in state.items() if not k.startswith(_UNUSED)}
         model.load_state_dict(state, strict=True)
         return model.eval()
 
     def save_pretrained(self, folder: Path, safe_serialization: bool = True,
                         state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """config.json and model.safetensors, as BertModel.save_pretrained writes them (no pooler);
-        `state_dict` in place of the module's own (a sharded module's, gathered whole)."""
+        """config.json and model.safetensors, as BertModel.save_pretrained writes them (with the
+        pooler the folder came with, if any); `state_dict` in place of the module's own (a sharded
+        module's, gathered whole)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -272,5 +277,6 @@ class Bert(nn.Module):
         config = dict(vars(self.config), architectures=["BertModel"])
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
+        state |= {k: v.contiguous() for k, v in self.pooler.items()}
         save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
 
