@@ -145,7 +145,7 @@ def check_model_folder(folder: Path, cfg: Tier1Config, workdir: Path, built_here
 
 
 def _results_run(folder: Path, workdir: Path) -> str | None:
-    """The run whose results folder (results/<run>/) holds `folder`; None for results/ itself."""
+    """The run whose results folder (layout.RESULTS/<run>/) holds `folder`; None for the results folder itself."""
     results = workdir / layout.RESULTS
     for path, root in ((folder.absolute(), results.absolute()), (folder.resolve(), results.resolve())):
         if root in path.parents and path.parent != root:
