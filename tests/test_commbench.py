@@ -98,14 +98,12 @@ def test_iterations_follow_nccl_tests_over_nccl_and_shrink_with_size_over_gloo()
     assert commbench.iterations(90_261_504, nccl=False) == (1, 5)
 
 
-@pytest.mark.parametrize("device, backend, nccl", [("cpu", "gloo", False), ("cuda", "gloo", False),
-                                                   ("cuda", "nccl", True)])
-def test_only_nccl_gets_the_gpu_sweep(monkeypatch, device, backend, nccl):
+@pytest.mark.parametrize("device, shared, nccl", [("cpu", False, False), ("cuda", True, False),
+                                                  ("cuda", False, True)])
+def test_only_nccl_gets_the_gpu_sweep(device, shared, nccl):
     # ranks sharing one GPU run over gloo: each call goes through host memory, so the 1 GiB sweep
     # and nccl-tests' 25 calls a size would spend minutes of a GPU check on figures nobody reads
-    monkeypatch.setattr(commbench.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(commbench.dist, "get_backend", lambda *a: backend)
-    assert commbench.over_nccl(Context(0, 2, 0, 2, torch.device(device), 1)) is nccl
+    assert commbench.over_nccl(Context(0, 2, 0, 2, torch.device(device), 1, shared)) is nccl
 
 
 def test_ranks_sharing_a_gpu_take_the_matmul_probe_one_at_a_time(monkeypatch):

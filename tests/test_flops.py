@@ -163,11 +163,8 @@ def test_mfu_counts_the_gpus_the_ranks_ran_on(monkeypatch, shared, gpus):
     from tier1.training import record
 
     monkeypatch.setattr(record.devices, "device_name", lambda device: "NVIDIA H200")
-    if shared:
-        monkeypatch.setenv("TIER1_SHARE_GPU", "1")
-    else:
-        monkeypatch.delenv("TIER1_SHARE_GPU", raising=False)
-    ctx = Context(rank=0, world_size=2, local_rank=0, local_world_size=2, device=torch.device("cuda", 0), threads=1)
+    ctx = Context(rank=0, world_size=2, local_rank=0, local_world_size=2, device=torch.device("cuda", 0), threads=1,
+                  shared_gpu=shared)
     trainer = SimpleNamespace(ctx=ctx, autocast_dtype=torch.bfloat16, plan=SimpleNamespace(world_size=2))
     got = record.utilisation(trainer, [{"model_flops": 3e12, "steps": 1}, {"model_flops": 3e12, "steps": 1}], 0.1)
     peak = flops.peak_flops("NVIDIA H200", "bfloat16")[0]

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 from tier1 import layout
 from tier1.runtime import console, slurm
 from tier1.encoder import random_models
-from tier1.input_checks import check_inputs
+from tier1.input_checks import TRUSTED_DATASETS, check_inputs
 from tier1.config import ConfigError, Tier1Config, config_hash, from_command_line, stage_json
 from tier1.config_schema import first_problem
 from tier1.records import EvaluationRecord, RankComputeRecord
@@ -387,4 +387,4 @@ def model_folder():
 
 def dataset_files():
     """A local dataset's files (a pair file, or a BEIR folder's), as the prepare rule's inputs."""
-    return [] if CFG.dataset in ("stdlib", "python-source") else local_files(CFG.dataset)
+    return [] if CFG.dataset in TRUSTED_DATASETS else local_files(CFG.dataset)

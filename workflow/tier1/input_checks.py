@@ -233,9 +233,10 @@ def _check_sizes(cfg: Tier1Config, spec: str, pairs: int, judged: int | None, dr
                 f"batch_size: the global batch is {batch} but {spec!r} gives only {pairs} training pairs{why}; "
                 f"lower batch_size or add training pairs"
             )
-        if judged < cfg.test_samples:  # the folder's own test set is sampled, never filled up
-            return [f"dataset: {spec!r} judges {judged} test queries (qrels/test.tsv), fewer than test_samples "
-                    f"({cfg.test_samples}); all {judged} are used"]
+        if judged < cfg.test_samples:
+            from tier1.data.sources import fewer_test_queries
+
+            return [fewer_test_queries(spec, judged, cfg.test_samples)]
         return []
     if pairs < cfg.test_samples + batch:
         raise ConfigError(

@@ -169,6 +169,13 @@ def unused_columns(rows: list[dict], where: str) -> str:
     return f"dataset: {where}: the anchor is column {anchor!r}, the positive {positive!r}; " + "; ".join(notes)
 
 
+def fewer_test_queries(spec: str, judged: int, asked: int) -> str:
+    """The line for a BEIR folder judging fewer test queries than test_samples asks: its own test
+    set is sampled, never filled up (planning and the prepare job say the same)."""
+    return (f"dataset: {spec!r} judges {judged} test queries (qrels/test.tsv), fewer than test_samples "
+            f"({asked}); all {judged} are used")
+
+
 def _names(columns: list[str]) -> str:
     return f"column {columns[0]!r} is" if len(columns) == 1 else f"columns {', '.join(map(repr, columns))} are"
 

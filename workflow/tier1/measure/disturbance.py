@@ -96,6 +96,16 @@ def combine(records: list[dict]) -> dict:
     return out
 
 
+def mark_kind(mark: str) -> str:
+    """A mark's kind, its first word ("disturbed", "unobserved", "resumed", "stalled"): every mark a
+    record carries starts with it, so a plot label or a table cell can name the kind alone."""
+    return mark.split(":")[0].split()[0]
+
+
+def mark_kinds(marks: list[str]) -> str:
+    return ", ".join(dict.fromkeys(mark_kind(m) for m in marks if m.strip()))
+
+
 def judge(ranks: list[dict], cores: int) -> tuple[dict, list[str]]:
     """From each rank's window record (ranks of one machine): what other work took, and marks.
 

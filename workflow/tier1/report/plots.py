@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tier1.measure.disturbance import mark_kinds  # noqa: E402
 from tier1.report import analysis  # noqa: E402
 from tier1.report.collect import Results  # noqa: E402
 from tier1.runtime.atomic import atomic_path  # noqa: E402
@@ -28,11 +29,6 @@ def hardware_text(r: Results, times: bool = True) -> str:
         return f"{len(hw['gpus'])}x {hw['gpus'][0]}, {tm.precision}{shared}"
     where = f"CPU rehearsal on {hw['cpu']}, {hw['cores']} cores shared by all ranks"
     return f"{where}: these times measure the code path, not GPU scaling" if times else where
-
-
-def mark_kinds(marks: list[str]) -> str:
-    """"disturbed", "resumed", "stalled": the first word of each mark, for a label in a plot."""
-    return ", ".join(dict.fromkeys(m.split(":")[0].split()[0] for m in marks if m.strip()))
 
 
 def _save(fig, path: Path, r: Results, times: bool = True):

@@ -34,6 +34,8 @@ class Context:
     local_world_size: int
     device: torch.device
     threads: int
+    # every rank of the node on its one GPU, over gloo (share_gpu: a rehearsal, never a speedup)
+    shared_gpu: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -94,7 +96,7 @@ def setup(timeout_s: float | None = None) -> Context:
             timeout_s = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S))
         backend = "nccl" if device.type == "cuda" and not shared else "gloo"
         _init(backend, timeout_s, device)
-    return Context(rank, world_size, local_rank, local_world, device, threads)
+    return Context(rank, world_size, local_rank, local_world, device, threads, shared and device.type == "cuda")
 
 
 _local_peers: dict[int, int] = {}  # rank -> pid of the other ranks on this machine

@@ -113,7 +113,7 @@ def allgather_sizes(block_bytes: int, world_size: int, multiples: tuple[int, ...
 
 def over_nccl(ctx: Context) -> bool:
     """Whether the collectives run over NCCL: on GPUs, unless the ranks share one (gloo)."""
-    return ctx.device.type == "cuda" and dist.is_initialized() and dist.get_backend() == "nccl"
+    return ctx.device.type == "cuda" and not ctx.shared_gpu
 
 
 def iterations(nbytes: int, nccl: bool) -> tuple[int, int]:

@@ -68,9 +68,8 @@ def prepare(cfg: PrepareConfig, out: Outputs) -> ManifestRecord:
         log.warning("%s", source.unused)
     if source.beir_test is not None:
         test_set = split.sample_queries(source.beir_test, cfg.test_samples, cfg.seed)
-        if len(test_set.queries) < cfg.test_samples:  # a BEIR folder's own test set is sampled, never filled up
-            log.warning("test_samples: %d asked for, the BEIR folder judges only %d queries; all are used",
-                        cfg.test_samples, len(test_set.queries))
+        if len(test_set.queries) < cfg.test_samples:
+            log.warning("%s", sources.fewer_test_queries(cfg.dataset, len(test_set.queries), cfg.test_samples))
         train = split.shuffled(source.pairs, cfg.seed, key=lambda p: p["id"])[: cfg.train_samples]
     else:
         train, test = split.split_pairs(source.pairs, cfg.train_samples, cfg.test_samples, cfg.seed)

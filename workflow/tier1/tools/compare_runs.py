@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tier1 import layout
 from tier1.config import InputError
+from tier1.measure.disturbance import mark_kind
 from tier1.records import EvaluationRecord, ManifestRecord, TrainRecord
 from tier1.records.base import RecordError
 from tier1.runtime import atomic
@@ -99,11 +100,11 @@ def _marks(stages: dict, metric: str, ws: str) -> list[str]:
 
 
 def _kind(mark: str) -> str:
-    """A mark's short form: its kind, the first word ("disturbed", "resumed", "stalled", "unchecked"),
-    as the report's console summary shortens it; a ratio's 1-rank mark as "1-rank disturbed"."""
+    """A mark's short form: its kind (tier1.measure.disturbance.mark_kind); a ratio's 1-rank mark
+    as "1-rank disturbed"."""
     if mark.startswith(BASELINE):
-        return "1-rank " + _kind(mark[len(BASELINE):])
-    return mark.split(":")[0].split()[0]
+        return "1-rank " + mark_kind(mark[len(BASELINE):])
+    return mark_kind(mark)
 
 
 def _cell(text: str, value, unit: str, marks: list[str]) -> dict:

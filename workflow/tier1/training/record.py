@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import statistics
 from typing import Any
 
@@ -17,7 +16,6 @@ from tier1.records import TrainRecord
 from tier1.runtime import device as devices
 from tier1.runtime import provenance
 from tier1.runtime.distributed import Context
-from tier1.runtime.gpus import SHARE_GPU_ENV
 from tier1.training import decomposition, parallel
 from tier1.training.loss import negatives_per_anchor
 from tier1.training.trainer import Trainer
@@ -184,7 +182,7 @@ def _difference(parts: dict[str, float], n: int) -> str:
 def gpus_in_job(ctx: Context) -> int:
     """The GPUs whose peak the ranks' FLOPs are measured against: one per rank, or one per node where
     the node's ranks shared it (share_gpu: the launcher gives them the node's first GPU only)."""
-    if os.environ.get(SHARE_GPU_ENV) == "1":
+    if ctx.shared_gpu:
         return max(1, ctx.world_size // ctx.local_world_size)
     return ctx.world_size
 
